@@ -1,0 +1,502 @@
+//! Building `tonic::Status` values from catalog codes.
+//!
+//! A status for a bare code is made from bytes encoded once per code and
+//! shared afterwards, so [`ErrorCode::to_status`] costs one small `String`
+//! (tonic owns the message) and no protobuf encoding. The
+//! [`StatusBuilder`] covers the richer cases: a developer message of the
+//! caller's, `ErrorInfo` metadata, `BadRequest` field violations, `Help`
+//! links and extra response metadata.
+//!
+//! What is sent (DESIGN.md §2): `grpc-status` is the code's gRPC code,
+//! `grpc-message` the message, and `grpc-status-details-bin` a
+//! `google.rpc.Status` with the same code and message, holding one
+//! `ErrorInfo` (reason, domain, `metadata["code"]`), one `LocalizedMessage`
+//! (`en-US`), a `RetryInfo` where the catalog has a delay, and the caller's
+//! `BadRequest` and `Help` where given.
+//!
+//! ```
+//! use errmap::{ErrorCode, ErrorStatusExt};
+//!
+//! # fn main() -> Result<(), errmap::BuildError> {
+//! // The common case: a bare code.
+//! let status = tonic::Status::from(ErrorCode::AuthExpiredToken);
+//! assert_eq!(status.code(), tonic::Code::Unauthenticated);
+//! assert_eq!(status.error_code(), Some(ErrorCode::AuthExpiredToken));
+//!
+//! // The rich case.
+//! let status = ErrorCode::AuthPasswordInvalid
+//!     .builder()
+//!     .message("password must be at least 6 characters long")
+//!     .metadata("minLength", "6")
+//!     .field_violation("password", "too short")
+//!     .help_link("Password rules", "https://example.com/docs/passwords")
+//!     .build()?;
+//! let details = status.error_details().unwrap();
+//! assert_eq!(details.error_info().unwrap().metadata["minLength"], "6");
+//! assert_eq!(details.bad_request().unwrap().field_violations[0].field, "password");
+//! # Ok(())
+//! # }
+//! ```
+
+use std::{borrow::Cow, sync::OnceLock};
+
+use bytes::Bytes;
+use prost::Message as _;
+use tonic::{
+    metadata::{
+        AsciiMetadataKey, AsciiMetadataValue, BinaryMetadataKey, BinaryMetadataValue, MetadataMap,
+    },
+    Status,
+};
+use tonic_types::pb::{bad_request::FieldViolation, help::Link, BadRequest, Help};
+
+use crate::{
+    catalog::{entries, CatalogEntry, DOMAIN},
+    wire, ErrorCode,
+};
+
+/// The locale of the `LocalizedMessage` errmap sends.
+pub const LOCALE: &str = "en-US";
+
+/// The ErrorInfo metadata key that carries the numeric code; callers may not
+/// set it.
+pub const CODE_METADATA_KEY: &str = "code";
+
+/// The most bytes a built status may put in the trailers (message,
+/// details in base64 and response metadata), well under the 8 KiB gRPC
+/// implementations may enforce on the whole trailer block.
+pub const MAX_STATUS_SIZE: usize = 6 * 1024;
+
+/// The longest `ErrorInfo` metadata key AIP-193 allows.
+pub const MAX_METADATA_KEY_LEN: usize = 64;
+
+/// Why a [`StatusBuilder`] refused to build.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// An `ErrorInfo` metadata key does not have AIP-193's form.
+    #[error(
+        "ErrorInfo metadata key {key:?} is invalid: keys are lowerCamelCase, \
+         [a-z][a-zA-Z0-9-_]+, at most 64 characters"
+    )]
+    InvalidMetadataKey {
+        /// The key given.
+        key: String,
+    },
+    /// The caller tried to set `ErrorInfo.metadata["code"]`, which errmap
+    /// fills with the numeric code.
+    #[error("ErrorInfo metadata key \"code\" is reserved for the numeric error code")]
+    ReservedMetadataKey,
+    /// A response metadata key or value could not be sent.
+    #[error("response metadata {key:?} is invalid: {reason}")]
+    InvalidResponseMetadata {
+        /// The key given.
+        key: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The status would not fit the trailer budget.
+    #[error(
+        "the status would put {size} bytes into the trailers, over the limit of {limit}; \
+         send less metadata or a shorter message"
+    )]
+    TooLarge {
+        /// The estimated size in bytes.
+        size: usize,
+        /// [`MAX_STATUS_SIZE`].
+        limit: usize,
+    },
+}
+
+/// Whether `key` may be used as `ErrorInfo` metadata key: AIP-193's
+/// `[a-z][a-zA-Z0-9-_]+`, at most 64 characters.
+pub fn is_valid_metadata_key(key: &str) -> bool {
+    let b = key.as_bytes();
+    b.len() >= 2
+        && b.len() <= MAX_METADATA_KEY_LEN
+        && b[0].is_ascii_lowercase()
+        && b[1..]
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'_')
+}
+
+/// The parts of a code's status that never change, encoded once.
+struct Prebuilt {
+    /// The whole `google.rpc.Status` with the catalog message.
+    status: Bytes,
+    /// The `details` entry holding the `ErrorInfo` (reason, domain, code).
+    error_info: &'static [u8],
+    /// The `details` entries that follow it: `LocalizedMessage`, and
+    /// `RetryInfo` where the code has a delay.
+    rest: &'static [u8],
+}
+
+fn prebuilt(entry: &CatalogEntry) -> &'static Prebuilt {
+    static TABLE: OnceLock<Vec<Prebuilt>> = OnceLock::new();
+    let table = TABLE.get_or_init(|| entries().iter().map(prebuild).collect());
+    &table[entry.index()]
+}
+
+fn leak(buf: Vec<u8>) -> &'static [u8] {
+    Box::leak(buf.into_boxed_slice())
+}
+
+fn prebuild(entry: &CatalogEntry) -> Prebuilt {
+    let error_info = leak(encode_error_info_detail(entry, &[]));
+
+    let mut rest = Vec::new();
+    let mut localized = Vec::new();
+    wire::put_len_field(&mut localized, 1, LOCALE.as_bytes());
+    wire::put_len_field(&mut localized, 2, entry.message().as_bytes());
+    wire::put_any_detail(&mut rest, wire::LOCALIZED_MESSAGE, &localized);
+    if let Some(delay) = entry.retry_delay() {
+        let mut duration = Vec::new();
+        wire::put_varint_field(&mut duration, 1, delay.as_secs());
+        wire::put_varint_field(&mut duration, 2, u64::from(delay.subsec_nanos()));
+        let mut retry = Vec::new();
+        wire::put_len_header(&mut retry, 1, duration.len());
+        retry.extend_from_slice(&duration);
+        wire::put_any_detail(&mut rest, wire::RETRY_INFO, &retry);
+    }
+    let rest = leak(rest);
+
+    let status = leak(encode_status(entry, entry.message(), error_info, rest, &[]));
+    Prebuilt {
+        status: Bytes::from_static(status),
+        error_info,
+        rest,
+    }
+}
+
+/// The `details` entry (an `Any`) holding the code's `ErrorInfo`, with the
+/// caller's metadata after `code`.
+fn encode_error_info_detail(
+    entry: &CatalogEntry,
+    metadata: &[(Cow<'static, str>, String)],
+) -> Vec<u8> {
+    let mut info = Vec::with_capacity(
+        64 + metadata
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 8)
+            .sum::<usize>(),
+    );
+    wire::put_len_field(&mut info, 1, entry.name().as_bytes());
+    wire::put_len_field(&mut info, 2, DOMAIN.as_bytes());
+    wire::put_map_entry(&mut info, 3, CODE_METADATA_KEY, entry.number_str());
+    for (key, value) in metadata {
+        wire::put_map_entry(&mut info, 3, key, value);
+    }
+    let mut detail = Vec::with_capacity(info.len() + 48);
+    wire::put_any_detail(&mut detail, wire::ERROR_INFO, &info);
+    detail
+}
+
+/// A whole `google.rpc.Status`: code, message, then the detail entries.
+fn encode_status(
+    entry: &CatalogEntry,
+    message: &str,
+    error_info: &[u8],
+    rest: &[u8],
+    extra: &[u8],
+) -> Vec<u8> {
+    let mut buf =
+        Vec::with_capacity(16 + message.len() + error_info.len() + rest.len() + extra.len());
+    wire::put_varint_field(&mut buf, 1, entry.grpc_code() as i32 as u64);
+    wire::put_len_field(&mut buf, 2, message.as_bytes());
+    buf.extend_from_slice(error_info);
+    buf.extend_from_slice(rest);
+    buf.extend_from_slice(extra);
+    buf
+}
+
+impl ErrorCode {
+    /// This code as a `tonic::Status` with the catalog message and the
+    /// standard details. Same as `Status::from(code)`.
+    pub fn to_status(self) -> Status {
+        let entry = self.entry();
+        Status::with_details(
+            entry.grpc_code(),
+            entry.message(),
+            prebuilt(entry).status.clone(),
+        )
+    }
+
+    /// A [`StatusBuilder`] for this code, for a status with more than the
+    /// catalog gives.
+    pub fn builder(self) -> StatusBuilder {
+        StatusBuilder::new(self)
+    }
+}
+
+impl From<ErrorCode> for Status {
+    fn from(code: ErrorCode) -> Self {
+        code.to_status()
+    }
+}
+
+/// Builds a catalog status with caller data. Made by
+/// [`ErrorCode::builder`].
+///
+/// Setters never fail; the first invalid input is remembered and reported
+/// by [`build`](Self::build), so a chain reads top to bottom.
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct StatusBuilder {
+    code: ErrorCode,
+    message: Option<Cow<'static, str>>,
+    metadata: Vec<(Cow<'static, str>, String)>,
+    violations: Vec<FieldViolation>,
+    links: Vec<Link>,
+    response_metadata: MetadataMap,
+    error: Option<BuildError>,
+}
+
+impl StatusBuilder {
+    /// A builder for `code`; with nothing else set, `build` gives the same
+    /// status as [`ErrorCode::to_status`].
+    pub fn new(code: ErrorCode) -> Self {
+        Self {
+            code,
+            message: None,
+            metadata: Vec::new(),
+            violations: Vec::new(),
+            links: Vec::new(),
+            response_metadata: MetadataMap::new(),
+            error: None,
+        }
+    }
+
+    fn fail(&mut self, error: BuildError) {
+        self.error.get_or_insert(error);
+    }
+
+    /// A developer message to send instead of the catalog's, in
+    /// `grpc-message` and in the details' `google.rpc.Status.message`. The
+    /// `LocalizedMessage` keeps the catalog message.
+    pub fn message(mut self, message: impl Into<Cow<'static, str>>) -> Self {
+        self.message = Some(message.into());
+        self
+    }
+
+    /// Adds `ErrorInfo` metadata. The key must be lowerCamelCase
+    /// (`[a-z][a-zA-Z0-9-_]+`, at most 64 characters) and not `code`.
+    /// Setting a key twice keeps the last value.
+    pub fn metadata(mut self, key: impl Into<Cow<'static, str>>, value: impl Into<String>) -> Self {
+        let key = key.into();
+        if key == CODE_METADATA_KEY {
+            self.fail(BuildError::ReservedMetadataKey);
+        } else if !is_valid_metadata_key(&key) {
+            self.fail(BuildError::InvalidMetadataKey {
+                key: key.into_owned(),
+            });
+        } else {
+            let value = value.into();
+            match self.metadata.iter_mut().find(|(k, _)| *k == key) {
+                Some(slot) => slot.1 = value,
+                None => self.metadata.push((key, value)),
+            }
+        }
+        self
+    }
+
+    /// Adds a `BadRequest` field violation with a field path and a
+    /// description.
+    pub fn field_violation(self, field: impl Into<String>, description: impl Into<String>) -> Self {
+        self.violation(FieldViolation {
+            field: field.into(),
+            description: description.into(),
+            ..FieldViolation::default()
+        })
+    }
+
+    /// Adds a `BadRequest` field violation with all its fields (`field`,
+    /// `description`, `reason`, `localized_message`).
+    pub fn violation(mut self, violation: FieldViolation) -> Self {
+        self.violations.push(violation);
+        self
+    }
+
+    /// Adds a `Help` link.
+    pub fn help_link(mut self, description: impl Into<String>, url: impl Into<String>) -> Self {
+        self.links.push(Link {
+            description: description.into(),
+            url: url.into(),
+        });
+        self
+    }
+
+    /// Adds an ASCII response metadata entry (sent as a header or trailer).
+    /// Keys are lower case, do not end in `-bin` and do not start with
+    /// `grpc-`; values are visible ASCII.
+    pub fn ascii_metadata(mut self, key: &str, value: &str) -> Self {
+        match check_response_key(key, false).and_then(|()| {
+            let key = AsciiMetadataKey::from_bytes(key.as_bytes())
+                .map_err(|_| "not a valid header name")?;
+            let value = AsciiMetadataValue::try_from(value)
+                .map_err(|_| "the value is not visible ASCII")?;
+            Ok((key, value))
+        }) {
+            Ok((key, value)) => {
+                self.response_metadata.append(key, value);
+            }
+            Err(reason) => self.fail(BuildError::InvalidResponseMetadata {
+                key: key.to_owned(),
+                reason,
+            }),
+        }
+        self
+    }
+
+    /// Adds a binary response metadata entry; the key must end in `-bin`.
+    pub fn binary_metadata(mut self, key: &str, value: impl AsRef<[u8]>) -> Self {
+        match check_response_key(key, true).and_then(|()| {
+            BinaryMetadataKey::from_bytes(key.as_bytes()).map_err(|_| "not a valid header name")
+        }) {
+            Ok(key) => {
+                self.response_metadata
+                    .append_bin(key, BinaryMetadataValue::from_bytes(value.as_ref()));
+            }
+            Err(reason) => self.fail(BuildError::InvalidResponseMetadata {
+                key: key.to_owned(),
+                reason,
+            }),
+        }
+        self
+    }
+
+    /// Builds the status, or reports the first invalid input.
+    pub fn build(self) -> Result<Status, BuildError> {
+        if let Some(error) = self.error {
+            return Err(error);
+        }
+        let entry = self.code.entry();
+        let pre = prebuilt(entry);
+        let message: &str = self.message.as_deref().unwrap_or(entry.message());
+
+        let mut extra = Vec::new();
+        if !self.violations.is_empty() {
+            let bad_request = BadRequest {
+                field_violations: self.violations,
+            };
+            wire::put_any_detail(&mut extra, wire::BAD_REQUEST, &bad_request.encode_to_vec());
+        }
+        if !self.links.is_empty() {
+            let help = Help { links: self.links };
+            wire::put_any_detail(&mut extra, wire::HELP, &help.encode_to_vec());
+        }
+
+        let details = if self.message.is_none() && self.metadata.is_empty() && extra.is_empty() {
+            pre.status.clone()
+        } else if self.metadata.is_empty() {
+            Bytes::from(encode_status(
+                entry,
+                message,
+                pre.error_info,
+                pre.rest,
+                &extra,
+            ))
+        } else {
+            let info = encode_error_info_detail(entry, &self.metadata);
+            Bytes::from(encode_status(entry, message, &info, pre.rest, &extra))
+        };
+
+        let size = trailer_size(message, details.len(), &self.response_metadata);
+        if size > MAX_STATUS_SIZE {
+            return Err(BuildError::TooLarge {
+                size,
+                limit: MAX_STATUS_SIZE,
+            });
+        }
+        let message = match self.message {
+            Some(m) => m.into_owned(),
+            None => entry.message().to_owned(),
+        };
+        Ok(Status::with_details_and_metadata(
+            entry.grpc_code(),
+            message,
+            details,
+            self.response_metadata,
+        ))
+    }
+}
+
+fn check_response_key(key: &str, binary: bool) -> Result<(), &'static str> {
+    if key.is_empty() {
+        return Err("the key is empty");
+    }
+    if key.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err("keys are lower case");
+    }
+    if key.starts_with("grpc-") {
+        return Err("keys starting with grpc- are reserved for gRPC itself");
+    }
+    if matches!(key, "content-type" | "te" | "user-agent" | "connection") {
+        return Err("the key is a reserved HTTP/2 or gRPC header");
+    }
+    match (binary, key.ends_with("-bin")) {
+        (true, false) => Err("binary keys end in -bin"),
+        (false, true) => Err("ASCII keys must not end in -bin"),
+        _ => Ok(()),
+    }
+}
+
+/// The bytes the status adds to the trailer block: the percent-encoded
+/// message, the base64 details and the response metadata, plus the header
+/// names.
+fn trailer_size(message: &str, details_len: usize, metadata: &MetadataMap) -> usize {
+    let message_len: usize = message
+        .bytes()
+        .map(|b| {
+            if (0x20..=0x7e).contains(&b) && b != b'%' {
+                1
+            } else {
+                3
+            }
+        })
+        .sum();
+    let details_b64 = details_len.div_ceil(3) * 4;
+    let headers: usize = metadata
+        .as_ref()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    "grpc-status".len()
+        + 2
+        + "grpc-message".len()
+        + message_len
+        + "grpc-status-details-bin".len()
+        + details_b64
+        + headers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_keys_follow_aip_193() {
+        for ok in ["minLength", "field", "a1", "x-y_z", &"a".repeat(64)] {
+            assert!(is_valid_metadata_key(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "a",
+            "Min",
+            "1a",
+            "_a",
+            "min length",
+            "ключ",
+            &"a".repeat(65),
+        ] {
+            assert!(!is_valid_metadata_key(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn builder_without_caller_data_shares_the_prebuilt_bytes() {
+        let built = ErrorCode::ApiTooManyRequests.builder().build().unwrap();
+        let plain = ErrorCode::ApiTooManyRequests.to_status();
+        assert_eq!(built.details().as_ptr(), plain.details().as_ptr());
+        assert_eq!(built.message(), plain.message());
+    }
+}

@@ -81,3 +81,8 @@ impl From<BuildError> for tonic::Status {
         ErrorCode::ApiInternalServerError.to_status()
     }
 }
+
+/// The README's Rust snippets, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -2,7 +2,7 @@
 //!
 //! The generated code stays private; this module re-exports what users need.
 //! The catalog enum itself is re-exported at the crate root as
-//! [`ErrorCode`](crate::ErrorCode).
+//! [`ErrorCode`].
 
 mod generated {
     #![allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]

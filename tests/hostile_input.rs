@@ -1,0 +1,243 @@
+//! Reading statuses from untrusted peers: arbitrary bytes never panic, and
+//! the allocation-free reader agrees with the full decoder.
+
+use bytes::Bytes;
+use errmap::{details::status_from_header_map, ErrorCode, ErrorDetails, ErrorStatusExt, DOMAIN};
+use http::{HeaderMap, HeaderValue};
+use proptest::prelude::*;
+use prost::Message as _;
+use tonic::{Code, Status};
+use tonic_types::pb;
+
+fn status_with(details: Vec<u8>) -> Status {
+    Status::with_details(Code::Unknown, "m", Bytes::from(details))
+}
+
+/// Runs every reader on `status`; returns what the fast reader found.
+fn read_everything(status: &Status) -> Option<ErrorCode> {
+    let fast = status.error_code();
+    let _ = status.check_error_code();
+    let full = ErrorStatusExt::check_error_details(status);
+    let _ = ErrorStatusExt::error_details(status);
+    let _ = ErrorDetails::decode(status.details());
+    if let Ok(details) = &full {
+        // When both readers see a catalog code they must agree.
+        if let (Some(a), Some(b)) = (fast, details.error_code()) {
+            assert_eq!(a, b);
+        }
+        let _ = details.retry_delay();
+    }
+    fast
+}
+
+fn error_info_status(reason: &str, domain: &str, extra_before: usize) -> Vec<u8> {
+    let mut details = Vec::new();
+    for i in 0..extra_before {
+        details.push(prost_types::Any {
+            type_url: format!("type.googleapis.com/example.Unknown{i}"),
+            value: vec![1, 2, 3],
+        });
+    }
+    details.push(prost_types::Any {
+        type_url: "type.googleapis.com/google.rpc.ErrorInfo".into(),
+        value: pb::ErrorInfo {
+            reason: reason.into(),
+            domain: domain.into(),
+            metadata: Default::default(),
+        }
+        .encode_to_vec(),
+    });
+    pb::Status {
+        code: Code::Unknown as i32,
+        message: "m".into(),
+        details,
+    }
+    .encode_to_vec()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_details_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        read_everything(&status_with(bytes));
+    }
+
+    #[test]
+    fn mutated_real_details_never_panic(
+        code in proptest::sample::select(ErrorCode::all().collect::<Vec<_>>()),
+        flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..6),
+        cut in any::<usize>(),
+    ) {
+        let original = Status::from(code);
+        let mut bytes = original.details().to_vec();
+        for (at, xor) in flips {
+            let at = at % bytes.len();
+            bytes[at] ^= xor;
+        }
+        bytes.truncate(cut % (bytes.len() + 1));
+        read_everything(&status_with(bytes));
+    }
+
+    #[test]
+    fn arbitrary_header_values_never_panic(value in "[ -~]{0,256}") {
+        let mut headers = HeaderMap::new();
+        headers.insert("grpc-status", HeaderValue::from_static("3"));
+        headers.insert("grpc-status-details-bin", HeaderValue::from_str(&value).unwrap());
+        if let Ok(Some(status)) = status_from_header_map(&headers) {
+            read_everything(&status);
+        }
+        let _ = ErrorDetails::from_header_value(value.as_bytes());
+    }
+
+    #[test]
+    fn the_code_is_found_only_for_our_domain_and_known_reasons(
+        reason in prop_oneof![
+            proptest::sample::select(ErrorCode::all().map(ErrorCode::name).collect::<Vec<_>>())
+                .prop_map(str::to_owned),
+            "[A-Za-z_]{0,40}",
+        ],
+        ours in any::<bool>(),
+        other_domain in "[a-z.]{0,20}",
+        extra_before in 0usize..3,
+    ) {
+        let domain = if ours { DOMAIN.to_owned() } else { other_domain };
+        let status = status_with(error_info_status(&reason, &domain, extra_before));
+        let expected = if domain == DOMAIN { ErrorCode::from_name(&reason) } else { None };
+        prop_assert_eq!(read_everything(&status), expected);
+        prop_assert_eq!(
+            status.error_details().and_then(|d| d.error_code()),
+            expected
+        );
+    }
+}
+
+#[test]
+fn unknown_detail_types_are_kept() {
+    let bytes = error_info_status("AUTH_REQUIRED", DOMAIN, 2);
+    let details = ErrorDetails::decode(&bytes).unwrap();
+    assert_eq!(details.error_code(), Some(ErrorCode::AuthRequired));
+    let kept: Vec<_> = details
+        .other()
+        .iter()
+        .map(|a| a.type_url.as_str())
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            "type.googleapis.com/example.Unknown0",
+            "type.googleapis.com/example.Unknown1"
+        ]
+    );
+    assert_eq!(details.other()[0].value, [1, 2, 3]);
+}
+
+#[test]
+fn a_foreign_domain_is_a_typed_error() {
+    let status = status_with(error_info_status("AUTH_REQUIRED", "other.example", 0));
+    assert_eq!(status.error_code(), None);
+    assert_eq!(
+        status.check_error_code(),
+        Err(errmap::DetailsError::ForeignDomain {
+            domain: "other.example".into()
+        })
+    );
+}
+
+#[test]
+fn an_unknown_reason_is_a_typed_error() {
+    let status = status_with(error_info_status("NOT_IN_THE_CATALOG", DOMAIN, 0));
+    assert_eq!(
+        status.check_error_code(),
+        Err(errmap::DetailsError::UnknownReason {
+            reason: "NOT_IN_THE_CATALOG".into()
+        })
+    );
+}
+
+#[test]
+fn no_details_and_garbage_are_typed_errors() {
+    let plain = Status::internal("boom");
+    assert_eq!(
+        plain.check_error_code(),
+        Err(errmap::DetailsError::NoDetails)
+    );
+    assert_eq!(plain.error_details(), None);
+    let garbage = status_with(vec![0xff, 0xff, 0xff]);
+    assert!(matches!(
+        garbage.check_error_code(),
+        Err(errmap::DetailsError::Protobuf(_))
+    ));
+    assert!(matches!(
+        ErrorStatusExt::check_error_details(&garbage),
+        Err(errmap::DetailsError::Protobuf(_))
+    ));
+}
+
+#[test]
+fn a_details_status_that_disagrees_with_the_headers_is_refused() {
+    let real = Status::from(ErrorCode::AuthRequired);
+    let forged = Status::with_details(
+        Code::NotFound,
+        "other",
+        Bytes::copy_from_slice(real.details()),
+    );
+    assert!(matches!(
+        ErrorStatusExt::check_error_details(&forged),
+        Err(errmap::DetailsError::StatusMismatch {
+            details_code: 16,
+            ..
+        })
+    ));
+    // The allocation-free reader only looks at the ErrorInfo.
+    assert_eq!(forged.error_code(), Some(ErrorCode::AuthRequired));
+}
+
+#[test]
+fn huge_and_deeply_nested_details_are_handled() {
+    // A megabyte of unknown details.
+    let mut details = Vec::new();
+    for _ in 0..1024 {
+        details.push(prost_types::Any {
+            type_url: "type.googleapis.com/example.Big".into(),
+            value: vec![7; 1024],
+        });
+    }
+    let big = pb::Status {
+        code: 2,
+        message: "m".into(),
+        details,
+    }
+    .encode_to_vec();
+    let status = status_with(big);
+    assert_eq!(status.error_code(), None);
+    assert_eq!(
+        status.check_error_code(),
+        Err(errmap::DetailsError::NoErrorInfo)
+    );
+    assert_eq!(
+        ErrorStatusExt::check_error_details(&status)
+            .unwrap()
+            .other()
+            .len(),
+        1024
+    );
+
+    // Field 3 nested in field 3, 100,000 levels deep.
+    let mut nested: Vec<u8> = Vec::new();
+    for _ in 0..100_000 {
+        let mut outer = vec![0x1a];
+        let mut len = nested.len();
+        while len >= 0x80 {
+            outer.push((len as u8) | 0x80);
+            len >>= 7;
+        }
+        outer.push(len as u8);
+        outer.extend_from_slice(&nested);
+        nested = outer;
+        if nested.len() > 4 << 20 {
+            break;
+        }
+    }
+    read_everything(&status_with(nested));
+}

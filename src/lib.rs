@@ -67,6 +67,8 @@ pub mod catalog;
 pub mod details;
 mod name_hash;
 pub mod pb;
+pub mod server;
+pub mod service;
 pub mod status;
 mod wire;
 

@@ -1,5 +1,8 @@
-//! The `errmap` command-line tool.
+//! The `errmap` command-line tool: run the server, look codes up, decode
+//! error details. See `errmap --help`.
 
-fn main() {
-    println!("errmap {}", env!("CARGO_PKG_VERSION"));
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
 }

@@ -1,0 +1,591 @@
+//! The command-line interface of the `errmap` binary.
+
+use std::{io::Write as _, net::SocketAddr, process::ExitCode, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::{json, Value};
+
+use errmap::{
+    catalog::{self, CatalogEntry},
+    pb::{self, get_error_request::Key},
+    server::{self, ServerConfig},
+    service::grpc_code_name,
+    ErrorCode, ErrorDetails, ErrorStatusExt,
+};
+
+/// Exit code: the code was found, or the command did its work.
+const EXIT_OK: u8 = 0;
+/// Exit code: the code asked for is not in the catalog.
+const EXIT_NOT_FOUND: u8 = 1;
+/// Exit code: bad usage or bad input.
+const EXIT_BAD_INPUT: u8 = 2;
+/// Exit code: the server could not be reached or failed.
+const EXIT_FAILURE: u8 = 3;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "errmap",
+    version,
+    about = "One error catalog for gRPC: serve it, look codes up, decode error details.",
+    long_about = "errmap keeps an HTTP API's error codes when it moves to gRPC. Each code \
+                  travels as a standard google.rpc.ErrorInfo (reason = the code's name) \
+                  inside grpc-status-details-bin.\n\n\
+                  Exit codes: 0 found / done, 1 not found, 2 bad usage or input, \
+                  3 server unreachable or failed.",
+    after_help = "Examples:\n  errmap serve\n  errmap lookup 21\n  errmap lookup AUTH_EXPIRED_TOKEN --json\n  \
+                  errmap list --category auth_token\n  errmap decode CBASKhZ..."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gRPC server: the lookup service, health and reflection.
+    Serve(ServeArgs),
+    /// Show what a code means, from the embedded catalog or a server.
+    Lookup {
+        /// The code, by number (21) or by name (AUTH_REQUIRED; case does not matter).
+        #[arg(allow_negative_numbers = true)]
+        code: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Ask a running server instead, e.g. http://127.0.0.1:50051.
+        #[arg(long, value_name = "URL")]
+        server: Option<String>,
+    },
+    /// List the catalog, optionally one category.
+    List {
+        /// Only this category, e.g. auth_token.
+        #[arg(long, value_name = "C")]
+        category: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Decode a grpc-status-details-bin value (base64, padded or not).
+    Decode {
+        /// The header value; a leading "grpc-status-details-bin:" is ignored.
+        value: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port. The bound address is
+    /// printed on stdout.
+    #[arg(long, default_value = "127.0.0.1:50051", value_name = "HOST:PORT")]
+    addr: SocketAddr,
+    /// How long in-flight calls may finish after SIGINT or SIGTERM (e.g. 5s, 500ms).
+    #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
+    grace_period: Duration,
+    /// Calls one connection may have open at once.
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    max_concurrent_streams: u32,
+    /// Largest request message accepted, in bytes.
+    #[arg(long, default_value_t = 64 * 1024, value_name = "BYTES")]
+    max_request_size: usize,
+    /// How often idle connections are pinged.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    keepalive_interval: Duration,
+    /// How long a ping may go unanswered before the connection is closed.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    keepalive_timeout: Duration,
+}
+
+/// Parses `500ms`, `5s`, `2m` or a bare number of seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 500ms, 5s or 2m"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        _ => return Err(format!("unknown unit {unit:?}; use ms, s or m")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+}
+
+pub(crate) fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Lookup { code, json, server } => match server {
+            None => lookup_local(&code, json),
+            Some(url) => lookup_remote(&code, json, &url),
+        },
+        Command::List { category, json } => list(category.as_deref(), json),
+        Command::Decode { value, json } => decode(&value, json),
+    };
+    ExitCode::from(code)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts")
+}
+
+fn serve(args: ServeArgs) -> u8 {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let mut config = ServerConfig::default();
+    config.addr = args.addr;
+    config.grace_period = args.grace_period;
+    config.max_concurrent_streams = args.max_concurrent_streams;
+    config.max_request_size = args.max_request_size;
+    config.keepalive_interval = args.keepalive_interval;
+    config.keepalive_timeout = args.keepalive_timeout;
+
+    runtime().block_on(async move {
+        let listener = match server::bind(config.addr).await {
+            Ok(listener) => listener,
+            Err(e) => {
+                eprintln!("error: cannot listen on {}: {e}", config.addr);
+                return EXIT_FAILURE;
+            }
+        };
+        let bound = match listener.local_addr() {
+            Ok(addr) => addr,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_FAILURE;
+            }
+        };
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "{bound}");
+        let _ = stdout.flush();
+        drop(stdout);
+        tracing::info!(%bound, "serving errmap.v1.ErrorCatalog, health and reflection");
+        match server::serve(listener, &config, shutdown_signal()).await {
+            Ok(()) => {
+                tracing::info!("stopped");
+                EXIT_OK
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                EXIT_FAILURE
+            }
+        }
+    })
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// What the user asked to look up.
+enum Query {
+    Code(i32),
+    Name(String),
+}
+
+fn parse_query(text: &str) -> Result<Query, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("give a code number (e.g. 21) or a name (e.g. AUTH_REQUIRED)".to_owned());
+    }
+    if let Some(digits) = text.strip_prefix('-').or(Some(text)) {
+        if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+            return text
+                .parse::<i32>()
+                .map(Query::Code)
+                .map_err(|_| format!("{text} is out of range for a code"));
+        }
+    }
+    Ok(Query::Name(text.to_owned()))
+}
+
+fn find_local(query: &Query) -> Option<ErrorCode> {
+    match query {
+        Query::Code(code) => ErrorCode::from_code(*code),
+        Query::Name(name) => {
+            ErrorCode::from_name(name).or_else(|| ErrorCode::from_name(&name.to_ascii_uppercase()))
+        }
+    }
+}
+
+fn retry_text(delay: Duration) -> String {
+    if delay.subsec_nanos() == 0 {
+        format!("{}s", delay.as_secs())
+    } else {
+        format!("{}s", delay.as_secs_f64())
+    }
+}
+
+fn entry_json(entry: &CatalogEntry) -> Value {
+    let mut value = json!({
+        "code": entry.number(),
+        "name": entry.name(),
+        "message": entry.message(),
+        "category": entry.category(),
+        "grpcCode": entry.grpc_code() as i32,
+        "grpcCodeName": grpc_code_name(entry.grpc_code()),
+        "httpStatus": entry.http_status(),
+        "domain": entry.domain(),
+    });
+    if let Some(delay) = entry.retry_delay() {
+        value["retryDelay"] = json!(retry_text(delay));
+    }
+    value
+}
+
+fn descriptor_json(d: &pb::ErrorDescriptor) -> Value {
+    let mut value = json!({
+        "code": d.code,
+        "name": d.name,
+        "message": d.message,
+        "category": d.category,
+        "grpcCode": d.grpc_code,
+        "grpcCodeName": d.grpc_code_name,
+        "httpStatus": d.http_status,
+        "domain": d.domain,
+    });
+    if let Some(delay) = &d.retry_delay {
+        value["retryDelay"] = json!(retry_text(Duration::new(
+            delay.seconds.max(0) as u64,
+            delay.nanos.clamp(0, 999_999_999) as u32
+        )));
+    }
+    value
+}
+
+fn print_value(value: &Value, json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).unwrap_or_default()
+        );
+        return;
+    }
+    let field = |k: &str| value.get(k).cloned().unwrap_or(Value::Null);
+    let text = |k: &str| match field(k) {
+        Value::String(s) => s,
+        other => other.to_string(),
+    };
+    println!("{} {}", text("code"), text("name"));
+    println!("  message:   {}", text("message"));
+    println!("  category:  {}", text("category"));
+    println!(
+        "  gRPC code: {} ({})",
+        text("grpcCodeName"),
+        text("grpcCode")
+    );
+    println!("  HTTP:      {}", text("httpStatus"));
+    println!("  domain:    {}", text("domain"));
+    if value.get("retryDelay").is_some() {
+        println!("  retry:     after {}", text("retryDelay"));
+    }
+}
+
+fn lookup_local(text: &str, json: bool) -> u8 {
+    let query = match parse_query(text) {
+        Ok(q) => q,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    match find_local(&query) {
+        Some(code) => {
+            print_value(&entry_json(code.entry()), json);
+            EXIT_OK
+        }
+        None => {
+            eprintln!("not found: {text:?} is not in the catalog (see `errmap list`)");
+            EXIT_NOT_FOUND
+        }
+    }
+}
+
+fn lookup_remote(text: &str, json: bool, url: &str) -> u8 {
+    let query = match parse_query(text) {
+        Ok(q) => q,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    let endpoint = match tonic::transport::Endpoint::from_shared(url.to_owned()) {
+        Ok(endpoint) => endpoint
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(10)),
+        Err(e) => {
+            eprintln!("error: {url:?} is not a valid server URL: {e}");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    let key = match query {
+        Query::Code(code) => Key::Code(code),
+        Query::Name(name) => Key::Name(name),
+    };
+    runtime().block_on(async move {
+        let channel = match endpoint.connect().await {
+            Ok(channel) => channel,
+            Err(e) => {
+                eprintln!("error: cannot reach {url}: {e}");
+                return EXIT_FAILURE;
+            }
+        };
+        let mut client = pb::error_catalog_client::ErrorCatalogClient::new(channel);
+        match client
+            .get_error(pb::GetErrorRequest { key: Some(key) })
+            .await
+        {
+            Ok(response) => match response.into_inner().error {
+                Some(descriptor) => {
+                    print_value(&descriptor_json(&descriptor), json);
+                    EXIT_OK
+                }
+                None => {
+                    eprintln!("error: the server answered without an entry");
+                    EXIT_FAILURE
+                }
+            },
+            Err(status) => match status.error_code() {
+                Some(ErrorCode::ApiItemNotFound) => {
+                    eprintln!("not found: {}", status.message());
+                    EXIT_NOT_FOUND
+                }
+                Some(ErrorCode::ApiInvalidRequest) => {
+                    eprintln!("error: {}", status.message());
+                    EXIT_BAD_INPUT
+                }
+                _ => {
+                    eprintln!(
+                        "error: the server failed: {:?}: {}",
+                        status.code(),
+                        status.message()
+                    );
+                    EXIT_FAILURE
+                }
+            },
+        }
+    })
+}
+
+fn list(category: Option<&str>, json: bool) -> u8 {
+    if let Some(category) = category {
+        if !catalog::is_category(category) {
+            let known: Vec<_> = catalog::categories().collect();
+            eprintln!(
+                "error: unknown category {category:?}; the categories are: {}",
+                known.join(", ")
+            );
+            return EXIT_BAD_INPUT;
+        }
+    }
+    let entries: Vec<&CatalogEntry> = catalog::entries()
+        .iter()
+        .filter(|e| category.is_none_or(|c| e.category() == c))
+        .collect();
+    if json {
+        let values: Vec<Value> = entries.iter().map(|e| entry_json(e)).collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&values).unwrap_or_default()
+        );
+        return EXIT_OK;
+    }
+    let name_width = entries.iter().map(|e| e.name().len()).max().unwrap_or(4);
+    println!(
+        "{:>4}  {:<name_width$}  {:<19}  {:>4}  {:<18}  MESSAGE",
+        "CODE", "NAME", "GRPC", "HTTP", "CATEGORY"
+    );
+    for e in entries {
+        println!(
+            "{:>4}  {:<name_width$}  {:<19}  {:>4}  {:<18}  {}",
+            e.number(),
+            e.name(),
+            grpc_code_name(e.grpc_code()),
+            e.http_status(),
+            e.category(),
+            e.message()
+        );
+    }
+    EXIT_OK
+}
+
+fn decode(value: &str, json: bool) -> u8 {
+    let mut text = value.trim();
+    if let Some(rest) = text.strip_prefix("grpc-status-details-bin:") {
+        text = rest.trim();
+    }
+    let details = match ErrorDetails::from_header_value(text.as_bytes()) {
+        Ok(details) => details,
+        Err(e) => {
+            eprintln!("error: cannot decode: {e}");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    let code = details.status_code();
+    let mut out = json!({
+        "status": {
+            "code": code as i32,
+            "codeName": grpc_code_name(code),
+            "message": details.status_message(),
+        },
+    });
+    if let Some(info) = details.error_info() {
+        let metadata: serde_json::Map<String, Value> = info
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        out["errorInfo"] = json!({
+            "reason": info.reason,
+            "domain": info.domain,
+            "metadata": metadata,
+        });
+    }
+    if let Some(m) = details.localized_message() {
+        out["localizedMessage"] = json!({"locale": m.locale, "message": m.message});
+    }
+    if let Some(delay) = details.retry_delay() {
+        out["retryInfo"] = json!({"retryDelay": retry_text(delay)});
+    }
+    if let Some(bad) = details.bad_request() {
+        out["badRequest"] = json!({
+            "fieldViolations": bad.field_violations.iter().map(|v| json!({
+                "field": v.field,
+                "description": v.description,
+                "reason": v.reason,
+                "localizedMessage": v.localized_message.as_ref().map(|m| json!({"locale": m.locale, "message": m.message})),
+            })).collect::<Vec<_>>(),
+        });
+    }
+    if let Some(help) = details.help() {
+        out["help"] = json!({
+            "links": help.links.iter().map(|l| json!({"description": l.description, "url": l.url})).collect::<Vec<_>>(),
+        });
+    }
+    if !details.other().is_empty() {
+        out["otherDetails"] = json!(details
+            .other()
+            .iter()
+            .map(|any| json!({"typeUrl": any.type_url, "bytes": any.value.len()}))
+            .collect::<Vec<_>>());
+    }
+    if let Some(entry) = details.entry() {
+        out["catalogEntry"] = entry_json(entry);
+    }
+
+    if json {
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        return EXIT_OK;
+    }
+    println!(
+        "status: {} ({}) {:?}",
+        grpc_code_name(code),
+        code as i32,
+        details.status_message()
+    );
+    if let Some(info) = details.error_info() {
+        println!("ErrorInfo: reason={} domain={}", info.reason, info.domain);
+        let mut metadata: Vec<_> = info.metadata.iter().collect();
+        metadata.sort();
+        for (k, v) in metadata {
+            println!("  {k} = {v}");
+        }
+    }
+    if let Some(m) = details.localized_message() {
+        println!("LocalizedMessage [{}]: {}", m.locale, m.message);
+    }
+    if let Some(delay) = details.retry_delay() {
+        println!("RetryInfo: retry after {}", retry_text(delay));
+    }
+    if let Some(bad) = details.bad_request() {
+        println!("BadRequest:");
+        for v in &bad.field_violations {
+            let reason = if v.reason.is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", v.reason)
+            };
+            println!("  - {}: {}{reason}", v.field, v.description);
+        }
+    }
+    if let Some(help) = details.help() {
+        println!("Help:");
+        for l in &help.links {
+            println!("  - {}: {}", l.description, l.url);
+        }
+    }
+    for any in details.other() {
+        println!("other detail: {} ({} bytes)", any.type_url, any.value.len());
+    }
+    match details.entry() {
+        Some(entry) => {
+            println!("catalog entry:");
+            print_value(&entry_json(entry), false);
+        }
+        None => println!("not a catalog error of this catalog"),
+    }
+    EXIT_OK
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5h").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn queries_parse() {
+        assert!(matches!(parse_query("21"), Ok(Query::Code(21))));
+        assert!(matches!(parse_query("-1"), Ok(Query::Code(-1))));
+        assert!(matches!(parse_query("AUTH_REQUIRED"), Ok(Query::Name(n)) if n == "AUTH_REQUIRED"));
+        assert!(parse_query("99999999999").is_err());
+        assert!(parse_query("  ").is_err());
+        assert_eq!(
+            find_local(&Query::Name("auth_required".into())),
+            Some(ErrorCode::AuthRequired)
+        );
+    }
+}

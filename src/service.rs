@@ -1,0 +1,176 @@
+//! The lookup service, `errmap.v1.ErrorCatalog`: any gRPC client can ask
+//! what a code means.
+//!
+//! Its own failures are catalog errors: a request without a key, with an
+//! empty name, or with an unknown category is 40 `API_INVALID_REQUEST` with
+//! a `BadRequest` naming the field; a key that names no code is 47
+//! `API_ITEM_NOT_FOUND` with the key asked for in the `ErrorInfo` metadata.
+//!
+//! ```
+//! use errmap::pb::{get_error_request::Key, GetErrorRequest};
+//! use errmap::pb::error_catalog_server::ErrorCatalog as _;
+//! use errmap::service::CatalogService;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let service = CatalogService::new();
+//! let request = tonic::Request::new(GetErrorRequest { key: Some(Key::Code(21)) });
+//! let response = service.get_error(request).await.unwrap().into_inner();
+//! assert_eq!(response.error.unwrap().name, "AUTH_REQUIRED");
+//! # }
+//! ```
+
+use tonic::{Request, Response, Status};
+
+use crate::{
+    catalog::{self, CatalogEntry, DOMAIN},
+    pb::{
+        error_catalog_server::{ErrorCatalog, ErrorCatalogServer},
+        get_error_request::Key,
+        ErrorDescriptor, GetErrorRequest, GetErrorResponse, ListErrorsRequest, ListErrorsResponse,
+    },
+    ErrorCode,
+};
+
+/// The canonical gRPC code name of `code`, as in `google.rpc.Code`.
+pub fn grpc_code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// The wire form of a catalog entry.
+pub fn descriptor(entry: &CatalogEntry) -> ErrorDescriptor {
+    ErrorDescriptor {
+        code: Some(entry.number()),
+        name: entry.name().to_owned(),
+        message: entry.message().to_owned(),
+        category: entry.category().to_owned(),
+        grpc_code: entry.grpc_code() as i32,
+        grpc_code_name: grpc_code_name(entry.grpc_code()).to_owned(),
+        http_status: i32::from(entry.http_status()),
+        domain: DOMAIN.to_owned(),
+        retry_delay: entry.retry_delay().map(|d| prost_types::Duration {
+            seconds: d.as_secs() as i64,
+            nanos: d.subsec_nanos() as i32,
+        }),
+    }
+}
+
+/// The `errmap.v1.ErrorCatalog` implementation, on the embedded catalog.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CatalogService {
+    _private: (),
+}
+
+impl CatalogService {
+    /// The service on the embedded catalog.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The service wrapped in its generated tonic server, ready for a router.
+    pub fn into_server(self) -> ErrorCatalogServer<Self> {
+        ErrorCatalogServer::new(self)
+    }
+}
+
+fn invalid_field(field: &'static str, description: &'static str) -> Status {
+    ErrorCode::ApiInvalidRequest
+        .builder()
+        .field_violation(field, description)
+        .build()
+        .unwrap_or_else(Status::from)
+}
+
+/// Names echoed back in error metadata are cut to this many bytes, so that a
+/// huge request cannot blow the trailer budget.
+const MAX_ECHOED_NAME: usize = 100;
+
+fn clip(mut name: String) -> String {
+    if name.len() > MAX_ECHOED_NAME {
+        let mut end = MAX_ECHOED_NAME;
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        name.truncate(end);
+        name.push('…');
+    }
+    name
+}
+
+#[tonic::async_trait]
+impl ErrorCatalog for CatalogService {
+    async fn get_error(
+        &self,
+        request: Request<GetErrorRequest>,
+    ) -> Result<Response<GetErrorResponse>, Status> {
+        let (found, asked) = match request.into_inner().key {
+            None => {
+                return Err(invalid_field(
+                    "key",
+                    "set either `code` or `name` to the code to look up",
+                ))
+            }
+            Some(Key::Name(name)) if name.is_empty() => {
+                return Err(invalid_field("name", "the name must not be empty"))
+            }
+            Some(Key::Code(code)) => (
+                ErrorCode::from_code(code),
+                ("requestedCode", code.to_string()),
+            ),
+            Some(Key::Name(name)) => (ErrorCode::from_name(&name), ("requestedName", clip(name))),
+        };
+        match found {
+            Some(code) => Ok(Response::new(GetErrorResponse {
+                error: Some(descriptor(code.entry())),
+            })),
+            None => {
+                let (key, value) = asked;
+                let message = format!("no catalog error has {key} {value:?}");
+                Err(ErrorCode::ApiItemNotFound
+                    .builder()
+                    .message(message)
+                    .metadata(key, value)
+                    .build()
+                    .unwrap_or_else(Status::from))
+            }
+        }
+    }
+
+    async fn list_errors(
+        &self,
+        request: Request<ListErrorsRequest>,
+    ) -> Result<Response<ListErrorsResponse>, Status> {
+        let category = request.into_inner().category;
+        if !category.is_empty() && !catalog::is_category(&category) {
+            return Err(invalid_field(
+                "category",
+                "not a catalog category; leave it empty to list every code",
+            ));
+        }
+        let errors = catalog::entries()
+            .iter()
+            .filter(|e| category.is_empty() || e.category() == category)
+            .map(descriptor)
+            .collect();
+        Ok(Response::new(ListErrorsResponse { errors }))
+    }
+}

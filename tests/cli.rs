@@ -1,0 +1,283 @@
+//! The `errmap` binary, run as a user would run it.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    process::{Child, Command, Output, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use errmap::{ErrorCode, ErrorStatusExt as _};
+
+fn errmap(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_errmap"))
+        .args(args)
+        .output()
+        .expect("the errmap binary runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8(output.stderr.clone()).unwrap()
+}
+
+#[test]
+fn lookup_hit_by_number_and_by_name() {
+    for arg in ["21", "AUTH_REQUIRED", "auth_required"] {
+        let out = errmap(&["lookup", arg]);
+        assert_eq!(out.status.code(), Some(0), "{arg}: {}", stderr(&out));
+        let text = stdout(&out);
+        assert!(text.starts_with("21 AUTH_REQUIRED\n"), "{text}");
+        assert!(text.contains("UNAUTHENTICATED (16)"), "{text}");
+        assert!(text.contains("HTTP:      401"), "{text}");
+    }
+}
+
+#[test]
+fn lookup_json_is_machine_readable() {
+    let out = errmap(&["lookup", "44", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(value["code"], 44);
+    assert_eq!(value["name"], "API_TOO_MANY_REQUESTS");
+    assert_eq!(value["grpcCode"], 8);
+    assert_eq!(value["grpcCodeName"], "RESOURCE_EXHAUSTED");
+    assert_eq!(value["httpStatus"], 429);
+    assert_eq!(value["retryDelay"], "1s");
+    assert_eq!(value["domain"], errmap::DOMAIN);
+}
+
+#[test]
+fn lookup_miss_exits_1_and_bad_input_exits_2() {
+    for arg in ["45", "-1", "NOPE"] {
+        let out = errmap(&["lookup", arg]);
+        assert_eq!(out.status.code(), Some(1), "{arg}");
+        assert!(stdout(&out).is_empty());
+        assert!(stderr(&out).contains("not found"), "{}", stderr(&out));
+    }
+    for args in [
+        &["lookup", ""][..],
+        &["lookup", "99999999999"],
+        &["lookup"],
+        &["frobnicate"],
+    ] {
+        let out = errmap(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+    }
+}
+
+#[test]
+fn list_prints_the_table_and_filters() {
+    let out = errmap(&["list"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    assert_eq!(text.lines().count(), 1 + errmap::catalog::entries().len());
+    assert!(text.lines().next().unwrap().contains("CODE"));
+    for entry in errmap::catalog::entries() {
+        assert!(text.contains(entry.name()), "{}", entry.name());
+    }
+
+    let out = errmap(&["list", "--category", "oauth", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let values: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let codes: Vec<_> = values.iter().map(|v| v["code"].as_i64().unwrap()).collect();
+    assert_eq!(codes, [60, 61, 62, 63, 64]);
+
+    let out = errmap(&["list", "--category", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("auth_token"),
+        "lists the real categories"
+    );
+}
+
+fn details_header(status: &tonic::Status) -> String {
+    let mut headers = http::HeaderMap::new();
+    status.add_header(&mut headers).unwrap();
+    headers["grpc-status-details-bin"]
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn decode_a_real_status() {
+    let status = ErrorCode::AuthPasswordInvalid
+        .builder()
+        .message("too short")
+        .metadata("minLength", "6")
+        .field_violation("password", "must be at least 6 characters")
+        .help_link("rules", "https://example.com/rules")
+        .build()
+        .unwrap();
+    let value = details_header(&status);
+    let out = errmap(&["decode", &value]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    for wanted in [
+        "status: INVALID_ARGUMENT (3) \"too short\"",
+        "ErrorInfo: reason=AUTH_PASSWORD_INVALID domain=auth.errmap.dev",
+        "code = 31",
+        "minLength = 6",
+        "LocalizedMessage [en-US]: Password should be longer",
+        "- password: must be at least 6 characters",
+        "- rules: https://example.com/rules",
+        "catalog entry:",
+        "31 AUTH_PASSWORD_INVALID",
+    ] {
+        assert!(text.contains(wanted), "{wanted:?} missing from:\n{text}");
+    }
+
+    // Padded input, a header-style prefix, and JSON.
+    let padded = format!("{value}{}", "=".repeat((4 - value.len() % 4) % 4));
+    let retry = details_header(&ErrorCode::ApiTryAgainLater.to_status());
+    let out = errmap(&[
+        "decode",
+        "--json",
+        &format!("grpc-status-details-bin: {retry}"),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["errorInfo"]["reason"], "API_TRY_AGAIN_LATER");
+    assert_eq!(json["retryInfo"]["retryDelay"], "5s");
+    assert_eq!(json["catalogEntry"]["code"], 49);
+    let out = errmap(&["decode", &padded]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+#[test]
+fn decode_garbage_is_a_one_line_error_with_exit_2() {
+    for garbage in ["!!!", "AAAA", "////////", "not base64 at all", ""] {
+        let out = errmap(&["decode", garbage]);
+        assert_eq!(out.status.code(), Some(2), "{garbage:?}: {}", stdout(&out));
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "{garbage:?}: {err}");
+        assert!(err.starts_with("error: "), "{err}");
+        assert!(!err.contains("panicked"));
+    }
+}
+
+/// A running `errmap serve`, killed on drop if still alive.
+struct Served {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(extra: &[&str]) -> Served {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_errmap"))
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        if let Some(Ok(line)) = lines.next() {
+            let _ = tx.send(line);
+        }
+        // Anything more on stdout is a bug: only the address goes there.
+        for line in lines.map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("serve prints its address");
+    let served = Served { child, addr };
+    assert!(served.addr.starts_with("127.0.0.1:"), "{}", served.addr);
+    assert_ne!(served.addr, "127.0.0.1:0");
+    std::mem::forget(rx);
+    served
+}
+
+fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> Option<i32> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("errmap serve did not exit within {limit:?}");
+}
+
+#[test]
+fn serve_prints_its_address_answers_and_exits_0_on_sigterm() {
+    let mut served = serve(&["--grace-period", "2s"]);
+    let url = format!("http://{}", served.addr);
+
+    // A real gRPC call.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let status = rt.block_on(async {
+        let mut client = errmap::pb::error_catalog_client::ErrorCatalogClient::connect(url.clone())
+            .await
+            .unwrap();
+        let found = client
+            .get_error(errmap::pb::GetErrorRequest {
+                key: Some(errmap::pb::get_error_request::Key::Code(11)),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(found.error.unwrap().name, "AUTH_EXPIRED_TOKEN");
+        client
+            .get_error(errmap::pb::GetErrorRequest { key: None })
+            .await
+            .unwrap_err()
+    });
+    assert_eq!(status.error_code(), Some(ErrorCode::ApiInvalidRequest));
+
+    // The CLI as a client of that server.
+    let out = errmap(&["lookup", "AUTH_EXPIRED_TOKEN", "--server", &url, "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(value["code"], 11);
+    let out = errmap(&["lookup", "45", "--server", &url]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+
+    sigterm(&served.child);
+    assert_eq!(
+        wait_exit(&mut served.child, Duration::from_secs(20)),
+        Some(0)
+    );
+}
+
+#[test]
+fn lookup_against_an_absent_server_fails_cleanly() {
+    // Bind and drop to get a port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = errmap(&[
+        "lookup",
+        "21",
+        "--server",
+        &format!("http://127.0.0.1:{port}"),
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("cannot reach"), "{}", stderr(&out));
+}

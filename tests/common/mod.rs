@@ -1,0 +1,218 @@
+//! Shared test harness: a real errmap server on 127.0.0.1:0, tonic clients,
+//! and `test.v1.Probe`, a hand-written service whose methods misbehave on
+//! purpose (slow, panicking, leaking internals...).
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use errmap::server::{self, ErrmapServer, ServerConfig};
+use http::uri::PathAndQuery;
+use tokio::{sync::oneshot, task::JoinHandle};
+use tonic::{
+    body::Body,
+    codegen::Service,
+    server::{NamedService, UnaryService},
+    transport::Channel,
+    Request, Response, Status,
+};
+use tonic_prost::ProstCodec;
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// A running server and the means to stop it.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub probe: Probe,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: JoinHandle<Result<(), server::ServeError>>,
+}
+
+impl TestServer {
+    /// Starts errmap's services plus the probe on a free port.
+    pub async fn start(config: ServerConfig) -> Self {
+        let listener = server::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().unwrap();
+        let probe = Probe::default();
+        let (tx, rx) = oneshot::channel();
+        let server = ErrmapServer::new(config).add_service(probe.clone());
+        let handle = tokio::spawn(server.serve(listener, async {
+            let _ = rx.await;
+        }));
+        Self {
+            addr,
+            probe,
+            shutdown: Some(tx),
+            handle,
+        }
+    }
+
+    /// Starts with the default configuration.
+    pub async fn start_default() -> Self {
+        Self::start(ServerConfig::default()).await
+    }
+
+    /// A new connection to the server.
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect to the test server")
+    }
+
+    /// Sends the shutdown signal without waiting.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Signals shutdown and waits (at most 30 s) for the server to stop.
+    pub async fn stop(mut self) {
+        self.begin_shutdown();
+        tokio::time::timeout(Duration::from_secs(30), self.handle)
+            .await
+            .expect("server stops within 30 s")
+            .expect("server task does not panic")
+            .expect("server stops cleanly");
+    }
+
+    /// Waits (at most 30 s) for the server to stop after `begin_shutdown`.
+    pub async fn join(self) -> Result<(), server::ServeError> {
+        tokio::time::timeout(Duration::from_secs(30), self.handle)
+            .await
+            .expect("server stops within 30 s")
+            .expect("server task does not panic")
+    }
+}
+
+/// Calls `/test.v1.Probe/{method}` with a string body.
+pub async fn call_probe(
+    channel: Channel,
+    method: &str,
+    request: Request<String>,
+) -> Result<Response<String>, Status> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|e| Status::unavailable(format!("not ready: {e}")))?;
+    let path = PathAndQuery::try_from(format!("/test.v1.Probe/{method}")).unwrap();
+    grpc.unary(request, path, ProstCodec::<String, String>::default())
+        .await
+}
+
+/// `test.v1.Probe`: every method takes and returns a string.
+///
+/// - `Slow`: sleeps the number of milliseconds in the request, then echoes it;
+/// - `Echo`: echoes the body and the `x-echo` / `x-echo-bin` metadata back in
+///   headers and trailers;
+/// - `Panic`: panics with a secret message;
+/// - `Internal`: fails with INTERNAL and a message full of internals;
+/// - `Unknown`: fails with UNKNOWN and no details;
+/// - `Rich`: fails with a catalog status carrying metadata and a violation;
+/// - `Plain`: fails with a detail-less NOT_FOUND.
+#[derive(Clone, Default)]
+pub struct Probe {
+    /// Calls that entered a handler.
+    pub started: Arc<AtomicUsize>,
+    /// Calls whose handler ran to its end.
+    pub finished: Arc<AtomicUsize>,
+}
+
+impl NamedService for Probe {
+    const NAME: &'static str = "test.v1.Probe";
+}
+
+impl Service<http::Request<Body>> for Probe {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        let method = req.uri().path().rsplit('/').next().unwrap_or("").to_owned();
+        let handler = ProbeHandler {
+            method,
+            probe: self.clone(),
+        };
+        Box::pin(async move {
+            let mut grpc = tonic::server::Grpc::new(ProstCodec::<String, String>::default());
+            Ok(grpc.unary(handler, req).await)
+        })
+    }
+}
+
+struct ProbeHandler {
+    method: String,
+    probe: Probe,
+}
+
+/// The message the `Panic` method panics with; it must never reach a client.
+pub const PANIC_SECRET: &str = "panic: secret connection string postgres://admin:hunter2@db";
+/// The message of the `Internal` method; it must never reach a client.
+pub const INTERNAL_SECRET: &str = "internal: table users_v2 is locked by pid 4242";
+
+impl UnaryService<String> for ProbeHandler {
+    type Response = String;
+    type Future = BoxFuture<Result<Response<String>, Status>>;
+
+    fn call(&mut self, request: Request<String>) -> Self::Future {
+        let method = self.method.clone();
+        let probe = self.probe.clone();
+        Box::pin(async move {
+            probe.started.fetch_add(1, Ordering::SeqCst);
+            let result = match method.as_str() {
+                "Slow" => {
+                    let ms: u64 = request.get_ref().parse().unwrap_or(0);
+                    tokio::time::sleep(Duration::from_millis(ms.min(60_000))).await;
+                    Ok(Response::new(request.into_inner()))
+                }
+                "Echo" => {
+                    let echo = request.metadata().get("x-echo").cloned();
+                    let echo_bin = request.metadata().get_bin("x-echo-bin").cloned();
+                    let mut response = Response::new(request.into_inner());
+                    if let Some(v) = echo {
+                        response.metadata_mut().insert("x-echo", v);
+                    }
+                    if let Some(v) = echo_bin {
+                        response.metadata_mut().insert_bin("x-echo-bin", v);
+                    }
+                    Ok(response)
+                }
+                "Panic" => panic!("{PANIC_SECRET}"),
+                "Internal" => Err(Status::internal(INTERNAL_SECRET)),
+                "Unknown" => Err(Status::unknown(INTERNAL_SECRET)),
+                "Plain" => Err(Status::not_found("no such thing")),
+                "Rich" => Err(errmap::ErrorCode::AuthUsernameInvalid
+                    .builder()
+                    .message("username too short")
+                    .metadata("minLength", "5")
+                    .field_violation("username", "too short")
+                    .ascii_metadata("x-request-id", "rich-1")
+                    .binary_metadata("x-trace-bin", [1u8, 2, 3, 255])
+                    .build()
+                    .unwrap()),
+                other => Err(Status::unimplemented(format!("no probe method {other}"))),
+            };
+            probe.finished.fetch_add(1, Ordering::SeqCst);
+            result
+        })
+    }
+}

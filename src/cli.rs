@@ -1,11 +1,12 @@
 //! The command-line interface of the `errmap` binary.
 
-use std::{io::Write as _, net::SocketAddr, process::ExitCode, time::Duration};
+use std::{io::Write as _, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 
 use errmap::{
+    auth::{AuthInterceptor, JwtVerifier},
     catalog::{self, CatalogEntry},
     pb::{self, get_error_request::Key},
     server::{self, ServerConfig},
@@ -96,6 +97,65 @@ struct ServeArgs {
     /// How long a ping may go unanswered before the connection is closed.
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     keepalive_timeout: Duration,
+    /// Calls in flight at once over all connections; more get 44 API_TOO_MANY_REQUESTS.
+    #[arg(long, default_value_t = 512, value_name = "N")]
+    concurrency_limit: usize,
+    /// Require an HS256 JWT for errmap.v1.ErrorCatalog, signed with the secret in
+    /// this file (a trailing newline is ignored). Health and reflection stay open.
+    #[arg(long, value_name = "PATH", conflicts_with = "auth_jwt_public_key_file")]
+    auth_jwt_secret_file: Option<PathBuf>,
+    /// Require an RS256 or ES256 JWT for errmap.v1.ErrorCatalog, checked with the
+    /// RSA or EC P-256 public key in this PEM file.
+    #[arg(long, value_name = "PATH")]
+    auth_jwt_public_key_file: Option<PathBuf>,
+    /// With a JWT option: the required `iss` claim.
+    #[arg(long, value_name = "ISSUER")]
+    auth_issuer: Option<String>,
+    /// With a JWT option: the required `aud` claim.
+    #[arg(long, value_name = "AUDIENCE")]
+    auth_audience: Option<String>,
+    /// With a JWT option: how far past `exp` a token is still accepted.
+    #[arg(long, default_value = "0s", value_parser = parse_duration, value_name = "DURATION")]
+    auth_leeway: Duration,
+}
+
+impl ServeArgs {
+    /// The JWT verifier the flags ask for, if any.
+    fn verifier(&self) -> Result<Option<JwtVerifier>, String> {
+        let verifier = match (&self.auth_jwt_secret_file, &self.auth_jwt_public_key_file) {
+            (Some(path), _) => {
+                let mut secret = std::fs::read(path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                while matches!(secret.last(), Some(b'\n' | b'\r')) {
+                    secret.pop();
+                }
+                JwtVerifier::try_hs256(&secret).map_err(|e| format!("{}: {e}", path.display()))?
+            }
+            (None, Some(path)) => {
+                let pem = std::fs::read(path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                JwtVerifier::from_public_key_pem(&pem)
+                    .map_err(|e| format!("{}: {e}", path.display()))?
+            }
+            (None, None) => {
+                if self.auth_issuer.is_some() || self.auth_audience.is_some() {
+                    return Err(
+                        "--auth-issuer and --auth-audience need --auth-jwt-secret-file or --auth-jwt-public-key-file"
+                            .to_owned(),
+                    );
+                }
+                return Ok(None);
+            }
+        };
+        let mut verifier = verifier.with_leeway(self.auth_leeway);
+        if let Some(issuer) = &self.auth_issuer {
+            verifier = verifier.with_issuer(issuer);
+        }
+        if let Some(audience) = &self.auth_audience {
+            verifier = verifier.with_audience(audience);
+        }
+        Ok(Some(verifier))
+    }
 }
 
 /// Parses `500ms`, `5s`, `2m` or a bare number of seconds.
@@ -139,6 +199,13 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn serve(args: ServeArgs) -> u8 {
+    let verifier = match args.verifier() {
+        Ok(verifier) => verifier,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_BAD_INPUT;
+        }
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -154,6 +221,9 @@ fn serve(args: ServeArgs) -> u8 {
     config.max_request_size = args.max_request_size;
     config.keepalive_interval = args.keepalive_interval;
     config.keepalive_timeout = args.keepalive_timeout;
+    config.concurrency_limit = args.concurrency_limit;
+    config.auth = verifier.map(AuthInterceptor::new);
+    let auth_on = config.auth.is_some();
 
     runtime().block_on(async move {
         let listener = match server::bind(config.addr).await {
@@ -174,7 +244,7 @@ fn serve(args: ServeArgs) -> u8 {
         let _ = writeln!(stdout, "{bound}");
         let _ = stdout.flush();
         drop(stdout);
-        tracing::info!(%bound, "serving errmap.v1.ErrorCatalog, health and reflection");
+        tracing::info!(%bound, auth = auth_on, "serving errmap.v1.ErrorCatalog, health and reflection");
         match server::serve(listener, &config, shutdown_signal()).await {
             Ok(()) => {
                 tracing::info!("stopped");

@@ -63,8 +63,11 @@
 //! }
 //! ```
 
+pub mod admission;
+pub mod auth;
 pub mod catalog;
 pub mod details;
+pub mod layer;
 mod name_hash;
 pub mod pb;
 pub mod server;

@@ -29,6 +29,9 @@ use tonic::{
 use tonic_health::ServingStatus;
 
 use crate::{
+    admission::Admission,
+    auth::AuthInterceptor,
+    layer::ErrorLayer,
     pb::{self, error_catalog_server::ErrorCatalogServer},
     service::CatalogService,
 };
@@ -62,6 +65,13 @@ pub struct ServerConfig {
     /// Streams a client may open and reset before the server answers with
     /// GOAWAY (the HTTP/2 rapid-reset guard). Default 100.
     pub max_pending_accept_reset_streams: usize,
+    /// Calls in flight at once, over all connections (health and reflection
+    /// not counted); more are answered at once with 44
+    /// `API_TOO_MANY_REQUESTS`. Default 512.
+    pub concurrency_limit: usize,
+    /// When set, `errmap.v1.ErrorCatalog` requires a valid token. Health and
+    /// reflection stay open. Default none.
+    pub auth: Option<AuthInterceptor>,
 }
 
 impl Default for ServerConfig {
@@ -75,6 +85,8 @@ impl Default for ServerConfig {
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(10),
             max_pending_accept_reset_streams: 100,
+            concurrency_limit: 512,
+            auth: None,
         }
     }
 }
@@ -134,9 +146,19 @@ impl ErrmapServer {
         self
     }
 
-    /// Serves on `listener` until `shutdown` completes; then reports
-    /// NOT_SERVING, stops accepting, lets in-flight calls finish for up to
-    /// [`ServerConfig::grace_period`], and returns.
+    /// Serves on `listener` until `shutdown` completes, then shuts down
+    /// gracefully:
+    ///
+    /// 1. health reports NOT_SERVING, and new calls get 49
+    ///    `API_TRY_AGAIN_LATER` with `RetryInfo`;
+    /// 2. the calls in flight finish;
+    /// 3. the transport stops accepting and closes the connections.
+    ///
+    /// All of it within [`ServerConfig::grace_period`]; calls still running
+    /// then are dropped.
+    ///
+    /// Every call passes the [`ErrorLayer`](crate::layer::ErrorLayer) and
+    /// the [`Admission`] limit.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -187,6 +209,18 @@ async fn run(
     let catalog = CatalogService::new()
         .into_server()
         .max_decoding_message_size(config.max_request_size);
+    match &config.auth {
+        Some(auth) => {
+            routes.add_service(tonic::service::interceptor::InterceptedService::new(
+                catalog,
+                auth.clone(),
+            ));
+        }
+        None => {
+            routes.add_service(catalog);
+        }
+    }
+    let admission = Admission::new(config.concurrency_limit);
 
     let incoming = TcpIncoming::from(listener)
         .with_nodelay(Some(true))
@@ -195,8 +229,7 @@ async fn run(
     routes
         .add_service(health_service)
         .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(catalog);
+        .add_service(reflection_v1alpha);
 
     let router = tonic::transport::Server::builder()
         .max_concurrent_streams(config.max_concurrent_streams)
@@ -204,6 +237,12 @@ async fn run(
         .http2_keepalive_interval(Some(config.keepalive_interval))
         .http2_keepalive_timeout(Some(config.keepalive_timeout))
         .http2_max_pending_accept_reset_streams(Some(config.max_pending_accept_reset_streams))
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(ErrorLayer::new())
+                .layer(admission.layer())
+                .into_inner(),
+        )
         .add_routes(routes.routes());
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -219,20 +258,32 @@ async fn run(
 
     tracing::info!(
         grace_period_ms = config.grace_period.as_millis() as u64,
-        "shutting down: NOT_SERVING, finishing in-flight calls"
+        in_flight = admission.in_flight(),
+        "shutting down: NOT_SERVING, refusing new calls, finishing those in flight"
     );
+    let deadline = tokio::time::Instant::now() + config.grace_period;
     health
         .set_service_status("", ServingStatus::NotServing)
         .await;
     health
         .set_not_serving::<ErrorCatalogServer<CatalogService>>()
         .await;
+    admission.begin_drain();
+    if tokio::time::timeout_at(deadline, admission.drained())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            in_flight = admission.in_flight(),
+            "grace period over while calls were still in flight"
+        );
+    }
     let _ = stop_tx.send(());
 
-    match tokio::time::timeout(config.grace_period, server).await {
+    match tokio::time::timeout_at(deadline, server).await {
         Ok(result) => Ok(result?),
         Err(_) => {
-            tracing::warn!("grace period over; dropping the calls still in flight");
+            tracing::warn!("grace period over; dropping the connections still open");
             Ok(())
         }
     }

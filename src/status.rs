@@ -420,6 +420,25 @@ impl StatusBuilder {
     }
 }
 
+/// A status for `code` that keeps `message` (or the catalog's) and appends
+/// already-encoded `details` entries (`Any` messages) of another status,
+/// minus those of the types errmap sends itself. Used by the response layer
+/// to enrich a status that slipped through.
+pub(crate) fn enrich(code: ErrorCode, message: Option<&str>, foreign: &[&[u8]]) -> Status {
+    let entry = code.entry();
+    let pre = prebuilt(entry);
+    if message.is_none() && foreign.is_empty() {
+        return code.to_status();
+    }
+    let message = message.unwrap_or(entry.message());
+    let mut extra = Vec::new();
+    for any in foreign {
+        wire::put_len_field(&mut extra, 3, any);
+    }
+    let details = encode_status(entry, message, pre.error_info, pre.rest, &extra);
+    Status::with_details(entry.grpc_code(), message, Bytes::from(details))
+}
+
 fn check_response_key(key: &str, binary: bool) -> Result<(), &'static str> {
     if key.is_empty() {
         return Err("the key is empty");

@@ -206,6 +206,30 @@ pub(crate) fn find_error_info(status: &[u8]) -> Result<Option<ReasonAndDomain<'_
     Ok(None)
 }
 
+/// A `details` entry: the message type it holds, and the encoded `Any`.
+pub(crate) type DetailEntry<'a> = (&'a [u8], &'a [u8]);
+
+/// The `details` entries (encoded `Any` messages) of an encoded
+/// `google.rpc.Status`, each with the message type it holds.
+pub(crate) fn detail_entries(status: &[u8]) -> Result<Vec<DetailEntry<'_>>, Malformed> {
+    let mut out = Vec::new();
+    let mut fields = Fields::new(status);
+    while let Some((tag, data)) = fields.next_field()? {
+        let (3, Some(any)) = (tag, data) else {
+            continue;
+        };
+        let mut type_url: &[u8] = &[];
+        let mut any_fields = Fields::new(any);
+        while let Some((tag, data)) = any_fields.next_field()? {
+            if let (1, Some(d)) = (tag, data) {
+                type_url = d;
+            }
+        }
+        out.push((type_name(type_url), any));
+    }
+    Ok(out)
+}
+
 /// The message type named by a type URL: what follows its last `/`.
 pub(crate) fn type_name(type_url: &[u8]) -> &[u8] {
     match type_url.iter().rposition(|&b| b == b'/') {

@@ -124,7 +124,11 @@ pub async fn call_probe(
 /// - `Internal`: fails with INTERNAL and a message full of internals;
 /// - `Unknown`: fails with UNKNOWN and no details;
 /// - `Rich`: fails with a catalog status carrying metadata and a violation;
-/// - `Plain`: fails with a detail-less NOT_FOUND.
+/// - `Plain`: fails with a detail-less NOT_FOUND;
+/// - `Special` / `PlainSpecial`: fail with the interop suite's special
+///   message, as a catalog status / as a plain INVALID_ARGUMENT;
+/// - `StreamThenFail` (server streaming): one message, then INTERNAL in the
+///   trailers.
 #[derive(Clone, Default)]
 pub struct Probe {
     /// Calls that entered a handler.
@@ -148,13 +152,13 @@ impl Service<http::Request<Body>> for Probe {
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
         let method = req.uri().path().rsplit('/').next().unwrap_or("").to_owned();
-        let handler = ProbeHandler {
-            method,
-            probe: self.clone(),
-        };
+        let probe = self.clone();
         Box::pin(async move {
             let mut grpc = tonic::server::Grpc::new(ProstCodec::<String, String>::default());
-            Ok(grpc.unary(handler, req).await)
+            if method == "StreamThenFail" {
+                return Ok(grpc.server_streaming(StreamThenFail, req).await);
+            }
+            Ok(grpc.unary(ProbeHandler { method, probe }, req).await)
         })
     }
 }
@@ -166,6 +170,29 @@ struct ProbeHandler {
 
 /// The message the `Panic` method panics with; it must never reach a client.
 pub const PANIC_SECRET: &str = "panic: secret connection string postgres://admin:hunter2@db";
+/// The special message of the gRPC interop suite.
+pub const SPECIAL_MESSAGE: &str =
+    "\t\ntest with whitespace\r\nand Unicode BMP ☺ and non-BMP 😈\t\n";
+
+/// `StreamThenFail`: sends one message, then fails with INTERNAL in the
+/// trailers.
+struct StreamThenFail;
+
+impl tonic::server::ServerStreamingService<String> for StreamThenFail {
+    type Response = String;
+    type ResponseStream =
+        Pin<Box<dyn tokio_stream::Stream<Item = Result<String, Status>> + Send + 'static>>;
+    type Future = BoxFuture<Result<Response<Self::ResponseStream>, Status>>;
+
+    fn call(&mut self, request: Request<String>) -> Self::Future {
+        let first = request.into_inner();
+        Box::pin(async move {
+            let stream = tokio_stream::iter([Ok(first), Err(Status::internal(INTERNAL_SECRET))]);
+            Ok(Response::new(Box::pin(stream) as Self::ResponseStream))
+        })
+    }
+}
+
 /// The message of the `Internal` method; it must never reach a client.
 pub const INTERNAL_SECRET: &str = "internal: table users_v2 is locked by pid 4242";
 
@@ -209,6 +236,12 @@ impl UnaryService<String> for ProbeHandler {
                     .binary_metadata("x-trace-bin", [1u8, 2, 3, 255])
                     .build()
                     .unwrap()),
+                "Special" => Err(errmap::ErrorCode::ApiInvalidRequest
+                    .builder()
+                    .message(SPECIAL_MESSAGE)
+                    .build()
+                    .unwrap()),
+                "PlainSpecial" => Err(Status::invalid_argument(SPECIAL_MESSAGE)),
                 other => Err(Status::unimplemented(format!("no probe method {other}"))),
             };
             probe.finished.fetch_add(1, Ordering::SeqCst);

@@ -1,0 +1,391 @@
+//! The auth interceptor: every call to a protected service must carry a
+//! valid token, and every refusal is a catalog error.
+//!
+//! | what the call carries | status |
+//! |---|---|
+//! | no token, or an empty one | 21 `AUTH_REQUIRED` |
+//! | a malformed token, a bad signature, a wrong issuer or audience | 10 `AUTH_INVALID_TOKEN` |
+//! | an expired token | 11 `AUTH_EXPIRED_TOKEN` |
+//! | a scheme other than `Bearer`, two tokens that disagree, non-ASCII metadata | 10 `AUTH_INVALID_TOKEN` |
+//!
+//! The token is read from `authorization: Bearer <token>` or, as the legacy
+//! HTTP API allowed, from a `token` metadata entry. It is never logged,
+//! echoed, or put into error metadata. The verified [`Claims`] are put into
+//! the request extensions for the handler.
+//!
+//! Verification is pluggable through [`TokenVerifier`]; [`JwtVerifier`]
+//! checks JWTs signed with HS256 (shared secret), RS256 or ES256 (public key
+//! in PEM).
+//!
+//! ```
+//! use errmap::auth::{AuthInterceptor, JwtVerifier};
+//! use errmap::pb::error_catalog_server::ErrorCatalogServer;
+//! use errmap::service::CatalogService;
+//!
+//! let verifier = JwtVerifier::hs256(b"a shared secret of decent length")
+//!     .with_issuer("https://auth.example.com")
+//!     .with_leeway(std::time::Duration::from_secs(30));
+//! let protected = ErrorCatalogServer::with_interceptor(
+//!     CatalogService::new(),
+//!     AuthInterceptor::new(verifier),
+//! );
+//! # drop(protected);
+//! ```
+
+use std::{collections::HashSet, fmt, sync::Arc, time::Duration};
+
+use jsonwebtoken::{errors::ErrorKind, Algorithm, DecodingKey, Validation};
+use serde_json::{Map, Value};
+use tonic::{service::Interceptor, Request, Status};
+
+use crate::ErrorCode;
+
+/// The claims of a verified token, put into the request extensions.
+///
+/// ```
+/// # use errmap::auth::Claims;
+/// fn handler(request: &tonic::Request<()>) -> Option<String> {
+///     request.extensions().get::<Claims>()?.subject().map(str::to_owned)
+/// }
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Claims(pub Map<String, Value>);
+
+impl Claims {
+    /// The `sub` claim.
+    pub fn subject(&self) -> Option<&str> {
+        self.0.get("sub")?.as_str()
+    }
+
+    /// Any claim.
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.0.get(name)
+    }
+}
+
+/// Why a token was refused. Only the kind reaches the client, as 10 or 11;
+/// the detail is for server logs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// The token cannot be parsed.
+    #[error("malformed token: {0}")]
+    Malformed(String),
+    /// The signature does not verify.
+    #[error("bad token signature")]
+    BadSignature,
+    /// The token has expired.
+    #[error("token expired")]
+    Expired,
+    /// The token is well-formed and signed, but its claims are not
+    /// acceptable (issuer, audience, not-before, algorithm...).
+    #[error("token refused: {0}")]
+    Refused(String),
+}
+
+impl TokenError {
+    /// The catalog code sent for this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            TokenError::Expired => ErrorCode::AuthExpiredToken,
+            _ => ErrorCode::AuthInvalidToken,
+        }
+    }
+}
+
+/// Checks a bearer token. Implement it to plug in another scheme.
+pub trait TokenVerifier: Send + Sync + 'static {
+    /// Verifies `token` (never empty) and returns its claims.
+    fn verify(&self, token: &str) -> Result<Claims, TokenError>;
+}
+
+impl<F> TokenVerifier for F
+where
+    F: Fn(&str) -> Result<Claims, TokenError> + Send + Sync + 'static,
+{
+    fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        self(token)
+    }
+}
+
+/// Why a key could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The PEM holds neither an RSA nor an EC (P-256) public key.
+    #[error("not an RSA or EC P-256 public key in PEM: {0}")]
+    NotAPublicKey(String),
+    /// The shared secret is empty.
+    #[error("the shared secret is empty")]
+    EmptySecret,
+}
+
+/// Verifies JWTs with `jsonwebtoken`: HS256 with a shared secret, or RS256 /
+/// ES256 with a public key. `exp` is required.
+#[derive(Clone)]
+pub struct JwtVerifier {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl fmt::Debug for JwtVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwtVerifier")
+            .field("algorithms", &self.validation.algorithms)
+            .field("leeway", &self.validation.leeway)
+            .field("iss", &self.validation.iss)
+            .field("aud", &self.validation.aud)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JwtVerifier {
+    fn new(key: DecodingKey, algorithm: Algorithm) -> Self {
+        let mut validation = Validation::new(algorithm);
+        validation.leeway = 0;
+        validation.validate_aud = false;
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.required_spec_claims = HashSet::from(["exp".to_owned()]);
+        Self { key, validation }
+    }
+
+    /// HS256 with a shared secret.
+    pub fn hs256(secret: &[u8]) -> Self {
+        Self::new(DecodingKey::from_secret(secret), Algorithm::HS256)
+    }
+
+    /// HS256 with a shared secret, refusing an empty one.
+    pub fn try_hs256(secret: &[u8]) -> Result<Self, KeyError> {
+        if secret.is_empty() {
+            return Err(KeyError::EmptySecret);
+        }
+        Ok(Self::hs256(secret))
+    }
+
+    /// RS256 with an RSA public key, or ES256 with an EC P-256 public key,
+    /// in PEM; the key type decides the algorithm.
+    pub fn from_public_key_pem(pem: &[u8]) -> Result<Self, KeyError> {
+        match DecodingKey::from_rsa_pem(pem) {
+            Ok(key) => Ok(Self::new(key, Algorithm::RS256)),
+            Err(rsa_error) => match DecodingKey::from_ec_pem(pem) {
+                Ok(key) => Ok(Self::new(key, Algorithm::ES256)),
+                Err(ec_error) => Err(KeyError::NotAPublicKey(format!(
+                    "as RSA: {rsa_error}; as EC: {ec_error}"
+                ))),
+            },
+        }
+    }
+
+    /// Accepts tokens this much past `exp` (or before `nbf`). Default 0.
+    pub fn with_leeway(mut self, leeway: Duration) -> Self {
+        self.validation.leeway = leeway.as_secs();
+        self
+    }
+
+    /// Requires the `iss` claim to be `issuer`.
+    pub fn with_issuer(mut self, issuer: &str) -> Self {
+        self.validation.set_issuer(&[issuer]);
+        self.validation
+            .required_spec_claims
+            .insert("iss".to_owned());
+        self
+    }
+
+    /// Requires the `aud` claim to hold `audience`.
+    pub fn with_audience(mut self, audience: &str) -> Self {
+        self.validation.set_audience(&[audience]);
+        self.validation.validate_aud = true;
+        self.validation
+            .required_spec_claims
+            .insert("aud".to_owned());
+        self
+    }
+}
+
+impl TokenVerifier for JwtVerifier {
+    fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        match jsonwebtoken::decode::<Map<String, Value>>(token, &self.key, &self.validation) {
+            Ok(data) => Ok(Claims(data.claims)),
+            Err(error) => Err(match error.kind() {
+                ErrorKind::ExpiredSignature => TokenError::Expired,
+                ErrorKind::InvalidSignature => TokenError::BadSignature,
+                ErrorKind::InvalidIssuer
+                | ErrorKind::InvalidAudience
+                | ErrorKind::InvalidSubject
+                | ErrorKind::ImmatureSignature
+                | ErrorKind::InvalidAlgorithm
+                | ErrorKind::MissingRequiredClaim(_)
+                | ErrorKind::InvalidClaimFormat(_) => TokenError::Refused(error.to_string()),
+                _ => TokenError::Malformed(error.to_string()),
+            }),
+        }
+    }
+}
+
+/// The tonic interceptor; see the [module docs](self).
+#[derive(Clone)]
+pub struct AuthInterceptor {
+    verifier: Arc<dyn TokenVerifier>,
+}
+
+impl fmt::Debug for AuthInterceptor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthInterceptor").finish_non_exhaustive()
+    }
+}
+
+impl AuthInterceptor {
+    /// An interceptor checking tokens with `verifier`.
+    pub fn new(verifier: impl TokenVerifier) -> Self {
+        Self {
+            verifier: Arc::new(verifier),
+        }
+    }
+
+    /// An interceptor sharing an existing verifier.
+    pub fn from_arc(verifier: Arc<dyn TokenVerifier>) -> Self {
+        Self { verifier }
+    }
+}
+
+/// Where the token came from, for the refusal's message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    NotAscii,
+    NotBearer,
+    Disagree,
+}
+
+/// The one token the call carries, `Ok(None)` if none, or why it is refused.
+fn extract_token(metadata: &tonic::metadata::MetadataMap) -> Result<Option<&str>, Refusal> {
+    fn add<'a>(found: &mut Option<&'a str>, token: &'a str) -> Result<(), Refusal> {
+        match *found {
+            _ if token.is_empty() => Ok(()),
+            Some(previous) if previous != token => Err(Refusal::Disagree),
+            _ => {
+                *found = Some(token);
+                Ok(())
+            }
+        }
+    }
+    let mut found: Option<&str> = None;
+    for value in metadata.get_all("authorization") {
+        let text = value.to_str().map_err(|_| Refusal::NotAscii)?.trim();
+        if text.is_empty() {
+            add(&mut found, "")?;
+            continue;
+        }
+        let (scheme, rest) = text.split_once(' ').unwrap_or((text, ""));
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(Refusal::NotBearer);
+        }
+        add(&mut found, rest.trim())?;
+    }
+    for value in metadata.get_all("token") {
+        let text = value.to_str().map_err(|_| Refusal::NotAscii)?.trim();
+        add(&mut found, text)?;
+    }
+    Ok(found)
+}
+
+fn refuse(code: ErrorCode, message: &'static str) -> Status {
+    code.builder()
+        .message(message)
+        .build()
+        .unwrap_or_else(Status::from)
+}
+
+impl Interceptor for AuthInterceptor {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        let token = match extract_token(request.metadata()) {
+            Ok(Some(token)) => token,
+            Ok(None) => return Err(ErrorCode::AuthRequired.to_status()),
+            Err(refusal) => {
+                tracing::info!(?refusal, "token refused before verification");
+                return Err(refuse(
+                    ErrorCode::AuthInvalidToken,
+                    match refusal {
+                        Refusal::NotAscii => "The authorization metadata is not ASCII.",
+                        Refusal::NotBearer => "Only the Bearer scheme is accepted.",
+                        Refusal::Disagree => "The call carries two different tokens.",
+                    },
+                ));
+            }
+        };
+        match self.verifier.verify(token) {
+            Ok(claims) => {
+                request.extensions_mut().insert(claims);
+                Ok(request)
+            }
+            Err(error) => {
+                // The reason is logged, never the token.
+                tracing::info!(%error, "token refused");
+                Err(error.code().to_status())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::metadata::{MetadataMap, MetadataValue};
+
+    fn map(entries: &[(&'static str, &str)]) -> MetadataMap {
+        let mut m = MetadataMap::new();
+        for (k, v) in entries {
+            m.append(*k, MetadataValue::try_from(*v).unwrap());
+        }
+        m
+    }
+
+    #[test]
+    fn tokens_are_found_in_both_places() {
+        assert_eq!(
+            extract_token(&map(&[("authorization", "Bearer abc")])),
+            Ok(Some("abc"))
+        );
+        assert_eq!(
+            extract_token(&map(&[("authorization", "bearer  abc ")])),
+            Ok(Some("abc"))
+        );
+        assert_eq!(extract_token(&map(&[("token", "abc")])), Ok(Some("abc")));
+        assert_eq!(
+            extract_token(&map(&[("authorization", "Bearer abc"), ("token", "abc")])),
+            Ok(Some("abc"))
+        );
+    }
+
+    #[test]
+    fn missing_and_empty_tokens_are_none() {
+        assert_eq!(extract_token(&map(&[])), Ok(None));
+        assert_eq!(
+            extract_token(&map(&[("authorization", "Bearer ")])),
+            Ok(None)
+        );
+        assert_eq!(
+            extract_token(&map(&[("authorization", "Bearer")])),
+            Ok(None)
+        );
+        assert_eq!(extract_token(&map(&[("token", "")])), Ok(None));
+    }
+
+    #[test]
+    fn odd_tokens_are_refused() {
+        assert_eq!(
+            extract_token(&map(&[("authorization", "Basic dXNlcjpwYXNz")])),
+            Err(Refusal::NotBearer)
+        );
+        assert_eq!(
+            extract_token(&map(&[("authorization", "Bearer a"), ("token", "b")])),
+            Err(Refusal::Disagree)
+        );
+        let mut m = MetadataMap::new();
+        m.insert(
+            "authorization",
+            MetadataValue::try_from(&b"Bearer \xc3\xa9"[..]).unwrap(),
+        );
+        assert_eq!(extract_token(&m), Err(Refusal::NotAscii));
+    }
+}

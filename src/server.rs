@@ -132,15 +132,17 @@ impl ErrmapServer {
 
     /// Adds a service of yours (a tonic-generated `FooServer`) to serve
     /// beside errmap's.
-    pub fn add_service<S>(mut self, service: S) -> Self
+    pub fn add_service<S, B>(mut self, service: S) -> Self
     where
-        S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        S: Service<http::Request<Body>, Response = http::Response<B>, Error = Infallible>
             + NamedService
             + Clone
             + Send
             + Sync
             + 'static,
         S::Future: Send + 'static,
+        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<tonic::codegen::StdError>,
     {
         self.routes.add_service(service);
         self
@@ -157,7 +159,7 @@ impl ErrmapServer {
     /// All of it within [`ServerConfig::grace_period`]; calls still running
     /// then are dropped.
     ///
-    /// Every call passes the [`ErrorLayer`](crate::layer::ErrorLayer) and
+    /// Every call passes the [`ErrorLayer`] and
     /// the [`Admission`] limit.
     pub async fn serve(
         self,

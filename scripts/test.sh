@@ -1,8 +1,41 @@
 #!/usr/bin/env bash
-# Runs every test of the project. This is the README's test command, and
-# .ci/run calls it as is.
+# Runs every test of the project: the Rust tests, the Python and Node
+# clients built with those languages' stock gRPC tools, and the buf checks
+# of the proto contract. This is the README's test command; .ci/run calls it
+# as is. It installs what it needs: Python packages from PyPI into
+# target/interop/venv, Node packages from the npm registry into
+# tests/interop/node/node_modules (buf included).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+VENV="$ROOT/target/interop/venv"
 
-echo "==> Rust tests (unit, integration, doc)"
+echo "==> Rust tests (unit, integration, doc, example)"
 cargo test --locked
+
+echo "==> Building the errmap binary for the interop tests"
+cargo build --locked --bin errmap
+export ERRMAP_BIN="$ROOT/target/debug/errmap"
+
+echo "==> Python interop (grpcio, grpcio-status, grpcio-reflection, grpcio-health-checking)"
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+  -r tests/interop/python/requirements.txt
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/interop/python
+
+echo "==> Node interop (@grpc/grpc-js, @grpc/proto-loader, protobufjs)"
+(
+  cd tests/interop/node
+  npm ci --no-audit --no-fund --loglevel=error
+  npm test
+)
+
+echo "==> buf lint, format and breaking (against buf/errmap-v1.binpb)"
+BUF="$ROOT/tests/interop/node/node_modules/.bin/buf"
+"$BUF" --version
+"$BUF" lint
+"$BUF" format --diff --exit-code
+"$BUF" breaking --against buf/errmap-v1.binpb
+echo "buf: lint, format and breaking passed"

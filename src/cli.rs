@@ -66,6 +66,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the catalog as Markdown (the shape of docs/errors.md).
+    Docs,
     /// Decode a grpc-status-details-bin value (base64, padded or not).
     Decode {
         /// The header value; a leading "grpc-status-details-bin:" is ignored.
@@ -187,6 +189,10 @@ pub(crate) fn main() -> ExitCode {
         },
         Command::List { category, json } => list(category.as_deref(), json),
         Command::Decode { value, json } => decode(&value, json),
+        Command::Docs => {
+            print!("{}", catalog::markdown());
+            EXIT_OK
+        }
     };
     ExitCode::from(code)
 }

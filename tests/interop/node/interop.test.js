@@ -1,0 +1,312 @@
+// errmap from Node, with the stock tooling: @grpc/grpc-js and
+// @grpc/proto-loader for the calls, protobufjs to decode
+// grpc-status-details-bin (grpc-js has no helper for it), the google.rpc
+// protos from google-proto-files. The server is the real `errmap serve`
+// binary (ERRMAP_BIN) on 127.0.0.1:0.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import crypto from 'node:crypto';
+
+import grpc from '@grpc/grpc-js';
+import protoLoader from '@grpc/proto-loader';
+import protobuf from 'protobufjs';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const ROOT = path.resolve(HERE, '../../..');
+const BIN = process.env.ERRMAP_BIN ?? path.join(ROOT, 'target/debug/errmap');
+const INCLUDE = [path.join(ROOT, 'proto'), path.join(HERE, 'node_modules/google-proto-files')];
+const NODE_MODULES = path.join(HERE, 'node_modules');
+
+const options = { keepCase: true, longs: Number, defaults: true, oneofs: true, includeDirs: INCLUDE };
+const catalogDef = protoLoader.loadSync('errmap/v1/catalog.proto', options);
+const ErrorCatalog = grpc.loadPackageDefinition(catalogDef).errmap.v1.ErrorCatalog;
+const healthDef = protoLoader.loadSync(
+  path.join(NODE_MODULES, 'grpc-health-check/proto/health/v1/health.proto'),
+  options,
+);
+const Health = grpc.loadPackageDefinition(healthDef).grpc.health.v1.Health;
+const SERVING = healthDef['grpc.health.v1.HealthCheckResponse'].type.enumType[0].value.find(
+  (v) => v.name === 'SERVING',
+).number;
+const reflectionDef = protoLoader.loadSync(
+  path.join(NODE_MODULES, '@grpc/reflection/build/proto/grpc/reflection/v1/reflection.proto'),
+  options,
+);
+const Reflection = grpc.loadPackageDefinition(reflectionDef).grpc.reflection.v1.ServerReflection;
+
+// The catalog as the proto's own custom options say, and the google.rpc types.
+const root = new protobuf.Root();
+root.resolvePath = (origin, target) => {
+  for (const dir of INCLUDE) {
+    const candidate = path.resolve(dir, target);
+    if (fs.existsSync(candidate)) return candidate;
+  }
+  return protobuf.util.path.resolve(origin, target);
+};
+root.loadSync(
+  ['errmap/v1/error_code.proto', 'google/rpc/status.proto', 'google/rpc/error_details.proto'],
+  { keepCase: true },
+);
+const ErrorCodeEnum = root.lookupEnum('errmap.v1.ErrorCode');
+const DOMAIN = ErrorCodeEnum.options['(errmap.v1.domain)'];
+const RpcStatus = root.lookupType('google.rpc.Status');
+const spec = (name) => {
+  const o = ErrorCodeEnum.valuesOptions[name];
+  return {
+    number: ErrorCodeEnum.values[name],
+    grpcCode: o['(errmap.v1.error).grpc_code'],
+    http: o['(errmap.v1.error).http_status'],
+    category: o['(errmap.v1.error).category'],
+    message: o['(errmap.v1.error).message'],
+    retrySeconds: o['(errmap.v1.error).retry_delay.seconds'],
+  };
+};
+
+class Server {
+  static async start(...args) {
+    const s = new Server();
+    s.proc = spawn(BIN, ['serve', '--addr', '127.0.0.1:0', ...args], {
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
+    s.addr = await new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('errmap serve printed no address')), 30000);
+      createInterface({ input: s.proc.stdout }).once('line', (line) => {
+        clearTimeout(timer);
+        resolve(line.trim());
+      });
+    });
+    s.catalog = new ErrorCatalog(s.addr, grpc.credentials.createInsecure());
+    return s;
+  }
+
+  async stop() {
+    const exited = new Promise((resolve) => this.proc.once('exit', (code) => resolve(code)));
+    this.proc.kill('SIGTERM');
+    const code = await Promise.race([
+      exited,
+      new Promise((_, reject) => setTimeout(() => reject(new Error('no exit in 20 s')), 20000)),
+    ]);
+    this.catalog.close();
+    return code;
+  }
+}
+
+const unary = (client, method, request, metadata = new grpc.Metadata()) =>
+  new Promise((resolve, reject) =>
+    client[method](request, metadata, { deadline: Date.now() + 10000 }, (error, reply) =>
+      error ? reject(error) : resolve(reply),
+    ),
+  );
+
+const failure = async (promise) => {
+  try {
+    await promise;
+  } catch (error) {
+    return error;
+  }
+  assert.fail('the call succeeded');
+};
+
+/** Decodes the error's grpc-status-details-bin and checks it against DESIGN.md §2. */
+function assertCatalogError(error, name) {
+  const s = spec(name);
+  assert.equal(error.code, grpc.status[s.grpcCode], `${name}: ${error.message}`);
+  const [raw] = error.metadata.get('grpc-status-details-bin');
+  assert.ok(Buffer.isBuffer(raw), 'grpc-status-details-bin present');
+  const status = RpcStatus.decode(raw);
+  assert.equal(status.code, error.code, 'details code equals grpc-status');
+  assert.equal(status.message, error.details, 'details message equals grpc-message');
+  const found = {};
+  for (const any of status.details) {
+    const typeName = any.type_url.slice(any.type_url.lastIndexOf('/') + 1);
+    assert.ok(!(typeName in found), `one ${typeName} at most`);
+    found[typeName] = root.lookupType(typeName).decode(any.value);
+  }
+  const info = found['google.rpc.ErrorInfo'];
+  assert.equal(info.reason, name);
+  assert.equal(info.domain, DOMAIN);
+  assert.equal(info.metadata.code, String(s.number));
+  assert.equal(found['google.rpc.LocalizedMessage'].locale, 'en-US');
+  assert.equal(found['google.rpc.LocalizedMessage'].message, s.message);
+  const retry = found['google.rpc.RetryInfo'];
+  if (s.retrySeconds) {
+    assert.equal(Number(retry.retry_delay.seconds), s.retrySeconds);
+  } else {
+    assert.equal(retry, undefined);
+  }
+  return found;
+}
+
+test('every code, by number and by name, matches the proto options', async () => {
+  const server = await Server.start();
+  try {
+    const names = Object.keys(ErrorCodeEnum.values);
+    assert.equal(names.length, 25);
+    for (const name of names) {
+      const s = spec(name);
+      for (const request of [{ code: s.number }, { name }]) {
+        const { error: d } = await unary(server.catalog, 'GetError', request);
+        assert.equal(d._code, 'code', 'explicit presence, code 0 included');
+        assert.equal(d.code, s.number);
+        assert.equal(d.name, name);
+        assert.equal(d.message, s.message);
+        assert.equal(d.category, s.category);
+        assert.equal(d.grpc_code_name, s.grpcCode);
+        assert.equal(d.grpc_code, grpc.status[s.grpcCode]);
+        assert.equal(d.http_status, s.http);
+        assert.equal(d.domain, DOMAIN);
+        assert.equal(d.retry_delay ? Number(d.retry_delay.seconds) : undefined, s.retrySeconds);
+      }
+    }
+    const all = await unary(server.catalog, 'ListErrors', {});
+    assert.deepEqual(
+      all.errors.map((d) => d.code),
+      Object.values(ErrorCodeEnum.values).sort((a, b) => a - b),
+    );
+    const tokens = await unary(server.catalog, 'ListErrors', { category: 'auth_token' });
+    assert.deepEqual(tokens.errors.map((d) => d.name), ['AUTH_INVALID_TOKEN', 'AUTH_EXPIRED_TOKEN']);
+  } finally {
+    assert.equal(await server.stop(), 0);
+  }
+});
+
+test('lookup errors carry their catalog details', async () => {
+  const server = await Server.start();
+  try {
+    let error = await failure(unary(server.catalog, 'GetError', { code: 45 }));
+    let found = assertCatalogError(error, 'API_ITEM_NOT_FOUND');
+    assert.equal(found['google.rpc.ErrorInfo'].metadata.requestedCode, '45');
+
+    error = await failure(unary(server.catalog, 'GetError', {}));
+    found = assertCatalogError(error, 'API_INVALID_REQUEST');
+    assert.deepEqual(found['google.rpc.BadRequest'].field_violations.map((v) => v.field), ['key']);
+
+    error = await failure(unary(server.catalog, 'ListErrors', { category: 'nope' }));
+    found = assertCatalogError(error, 'API_INVALID_REQUEST');
+    assert.equal(found['google.rpc.BadRequest'].field_violations[0].field, 'category');
+  } finally {
+    assert.equal(await server.stop(), 0);
+  }
+});
+
+test('health and reflection answer', async () => {
+  const server = await Server.start();
+  try {
+    const health = new Health(server.addr, grpc.credentials.createInsecure());
+    for (const service of ['', 'errmap.v1.ErrorCatalog']) {
+      const reply = await unary(health, 'Check', { service });
+      assert.equal(reply.status, SERVING);
+    }
+    health.close();
+
+    const reflection = new Reflection(server.addr, grpc.credentials.createInsecure());
+    const call = reflection.ServerReflectionInfo();
+    const reply = new Promise((resolve, reject) => {
+      call.once('data', resolve);
+      call.once('error', reject);
+    });
+    call.write({ list_services: '' });
+    const services = (await reply).list_services_response.service.map((s) => s.name);
+    call.end();
+    reflection.close();
+    for (const name of ['errmap.v1.ErrorCatalog', 'grpc.health.v1.Health']) {
+      assert.ok(services.includes(name), `${name} in ${services}`);
+    }
+  } finally {
+    assert.equal(await server.stop(), 0);
+  }
+});
+
+function jwt(secret, claims) {
+  const b64 = (b) => Buffer.from(b).toString('base64url');
+  const head = b64(JSON.stringify({ alg: 'HS256', typ: 'JWT' }));
+  const body = b64(JSON.stringify(claims));
+  const sig = crypto.createHmac('sha256', secret).update(`${head}.${body}`).digest('base64url');
+  return `${head}.${body}.${sig}`;
+}
+
+test('a protected server answers 21, 10 and 11', async () => {
+  const secret = 'node interop secret, long enough';
+  const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'errmap-node-')), 'secret');
+  fs.writeFileSync(file, `${secret}\n`);
+  const server = await Server.start('--auth-jwt-secret-file', file);
+  try {
+    const now = Math.floor(Date.now() / 1000);
+    const cases = [
+      [null, 'AUTH_REQUIRED'],
+      ['Bearer garbage', 'AUTH_INVALID_TOKEN'],
+      [`Bearer ${jwt('another secret', { exp: now + 60 })}`, 'AUTH_INVALID_TOKEN'],
+      [`Bearer ${jwt(secret, { exp: now - 120 })}`, 'AUTH_EXPIRED_TOKEN'],
+    ];
+    for (const [authorization, name] of cases) {
+      const metadata = new grpc.Metadata();
+      if (authorization) metadata.set('authorization', authorization);
+      const error = await failure(unary(server.catalog, 'GetError', { code: 21 }, metadata));
+      assertCatalogError(error, name);
+    }
+    const metadata = new grpc.Metadata();
+    metadata.set('authorization', `Bearer ${jwt(secret, { sub: 'node', exp: now + 60 })}`);
+    const ok = await unary(server.catalog, 'GetError', { code: 21 }, metadata);
+    assert.equal(ok.error.name, 'AUTH_REQUIRED');
+  } finally {
+    assert.equal(await server.stop(), 0);
+  }
+});
+
+test('load shedding is 44 with RetryInfo', async () => {
+  const server = await Server.start('--concurrency-limit', '1');
+  try {
+    // A GetError whose request is held back keeps the only place taken.
+    // If it loses the race for that place to a probe, it is itself shed;
+    // then it is tried again.
+    const method = catalogDef['errmap.v1.ErrorCatalog'].GetError;
+    const client = new grpc.Client(server.addr, grpc.credentials.createInsecure());
+    const holdPlace = () => {
+      const slow = { failed: null };
+      slow.done = new Promise((resolve, reject) => {
+        const stream = client.makeClientStreamRequest(
+          method.path,
+          method.requestSerialize,
+          method.responseDeserialize,
+          new grpc.Metadata(),
+          { deadline: Date.now() + 30000 },
+          (error, reply) => {
+            slow.failed = error;
+            return error ? reject(error) : resolve(reply);
+          },
+        );
+        slow.release = () => {
+          stream.write({ code: 11 });
+          stream.end();
+        };
+      });
+      slow.done.catch(() => {});
+      return slow;
+    };
+    let slow = holdPlace();
+    let shed = null;
+    for (let i = 0; i < 500 && !shed; i++) {
+      if (slow.failed) slow = holdPlace();
+      try {
+        await unary(server.catalog, 'GetError', { code: 1 });
+        await new Promise((r) => setTimeout(r, 5));
+      } catch (error) {
+        shed = error;
+      }
+    }
+    assert.ok(shed, 'a call was shed');
+    assertCatalogError(shed, 'API_TOO_MANY_REQUESTS');
+    slow.release();
+    assert.equal((await slow.done).error.name, 'AUTH_EXPIRED_TOKEN');
+    client.close();
+  } finally {
+    assert.equal(await server.stop(), 0);
+  }
+});

@@ -137,6 +137,113 @@ fn scan_error_code(details: &[u8]) -> Result<ErrorCode, DetailsError> {
     }
 }
 
+/// A borrowed view of an `ErrorInfo` inside a status's details: reading
+/// it allocates nothing. Made by [`ErrorStatusExt::error_info_view`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorInfoView<'a> {
+    reason: &'a str,
+    domain: &'a str,
+    /// The encoded ErrorInfo, whose metadata entries were checked when the
+    /// view was made.
+    encoded: &'a [u8],
+}
+
+impl<'a> ErrorInfoView<'a> {
+    /// Parses and checks an encoded `ErrorInfo`: wire format and UTF-8 of
+    /// every string, metadata included.
+    fn parse(encoded: &'a [u8]) -> Result<Self, DetailsError> {
+        let bad = |what: &str| DetailsError::BadDetail {
+            type_name: wire::ERROR_INFO.to_owned(),
+            reason: what.to_owned(),
+        };
+        let text = |b: &'a [u8]| std::str::from_utf8(b).map_err(|_| bad("a string is not UTF-8"));
+        let mut reason = "";
+        let mut domain = "";
+        let mut fields = wire::Fields::new(encoded);
+        while let Some((tag, data)) = fields.next_field().map_err(|_| bad("malformed"))? {
+            match (tag, data) {
+                (1, Some(d)) => reason = text(d)?,
+                (2, Some(d)) => domain = text(d)?,
+                (3, Some(entry)) => {
+                    let (k, v) = map_entry(entry).ok_or_else(|| bad("malformed metadata entry"))?;
+                    text(k)?;
+                    text(v)?;
+                }
+                (1..=3, None) => return Err(bad("wrong wire type")),
+                _ => {}
+            }
+        }
+        Ok(Self {
+            reason,
+            domain,
+            encoded,
+        })
+    }
+
+    /// The reason, the catalog code's name.
+    pub fn reason(&self) -> &'a str {
+        self.reason
+    }
+
+    /// The domain.
+    pub fn domain(&self) -> &'a str {
+        self.domain
+    }
+
+    /// The metadata entries, in the order sent (a repeated key yields each
+    /// value; map semantics keep the last).
+    pub fn metadata(&self) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        let mut fields = wire::Fields::new(self.encoded);
+        std::iter::from_fn(move || loop {
+            match fields.next_field() {
+                Ok(Some((3, Some(entry)))) => {
+                    let (k, v) = map_entry(entry)?;
+                    // Checked in `parse`.
+                    return Some((
+                        std::str::from_utf8(k).unwrap_or_default(),
+                        std::str::from_utf8(v).unwrap_or_default(),
+                    ));
+                }
+                Ok(Some(_)) => continue,
+                _ => return None,
+            }
+        })
+    }
+
+    /// One metadata value (the last one sent for `key`).
+    pub fn get(&self, key: &str) -> Option<&'a str> {
+        self.metadata().filter(|(k, _)| *k == key).last().map(|(_, v)| v)
+    }
+
+    /// The owned message.
+    pub fn to_error_info(&self) -> ErrorInfo {
+        ErrorInfo {
+            reason: self.reason.to_owned(),
+            domain: self.domain.to_owned(),
+            metadata: self
+                .metadata()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        }
+    }
+}
+
+/// The key and value of an encoded map entry.
+fn map_entry(entry: &[u8]) -> Option<(&[u8], &[u8])> {
+    let mut key: &[u8] = &[];
+    let mut value: &[u8] = &[];
+    let mut fields = wire::Fields::new(entry);
+    while let Some((tag, data)) = fields.next_field().ok()? {
+        match (tag, data) {
+            (1, Some(d)) => key = d,
+            (2, Some(d)) => value = d,
+            (1 | 2, None) => return None,
+            _ => {}
+        }
+    }
+    Some((key, value))
+}
+
 /// Every detail of a rich status, decoded once.
 ///
 /// Known types are decoded into their messages (the first of each type);
@@ -319,6 +426,20 @@ pub fn status_from_header_map(headers: &http::HeaderMap) -> Result<Option<Status
     Ok(Status::from_header_map(headers))
 }
 
+/// The encoded value of the first `ErrorInfo` of encoded details.
+fn error_info_value(details: &[u8]) -> Result<&[u8], DetailsError> {
+    if details.is_empty() {
+        return Err(DetailsError::NoDetails);
+    }
+    match wire::find_error_info_value(details) {
+        Ok(Some(value)) => Ok(value),
+        Ok(None) => Err(DetailsError::NoErrorInfo),
+        Err(wire::Malformed) => Err(DetailsError::Protobuf(
+            "malformed protobuf wire data".to_owned(),
+        )),
+    }
+}
+
 mod sealed {
     #[allow(unreachable_pub)]
     pub trait Sealed {}
@@ -337,6 +458,20 @@ pub trait ErrorStatusExt: sealed::Sealed {
     /// The catalog code, or why there is none.
     fn check_error_code(&self) -> Result<ErrorCode, DetailsError>;
 
+    /// The catalog code and the `ErrorInfo` (with its metadata), decoding
+    /// nothing else; `None` as for [`error_code`](Self::error_code).
+    fn error_info(&self) -> Option<(ErrorCode, ErrorInfo)>;
+
+    /// The catalog code and the `ErrorInfo`, or why there are none.
+    fn check_error_info(&self) -> Result<(ErrorCode, ErrorInfo), DetailsError>;
+
+    /// The catalog code and a borrowed view of the `ErrorInfo`: reason,
+    /// domain and metadata without allocating.
+    fn error_info_view(&self) -> Option<(ErrorCode, ErrorInfoView<'_>)>;
+
+    /// The catalog code and a borrowed `ErrorInfo`, or why there are none.
+    fn check_error_info_view(&self) -> Result<(ErrorCode, ErrorInfoView<'_>), DetailsError>;
+
     /// Every detail, decoded once; `None` if the status has no details or
     /// they are unreadable.
     fn error_details(&self) -> Option<ErrorDetails>;
@@ -354,6 +489,30 @@ impl ErrorStatusExt for Status {
 
     fn check_error_code(&self) -> Result<ErrorCode, DetailsError> {
         scan_error_code(self.details())
+    }
+
+    fn error_info(&self) -> Option<(ErrorCode, ErrorInfo)> {
+        self.check_error_info().ok()
+    }
+
+    fn check_error_info(&self) -> Result<(ErrorCode, ErrorInfo), DetailsError> {
+        let value = error_info_value(self.details())?;
+        let info = ErrorInfo::decode(value).map_err(|e| DetailsError::BadDetail {
+            type_name: wire::ERROR_INFO.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let code = code_of(info.reason.as_bytes(), info.domain.as_bytes())?;
+        Ok((code, info))
+    }
+
+    fn error_info_view(&self) -> Option<(ErrorCode, ErrorInfoView<'_>)> {
+        self.check_error_info_view().ok()
+    }
+
+    fn check_error_info_view(&self) -> Result<(ErrorCode, ErrorInfoView<'_>), DetailsError> {
+        let view = ErrorInfoView::parse(error_info_value(self.details())?)?;
+        let code = code_of(view.reason.as_bytes(), view.domain.as_bytes())?;
+        Ok((code, view))
     }
 
     fn error_details(&self) -> Option<ErrorDetails> {

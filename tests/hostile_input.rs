@@ -17,6 +17,18 @@ fn status_with(details: Vec<u8>) -> Status {
 fn read_everything(status: &Status) -> Option<ErrorCode> {
     let fast = status.error_code();
     let _ = status.check_error_code();
+    if let Some((code, info)) = status.error_info() {
+        assert_eq!(Some(code), fast, "error_info and error_code agree");
+        assert_eq!(info.domain, DOMAIN);
+        // The borrowed view reads the same ErrorInfo.
+        let (view_code, view) = status.error_info_view().expect("the view reads it too");
+        assert_eq!(view_code, code);
+        assert_eq!(view.to_error_info(), info);
+    }
+    if let Some((code, view)) = status.error_info_view() {
+        assert_eq!(Some(code), fast);
+        let _ = view.metadata().count();
+    }
     let full = ErrorStatusExt::check_error_details(status);
     let _ = ErrorStatusExt::error_details(status);
     let _ = ErrorDetails::decode(status.details());

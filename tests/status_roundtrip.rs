@@ -363,3 +363,33 @@ fn invalid_base64_in_headers_is_an_error_not_a_panic() {
     // Without grpc-status there is no status at all.
     assert!(status_from_header_map(&HeaderMap::new()).unwrap().is_none());
 }
+
+#[test]
+fn the_borrowed_error_info_view_reads_reason_domain_and_metadata() {
+    let status = ErrorCode::ApiItemNotFound
+        .builder()
+        .metadata("requestedName", "FOO")
+        .metadata("shard", "7")
+        .build()
+        .unwrap();
+    let (_, back) = over_the_wire(&status);
+    let (code, view) = back.error_info_view().unwrap();
+    assert_eq!(code, ErrorCode::ApiItemNotFound);
+    assert_eq!(view.reason(), "API_ITEM_NOT_FOUND");
+    assert_eq!(view.domain(), DOMAIN);
+    assert_eq!(
+        view.metadata().collect::<Vec<_>>(),
+        [("code", "47"), ("requestedName", "FOO"), ("shard", "7")]
+    );
+    assert_eq!(view.get("shard"), Some("7"));
+    assert_eq!(view.get("nope"), None);
+    let (owned_code, owned) = back.error_info().unwrap();
+    assert_eq!(owned_code, code);
+    assert_eq!(view.to_error_info(), owned);
+    // Not a catalog error: a typed reason.
+    let plain = Status::internal("x");
+    assert_eq!(
+        plain.check_error_info_view().unwrap_err(),
+        errmap::DetailsError::NoDetails
+    );
+}

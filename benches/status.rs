@@ -1,0 +1,152 @@
+//! The hot paths, each beside what a user would write without errmap
+//! (tonic-types' own API with the same content), so every report is a
+//! ratio measured in one run.
+//!
+//! `cargo bench --bench status`
+
+use std::{collections::HashMap, hint::black_box, time::Duration};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use errmap::{ErrorCode, ErrorStatusExt, DOMAIN};
+use http::HeaderMap;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+const CODE: ErrorCode = ErrorCode::ApiTooManyRequests;
+
+/// tonic-types' way to the same status as `CODE.to_status()`.
+fn tonic_types_bare() -> Status {
+    let mut details = ErrorDetails::with_error_info(
+        CODE.name(),
+        DOMAIN,
+        HashMap::from([("code".to_owned(), CODE.code().to_string())]),
+    );
+    details.set_localized_message("en-US", CODE.message());
+    details.set_retry_info(Some(Duration::from_secs(1)));
+    Status::with_error_details(CODE.grpc_code(), CODE.message(), details)
+}
+
+/// tonic-types' way to a status with one metadata entry and a developer
+/// message.
+fn tonic_types_rich(user: &str) -> Status {
+    let mut details = ErrorDetails::with_error_info(
+        CODE.name(),
+        DOMAIN,
+        HashMap::from([
+            ("code".to_owned(), CODE.code().to_string()),
+            ("userId".to_owned(), user.to_owned()),
+        ]),
+    );
+    details.set_localized_message("en-US", CODE.message());
+    details.set_retry_info(Some(Duration::from_secs(1)));
+    Status::with_error_details(CODE.grpc_code(), format!("user {user} is over quota"), details)
+}
+
+fn errmap_rich(user: &str) -> Status {
+    CODE.builder()
+        .message(format!("user {user} is over quota"))
+        .metadata("userId", user.to_owned())
+        .build()
+        .unwrap()
+}
+
+/// The status as a client receives it: through headers.
+fn received(status: &Status) -> Status {
+    let mut headers = HeaderMap::new();
+    status.add_header(&mut headers).unwrap();
+    Status::from_header_map(&headers).unwrap()
+}
+
+fn build(c: &mut Criterion) {
+    let mut group = c.benchmark_group("build_bare");
+    group.bench_function("errmap", |b| b.iter(|| black_box(CODE).to_status()));
+    group.bench_function("tonic_types", |b| b.iter(tonic_types_bare));
+    group.finish();
+
+    let mut group = c.benchmark_group("build_metadata_and_message");
+    group.bench_function("errmap", |b| b.iter(|| errmap_rich(black_box("u-42"))));
+    group.bench_function("tonic_types", |b| b.iter(|| tonic_types_rich(black_box("u-42"))));
+    group.finish();
+}
+
+fn read(c: &mut Criterion) {
+    let status = received(&errmap_rich("u-42"));
+    let mut group = c.benchmark_group("read_code_and_error_info");
+    group.bench_function("errmap", |b| {
+        b.iter(|| {
+            let s = black_box(&status);
+            let (code, info) = s.error_info().unwrap();
+            black_box((code, info))
+        })
+    });
+    group.bench_function("tonic_types", |b| {
+        b.iter(|| {
+            let s = black_box(&status);
+            let info = s.get_details_error_info().unwrap();
+            let code = (info.domain == DOMAIN)
+                .then(|| ErrorCode::from_name(&info.reason))
+                .flatten()
+                .unwrap();
+            black_box((code, info))
+        })
+    });
+    group.bench_function("errmap_view", |b| {
+        b.iter(|| {
+            let s = black_box(&status);
+            let (code, info) = s.error_info_view().unwrap();
+            black_box((code, info.reason(), info.get("userId")))
+        })
+    });
+    group.bench_function("errmap_code_only", |b| {
+        b.iter(|| black_box(&status).error_code().unwrap())
+    });
+    group.finish();
+}
+
+fn lookup(c: &mut Criterion) {
+    let mut group = c.benchmark_group("lookup");
+    group.bench_function("by_number", |b| {
+        b.iter(|| ErrorCode::from_code(black_box(62)).unwrap())
+    });
+    group.bench_function("by_name", |b| {
+        b.iter(|| ErrorCode::from_name(black_box("OAUTH_CLIENT_REDIRECT_URI_MISMATCH")).unwrap())
+    });
+    group.bench_function("by_name_miss", |b| {
+        b.iter(|| ErrorCode::from_name(black_box("OAUTH_CLIENT_REDIRECT_URI_MISMATCHED")))
+    });
+    group.finish();
+}
+
+fn round_trip(c: &mut Criterion) {
+    let mut group = c.benchmark_group("round_trip");
+    group.bench_function("errmap", |b| {
+        b.iter(|| {
+            let status = black_box(CODE).to_status();
+            let mut headers = HeaderMap::new();
+            status.add_header(&mut headers).unwrap();
+            let back = Status::from_header_map(&headers).unwrap();
+            back.error_code().unwrap()
+        })
+    });
+    group.bench_function("tonic_types", |b| {
+        b.iter(|| {
+            let status = tonic_types_bare();
+            let mut headers = HeaderMap::new();
+            status.add_header(&mut headers).unwrap();
+            let back = Status::from_header_map(&headers).unwrap();
+            let info = back.get_details_error_info().unwrap();
+            ErrorCode::from_name(&info.reason).unwrap()
+        })
+    });
+    group.finish();
+    let _ = Code::Ok;
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    targets = build, read, lookup, round_trip
+}
+criterion_main!(benches);

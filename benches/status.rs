@@ -39,7 +39,11 @@ fn tonic_types_rich(user: &str) -> Status {
     );
     details.set_localized_message("en-US", CODE.message());
     details.set_retry_info(Some(Duration::from_secs(1)));
-    Status::with_error_details(CODE.grpc_code(), format!("user {user} is over quota"), details)
+    Status::with_error_details(
+        CODE.grpc_code(),
+        format!("user {user} is over quota"),
+        details,
+    )
 }
 
 fn errmap_rich(user: &str) -> Status {
@@ -65,7 +69,9 @@ fn build(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("build_metadata_and_message");
     group.bench_function("errmap", |b| b.iter(|| errmap_rich(black_box("u-42"))));
-    group.bench_function("tonic_types", |b| b.iter(|| tonic_types_rich(black_box("u-42"))));
+    group.bench_function("tonic_types", |b| {
+        b.iter(|| tonic_types_rich(black_box("u-42")))
+    });
     group.finish();
 }
 

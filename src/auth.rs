@@ -32,7 +32,12 @@
 //! # drop(protected);
 //! ```
 
-use std::{collections::HashSet, fmt, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    fmt,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use jsonwebtoken::{errors::ErrorKind, Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
@@ -49,9 +54,19 @@ use crate::ErrorCode;
 /// }
 /// ```
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Claims(pub Map<String, Value>);
+pub struct Claims(Arc<Map<String, Value>>);
 
 impl Claims {
+    /// Claims from a JSON object.
+    pub fn new(claims: Map<String, Value>) -> Self {
+        Self(Arc::new(claims))
+    }
+
+    /// Every claim.
+    pub fn as_map(&self) -> &Map<String, Value> {
+        &self.0
+    }
+
     /// The `sub` claim.
     pub fn subject(&self) -> Option<&str> {
         self.0.get("sub")?.as_str()
@@ -122,10 +137,15 @@ pub enum KeyError {
 
 /// Verifies JWTs with `jsonwebtoken`: HS256 with a shared secret, or RS256 /
 /// ES256 with a public key. `exp` is required.
+///
+/// Tokens that verified are remembered (up to [`JwtVerifier::CACHE_SIZE`])
+/// until they expire, so a client that reuses its token pays for the
+/// signature check once; a token is always compared whole.
 #[derive(Clone)]
 pub struct JwtVerifier {
     key: DecodingKey,
     validation: Validation,
+    cache: Arc<Mutex<HashMap<String, (Claims, u64)>>>,
 }
 
 impl fmt::Debug for JwtVerifier {
@@ -147,8 +167,16 @@ impl JwtVerifier {
         validation.validate_exp = true;
         validation.validate_nbf = true;
         validation.required_spec_claims = HashSet::from(["exp".to_owned()]);
-        Self { key, validation }
+        Self {
+            key,
+            validation,
+            cache: Arc::default(),
+        }
     }
+
+    /// How many verified tokens are remembered at most; past that the
+    /// memory is cleared.
+    pub const CACHE_SIZE: usize = 4096;
 
     /// HS256 with a shared secret.
     pub fn hs256(secret: &[u8]) -> Self {
@@ -203,10 +231,47 @@ impl JwtVerifier {
     }
 }
 
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl JwtVerifier {
+    /// The claims of a token verified before and not expired since.
+    fn remembered(&self, token: &str) -> Option<Claims> {
+        let cache = self.cache.lock().ok()?;
+        let (claims, valid_until) = cache.get(token)?;
+        (unix_now() <= *valid_until).then(|| claims.clone())
+    }
+
+    fn remember(&self, token: &str, claims: &Claims) {
+        // Valid as long as `exp` (plus the leeway) accepts it.
+        let Some(exp) = claims.get("exp").and_then(Value::as_u64) else {
+            return;
+        };
+        let valid_until = exp.saturating_add(self.validation.leeway);
+        if let Ok(mut cache) = self.cache.lock() {
+            if cache.len() >= Self::CACHE_SIZE {
+                cache.clear();
+            }
+            cache.insert(token.to_owned(), (claims.clone(), valid_until));
+        }
+    }
+}
+
 impl TokenVerifier for JwtVerifier {
     fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        if let Some(claims) = self.remembered(token) {
+            return Ok(claims);
+        }
         match jsonwebtoken::decode::<Map<String, Value>>(token, &self.key, &self.validation) {
-            Ok(data) => Ok(Claims(data.claims)),
+            Ok(data) => {
+                let claims = Claims::new(data.claims);
+                self.remember(token, &claims);
+                Ok(claims)
+            }
             Err(error) => Err(match error.kind() {
                 ErrorKind::ExpiredSignature => TokenError::Expired,
                 ErrorKind::InvalidSignature => TokenError::BadSignature,
@@ -369,6 +434,38 @@ mod tests {
             Ok(None)
         );
         assert_eq!(extract_token(&map(&[("token", "")])), Ok(None));
+    }
+
+    #[test]
+    fn remembered_tokens_expire_with_their_exp() {
+        let secret = b"cache test secret, long enough";
+        let verifier = JwtVerifier::hs256(secret);
+        let sign = |exp: u64| {
+            jsonwebtoken::encode(
+                &jsonwebtoken::Header::default(),
+                &serde_json::json!({"sub": "u", "exp": exp}),
+                &jsonwebtoken::EncodingKey::from_secret(secret),
+            )
+            .unwrap()
+        };
+        let token = sign(unix_now() + 60);
+        let claims = verifier.verify(&token).unwrap();
+        assert_eq!(verifier.remembered(&token), Some(claims));
+        // A remembered token whose time is up is checked again, and refused.
+        let stale = sign(unix_now() - 3600);
+        verifier.remember(
+            &stale,
+            &Claims::new(serde_json::Map::from_iter([(
+                "exp".to_owned(),
+                serde_json::json!(unix_now() - 3600),
+            )])),
+        );
+        assert_eq!(verifier.remembered(&stale), None);
+        assert_eq!(verifier.verify(&stale), Err(TokenError::Expired));
+        // Near-identical tokens are not confused.
+        let mut forged = token.clone();
+        forged.pop();
+        assert!(verifier.verify(&forged).is_err());
     }
 
     #[test]

@@ -212,7 +212,10 @@ impl<'a> ErrorInfoView<'a> {
 
     /// One metadata value (the last one sent for `key`).
     pub fn get(&self, key: &str) -> Option<&'a str> {
-        self.metadata().filter(|(k, _)| *k == key).last().map(|(_, v)| v)
+        self.metadata()
+            .filter(|(k, _)| *k == key)
+            .last()
+            .map(|(_, v)| v)
     }
 
     /// The owned message.

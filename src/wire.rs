@@ -296,14 +296,28 @@ mod tests {
 
     #[test]
     fn type_urls_match_by_their_last_segment() {
-        assert!(is_type(b"type.googleapis.com/google.rpc.ErrorInfo", ERROR_INFO));
+        assert!(is_type(
+            b"type.googleapis.com/google.rpc.ErrorInfo",
+            ERROR_INFO
+        ));
         assert!(is_type(b"google.rpc.ErrorInfo", ERROR_INFO));
         assert!(is_type(b"x/y/google.rpc.ErrorInfo", ERROR_INFO));
-        assert!(!is_type(b"type.googleapis.com/google.rpc.ErrorInfoX", ERROR_INFO));
-        assert!(!is_type(b"type.googleapis.com/xgoogle.rpc.ErrorInfo", ERROR_INFO));
+        assert!(!is_type(
+            b"type.googleapis.com/google.rpc.ErrorInfoX",
+            ERROR_INFO
+        ));
+        assert!(!is_type(
+            b"type.googleapis.com/xgoogle.rpc.ErrorInfo",
+            ERROR_INFO
+        ));
         assert!(!is_type(b"ErrorInfo", ERROR_INFO));
         assert!(!is_type(b"", ERROR_INFO));
-        for url in [&b"a/google.rpc.ErrorInfo"[..], b"google.rpc.Help", b"/", b""] {
+        for url in [
+            &b"a/google.rpc.ErrorInfo"[..],
+            b"google.rpc.Help",
+            b"/",
+            b"",
+        ] {
             assert_eq!(
                 is_type(url, ERROR_INFO),
                 type_name(url) == ERROR_INFO.as_bytes(),

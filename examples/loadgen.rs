@@ -1,0 +1,677 @@
+//! errmap's load tool: drives unary calls against real servers on
+//! 127.0.0.1 and compares, in one run, alternating:
+//!
+//! - `noop`: `grpc.health.v1.Health/Check`, the baseline;
+//! - `hit`: `GetError` for a code that exists;
+//! - `miss`: `GetError` for a code that does not (the rich error path);
+//!
+//! on a server with errmap's layers and the auth interceptor (`errmap`),
+//! and the hit and noop on a bare tonic server without them (`bare`).
+//! Then it measures the `errmap serve` binary: start-up time to accepting
+//! connections, and RSS with 1,000 calls in flight.
+//!
+//! ```sh
+//! cargo build --release && cargo run --release --example loadgen -- --duration 20s
+//! ```
+//!
+//! Flags: `--duration D` (total, default 20s), `--rounds N` (default 5),
+//! `--concurrency N` tasks (default 64), `--channels M` (default 4),
+//! `--serve-binary PATH` (default: the `errmap` next to this example's
+//! directory), `--json`. Every loop is bounded by time and stops by itself;
+//! all traffic goes to 127.0.0.1.
+
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    path::PathBuf,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use errmap::{
+    auth::{AuthInterceptor, JwtVerifier},
+    pb::{error_catalog_client::ErrorCatalogClient, get_error_request::Key, GetErrorRequest},
+    server::{ErrmapServer, ServerConfig},
+    service::CatalogService,
+    ErrorCode, ErrorStatusExt,
+};
+use hdrhistogram::Histogram;
+use serde_json::json;
+use tonic::{metadata::MetadataValue, transport::Channel, Request};
+use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+
+const SECRET: &[u8] = b"loadgen secret: only for 127.0.0.1";
+
+#[derive(Debug, Clone)]
+struct Options {
+    duration: Duration,
+    rounds: u32,
+    concurrency: usize,
+    channels: usize,
+    serve_binary: Option<PathBuf>,
+    json: bool,
+}
+
+fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, String> {
+    let mut o = Options {
+        duration: Duration::from_secs(20),
+        rounds: 5,
+        concurrency: 64,
+        channels: 4,
+        serve_binary: std::env::current_exe()
+            .ok()
+            .and_then(|p| Some(p.parent()?.parent()?.join("errmap"))),
+        json: false,
+    };
+    let mut args = args.peekable();
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--duration" => o.duration = parse_duration(&value()?)?,
+            "--rounds" => o.rounds = value()?.parse().map_err(|e| format!("--rounds: {e}"))?,
+            "--concurrency" => {
+                o.concurrency = value()?
+                    .parse()
+                    .map_err(|e| format!("--concurrency: {e}"))?
+            }
+            "--channels" => {
+                o.channels = value()?.parse().map_err(|e| format!("--channels: {e}"))?
+            }
+            "--serve-binary" => o.serve_binary = Some(PathBuf::from(value()?)),
+            "--no-serve-binary" => o.serve_binary = None,
+            "--json" => o.json = true,
+            "--help" | "-h" => {
+                return Err(
+                    "usage: loadgen [--duration 20s] [--rounds 5] [--concurrency 64] \
+                     [--channels 4] [--serve-binary PATH | --no-serve-binary] [--json]"
+                        .to_owned(),
+                )
+            }
+            other => return Err(format!("unknown flag {other}; see --help")),
+        }
+    }
+    if o.rounds == 0 || o.concurrency == 0 || o.channels == 0 {
+        return Err("--rounds, --concurrency and --channels must be at least 1".to_owned());
+    }
+    Ok(o)
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (n, scale) = if let Some(ms) = text.strip_suffix("ms") {
+        (ms, 0.001)
+    } else if let Some(s) = text.strip_suffix('s') {
+        (s, 1.0)
+    } else {
+        (text, 1.0)
+    };
+    let n: f64 = n
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 20s"))?;
+    Duration::try_from_secs_f64(n * scale).map_err(|e| e.to_string())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Noop,
+    Hit,
+    Miss,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Scenario {
+    name: &'static str,
+    kind: Kind,
+    errmap: bool,
+}
+
+const SCENARIOS: [Scenario; 5] = [
+    Scenario {
+        name: "errmap/noop",
+        kind: Kind::Noop,
+        errmap: true,
+    },
+    Scenario {
+        name: "errmap/hit",
+        kind: Kind::Hit,
+        errmap: true,
+    },
+    Scenario {
+        name: "errmap/miss",
+        kind: Kind::Miss,
+        errmap: true,
+    },
+    Scenario {
+        name: "bare/noop",
+        kind: Kind::Noop,
+        errmap: false,
+    },
+    Scenario {
+        name: "bare/hit",
+        kind: Kind::Hit,
+        errmap: false,
+    },
+];
+
+struct Totals {
+    histogram: Histogram<u64>,
+    calls: u64,
+    unexpected: u64,
+    elapsed: Duration,
+}
+
+impl Totals {
+    fn new() -> Self {
+        Self {
+            histogram: Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds"),
+            calls: 0,
+            unexpected: 0,
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    fn throughput(&self) -> f64 {
+        self.calls as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Starts a server in this process: errmap's (layers, admission, auth on
+/// the lookup service) or a bare tonic one with the same services.
+async fn start_server(errmap: bool) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let stop = async {
+        let _ = rx.await;
+    };
+    if errmap {
+        let mut config = ServerConfig::default();
+        config.auth = Some(AuthInterceptor::new(JwtVerifier::hs256(SECRET)));
+        config.concurrency_limit = 4096;
+        tokio::spawn(async move {
+            let _ = ErrmapServer::new(config).serve(listener, stop).await;
+        });
+    } else {
+        let (_, health) = tonic_health::server::health_reporter();
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(health)
+                .add_service(CatalogService::new().into_server())
+                .serve_with_incoming_shutdown(incoming, stop)
+                .await;
+        });
+    }
+    (addr, tx)
+}
+
+fn token() -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+        + 3600;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"sub": "loadgen", "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET),
+    )
+    .expect("sign the token")
+}
+
+/// Runs one scenario for `slice` with `concurrency` tasks over `channels`.
+async fn run_slice(
+    scenario: Scenario,
+    channels: &[Channel],
+    concurrency: usize,
+    slice: Duration,
+    bearer: &MetadataValue<tonic::metadata::Ascii>,
+) -> Totals {
+    let started = Instant::now();
+    let end = started + slice;
+    let mut tasks = Vec::with_capacity(concurrency);
+    for i in 0..concurrency {
+        let channel = channels[i % channels.len()].clone();
+        let bearer = bearer.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut totals = Totals::new();
+            let mut catalog = ErrorCatalogClient::new(channel.clone());
+            let mut health = HealthClient::new(channel);
+            while Instant::now() < end {
+                let t = Instant::now();
+                let ok = match scenario.kind {
+                    Kind::Noop => health.check(HealthCheckRequest::default()).await.is_ok(),
+                    Kind::Hit | Kind::Miss => {
+                        let code = if scenario.kind == Kind::Hit { 11 } else { 45 };
+                        let mut request = Request::new(GetErrorRequest {
+                            key: Some(Key::Code(code)),
+                        });
+                        request
+                            .metadata_mut()
+                            .insert("authorization", bearer.clone());
+                        match catalog.get_error(request).await {
+                            Ok(_) => scenario.kind == Kind::Hit,
+                            Err(status) => {
+                                scenario.kind == Kind::Miss
+                                    && status.error_code() == Some(ErrorCode::ApiItemNotFound)
+                            }
+                        }
+                    }
+                };
+                let micros = t.elapsed().as_micros().max(1) as u64;
+                let _ = totals.histogram.record(micros.min(60_000_000));
+                totals.calls += 1;
+                totals.unexpected += u64::from(!ok);
+            }
+            totals
+        }));
+    }
+    let mut sum = Totals::new();
+    for task in tasks {
+        if let Ok(t) = task.await {
+            let _ = sum.histogram.add(&t.histogram);
+            sum.calls += t.calls;
+            sum.unexpected += t.unexpected;
+        }
+    }
+    sum.elapsed = started.elapsed();
+    sum
+}
+
+async fn connect(addr: SocketAddr, n: usize) -> Vec<Channel> {
+    let mut channels = Vec::with_capacity(n);
+    for _ in 0..n {
+        channels.push(
+            Channel::from_shared(format!("http://{addr}"))
+                .expect("uri")
+                .connect()
+                .await
+                .expect("connect"),
+        );
+    }
+    channels
+}
+
+struct ServeFigures {
+    startup: Duration,
+    rss_idle_kib: u64,
+    rss_in_flight_kib: u64,
+    in_flight: usize,
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Start-up time and RSS of the real `errmap serve` process.
+async fn measure_binary(path: &PathBuf, in_flight: usize) -> Result<ServeFigures, String> {
+    let started = Instant::now();
+    let mut child = Command::new(path)
+        .args([
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--concurrency-limit",
+            "4096",
+            "--grace-period",
+            "2s",
+        ])
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", path.display()))?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
+    let addr: SocketAddr = line
+        .trim()
+        .parse()
+        .map_err(|e| format!("address {line:?}: {e}"))?;
+    tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let startup = started.elapsed();
+
+    let channels = connect(addr, in_flight.div_ceil(200)).await;
+    let _ = HealthClient::new(channels[0].clone())
+        .check(HealthCheckRequest::default())
+        .await;
+    let rss_idle_kib = rss_kib(child.id());
+
+    // Calls whose request is held back: admitted, in flight, until released.
+    let (release, _) = tokio::sync::broadcast::channel::<()>(1);
+    let mut calls = Vec::with_capacity(in_flight);
+    for i in 0..in_flight {
+        let mut grpc = tonic::client::Grpc::new(channels[i % channels.len()].clone());
+        let mut gate = release.subscribe();
+        calls.push(tokio::spawn(async move {
+            grpc.ready().await.map_err(|e| e.to_string())?;
+            // The request message is sent only once the gate opens.
+            let (tx, rx) = tokio::sync::mpsc::channel(1);
+            tokio::spawn(async move {
+                let _ = gate.recv().await;
+                let _ = tx
+                    .send(GetErrorRequest {
+                        key: Some(Key::Code(11)),
+                    })
+                    .await;
+            });
+            let held = tokio_stream::wrappers::ReceiverStream::new(rx);
+            grpc.client_streaming::<_, GetErrorRequest, errmap::pb::GetErrorResponse, _>(
+                Request::new(held),
+                http::uri::PathAndQuery::from_static("/errmap.v1.ErrorCatalog/GetError"),
+                tonic_prost::ProstCodec::default(),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|s| s.to_string())
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(750)).await;
+    let rss_in_flight_kib = rss_kib(child.id());
+    let _ = release.send(());
+    let mut done = 0;
+    for call in calls {
+        if let Ok(Ok(())) = tokio::time::timeout(Duration::from_secs(30), call)
+            .await
+            .unwrap_or(Ok(Err(String::new())))
+        {
+            done += 1;
+        }
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    if done != in_flight {
+        return Err(format!("only {done} of {in_flight} held calls finished"));
+    }
+    Ok(ServeFigures {
+        startup,
+        rss_idle_kib,
+        rss_in_flight_kib,
+        in_flight,
+    })
+}
+
+fn largest_bare_status() -> (ErrorCode, usize) {
+    ErrorCode::all()
+        .map(|code| {
+            let mut headers = http::HeaderMap::new();
+            let _ = code.to_status().add_header(&mut headers);
+            let size = headers
+                .iter()
+                .map(|(k, v)| k.as_str().len() + v.len())
+                .sum();
+            (code, size)
+        })
+        .max_by_key(|(_, size)| *size)
+        .unwrap_or((ErrorCode::ApiInternalServerError, 0))
+}
+
+async fn run(options: Options) -> Result<serde_json::Value, String> {
+    let (errmap_addr, stop_errmap) = start_server(true).await;
+    let (bare_addr, stop_bare) = start_server(false).await;
+    let errmap_channels = connect(errmap_addr, options.channels).await;
+    let bare_channels = connect(bare_addr, options.channels).await;
+    let bearer: MetadataValue<_> = format!("Bearer {}", token()).parse().map_err(|_| "token")?;
+
+    let slice = options.duration / (options.rounds * SCENARIOS.len() as u32);
+    // Warm-up, not recorded.
+    for s in SCENARIOS {
+        let channels = if s.errmap {
+            &errmap_channels
+        } else {
+            &bare_channels
+        };
+        run_slice(
+            s,
+            channels,
+            options.concurrency,
+            slice.min(Duration::from_millis(200)),
+            &bearer,
+        )
+        .await;
+    }
+    let mut totals: Vec<Totals> = SCENARIOS.iter().map(|_| Totals::new()).collect();
+    // Throughput of each scenario in each round, for per-round ratios.
+    let mut per_round: Vec<Vec<f64>> = Vec::new();
+    for round in 0..options.rounds {
+        let mut this_round = Vec::with_capacity(SCENARIOS.len());
+        for (i, s) in SCENARIOS.iter().enumerate() {
+            let channels = if s.errmap {
+                &errmap_channels
+            } else {
+                &bare_channels
+            };
+            let t = run_slice(*s, channels, options.concurrency, slice, &bearer).await;
+            this_round.push(t.throughput());
+            let total = &mut totals[i];
+            let _ = total.histogram.add(&t.histogram);
+            total.calls += t.calls;
+            total.unexpected += t.unexpected;
+            total.elapsed += t.elapsed;
+        }
+        per_round.push(this_round);
+        if !options.json {
+            eprintln!("round {}/{} done", round + 1, options.rounds);
+        }
+    }
+    let _ = stop_errmap.send(());
+    let _ = stop_bare.send(());
+
+    let index = |name: &str| SCENARIOS.iter().position(|s| s.name == name).unwrap_or(0);
+    // The median over the rounds of the per-round ratio a/b.
+    let ratio = |a: &str, b: &str| {
+        let mut ratios: Vec<f64> = per_round
+            .iter()
+            .map(|round| round[index(a)] / round[index(b)].max(1e-9))
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        let mid = ratios.len() / 2;
+        if ratios.len() % 2 == 1 {
+            ratios[mid]
+        } else {
+            (ratios[mid - 1] + ratios[mid]) / 2.0
+        }
+    };
+    let hit_vs_noop = ratio("errmap/hit", "errmap/noop");
+    let miss_vs_noop = ratio("errmap/miss", "errmap/noop");
+    let layers_hit = ratio("errmap/hit", "bare/hit");
+    let layers_noop = ratio("errmap/noop", "bare/noop");
+    let bare_hit_vs_noop = ratio("bare/hit", "bare/noop");
+    let (largest_code, largest_size) = largest_bare_status();
+
+    let serve = match &options.serve_binary {
+        Some(path) if path.exists() => Some(measure_binary(path, 1000).await),
+        Some(path) => Some(Err(format!(
+            "{} not found; run `cargo build --release` first",
+            path.display()
+        ))),
+        None => None,
+    };
+
+    let mut scenarios = serde_json::Map::new();
+    for (s, t) in SCENARIOS.iter().zip(&totals) {
+        scenarios.insert(
+            s.name.to_owned(),
+            json!({
+                "calls": t.calls,
+                "unexpected": t.unexpected,
+                "throughput": t.throughput(),
+                "p50_us": t.histogram.value_at_quantile(0.5),
+                "p99_us": t.histogram.value_at_quantile(0.99),
+                "max_us": t.histogram.max(),
+            }),
+        );
+    }
+    let mut report = json!({
+        "options": {
+            "duration_s": options.duration.as_secs_f64(),
+            "rounds": options.rounds,
+            "concurrency": options.concurrency,
+            "channels": options.channels,
+        },
+        "scenarios": scenarios,
+        "ratios_are": "median over the rounds of the per-round throughput ratio",
+        "ratios": {
+            "hit_vs_noop": hit_vs_noop,
+            "miss_vs_noop": miss_vs_noop,
+            "layers_and_auth_hit": layers_hit,
+            "layers_noop": layers_noop,
+            "bare_hit_vs_noop": bare_hit_vs_noop,
+        },
+        "largest_bare_status": {"code": largest_code.name(), "bytes": largest_size},
+    });
+    match serve {
+        Some(Ok(f)) => {
+            report["serve_binary"] = json!({
+                "startup_ms": f.startup.as_secs_f64() * 1000.0,
+                "rss_idle_mib": f.rss_idle_kib as f64 / 1024.0,
+                "rss_in_flight_mib": f.rss_in_flight_kib as f64 / 1024.0,
+                "in_flight": f.in_flight,
+            })
+        }
+        Some(Err(e)) => report["serve_binary"] = json!({"error": e}),
+        None => {}
+    }
+    let unexpected: u64 = totals.iter().map(|t| t.unexpected).sum();
+    if unexpected > 0 {
+        return Err(format!(
+            "{unexpected} calls got an unexpected answer:\n{report:#}"
+        ));
+    }
+    Ok(report)
+}
+
+fn print_text(report: &serde_json::Value) {
+    println!(
+        "{:<13} {:>9} {:>12} {:>9} {:>9} {:>9}",
+        "scenario", "calls", "calls/s", "p50 µs", "p99 µs", "max µs"
+    );
+    if let Some(scenarios) = report["scenarios"].as_object() {
+        for (name, s) in scenarios {
+            let n = |k: &str| s[k].as_u64().unwrap_or(0);
+            println!(
+                "{:<13} {:>9} {:>12.0} {:>9} {:>9} {:>9}",
+                name,
+                n("calls"),
+                s["throughput"].as_f64().unwrap_or(0.0),
+                n("p50_us"),
+                n("p99_us"),
+                n("max_us")
+            );
+        }
+    }
+    let r = &report["ratios"];
+    let f = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
+    let serve = &report["serve_binary"];
+    let serve_text = if serve["startup_ms"].is_number() {
+        format!(
+            " startup={:.1}ms rss_idle={:.1}MiB rss_1000_in_flight={:.1}MiB",
+            f(&serve["startup_ms"]),
+            f(&serve["rss_idle_mib"]),
+            f(&serve["rss_in_flight_mib"])
+        )
+    } else if let Some(e) = serve["error"].as_str() {
+        format!(" serve_binary: {e}")
+    } else {
+        String::new()
+    };
+    println!(
+        "summary: hit/noop={:.3} (bare tonic {:.3}) miss/noop={:.3} layers+auth(hit)={:.3} layers(noop)={:.3} largest_status={}B{}",
+        f(&r["hit_vs_noop"]),
+        f(&r["bare_hit_vs_noop"]),
+        f(&r["miss_vs_noop"]),
+        f(&r["layers_and_auth_hit"]),
+        f(&r["layers_noop"]),
+        report["largest_bare_status"]["bytes"],
+        serve_text
+    );
+}
+
+fn main() -> std::process::ExitCode {
+    let options = match parse_options(std::env::args().skip(1)) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("{e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(run(options.clone())) {
+        Ok(report) => {
+            if options.json {
+                println!("{report:#}");
+            } else {
+                print_text(&report);
+            }
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Keeps the tool from rotting: one short run, every scenario answered
+    /// as expected.
+    #[test]
+    fn a_one_second_run_works() {
+        let options = parse_options(
+            [
+                "--duration",
+                "1s",
+                "--rounds",
+                "1",
+                "--concurrency",
+                "4",
+                "--channels",
+                "2",
+                "--no-serve-binary",
+            ]
+            .into_iter()
+            .map(String::from),
+        )
+        .unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let report = runtime.block_on(run(options)).unwrap();
+        for s in SCENARIOS {
+            assert!(
+                report["scenarios"][s.name]["calls"].as_u64().unwrap() > 0,
+                "{}",
+                s.name
+            );
+        }
+        assert!(report["ratios"]["hit_vs_noop"].as_f64().unwrap() > 0.0);
+        assert!(report["largest_bare_status"]["bytes"].as_u64().unwrap() < 1024);
+    }
+
+    #[test]
+    fn bad_flags_are_refused() {
+        assert!(parse_options(["--bogus".to_owned()].into_iter()).is_err());
+        assert!(parse_options(["--duration".to_owned()].into_iter()).is_err());
+        assert!(parse_options(["--rounds".to_owned(), "0".to_owned()].into_iter()).is_err());
+    }
+}

@@ -65,6 +65,9 @@ pub struct ServerConfig {
     /// Streams a client may open and reset before the server answers with
     /// GOAWAY (the HTTP/2 rapid-reset guard). Default 100.
     pub max_pending_accept_reset_streams: usize,
+    /// Streams the server may reset because of a client's protocol errors
+    /// before it closes the connection with GOAWAY. Default 1024.
+    pub max_local_error_reset_streams: usize,
     /// Calls in flight at once, over all connections (health and reflection
     /// not counted); more are answered at once with 44
     /// `API_TOO_MANY_REQUESTS`. Default 512.
@@ -85,6 +88,7 @@ impl Default for ServerConfig {
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(10),
             max_pending_accept_reset_streams: 100,
+            max_local_error_reset_streams: 1024,
             concurrency_limit: 512,
             auth: None,
         }
@@ -239,6 +243,8 @@ async fn run(
         .http2_keepalive_interval(Some(config.keepalive_interval))
         .http2_keepalive_timeout(Some(config.keepalive_timeout))
         .http2_max_pending_accept_reset_streams(Some(config.max_pending_accept_reset_streams))
+        .http2_max_local_error_reset_streams(Some(config.max_local_error_reset_streams))
+        .max_frame_size(16 * 1024)
         .layer(
             tower::ServiceBuilder::new()
                 .layer(ErrorLayer::new())

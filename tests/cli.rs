@@ -281,3 +281,96 @@ fn lookup_against_an_absent_server_fails_cleanly() {
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).contains("cannot reach"), "{}", stderr(&out));
 }
+
+/// A GetError whose request message is sent only when `gate` opens: the
+/// server has admitted it and waits, so it counts as in flight.
+fn held_call(
+    channel: tonic::transport::Channel,
+    mut gate: tokio::sync::broadcast::Receiver<()>,
+) -> tokio::task::JoinHandle<Result<String, tonic::Status>> {
+    tokio::spawn(async move {
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(async move {
+            let _ = gate.recv().await;
+            let _ = tx
+                .send(errmap::pb::GetErrorRequest {
+                    key: Some(errmap::pb::get_error_request::Key::Code(11)),
+                })
+                .await;
+        });
+        grpc.client_streaming::<_, errmap::pb::GetErrorRequest, errmap::pb::GetErrorResponse, _>(
+            tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx)),
+            http::uri::PathAndQuery::from_static("/errmap.v1.ErrorCatalog/GetError"),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await
+        .map(|r| r.into_inner().error.map(|d| d.name).unwrap_or_default())
+    })
+}
+
+#[test]
+fn sigterm_with_100_calls_in_flight_finishes_them_and_refuses_new_ones() {
+    let mut served = serve(&["--grace-period", "10s", "--concurrency-limit", "100"]);
+    let url = format!("http://{}", served.addr);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut channels = Vec::new();
+        for _ in 0..4 {
+            channels.push(
+                tonic::transport::Channel::from_shared(url.clone())
+                    .unwrap()
+                    .connect()
+                    .await
+                    .unwrap(),
+            );
+        }
+        let (open, _) = tokio::sync::broadcast::channel::<()>(1);
+        let calls: Vec<_> = (0..100)
+            .map(|i| held_call(channels[i % 4].clone(), open.subscribe()))
+            .collect();
+        // All 100 hold the server's 100 places once a probe is shed.
+        let mut client =
+            errmap::pb::error_catalog_client::ErrorCatalogClient::new(channels[0].clone());
+        let probe = || errmap::pb::GetErrorRequest {
+            key: Some(errmap::pb::get_error_request::Key::Code(1)),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match client.get_error(probe()).await {
+                Err(s) if s.error_code() == Some(ErrorCode::ApiTooManyRequests) => break,
+                _ if Instant::now() > deadline => panic!("the 100 calls never filled the server"),
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+
+        sigterm(&served.child);
+        let began = Instant::now();
+        // New calls are refused with 49 while the 100 are in flight.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match client.get_error(probe()).await {
+                Err(s) if s.error_code() == Some(ErrorCode::ApiTryAgainLater) => break,
+                Err(s) if s.error_code() == Some(ErrorCode::ApiTooManyRequests) => {}
+                other => panic!("unexpected answer during shutdown: {other:?}"),
+            }
+            assert!(Instant::now() < deadline, "no 49 during shutdown");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let _ = open.send(());
+        for call in calls {
+            assert_eq!(
+                call.await.unwrap().expect("in-flight call finishes"),
+                "AUTH_EXPIRED_TOKEN"
+            );
+        }
+        assert!(began.elapsed() < Duration::from_secs(10));
+    });
+    assert_eq!(
+        wait_exit(&mut served.child, Duration::from_secs(15)),
+        Some(0)
+    );
+}

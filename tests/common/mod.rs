@@ -135,6 +135,41 @@ pub struct Probe {
     pub started: Arc<AtomicUsize>,
     /// Calls whose handler ran to its end.
     pub finished: Arc<AtomicUsize>,
+    /// Handlers dropped before their end (the client went away).
+    pub dropped: Arc<AtomicUsize>,
+    /// Handlers running now.
+    pub current: Arc<AtomicUsize>,
+    /// The most handlers that ran at once.
+    pub peak: Arc<AtomicUsize>,
+}
+
+/// Counts a running handler; on drop, notes whether it ran to its end.
+struct Running {
+    probe: Probe,
+    done: bool,
+}
+
+impl Running {
+    fn new(probe: &Probe) -> Self {
+        probe.started.fetch_add(1, Ordering::SeqCst);
+        let now = probe.current.fetch_add(1, Ordering::SeqCst) + 1;
+        probe.peak.fetch_max(now, Ordering::SeqCst);
+        Self {
+            probe: probe.clone(),
+            done: false,
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.probe.current.fetch_sub(1, Ordering::SeqCst);
+        if self.done {
+            self.probe.finished.fetch_add(1, Ordering::SeqCst);
+        } else {
+            self.probe.dropped.fetch_add(1, Ordering::SeqCst);
+        }
+    }
 }
 
 impl NamedService for Probe {
@@ -157,6 +192,9 @@ impl Service<http::Request<Body>> for Probe {
             let mut grpc = tonic::server::Grpc::new(ProstCodec::<String, String>::default());
             if method == "StreamThenFail" {
                 return Ok(grpc.server_streaming(StreamThenFail, req).await);
+            }
+            if method == "EchoInTrailers" {
+                return Ok(grpc.server_streaming(EchoInTrailers, req).await);
             }
             Ok(grpc.unary(ProbeHandler { method, probe }, req).await)
         })
@@ -193,6 +231,32 @@ impl tonic::server::ServerStreamingService<String> for StreamThenFail {
     }
 }
 
+/// `EchoInTrailers`: one message, then a catalog error whose metadata echoes
+/// the request's `x-echo` / `x-echo-bin`, so they travel in the trailers.
+struct EchoInTrailers;
+
+impl tonic::server::ServerStreamingService<String> for EchoInTrailers {
+    type Response = String;
+    type ResponseStream =
+        Pin<Box<dyn tokio_stream::Stream<Item = Result<String, Status>> + Send + 'static>>;
+    type Future = BoxFuture<Result<Response<Self::ResponseStream>, Status>>;
+
+    fn call(&mut self, request: Request<String>) -> Self::Future {
+        let mut status: Status = errmap::ErrorCode::ApiItemNotFound.into();
+        if let Some(v) = request.metadata().get("x-echo") {
+            status.metadata_mut().insert("x-echo", v.clone());
+        }
+        if let Some(v) = request.metadata().get_bin("x-echo-bin") {
+            status.metadata_mut().insert_bin("x-echo-bin", v.clone());
+        }
+        let first = request.into_inner();
+        Box::pin(async move {
+            let stream = tokio_stream::iter([Ok(first), Err(status)]);
+            Ok(Response::new(Box::pin(stream) as Self::ResponseStream))
+        })
+    }
+}
+
 /// The message of the `Internal` method; it must never reach a client.
 pub const INTERNAL_SECRET: &str = "internal: table users_v2 is locked by pid 4242";
 
@@ -204,7 +268,7 @@ impl UnaryService<String> for ProbeHandler {
         let method = self.method.clone();
         let probe = self.probe.clone();
         Box::pin(async move {
-            probe.started.fetch_add(1, Ordering::SeqCst);
+            let mut running = Running::new(&probe);
             let result = match method.as_str() {
                 "Slow" => {
                     let ms: u64 = request.get_ref().parse().unwrap_or(0);
@@ -244,7 +308,8 @@ impl UnaryService<String> for ProbeHandler {
                 "PlainSpecial" => Err(Status::invalid_argument(SPECIAL_MESSAGE)),
                 other => Err(Status::unimplemented(format!("no probe method {other}"))),
             };
-            probe.finished.fetch_add(1, Ordering::SeqCst);
+            running.done = true;
+            drop(running);
             result
         })
     }

@@ -261,7 +261,7 @@ class SlowCall:
     call (headers arrived) and waits for the body, so the call counts as in
     flight until `release`."""
 
-    def __init__(self, channel):
+    def __init__(self, channel, timeout=60):
         self.gate = threading.Event()
         call = channel.stream_unary(
             f"/{CATALOG}/GetError",
@@ -273,7 +273,7 @@ class SlowCall:
             self.gate.wait(30)
             yield catalog_pb2.GetErrorRequest(code=11)
 
-        self.future = call.future(requests(), timeout=60)
+        self.future = call.future(requests(), timeout=timeout)
 
     def release(self):
         self.gate.set()
@@ -329,3 +329,12 @@ def test_shutdown_answers_49_with_retry_info_and_finishes_in_flight_calls():
     assert_catalog_error(caught.value, "API_TRY_AGAIN_LATER")
     assert slow.release().error.name == "AUTH_EXPIRED_TOKEN"
     assert s.terminate() == 0
+
+
+def test_a_deadline_shorter_than_the_call_is_deadline_exceeded(server):
+    slow = SlowCall(server.channel, timeout=0.2)
+    error = slow.future.exception(timeout=30)
+    slow.gate.set()
+    assert error is not None and error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    # The server is fine afterwards.
+    server.stub.GetError(catalog_pb2.GetErrorRequest(code=11), timeout=10)

@@ -1,0 +1,45 @@
+//! Fuzzes everything that reads a status from a peer: the details decoder,
+//! the extension trait and the header reader. None of it may panic, and the
+//! allocation-free readers must agree with the full decoder.
+//!
+//! `cargo fuzz run details` (cargo-fuzz; on a stable toolchain set
+//! `RUSTC_BOOTSTRAP=1`).
+
+#![no_main]
+
+use errmap::{details::status_from_header_map, ErrorDetails, ErrorStatusExt};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let status = tonic::Status::with_details(
+        tonic::Code::Unknown,
+        "m",
+        bytes::Bytes::copy_from_slice(data),
+    );
+    let fast = status.error_code();
+    assert_eq!(fast, status.check_error_code().ok());
+    if let Some((code, info)) = status.error_info() {
+        assert_eq!(Some(code), fast);
+        let (view_code, view) = status.error_info_view().expect("the view reads what error_info read");
+        assert_eq!(view_code, code);
+        assert_eq!(view.to_error_info(), info);
+    }
+    if let Ok(details) = ErrorDetails::decode(data) {
+        if let (Some(a), Some(b)) = (fast, details.error_code()) {
+            assert_eq!(a, b);
+        }
+        let _ = details.retry_delay();
+    }
+    let _ = status.check_error_details();
+
+    // The same bytes as a header value: base64 or not.
+    let _ = ErrorDetails::from_header_value(data);
+    if let Ok(value) = http::HeaderValue::from_bytes(data) {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("grpc-status", http::HeaderValue::from_static("2"));
+        headers.insert("grpc-status-details-bin", value);
+        if let Ok(Some(status)) = status_from_header_map(&headers) {
+            let _ = status.error_details();
+        }
+    }
+});

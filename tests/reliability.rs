@@ -252,10 +252,7 @@ async fn a_deadline_shorter_than_the_handler_drops_the_handler() {
     assert!(began.elapsed() < Duration::from_secs(4));
     // The server drops the handler: it never runs to its end.
     let probe = server.probe.clone();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while probe.dropped.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    probe.wait_dropped().await;
     assert_eq!(probe.dropped.load(Ordering::SeqCst), 1);
     assert_eq!(probe.finished.load(Ordering::SeqCst), 0);
     server.stop().await;
@@ -282,10 +279,7 @@ async fn client_cancellation_releases_the_handler_and_its_place() {
     assert_eq!(shed.error_code(), Some(ErrorCode::ApiTooManyRequests));
     // The client gives up.
     slow.abort();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while server.probe.dropped.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    server.probe.wait_dropped().await;
     assert_eq!(
         server.probe.dropped.load(Ordering::SeqCst),
         1,
@@ -643,10 +637,7 @@ async fn a_client_that_disconnects_mid_call_leaves_the_server_well() {
     }
     call.abort();
     let _ = call.await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while server.probe.dropped.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    server.probe.wait_dropped().await;
     assert_eq!(server.probe.dropped.load(Ordering::SeqCst), 1);
     // Both places are free.
     let channel = server.channel().await;

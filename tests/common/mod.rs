@@ -143,6 +143,16 @@ pub struct Probe {
     pub peak: Arc<AtomicUsize>,
 }
 
+impl Probe {
+    /// Waits (at most 5 s) until a handler was dropped before its end.
+    pub async fn wait_dropped(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while self.dropped.load(Ordering::SeqCst) == 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
 /// Counts a running handler; on drop, notes whether it ran to its end.
 struct Running {
     probe: Probe,

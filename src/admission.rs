@@ -1,15 +1,35 @@
-//! Admission control: a concurrency limit that sheds load instead of
-//! queueing it, and the drain phase of a graceful shutdown.
+//! Admission control: which calls the server takes, and when.
 //!
-//! - When `limit` calls are in flight, the next call is answered at once
-//!   with 44 `API_TOO_MANY_REQUESTS` and its `RetryInfo`.
-//! - Once [`Admission::begin_drain`] is called, new calls are answered with
-//!   49 `API_TRY_AGAIN_LATER` and its `RetryInfo`, while the calls in flight
-//!   finish; [`Admission::drained`] completes when none is left.
+//! A call goes through these steps, each of which can answer it at once
+//! with a catalog status:
 //!
-//! Paths under an exempt prefix (by default health and reflection, so that
-//! load balancers keep seeing the server's state) are neither counted nor
-//! refused.
+//! 1. **Route.** With a [`RouteTable`], a path that names no method the
+//!    server serves is answered with 43 `API_METHOD_NOT_FOUND`: decided
+//!    from the routes, never from a message.
+//! 2. **Drain.** Once [`Admission::begin_drain`] is called, new calls get
+//!    49 `API_TRY_AGAIN_LATER` with its `RetryInfo`.
+//! 3. **Intake.** The request is read before the call takes a place: the
+//!    whole request for methods whose client sends one message, the first
+//!    message for client-streaming (and unknown) methods. A request that
+//!    does not arrive within the body timeout, whose message is over the
+//!    size limit, is cut short, or is compressed when compression is not
+//!    accepted, gets 40 `API_INVALID_REQUEST`. A client that opens streams
+//!    and never sends their bodies therefore holds no place: it cannot
+//!    starve the clients on other connections.
+//! 4. **Place.** The call then takes one of `concurrency_limit` places
+//!    (long-lived streams, health `Watch` and reflection, one of
+//!    `stream_limit` places of their own), or gets 44
+//!    `API_TOO_MANY_REQUESTS` with its `RetryInfo` at once: load is shed,
+//!    not queued.
+//! 5. **Decode check.** If the service answers with an error and the
+//!    request's first message does not decode as the method's input type
+//!    (known from the route's descriptors), the answer becomes 40: the
+//!    server could not decode the request. An error a handler forwards from
+//!    a downstream call is left to the response layer, whatever its text.
+//!
+//! Health `Check` is exempt from all of it, so that load balancers keep
+//! seeing the server's state. [`Admission::drained`] completes once no
+//! counted call (in intake, running, or streaming) is left.
 //!
 //! ```
 //! use errmap::admission::Admission;
@@ -28,30 +48,197 @@
 //! ```
 
 use std::{
+    collections::{HashMap, HashSet},
     future::Future,
     pin::Pin,
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc,
     },
-    task::{Context, Poll},
+    task::{ready, Context, Poll},
+    time::Duration,
 };
 
+use bytes::{Buf as _, Bytes, BytesMut};
+use http::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor};
+use tokio::{
+    sync::{Notify, OwnedSemaphorePermit, Semaphore},
+    time::{Instant, Sleep},
+};
 use tower::{Layer, Service};
 
 use crate::ErrorCode;
 
-/// Path prefixes exempt by default: health checks and reflection.
-pub const DEFAULT_EXEMPT: &[&str] = &["/grpc.health.v1.Health/", "/grpc.reflection."];
+/// Paths exempt from admission: health checks, so that probes keep working
+/// under load and during a drain.
+pub const DEFAULT_EXEMPT: &[&str] = &["/grpc.health.v1.Health/Check"];
+
+/// Paths of long-lived streams, which count against
+/// [`AdmissionConfig::stream_limit`] instead of the concurrency limit.
+pub const DEFAULT_LONG_LIVED: &[&str] = &[
+    "/grpc.health.v1.Health/Watch",
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+];
+
+/// What the admission layer knows of a method.
+#[derive(Debug, Clone)]
+struct MethodInfo {
+    client_streaming: bool,
+    input: MessageDescriptor,
+}
+
+/// Where a path leads.
+#[derive(Debug, Clone, Copy)]
+enum Route<'a> {
+    /// A method known from descriptors.
+    Method(&'a MethodInfo),
+    /// A method of a served service whose descriptors are not known.
+    Opaque,
+    /// Nothing the server serves.
+    NotServed,
+}
+
+/// Why a descriptor set could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid file descriptor set: {0}")]
+pub struct RouteError(#[from] prost_reflect::DescriptorError);
+
+/// The methods a server serves, for deciding 43 from the routes and for
+/// knowing each method's kind and input type.
+///
+/// ```
+/// use errmap::admission::RouteTable;
+///
+/// let mut routes = RouteTable::new();
+/// routes.add_descriptors(errmap::pb::FILE_DESCRIPTOR_SET).unwrap();
+/// routes.add_service("errmap.v1.ErrorCatalog");
+/// assert!(routes.serves("/errmap.v1.ErrorCatalog/GetError"));
+/// assert!(!routes.serves("/errmap.v1.ErrorCatalog/NoSuchMethod"));
+/// assert!(!routes.serves("/no.Such/Service"));
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct RouteTable {
+    pool: DescriptorPool,
+    methods: HashMap<String, MethodInfo>,
+    opaque: HashSet<String>,
+}
+
+impl RouteTable {
+    /// An empty table: every path is "not served".
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes the services of an encoded `FileDescriptorSet` known, so that
+    /// their methods' kinds and input types are. Add the service itself
+    /// with [`add_service`](Self::add_service).
+    pub fn add_descriptors(&mut self, encoded_set: &[u8]) -> Result<(), RouteError> {
+        self.pool.decode_file_descriptor_set(encoded_set)?;
+        let opaque: Vec<String> = self.opaque.iter().cloned().collect();
+        for name in opaque {
+            self.add_service(&name);
+        }
+        Ok(())
+    }
+
+    /// Marks the service `name` (e.g. `errmap.v1.ErrorCatalog`) as served.
+    /// With its descriptors known, only its methods are; without, every
+    /// path under it is.
+    pub fn add_service(&mut self, name: &str) {
+        match self.pool.get_service_by_name(name) {
+            Some(service) => {
+                self.opaque.remove(name);
+                for method in service.methods() {
+                    self.methods.insert(
+                        format!("/{name}/{}", method.name()),
+                        MethodInfo {
+                            client_streaming: method.is_client_streaming(),
+                            input: method.input(),
+                        },
+                    );
+                }
+            }
+            None => {
+                self.opaque.insert(name.to_owned());
+            }
+        }
+    }
+
+    /// Whether `path` names a method the server serves.
+    pub fn serves(&self, path: &str) -> bool {
+        !matches!(self.route(path), Route::NotServed)
+    }
+
+    fn route(&self, path: &str) -> Route<'_> {
+        if let Some(method) = self.methods.get(path) {
+            return Route::Method(method);
+        }
+        let service = path
+            .strip_prefix('/')
+            .and_then(|p| p.split_once('/'))
+            .map(|(service, _)| service);
+        match service {
+            Some(service) if self.opaque.contains(service) => Route::Opaque,
+            _ => Route::NotServed,
+        }
+    }
+}
+
+/// The settings of the admission layer. `Default` gives the values
+/// `errmap serve` starts with.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct AdmissionConfig {
+    /// Calls running at once over all connections; more get 44. Default 512.
+    pub concurrency_limit: usize,
+    /// Long-lived streams (health `Watch`, reflection) open at once; more
+    /// get 44. Default 128.
+    pub stream_limit: usize,
+    /// The largest request message, in bytes; larger ones get 40. Default
+    /// 64 KiB.
+    pub max_request_size: usize,
+    /// How long a request may take to arrive (its first message, or all of
+    /// it for single-request methods) before it gets 40. Default 10 s.
+    pub request_body_timeout: Duration,
+    /// Whether compressed requests are passed on; when false (the default,
+    /// as errmap's services accept none) they get 40.
+    pub accept_compressed: bool,
+    /// The served routes; `None` takes every path as served and every
+    /// method as client-streaming.
+    pub routes: Option<RouteTable>,
+    /// Paths exempt from admission. Default [`DEFAULT_EXEMPT`].
+    pub exempt: Vec<String>,
+    /// Paths of long-lived streams. Default [`DEFAULT_LONG_LIVED`].
+    pub long_lived: Vec<String>,
+}
+
+impl Default for AdmissionConfig {
+    fn default() -> Self {
+        Self {
+            concurrency_limit: 512,
+            stream_limit: 128,
+            max_request_size: 64 * 1024,
+            request_body_timeout: Duration::from_secs(10),
+            accept_compressed: false,
+            routes: None,
+            exempt: DEFAULT_EXEMPT.iter().map(|s| s.to_string()).collect(),
+            long_lived: DEFAULT_LONG_LIVED.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+}
 
 #[derive(Debug)]
 struct Shared {
-    permits: Arc<Semaphore>,
-    limit: u32,
+    config: AdmissionConfig,
+    places: Arc<Semaphore>,
+    stream_places: Arc<Semaphore>,
+    in_flight: AtomicUsize,
+    idle: Notify,
     draining: AtomicBool,
-    exempt: Vec<String>,
 }
 
 /// The shared state of the admission layer; cheap to clone.
@@ -60,23 +247,30 @@ pub struct Admission {
     shared: Arc<Shared>,
 }
 
+fn permits(n: usize) -> usize {
+    n.clamp(1, Semaphore::MAX_PERMITS)
+}
+
 impl Admission {
-    /// At most `limit` calls in flight (at least 1), with the default exempt
-    /// paths.
+    /// At most `limit` calls running (at least 1), the other settings as in
+    /// [`AdmissionConfig::default`].
     pub fn new(limit: usize) -> Self {
-        Self::with_exempt(limit, DEFAULT_EXEMPT.iter().map(|s| s.to_string()))
+        Self::with_config(AdmissionConfig {
+            concurrency_limit: limit,
+            ..AdmissionConfig::default()
+        })
     }
 
-    /// At most `limit` calls in flight; paths starting with any of `exempt`
-    /// are neither counted nor refused.
-    pub fn with_exempt(limit: usize, exempt: impl IntoIterator<Item = String>) -> Self {
-        let limit = limit.clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize)) as u32;
+    /// Admission with every setting of `config`.
+    pub fn with_config(config: AdmissionConfig) -> Self {
         Self {
             shared: Arc::new(Shared {
-                permits: Arc::new(Semaphore::new(limit as usize)),
-                limit,
+                places: Arc::new(Semaphore::new(permits(config.concurrency_limit))),
+                stream_places: Arc::new(Semaphore::new(permits(config.stream_limit))),
+                config,
+                in_flight: AtomicUsize::new(0),
+                idle: Notify::new(),
                 draining: AtomicBool::new(false),
-                exempt: exempt.into_iter().collect(),
             }),
         }
     }
@@ -90,12 +284,13 @@ impl Admission {
 
     /// The concurrency limit.
     pub fn limit(&self) -> usize {
-        self.shared.limit as usize
+        permits(self.shared.config.concurrency_limit)
     }
 
-    /// Calls in flight now (exempt paths not counted).
+    /// Counted calls now: in intake, running, or streaming (exempt paths
+    /// not counted). Right while draining too.
     pub fn in_flight(&self) -> usize {
-        self.limit() - self.shared.permits.available_permits()
+        self.shared.in_flight.load(Ordering::SeqCst)
     }
 
     /// From now on, new calls get 49 `API_TRY_AGAIN_LATER`.
@@ -110,16 +305,44 @@ impl Admission {
 
     /// Completes when no counted call is in flight.
     pub async fn drained(&self) {
-        if let Ok(all) = self.shared.permits.acquire_many(self.shared.limit).await {
-            drop(all);
+        loop {
+            let notified = self.shared.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.in_flight() == 0 {
+                return;
+            }
+            notified.await;
         }
     }
 
     fn is_exempt(&self, path: &str) -> bool {
-        self.shared
-            .exempt
-            .iter()
-            .any(|p| path.starts_with(p.as_str()))
+        self.shared.config.exempt.iter().any(|p| p == path)
+    }
+
+    fn is_long_lived(&self, path: &str) -> bool {
+        self.shared.config.long_lived.iter().any(|p| p == path)
+    }
+
+    fn enter(&self) -> InFlight {
+        self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// One counted call; leaving wakes [`Admission::drained`] at zero.
+#[derive(Debug)]
+struct InFlight {
+    shared: Arc<Shared>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.shared.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.shared.idle.notify_waiters();
+        }
     }
 }
 
@@ -154,162 +377,477 @@ impl<S> AdmissionService<S> {
     }
 }
 
+/// What the intake waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Want {
+    /// The whole request (the client sends one message).
+    Whole,
+    /// The first message, or the end of the request.
+    First,
+}
+
 impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for AdmissionService<S>
 where
-    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S: Service<http::Request<tonic::body::Body>, Response = http::Response<ResBody>> + Clone,
+    ReqBody: Body<Data = Bytes> + Send + 'static,
+    ReqBody::Error: Into<tonic::codegen::StdError>,
     ResBody: Default,
 {
-    type Response = S::Response;
+    type Response = http::Response<AdmissionBody<ResBody>>;
     type Error = S::Error;
-    type Future = AdmissionFuture<S::Future, ResBody>;
+    type Future = AdmissionFuture<S>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        if self.admission.is_exempt(request.uri().path()) {
-            return AdmissionFuture::admitted(self.inner.call(request), None);
+        let admission = &self.admission;
+        let path = request.uri().path();
+        if admission.is_exempt(path) {
+            let request = request.map(tonic::body::Body::new);
+            return AdmissionFuture::running(self.inner.call(request), None, None, None);
         }
-        if self.admission.is_draining() {
+        let shared = &admission.shared;
+        let (want, input) = match shared.config.routes.as_ref().map(|r| r.route(path)) {
+            Some(Route::NotServed) => {
+                return AdmissionFuture::refused(ErrorCode::ApiMethodNotFound);
+            }
+            Some(Route::Method(method)) if !method.client_streaming => {
+                (Want::Whole, Some(method.input.clone()))
+            }
+            Some(Route::Method(method)) => (Want::First, Some(method.input.clone())),
+            Some(Route::Opaque) | None => (Want::First, None),
+        };
+        if admission.is_draining() {
             return AdmissionFuture::refused(ErrorCode::ApiTryAgainLater);
         }
-        match self.admission.shared.permits.clone().try_acquire_owned() {
-            Ok(permit) => AdmissionFuture::admitted(self.inner.call(request), Some(permit)),
-            Err(_) => {
-                tracing::debug!(path = request.uri().path(), "load shed");
-                AdmissionFuture::refused(ErrorCode::ApiTooManyRequests)
-            }
+        let compressed_ok = shared.config.accept_compressed
+            || request
+                .headers()
+                .get("grpc-encoding")
+                .is_none_or(|v| v.as_bytes() == b"identity");
+        if !compressed_ok {
+            return AdmissionFuture::refused(ErrorCode::ApiInvalidRequest);
+        }
+        let long_lived = admission.is_long_lived(path);
+        let in_flight = admission.enter();
+        // The clone takes the place of the service that was polled ready.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let (parts, body) = request.into_parts();
+        let body = tonic::body::Body::new(body);
+        AdmissionFuture {
+            state: State::Reading {
+                inner: Some(inner),
+                parts: Some(parts),
+                body: Some(body),
+                buffered: BytesMut::new(),
+                trailers: None,
+                want,
+                input,
+                long_lived,
+                in_flight: Some(in_flight),
+                admission: admission.clone(),
+                deadline: tokio::time::sleep_until(
+                    Instant::now() + shared.config.request_body_timeout,
+                ),
+            },
         }
     }
 }
 
 pin_project! {
-    /// The response future of [`AdmissionService`]. A counted call keeps its
-    /// place until its response is ready.
-    pub struct AdmissionFuture<F, B> {
-        #[pin]
-        kind: Kind<F, B>,
-    }
-}
-
-pin_project! {
-    #[project = AdmissionProj]
-    enum Kind<F, B> {
-        // The call runs.
-        Admitted { #[pin] future: F, permit: Option<OwnedSemaphorePermit> },
-        // The call was refused.
-        Refused { response: Option<http::Response<B>> },
-    }
-}
-
-impl<F, B> AdmissionFuture<F, B> {
-    fn admitted(future: F, permit: Option<OwnedSemaphorePermit>) -> Self {
-        Self {
-            kind: Kind::Admitted { future, permit },
-        }
-    }
-
-    fn refused(code: ErrorCode) -> Self
+    /// The response future of [`AdmissionService`].
+    pub struct AdmissionFuture<S>
     where
-        B: Default,
+        S: Service<http::Request<tonic::body::Body>>,
     {
-        Self {
-            kind: Kind::Refused {
-                response: Some(code.to_status().into_http()),
-            },
-        }
+        #[pin]
+        state: State<S>,
     }
 }
 
-impl<F, B, E> Future for AdmissionFuture<F, B>
+pin_project! {
+    #[project = StateProj]
+    enum State<S>
+    where
+        S: Service<http::Request<tonic::body::Body>>,
+    {
+        // Reading the request before taking a place.
+        Reading {
+            inner: Option<S>,
+            parts: Option<http::request::Parts>,
+            body: Option<tonic::body::Body>,
+            buffered: BytesMut,
+            trailers: Option<HeaderMap>,
+            want: Want,
+            input: Option<MessageDescriptor>,
+            long_lived: bool,
+            in_flight: Option<InFlight>,
+            admission: Admission,
+            #[pin]
+            deadline: Sleep,
+        },
+        // The call runs.
+        Running {
+            #[pin]
+            future: S::Future,
+            check: Option<(MessageDescriptor, Bytes)>,
+            held: Option<Held>,
+        },
+        // Answered by the layer itself.
+        Refused { code: ErrorCode },
+    }
+}
+
+/// What a running call holds until it ends: its place and its count.
+#[derive(Debug)]
+struct Held {
+    _permit: OwnedSemaphorePermit,
+    _in_flight: InFlight,
+    /// Long-lived streams hold both until their response body ends.
+    long_lived: bool,
+}
+
+impl<S> AdmissionFuture<S>
 where
-    F: Future<Output = Result<http::Response<B>, E>>,
+    S: Service<http::Request<tonic::body::Body>>,
 {
-    type Output = Result<http::Response<B>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            AdmissionProj::Admitted { future, permit } => {
-                let output = std::task::ready!(future.poll(cx));
-                permit.take();
-                Poll::Ready(output)
-            }
-            AdmissionProj::Refused { response } => match response.take() {
-                Some(response) => Poll::Ready(Ok(response)),
-                None => Poll::Pending,
+    fn running(
+        future: S::Future,
+        permit: Option<OwnedSemaphorePermit>,
+        in_flight: Option<InFlight>,
+        check: Option<(MessageDescriptor, Bytes)>,
+    ) -> Self {
+        let held = match (permit, in_flight) {
+            (Some(permit), Some(in_flight)) => Some(Held {
+                _permit: permit,
+                _in_flight: in_flight,
+                long_lived: false,
+            }),
+            _ => None,
+        };
+        Self {
+            state: State::Running {
+                future,
+                check,
+                held,
             },
+        }
+    }
+
+    fn refused(code: ErrorCode) -> Self {
+        Self {
+            state: State::Refused { code },
         }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::ErrorStatusExt as _;
-    use std::convert::Infallible;
-    use tower::ServiceExt as _;
+/// Where the intake stands after what it has read.
+enum Intake {
+    /// More is needed.
+    More,
+    /// The request is in (or as much of it as is wanted).
+    Done,
+    /// The request is bad: answer 40.
+    Bad,
+}
 
-    fn code_of(response: &http::Response<String>) -> Option<ErrorCode> {
-        tonic::Status::from_header_map(response.headers())?.error_code()
+/// Judges the bytes read so far: `ended` is whether the body is over.
+fn judge(buffered: &[u8], ended: bool, want: Want, max: usize) -> Intake {
+    if buffered.len() >= 5 {
+        let flag = buffered[0];
+        let len = u32::from_be_bytes([buffered[1], buffered[2], buffered[3], buffered[4]]) as usize;
+        if flag > 1 || len > max {
+            return Intake::Bad;
+        }
+        let first_in = buffered.len() >= 5 + len;
+        return match (want, first_in, ended) {
+            (_, false, true) => Intake::Bad,
+            (Want::First, true, _) | (Want::Whole, true, true) => Intake::Done,
+            // A single-request method does not need more than its message
+            // (and perhaps trailers); anything past it is not read here.
+            (Want::Whole, true, false) if buffered.len() > 5 + len + 5 => Intake::Bad,
+            _ => Intake::More,
+        };
+    }
+    match (ended, want, buffered.is_empty()) {
+        // No message at all: a single-request method cannot run.
+        (true, Want::Whole, _) => Intake::Bad,
+        (true, Want::First, true) => Intake::Done,
+        (true, Want::First, false) => Intake::Bad,
+        (false, ..) => Intake::More,
+    }
+}
+
+/// The first message of a request, if it came whole and uncompressed.
+fn first_message(buffered: &Bytes) -> Option<Bytes> {
+    if buffered.len() < 5 || buffered[0] != 0 {
+        return None;
+    }
+    let len = u32::from_be_bytes([buffered[1], buffered[2], buffered[3], buffered[4]]) as usize;
+    (buffered.len() >= 5 + len).then(|| buffered.slice(5..5 + len))
+}
+
+impl<S, ResBody> Future for AdmissionFuture<S>
+where
+    S: Service<http::Request<tonic::body::Body>, Response = http::Response<ResBody>>,
+    ResBody: Default,
+{
+    type Output = Result<http::Response<AdmissionBody<ResBody>>, S::Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let next = match self.as_mut().project().state.project() {
+                StateProj::Refused { code } => {
+                    // Answered again if polled again: never a hang.
+                    return Poll::Ready(Ok(refusal(*code)));
+                }
+                StateProj::Running {
+                    future,
+                    check,
+                    held,
+                } => {
+                    let response = match ready!(future.poll(cx)) {
+                        Ok(response) => response,
+                        Err(error) => return Poll::Ready(Err(error)),
+                    };
+                    if let Some((input, message)) = check.take() {
+                        if is_error(response.headers())
+                            && DynamicMessage::decode(input, message).is_err()
+                        {
+                            held.take();
+                            return Poll::Ready(Ok(refusal(ErrorCode::ApiInvalidRequest)));
+                        }
+                    }
+                    let held = held.take().filter(|h| h.long_lived);
+                    return Poll::Ready(Ok(response.map(|inner| AdmissionBody { inner, held })));
+                }
+                StateProj::Reading {
+                    inner,
+                    parts,
+                    body,
+                    buffered,
+                    trailers,
+                    want,
+                    input,
+                    long_lived,
+                    in_flight,
+                    admission,
+                    deadline,
+                } => {
+                    let max = admission.shared.config.max_request_size;
+                    // Read what is there.
+                    let verdict = loop {
+                        let Some(reading) = body.as_mut() else {
+                            break judge(buffered, true, *want, max);
+                        };
+                        match judge(buffered, reading.is_end_stream(), *want, max) {
+                            Intake::More => {}
+                            other => break other,
+                        }
+                        let polled = Pin::new(reading).poll_frame(cx);
+                        match polled {
+                            Poll::Pending => break Intake::More,
+                            Poll::Ready(None) => {
+                                *body = None;
+                            }
+                            Poll::Ready(Some(Err(_))) => break Intake::Bad,
+                            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                                Ok(data) => buffered.extend_from_slice(&data),
+                                Err(frame) => {
+                                    if let Ok(t) = frame.into_trailers() {
+                                        *trailers = Some(t);
+                                    }
+                                    *body = None;
+                                }
+                            },
+                        }
+                    };
+                    match verdict {
+                        Intake::More => {
+                            if deadline.poll(cx).is_pending() {
+                                return Poll::Pending;
+                            }
+                            tracing::debug!("request body timeout");
+                            in_flight.take();
+                            State::Refused {
+                                code: ErrorCode::ApiInvalidRequest,
+                            }
+                        }
+                        Intake::Bad => {
+                            in_flight.take();
+                            State::Refused {
+                                code: ErrorCode::ApiInvalidRequest,
+                            }
+                        }
+                        Intake::Done => {
+                            let places = if *long_lived {
+                                &admission.shared.stream_places
+                            } else {
+                                &admission.shared.places
+                            };
+                            match places.clone().try_acquire_owned() {
+                                Err(_) => {
+                                    tracing::debug!("load shed");
+                                    in_flight.take();
+                                    State::Refused {
+                                        code: ErrorCode::ApiTooManyRequests,
+                                    }
+                                }
+                                Ok(permit) => {
+                                    let data = std::mem::take(buffered).freeze();
+                                    let check = input
+                                        .take()
+                                        .and_then(|input| Some((input, first_message(&data)?)));
+                                    let replay = ReplayBody {
+                                        data: (!data.is_empty()).then_some(data),
+                                        rest: body.take(),
+                                        trailers: trailers.take(),
+                                    };
+                                    let Some(parts) = parts.take() else {
+                                        return Poll::Ready(Ok(refusal(
+                                            ErrorCode::ApiInternalServerError,
+                                        )));
+                                    };
+                                    let Some(mut service) = inner.take() else {
+                                        return Poll::Ready(Ok(refusal(
+                                            ErrorCode::ApiInternalServerError,
+                                        )));
+                                    };
+                                    let request = http::Request::from_parts(
+                                        parts,
+                                        tonic::body::Body::new(replay),
+                                    );
+                                    let held = in_flight.take().map(|in_flight| Held {
+                                        _permit: permit,
+                                        _in_flight: in_flight,
+                                        long_lived: *long_lived,
+                                    });
+                                    State::Running {
+                                        future: service.call(request),
+                                        check,
+                                        held,
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            };
+            self.as_mut().project().state.set(next);
+        }
+    }
+}
+
+/// Whether a response's headers carry a non-OK status (trailers-only).
+fn is_error(headers: &HeaderMap) -> bool {
+    headers
+        .get("grpc-status")
+        .is_some_and(|v| v.as_bytes() != b"0")
+}
+
+/// A trailers-only response with the catalog status of `code`.
+fn refusal<B: Default>(code: ErrorCode) -> http::Response<AdmissionBody<B>> {
+    code.to_status().into_http().map(|inner| AdmissionBody {
+        inner,
+        held: None,
+    })
+}
+
+/// The request body handed on: what the intake read, then the rest.
+struct ReplayBody<B> {
+    data: Option<Bytes>,
+    rest: Option<B>,
+    trailers: Option<HeaderMap>,
+}
+
+impl<B> Body for ReplayBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if let Some(data) = self.data.take() {
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        if let Some(rest) = self.rest.as_mut() {
+            match ready!(Pin::new(rest).poll_frame(cx)) {
+                Some(frame) => return Poll::Ready(Some(frame)),
+                None => self.rest = None,
+            }
+        }
+        Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))))
     }
 
-    #[tokio::test]
-    async fn the_limit_sheds_and_draining_refuses() {
-        let admission = Admission::new(1);
-        let (release, wait) = tokio::sync::oneshot::channel::<()>();
-        let wait = Arc::new(tokio::sync::Mutex::new(Some(wait)));
-        let service = admission
-            .layer()
-            .layer(tower::service_fn(move |_: http::Request<()>| {
-                let wait = wait.clone();
-                async move {
-                    let rx = wait.lock().await.take();
-                    if let Some(rx) = rx {
-                        let _ = rx.await;
-                    }
-                    Ok::<_, Infallible>(http::Response::new(String::from("ok")))
-                }
-            }));
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none()
+            && self.trailers.is_none()
+            && self.rest.as_ref().is_none_or(Body::is_end_stream)
+    }
 
-        let first = tokio::spawn(service.clone().oneshot(http::Request::new(())));
-        while admission.in_flight() == 0 {
-            tokio::task::yield_now().await;
+    fn size_hint(&self) -> SizeHint {
+        let buffered = self.data.as_ref().map_or(0, |d| d.remaining() as u64);
+        match &self.rest {
+            None => SizeHint::with_exact(buffered),
+            Some(rest) => {
+                let mut hint = SizeHint::new();
+                hint.set_lower(buffered + rest.size_hint().lower());
+                hint
+            }
         }
-        let shed = service
-            .clone()
-            .oneshot(http::Request::new(()))
-            .await
-            .unwrap();
-        assert_eq!(code_of(&shed), Some(ErrorCode::ApiTooManyRequests));
+    }
+}
 
-        let health = http::Request::builder()
-            .uri("/grpc.health.v1.Health/Check")
-            .body(())
-            .unwrap();
-        let exempt = service.clone().oneshot(health).await.unwrap();
-        assert_eq!(exempt.body(), "ok", "exempt paths are not limited");
+pin_project! {
+    /// The response body of [`AdmissionService`]: the service's own body.
+    /// A long-lived stream keeps its place until the body ends.
+    pub struct AdmissionBody<B> {
+        #[pin]
+        inner: B,
+        held: Option<Held>,
+    }
+}
 
-        admission.begin_drain();
-        let refused = service
-            .clone()
-            .oneshot(http::Request::new(()))
-            .await
-            .unwrap();
-        assert_eq!(code_of(&refused), Some(ErrorCode::ApiTryAgainLater));
+impl<B: Default> Default for AdmissionBody<B> {
+    fn default() -> Self {
+        Self {
+            inner: B::default(),
+            held: None,
+        }
+    }
+}
 
-        let drained = tokio::spawn({
-            let admission = admission.clone();
-            async move { admission.drained().await }
-        });
-        tokio::task::yield_now().await;
-        assert!(!drained.is_finished(), "one call is still in flight");
-        release.send(()).unwrap();
-        assert_eq!(first.await.unwrap().unwrap().body(), "ok");
-        tokio::time::timeout(std::time::Duration::from_secs(5), drained)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(admission.in_flight(), 0);
+impl<B> Body for AdmissionBody<B>
+where
+    B: Body,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let frame = ready!(this.inner.poll_frame(cx));
+        if frame.is_none() {
+            this.held.take();
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }

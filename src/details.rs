@@ -35,7 +35,6 @@ use base64::{
     engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig},
     Engine as _,
 };
-use prost::Message as _;
 use prost_types::Any;
 use tonic::{Code, Status};
 use tonic_types::pb::{BadRequest, ErrorInfo, Help, LocalizedMessage, RetryInfo};
@@ -97,6 +96,13 @@ pub enum DetailsError {
     /// The details hold no `ErrorInfo`.
     #[error("the status details hold no google.rpc.ErrorInfo")]
     NoErrorInfo,
+    /// The details hold more than one `ErrorInfo`, so which code they mean
+    /// is ambiguous; errmap never sends that.
+    #[error("the status details hold {count} google.rpc.ErrorInfo, not one")]
+    DuplicateErrorInfo {
+        /// How many there are.
+        count: usize,
+    },
     /// The `ErrorInfo` belongs to another domain.
     #[error("the ErrorInfo domain {domain:?} is not errmap's ({DOMAIN:?})")]
     ForeignDomain {
@@ -111,103 +117,80 @@ pub enum DetailsError {
     },
 }
 
-fn code_of(reason: &[u8], domain: &[u8]) -> Result<ErrorCode, DetailsError> {
-    if domain != DOMAIN.as_bytes() {
+fn code_of(reason: &str, domain: &str) -> Result<ErrorCode, DetailsError> {
+    if domain != DOMAIN {
         return Err(DetailsError::ForeignDomain {
-            domain: String::from_utf8_lossy(domain).into_owned(),
+            domain: domain.to_owned(),
         });
     }
-    ErrorCode::from_name_bytes(reason).ok_or_else(|| DetailsError::UnknownReason {
-        reason: String::from_utf8_lossy(reason).into_owned(),
+    ErrorCode::from_name(reason).ok_or_else(|| DetailsError::UnknownReason {
+        reason: reason.to_owned(),
     })
 }
 
-/// Finds the catalog code in encoded `google.rpc.Status` bytes without
-/// allocating on success.
-fn scan_error_code(details: &[u8]) -> Result<ErrorCode, DetailsError> {
+fn malformed() -> DetailsError {
+    DetailsError::Protobuf("malformed protobuf wire data".to_owned())
+}
+
+fn bad_error_info() -> DetailsError {
+    DetailsError::BadDetail {
+        type_name: wire::ERROR_INFO.to_owned(),
+        reason: "malformed ErrorInfo (wire format or UTF-8)".to_owned(),
+    }
+}
+
+/// The one strict reading every reader of a status shares: the details are
+/// a well-formed `google.rpc.Status` whose code and message equal the
+/// status's own, holding exactly one well-formed `ErrorInfo` of this
+/// catalog. Allocates nothing unless it fails.
+fn read_catalog_error<'a>(
+    code: tonic::Code,
+    message: &str,
+    details: &'a [u8],
+) -> Result<(ErrorCode, wire::ErrorInfoFields<'a>), DetailsError> {
     if details.is_empty() {
         return Err(DetailsError::NoDetails);
     }
-    match wire::find_error_info(details) {
-        Ok(Some((reason, domain))) => code_of(reason, domain),
-        Ok(None) => Err(DetailsError::NoErrorInfo),
-        Err(wire::Malformed) => Err(DetailsError::Protobuf(
-            "malformed protobuf wire data".to_owned(),
-        )),
+    let view = wire::StatusView::parse(details).map_err(|_| malformed())?;
+    if view.code != code as i32 || view.message != message {
+        return Err(DetailsError::StatusMismatch {
+            status_code: code as i32,
+            status_message: message.to_owned(),
+            details_code: view.code,
+            details_message: view.message.to_owned(),
+        });
     }
+    let info = match (view.error_infos, view.error_info) {
+        (1, Some(info)) => info,
+        (0, _) | (_, None) => return Err(DetailsError::NoErrorInfo),
+        (count, _) => return Err(DetailsError::DuplicateErrorInfo { count }),
+    };
+    let fields = wire::ErrorInfoFields::parse(info).map_err(|_| bad_error_info())?;
+    Ok((code_of(fields.reason, fields.domain)?, fields))
 }
 
 /// A borrowed view of an `ErrorInfo` inside a status's details: reading
 /// it allocates nothing. Made by [`ErrorStatusExt::error_info_view`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ErrorInfoView<'a> {
-    reason: &'a str,
-    domain: &'a str,
-    /// The encoded ErrorInfo, whose metadata entries were checked when the
-    /// view was made.
-    encoded: &'a [u8],
+    fields: wire::ErrorInfoFields<'a>,
 }
 
 impl<'a> ErrorInfoView<'a> {
-    /// Parses and checks an encoded `ErrorInfo`: wire format and UTF-8 of
-    /// every string, metadata included.
-    fn parse(encoded: &'a [u8]) -> Result<Self, DetailsError> {
-        let bad = |what: &str| DetailsError::BadDetail {
-            type_name: wire::ERROR_INFO.to_owned(),
-            reason: what.to_owned(),
-        };
-        let text = |b: &'a [u8]| std::str::from_utf8(b).map_err(|_| bad("a string is not UTF-8"));
-        let mut reason = "";
-        let mut domain = "";
-        let mut fields = wire::Fields::new(encoded);
-        while let Some((tag, data)) = fields.next_field().map_err(|_| bad("malformed"))? {
-            match (tag, data) {
-                (1, Some(d)) => reason = text(d)?,
-                (2, Some(d)) => domain = text(d)?,
-                (3, Some(entry)) => {
-                    let (k, v) = map_entry(entry).ok_or_else(|| bad("malformed metadata entry"))?;
-                    text(k)?;
-                    text(v)?;
-                }
-                (1..=3, None) => return Err(bad("wrong wire type")),
-                _ => {}
-            }
-        }
-        Ok(Self {
-            reason,
-            domain,
-            encoded,
-        })
-    }
-
     /// The reason, the catalog code's name.
     pub fn reason(&self) -> &'a str {
-        self.reason
+        self.fields.reason
     }
 
     /// The domain.
     pub fn domain(&self) -> &'a str {
-        self.domain
+        self.fields.domain
     }
 
     /// The metadata entries, in the order sent (a repeated key yields each
     /// value; map semantics keep the last).
     pub fn metadata(&self) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
-        let mut fields = wire::Fields::new(self.encoded);
-        std::iter::from_fn(move || loop {
-            match fields.next_field() {
-                Ok(Some((3, Some(entry)))) => {
-                    let (k, v) = map_entry(entry)?;
-                    // Checked in `parse`.
-                    return Some((
-                        std::str::from_utf8(k).unwrap_or_default(),
-                        std::str::from_utf8(v).unwrap_or_default(),
-                    ));
-                }
-                Ok(Some(_)) => continue,
-                _ => return None,
-            }
-        })
+        self.fields.metadata()
     }
 
     /// One metadata value (the last one sent for `key`).
@@ -221,8 +204,8 @@ impl<'a> ErrorInfoView<'a> {
     /// The owned message.
     pub fn to_error_info(&self) -> ErrorInfo {
         ErrorInfo {
-            reason: self.reason.to_owned(),
-            domain: self.domain.to_owned(),
+            reason: self.reason().to_owned(),
+            domain: self.domain().to_owned(),
             metadata: self
                 .metadata()
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -231,27 +214,12 @@ impl<'a> ErrorInfoView<'a> {
     }
 }
 
-/// The key and value of an encoded map entry.
-fn map_entry(entry: &[u8]) -> Option<(&[u8], &[u8])> {
-    let mut key: &[u8] = &[];
-    let mut value: &[u8] = &[];
-    let mut fields = wire::Fields::new(entry);
-    while let Some((tag, data)) = fields.next_field().ok()? {
-        match (tag, data) {
-            (1, Some(d)) => key = d,
-            (2, Some(d)) => value = d,
-            (1 | 2, None) => return None,
-            _ => {}
-        }
-    }
-    Some((key, value))
-}
-
 /// Every detail of a rich status, decoded once.
 ///
 /// Known types are decoded into their messages (the first of each type);
-/// every other `Any`, including repeats of a known type, is kept in
-/// [`other`](Self::other).
+/// every other `Any`, including repeats of a known type and known types
+/// that do not decode, is kept in [`other`](Self::other), so nothing sent
+/// is lost.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ErrorDetails {
     code: i32,
@@ -261,63 +229,73 @@ pub struct ErrorDetails {
     retry_info: Option<RetryInfo>,
     bad_request: Option<BadRequest>,
     help: Option<Help>,
+    error_infos: usize,
     other: Vec<Any>,
 }
 
-fn decode_detail<M: prost::Message + Default>(
-    slot: &mut Option<M>,
-    any: Any,
-    type_name: &str,
-    other: &mut Vec<Any>,
-) -> Result<(), DetailsError> {
-    if slot.is_some() {
-        other.push(any);
-        return Ok(());
+fn decode_detail<M: prost::Message + Default>(slot: &mut Option<M>, any: AnyRef<'_>) -> Option<Any> {
+    if slot.is_none() {
+        if let Ok(message) = M::decode(any.value) {
+            *slot = Some(message);
+            return None;
+        }
     }
-    let message = M::decode(any.value.as_slice()).map_err(|e| DetailsError::BadDetail {
-        type_name: type_name.to_owned(),
-        reason: e.to_string(),
-    })?;
-    *slot = Some(message);
-    Ok(())
+    Some(any.to_owned())
+}
+
+/// A details entry before it is sorted into its slot.
+#[derive(Clone, Copy)]
+struct AnyRef<'a> {
+    type_url: &'a str,
+    value: &'a [u8],
+}
+
+impl AnyRef<'_> {
+    fn to_owned(self) -> Any {
+        Any {
+            type_url: self.type_url.to_owned(),
+            value: self.value.to_vec(),
+        }
+    }
 }
 
 impl ErrorDetails {
     /// Decodes an encoded `google.rpc.Status` (the bytes of
-    /// `Status::details()`).
+    /// `Status::details()`), with the same strict reader as
+    /// [`ErrorStatusExt::error_code`].
     pub fn decode(details: &[u8]) -> Result<Self, DetailsError> {
         if details.is_empty() {
             return Err(DetailsError::NoDetails);
         }
-        let status = tonic_types::pb::Status::decode(details)
-            .map_err(|e| DetailsError::Protobuf(e.to_string()))?;
+        let view = wire::StatusView::parse(details).map_err(|_| malformed())?;
         let mut out = ErrorDetails {
-            code: status.code,
-            message: status.message,
+            code: view.code,
+            message: view.message.to_owned(),
+            error_infos: view.error_infos,
             ..Self::default()
         };
-        for any in status.details {
-            let name = wire::type_name(any.type_url.as_bytes());
-            let name = std::str::from_utf8(name).unwrap_or_default();
-            match name {
-                wire::ERROR_INFO => {
-                    decode_detail(&mut out.error_info, any, wire::ERROR_INFO, &mut out.other)?
+        if let Some(info) = view.error_info {
+            let fields = wire::ErrorInfoFields::parse(info).map_err(|_| bad_error_info())?;
+            out.error_info = Some(ErrorInfoView { fields }.to_error_info());
+        }
+        let mut seen_error_info = false;
+        for (any, _) in view.details() {
+            let any_ref = AnyRef {
+                type_url: any.type_url,
+                value: any.value,
+            };
+            let rest = match any.type_name() {
+                wire::ERROR_INFO if !seen_error_info => {
+                    seen_error_info = true;
+                    None
                 }
-                wire::LOCALIZED_MESSAGE => decode_detail(
-                    &mut out.localized_message,
-                    any,
-                    wire::LOCALIZED_MESSAGE,
-                    &mut out.other,
-                )?,
-                wire::RETRY_INFO => {
-                    decode_detail(&mut out.retry_info, any, wire::RETRY_INFO, &mut out.other)?
-                }
-                wire::BAD_REQUEST => {
-                    decode_detail(&mut out.bad_request, any, wire::BAD_REQUEST, &mut out.other)?
-                }
-                wire::HELP => decode_detail(&mut out.help, any, wire::HELP, &mut out.other)?,
-                _ => out.other.push(any),
-            }
+                wire::LOCALIZED_MESSAGE => decode_detail(&mut out.localized_message, any_ref),
+                wire::RETRY_INFO => decode_detail(&mut out.retry_info, any_ref),
+                wire::BAD_REQUEST => decode_detail(&mut out.bad_request, any_ref),
+                wire::HELP => decode_detail(&mut out.help, any_ref),
+                _ => Some(any_ref.to_owned()),
+            };
+            out.other.extend(rest);
         }
         Ok(out)
     }
@@ -345,8 +323,13 @@ impl ErrorDetails {
 
     /// The catalog code, or why there is none.
     pub fn check_error_code(&self) -> Result<ErrorCode, DetailsError> {
+        if self.error_infos > 1 {
+            return Err(DetailsError::DuplicateErrorInfo {
+                count: self.error_infos,
+            });
+        }
         let info = self.error_info.as_ref().ok_or(DetailsError::NoErrorInfo)?;
-        code_of(info.reason.as_bytes(), info.domain.as_bytes())
+        code_of(&info.reason, &info.domain)
     }
 
     /// The catalog entry of [`error_code`](Self::error_code).
@@ -429,20 +412,6 @@ pub fn status_from_header_map(headers: &http::HeaderMap) -> Result<Option<Status
     Ok(Status::from_header_map(headers))
 }
 
-/// The encoded value of the first `ErrorInfo` of encoded details.
-fn error_info_value(details: &[u8]) -> Result<&[u8], DetailsError> {
-    if details.is_empty() {
-        return Err(DetailsError::NoDetails);
-    }
-    match wire::find_error_info_value(details) {
-        Ok(Some(value)) => Ok(value),
-        Ok(None) => Err(DetailsError::NoErrorInfo),
-        Err(wire::Malformed) => Err(DetailsError::Protobuf(
-            "malformed protobuf wire data".to_owned(),
-        )),
-    }
-}
-
 mod sealed {
     #[allow(unreachable_pub)]
     pub trait Sealed {}
@@ -487,11 +456,11 @@ pub trait ErrorStatusExt: sealed::Sealed {
 
 impl ErrorStatusExt for Status {
     fn error_code(&self) -> Option<ErrorCode> {
-        scan_error_code(self.details()).ok()
+        self.check_error_code().ok()
     }
 
     fn check_error_code(&self) -> Result<ErrorCode, DetailsError> {
-        scan_error_code(self.details())
+        read_catalog_error(self.code(), self.message(), self.details()).map(|(code, _)| code)
     }
 
     fn error_info(&self) -> Option<(ErrorCode, ErrorInfo)> {
@@ -499,13 +468,8 @@ impl ErrorStatusExt for Status {
     }
 
     fn check_error_info(&self) -> Result<(ErrorCode, ErrorInfo), DetailsError> {
-        let value = error_info_value(self.details())?;
-        let info = ErrorInfo::decode(value).map_err(|e| DetailsError::BadDetail {
-            type_name: wire::ERROR_INFO.to_owned(),
-            reason: e.to_string(),
-        })?;
-        let code = code_of(info.reason.as_bytes(), info.domain.as_bytes())?;
-        Ok((code, info))
+        let (code, view) = self.check_error_info_view()?;
+        Ok((code, view.to_error_info()))
     }
 
     fn error_info_view(&self) -> Option<(ErrorCode, ErrorInfoView<'_>)> {
@@ -513,9 +477,8 @@ impl ErrorStatusExt for Status {
     }
 
     fn check_error_info_view(&self) -> Result<(ErrorCode, ErrorInfoView<'_>), DetailsError> {
-        let view = ErrorInfoView::parse(error_info_value(self.details())?)?;
-        let code = code_of(view.reason.as_bytes(), view.domain.as_bytes())?;
-        Ok((code, view))
+        let (code, fields) = read_catalog_error(self.code(), self.message(), self.details())?;
+        Ok((code, ErrorInfoView { fields }))
     }
 
     fn error_details(&self) -> Option<ErrorDetails> {

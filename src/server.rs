@@ -21,17 +21,17 @@
 
 use std::{convert::Infallible, future::Future, io, net::SocketAddr, time::Duration};
 
+use prost::Message as _;
 use tokio::net::TcpListener;
-use tonic::{
-    body::Body, codegen::Service, server::NamedService, service::RoutesBuilder,
-    transport::server::TcpIncoming,
-};
+use tonic::{body::Body, codegen::Service, server::NamedService, service::RoutesBuilder};
 use tonic_health::ServingStatus;
 
 use crate::{
-    admission::Admission,
+    admission::{Admission, AdmissionConfig, RouteTable},
     auth::AuthInterceptor,
     layer::ErrorLayer,
+    listener::{self, ListenerConfig},
+    panic::CatchPanicLayer,
     pb::{self, error_catalog_server::ErrorCatalogServer},
     service::CatalogService,
 };
@@ -40,7 +40,8 @@ use crate::{
 pub const SERVICE_NAME: &str = "errmap.v1.ErrorCatalog";
 
 /// How the server listens and what it allows. `Default` gives the values
-/// `errmap serve` starts with.
+/// `errmap serve` starts with; [`validate`](Self::validate) checks a
+/// configuration once, before the server starts.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ServerConfig {
@@ -52,8 +53,9 @@ pub struct ServerConfig {
     /// Streams (calls) one HTTP/2 connection may have open at once. Default
     /// 256.
     pub max_concurrent_streams: u32,
-    /// Largest request message accepted, in bytes; larger ones fail with
-    /// 40 `API_INVALID_REQUEST`. Default 64 KiB.
+    /// Largest request message accepted by every service (the catalog,
+    /// health, reflection and yours), in bytes; larger ones fail with 40
+    /// `API_INVALID_REQUEST`. Default 64 KiB.
     pub max_request_size: usize,
     /// Largest header block accepted, in bytes. Default 16 KiB.
     pub max_header_list_size: u32,
@@ -68,10 +70,21 @@ pub struct ServerConfig {
     /// Streams the server may reset because of a client's protocol errors
     /// before it closes the connection with GOAWAY. Default 1024.
     pub max_local_error_reset_streams: usize,
-    /// Calls in flight at once, over all connections (health and reflection
-    /// not counted); more are answered at once with 44
-    /// `API_TOO_MANY_REQUESTS`. Default 512.
+    /// Calls running at once, over all connections (health checks not
+    /// counted); more are answered at once with 44 `API_TOO_MANY_REQUESTS`.
+    /// A call takes its place only once its request has arrived. Default 512.
     pub concurrency_limit: usize,
+    /// Long-lived streams (health `Watch`, reflection) open at once, over
+    /// all connections; more get 44. Default 128.
+    pub stream_limit: usize,
+    /// How long a request may take to arrive before it is answered with
+    /// 40. Default 10 s.
+    pub request_body_timeout: Duration,
+    /// Connections open at once; more wait in the backlog. Default 1024.
+    pub max_connections: usize,
+    /// How long a new connection may take to send the HTTP/2 preface
+    /// before it is closed. Default 5 s.
+    pub handshake_timeout: Duration,
     /// When set, `errmap.v1.ErrorCatalog` requires a valid token. Health and
     /// reflection stay open. Default none.
     pub auth: Option<AuthInterceptor>,
@@ -90,8 +103,77 @@ impl Default for ServerConfig {
             max_pending_accept_reset_streams: 100,
             max_local_error_reset_streams: 1024,
             concurrency_limit: 512,
+            stream_limit: 128,
+            request_body_timeout: Duration::from_secs(10),
+            max_connections: 1024,
+            handshake_timeout: Duration::from_secs(5),
             auth: None,
         }
+    }
+}
+
+/// A setting of [`ServerConfig`] that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{setting} {problem}")]
+pub struct ConfigError {
+    /// The setting, named as the `errmap serve` flag that sets it.
+    pub setting: &'static str,
+    /// What is wrong with it.
+    pub problem: &'static str,
+}
+
+impl ServerConfig {
+    /// Checks every limit: a zero count or a zero duration would make the
+    /// server unusable (no stream, no call, no message) or busy (a ping
+    /// loop), so each is refused with the flag that sets it.
+    ///
+    /// ```
+    /// let mut config = errmap::server::ServerConfig::default();
+    /// assert!(config.validate().is_ok());
+    /// config.concurrency_limit = 0;
+    /// assert_eq!(
+    ///     config.validate().unwrap_err().to_string(),
+    ///     "--concurrency-limit must be at least 1"
+    /// );
+    /// ```
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = |setting, ok: bool| {
+            if ok {
+                Ok(())
+            } else {
+                Err(ConfigError {
+                    setting,
+                    problem: "must be at least 1",
+                })
+            }
+        };
+        let nonzero = |setting, d: Duration| {
+            if d.is_zero() {
+                Err(ConfigError {
+                    setting,
+                    problem: "must be longer than zero",
+                })
+            } else {
+                Ok(())
+            }
+        };
+        positive("--max-concurrent-streams", self.max_concurrent_streams > 0)?;
+        positive("--max-request-size", self.max_request_size > 0)?;
+        positive("--max-header-list-size", self.max_header_list_size > 0)?;
+        positive("--concurrency-limit", self.concurrency_limit > 0)?;
+        positive("--stream-limit", self.stream_limit > 0)?;
+        positive("--max-connections", self.max_connections > 0)?;
+        nonzero("--keepalive-interval", self.keepalive_interval)?;
+        nonzero("--keepalive-timeout", self.keepalive_timeout)?;
+        nonzero("--request-body-timeout", self.request_body_timeout)?;
+        nonzero("--handshake-timeout", self.handshake_timeout)?;
+        if self.max_request_size > (u32::MAX as usize) {
+            return Err(ConfigError {
+                setting: "--max-request-size",
+                problem: "must fit a gRPC message length (at most 4 GiB - 1)",
+            });
+        }
+        Ok(())
     }
 }
 
@@ -99,17 +181,44 @@ impl Default for ServerConfig {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServeError {
+    /// A setting cannot work.
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
     /// The transport failed.
     #[error("transport error: {0}")]
     Transport(#[from] tonic::transport::Error),
     /// The reflection service could not be built from the descriptor sets.
     #[error("reflection setup failed: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// A descriptor set given for the routes is invalid.
+    #[error("route setup failed: {0}")]
+    Routes(#[from] crate::admission::RouteError),
 }
 
 /// Binds a listener on `addr` (port 0 picks a free one).
 pub async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     TcpListener::bind(addr).await
+}
+
+/// `tonic-types`' descriptors of `google.rpc` under the names every other
+/// gRPC library knows them by (`google/rpc/status.proto`,
+/// `google/rpc/error_details.proto`), so that a client that already has
+/// those files can register the reflected ones without a conflict.
+pub fn google_rpc_descriptor_set() -> prost_types::FileDescriptorSet {
+    let canonical = |name: &str| match name {
+        "error_details.proto" => "google/rpc/error_details.proto".to_owned(),
+        "status.proto" => "google/rpc/status.proto".to_owned(),
+        other => other.to_owned(),
+    };
+    let mut set =
+        prost_types::FileDescriptorSet::decode(pb::rpc::FILE_DESCRIPTOR_SET).unwrap_or_default();
+    for file in &mut set.file {
+        file.name = file.name.as_deref().map(canonical);
+        for dependency in &mut file.dependency {
+            *dependency = canonical(dependency);
+        }
+    }
+    set
 }
 
 /// The errmap server: the lookup service, `grpc.health.v1.Health` and
@@ -118,6 +227,8 @@ pub async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 pub struct ErrmapServer {
     config: ServerConfig,
     routes: RoutesBuilder,
+    services: Vec<&'static str>,
+    descriptor_sets: Vec<&'static [u8]>,
 }
 
 impl ErrmapServer {
@@ -126,6 +237,8 @@ impl ErrmapServer {
         Self {
             config,
             routes: RoutesBuilder::default(),
+            services: Vec::new(),
+            descriptor_sets: Vec::new(),
         }
     }
 
@@ -135,7 +248,14 @@ impl ErrmapServer {
     }
 
     /// Adds a service of yours (a tonic-generated `FooServer`) to serve
-    /// beside errmap's.
+    /// beside errmap's. Set its `max_decoding_message_size` to
+    /// [`ServerConfig::max_request_size`] as errmap's own services do.
+    ///
+    /// Without its descriptors (see
+    /// [`register_encoded_file_descriptor_set`](Self::register_encoded_file_descriptor_set)),
+    /// every path under the service counts as served, and every method is
+    /// taken to be client-streaming: the call takes a place once its first
+    /// message has arrived.
     pub fn add_service<S, B>(mut self, service: S) -> Self
     where
         S: Service<http::Request<Body>, Response = http::Response<B>, Error = Infallible>
@@ -148,7 +268,18 @@ impl ErrmapServer {
         B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
         B::Error: Into<tonic::codegen::StdError>,
     {
+        self.services.push(S::NAME);
         self.routes.add_service(service);
+        self
+    }
+
+    /// Registers the encoded `FileDescriptorSet` of your services: served
+    /// by reflection, and used by admission to know each method's kind
+    /// (a single-request method takes its place once its whole request has
+    /// arrived), its input type (a request that does not decode is 40) and
+    /// which paths exist (any other is 43).
+    pub fn register_encoded_file_descriptor_set(mut self, set: &'static [u8]) -> Self {
+        self.descriptor_sets.push(set);
         self
     }
 
@@ -163,14 +294,15 @@ impl ErrmapServer {
     /// All of it within [`ServerConfig::grace_period`]; calls still running
     /// then are dropped.
     ///
-    /// Every call passes the [`ErrorLayer`] and
-    /// the [`Admission`] limit.
+    /// Every call passes the [`ErrorLayer`], the [`Admission`] limits and
+    /// the [`CatchPanicLayer`]; every connection the [`listener`] limits.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ServeError> {
-        run(self.config, self.routes, listener, shutdown).await
+        self.config.validate()?;
+        run(self, listener, shutdown).await
     }
 }
 
@@ -187,11 +319,16 @@ pub async fn serve(
 }
 
 async fn run(
-    config: ServerConfig,
-    mut routes: RoutesBuilder,
+    server: ErrmapServer,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
+    let ErrmapServer {
+        config,
+        mut routes,
+        services,
+        descriptor_sets,
+    } = server;
     let config = &config;
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -199,22 +336,54 @@ async fn run(
         .await;
 
     let reflection = || {
-        tonic_reflection::server::Builder::configure()
+        let mut builder = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(pb::rpc::FILE_DESCRIPTOR_SET)
+            .register_file_descriptor_set(google_rpc_descriptor_set())
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             // Each version lists both reflection services, as both are served.
             .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(
                 tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
-            )
+            );
+        for set in &descriptor_sets {
+            builder = builder.register_encoded_file_descriptor_set(set);
+        }
+        builder
     };
-    let reflection_v1 = reflection().build_v1()?;
-    let reflection_v1alpha = reflection().build_v1alpha()?;
+    let limit = config.max_request_size;
+    let reflection_v1 = reflection().build_v1()?.max_decoding_message_size(limit);
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()?
+        .max_decoding_message_size(limit);
+    let health_service = health_service.max_decoding_message_size(limit);
+
+    let mut table = RouteTable::new();
+    for set in [
+        pb::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ]
+    .into_iter()
+    .chain(descriptor_sets.iter().copied())
+    {
+        table.add_descriptors(set)?;
+    }
+    for name in [
+        SERVICE_NAME,
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ]
+    .into_iter()
+    .chain(services.iter().copied())
+    {
+        table.add_service(name);
+    }
 
     let catalog = CatalogService::new()
         .into_server()
-        .max_decoding_message_size(config.max_request_size);
+        .max_decoding_message_size(limit);
     match &config.auth {
         Some(auth) => {
             routes.add_service(tonic::service::interceptor::InterceptedService::new(
@@ -226,11 +395,22 @@ async fn run(
             routes.add_service(catalog);
         }
     }
-    let admission = Admission::new(config.concurrency_limit);
+    let admission = Admission::with_config({
+        let mut admission = AdmissionConfig::default();
+        admission.concurrency_limit = config.concurrency_limit;
+        admission.stream_limit = config.stream_limit;
+        admission.max_request_size = config.max_request_size;
+        admission.request_body_timeout = config.request_body_timeout;
+        admission.routes = Some(table);
+        admission
+    });
 
-    let incoming = TcpIncoming::from(listener)
-        .with_nodelay(Some(true))
-        .with_keepalive(Some(config.keepalive_interval));
+    let incoming = listener::incoming(listener, {
+        let mut listening = ListenerConfig::default();
+        listening.max_connections = config.max_connections;
+        listening.handshake_timeout = config.handshake_timeout;
+        listening
+    });
 
     routes
         .add_service(health_service)
@@ -249,6 +429,7 @@ async fn run(
             tower::ServiceBuilder::new()
                 .layer(ErrorLayer::new())
                 .layer(admission.layer())
+                .layer(CatchPanicLayer::new())
                 .into_inner(),
         )
         .add_routes(routes.routes());
@@ -258,7 +439,6 @@ async fn run(
         let _ = stop_rx.await;
     });
     tokio::pin!(server);
-
     tokio::select! {
         result = &mut server => return Ok(result?),
         () = shutdown => {}

@@ -160,7 +160,7 @@ fn prebuild(entry: &CatalogEntry) -> Prebuilt {
     }
     let rest = leak(rest);
 
-    let status = leak(encode_status(entry, entry.message(), error_info, rest, &[]));
+    let status = leak(encode_status(entry.grpc_code(), entry.message(), error_info, rest, &[]));
     Prebuilt {
         status: Bytes::from_static(status),
         error_info,
@@ -193,7 +193,7 @@ fn encode_error_info_detail(
 
 /// A whole `google.rpc.Status`: code, message, then the detail entries.
 fn encode_status(
-    entry: &CatalogEntry,
+    grpc_code: tonic::Code,
     message: &str,
     error_info: &[u8],
     rest: &[u8],
@@ -201,7 +201,7 @@ fn encode_status(
 ) -> Vec<u8> {
     let mut buf =
         Vec::with_capacity(16 + message.len() + error_info.len() + rest.len() + extra.len());
-    wire::put_varint_field(&mut buf, 1, entry.grpc_code() as i32 as u64);
+    wire::put_varint_field(&mut buf, 1, grpc_code as i32 as u64);
     wire::put_len_field(&mut buf, 2, message.as_bytes());
     buf.extend_from_slice(error_info);
     buf.extend_from_slice(rest);
@@ -389,7 +389,7 @@ impl StatusBuilder {
             pre.status.clone()
         } else if self.metadata.is_empty() {
             Bytes::from(encode_status(
-                entry,
+                entry.grpc_code(),
                 message,
                 pre.error_info,
                 pre.rest,
@@ -397,7 +397,7 @@ impl StatusBuilder {
             ))
         } else {
             let info = encode_error_info_detail(entry, &self.metadata);
-            Bytes::from(encode_status(entry, message, &info, pre.rest, &extra))
+            Bytes::from(encode_status(entry.grpc_code(), message, &info, pre.rest, &extra))
         };
 
         let size = trailer_size(message, details.len(), &self.response_metadata);
@@ -420,23 +420,42 @@ impl StatusBuilder {
     }
 }
 
-/// A status for `code` that keeps `message` (or the catalog's) and appends
-/// already-encoded `details` entries (`Any` messages) of another status,
-/// minus those of the types errmap sends itself. Used by the response layer
-/// to enrich a status that slipped through.
-pub(crate) fn enrich(code: ErrorCode, message: Option<&str>, foreign: &[&[u8]]) -> Status {
+/// The bare catalog status of `code` (catalog message, standard details),
+/// sent with the gRPC code `grpc_code` instead of the catalog's. The
+/// response layer uses it for statuses that slipped through: their gRPC
+/// code is kept, so that clients that branch on it (retry on ABORTED, say)
+/// keep working.
+pub(crate) fn with_grpc_code(code: ErrorCode, grpc_code: tonic::Code) -> Status {
     let entry = code.entry();
-    let pre = prebuilt(entry);
-    if message.is_none() && foreign.is_empty() {
+    if grpc_code == entry.grpc_code() {
         return code.to_status();
     }
-    let message = message.unwrap_or(entry.message());
+    let pre = prebuilt(entry);
+    let details = encode_status(grpc_code, entry.message(), pre.error_info, pre.rest, &[]);
+    Status::with_details(grpc_code, entry.message(), Bytes::from(details))
+}
+
+/// Re-encodes a `google.rpc.Status` with another message and the given
+/// (already encoded) `Any` entries. Used by the response layer to cut a
+/// status that is over the trailer budget.
+pub(crate) fn reencode(grpc_code: tonic::Code, message: &str, anys: &[&[u8]]) -> Vec<u8> {
     let mut extra = Vec::new();
-    for any in foreign {
+    for any in anys {
         wire::put_len_field(&mut extra, 3, any);
     }
-    let details = encode_status(entry, message, pre.error_info, pre.rest, &extra);
-    Status::with_details(entry.grpc_code(), message, Bytes::from(details))
+    encode_status(grpc_code, message, &[], &[], &extra)
+}
+
+/// `text` cut to at most `max` bytes, at a character boundary.
+pub(crate) fn cut_at_char_boundary(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 fn check_response_key(key: &str, binary: bool) -> Result<(), &'static str> {

@@ -146,7 +146,7 @@ async fn empty_request_messages_are_answered() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(all.errors.len(), 25);
+    assert_eq!(all.errors.len(), 27);
     // Health with an empty request.
     tonic_health::pb::health_client::HealthClient::new(channel.clone())
         .check(tonic_health::pb::HealthCheckRequest::default())

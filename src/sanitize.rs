@@ -1,0 +1,174 @@
+//! Making client-controlled text safe to log or print, and logging at a
+//! bounded rate.
+//!
+//! Anything that came from a peer (a path, a token's header fields, a
+//! metadata value, a status message) can hold newlines and terminal escape
+//! sequences that forge log lines or repaint a terminal. [`escape`] turns
+//! every control character into a visible escape, and cuts long text, so a
+//! value always stays on its line.
+//!
+//! ```
+//! use errmap::sanitize::escape;
+//!
+//! assert_eq!(escape("HS256\n\x1b[31mFAKE"), "HS256\\n\\u{1b}[31mFAKE");
+//! assert_eq!(escape("plain"), "plain");
+//! ```
+
+use std::{
+    borrow::Cow,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+/// The most characters [`escape`] keeps of one value.
+pub const MAX_ESCAPED_CHARS: usize = 256;
+
+fn needs_escape(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// `text` with every control character (C0, DEL, C1, and the Unicode line
+/// separators and bidirectional overrides) written as a Rust-style escape,
+/// and cut after [`MAX_ESCAPED_CHARS`] characters with a trailing `…`.
+/// Borrows when nothing needs changing.
+pub fn escape(text: &str) -> Cow<'_, str> {
+    let long = text.chars().nth(MAX_ESCAPED_CHARS).is_some();
+    if !long && !text.chars().any(needs_escape) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len().min(4 * MAX_ESCAPED_CHARS) + 8);
+    for c in text.chars().take(MAX_ESCAPED_CHARS) {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if needs_escape(c) => out.extend(c.escape_unicode()),
+            c => out.push(c),
+        }
+    }
+    if long {
+        out.push('…');
+    }
+    Cow::Owned(out)
+}
+
+/// [`escape`] for bytes that may not be UTF-8: invalid sequences become
+/// U+FFFD first.
+pub fn escape_bytes(bytes: &[u8]) -> Cow<'_, str> {
+    match String::from_utf8_lossy(bytes) {
+        Cow::Borrowed(text) => escape(text),
+        Cow::Owned(text) => Cow::Owned(escape(&text).into_owned()),
+    }
+}
+
+/// Lets at most `burst` events through per `window`, and counts the rest,
+/// so that a flood of bad requests cannot flood the log.
+///
+/// ```
+/// use errmap::sanitize::RateLimit;
+/// use std::time::Duration;
+///
+/// let limit = RateLimit::new(2, Duration::from_secs(60));
+/// assert_eq!(limit.check(), Some(0));
+/// assert_eq!(limit.check(), Some(0));
+/// assert_eq!(limit.check(), None); // counted, not logged
+/// assert_eq!(limit.total(), 3);
+/// ```
+#[derive(Debug)]
+pub struct RateLimit {
+    burst: u32,
+    window: Duration,
+    state: Mutex<Window>,
+    total: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Window {
+    started: Option<Instant>,
+    used: u32,
+    suppressed: u64,
+}
+
+impl RateLimit {
+    /// At most `burst` events per `window`.
+    pub const fn new(burst: u32, window: Duration) -> Self {
+        Self {
+            burst,
+            window,
+            state: Mutex::new(Window {
+                started: None,
+                used: 0,
+                suppressed: 0,
+            }),
+            total: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts one event. `Some(n)` when it may be logged, with `n` the
+    /// events suppressed since the last one logged; `None` when it may not.
+    pub fn check(&self) -> Option<u64> {
+        self.total.fetch_add(1, Ordering::Relaxed);
+        let Ok(mut state) = self.state.lock() else {
+            return None;
+        };
+        let now = Instant::now();
+        if state
+            .started
+            .is_none_or(|started| now.duration_since(started) >= self.window)
+        {
+            state.started = Some(now);
+            state.used = 0;
+        }
+        if state.used < self.burst {
+            state.used += 1;
+            Some(std::mem::take(&mut state.suppressed))
+        } else {
+            state.suppressed += 1;
+            None
+        }
+    }
+
+    /// Every event counted so far, logged or not.
+    pub fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_never_survive() {
+        let nasty = "a\nb\rc\x1b[2J\x07\u{85}\u{2028}\u{202e}d\x7f";
+        let escaped = escape(nasty);
+        assert!(!escaped.chars().any(needs_escape), "{escaped:?}");
+        assert!(escaped.starts_with("a\\nb\\rc\\u{1b}[2J"));
+    }
+
+    #[test]
+    fn long_text_is_cut() {
+        let long = "x".repeat(10_000);
+        let escaped = escape(&long);
+        assert_eq!(escaped.chars().count(), MAX_ESCAPED_CHARS + 1);
+        assert!(escaped.ends_with('…'));
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_replaced_then_escaped() {
+        assert_eq!(escape_bytes(b"a\xff\n"), "a\u{fffd}\\n");
+    }
+
+    #[test]
+    fn the_rate_limit_counts_what_it_suppresses() {
+        let limit = RateLimit::new(1, Duration::from_millis(1));
+        assert_eq!(limit.check(), Some(0));
+        assert_eq!(limit.check(), None);
+        assert_eq!(limit.check(), None);
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(limit.check(), Some(2));
+    }
+}

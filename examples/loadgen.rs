@@ -244,7 +244,7 @@ async fn run_slice(
                 let ok = match scenario.kind {
                     Kind::Noop => health.check(HealthCheckRequest::default()).await.is_ok(),
                     Kind::Hit | Kind::Miss => {
-                        let code = if scenario.kind == Kind::Hit { 11 } else { 45 };
+                        let code = if scenario.kind == Kind::Hit { 11 } else { 48 };
                         let mut request = Request::new(GetErrorRequest {
                             key: Some(Key::Code(code)),
                         });

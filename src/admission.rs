@@ -422,12 +422,13 @@ where
         if admission.is_draining() {
             return AdmissionFuture::refused(ErrorCode::ApiTryAgainLater);
         }
-        let compressed_ok = shared.config.accept_compressed
-            || request
-                .headers()
-                .get("grpc-encoding")
-                .is_none_or(|v| v.as_bytes() == b"identity");
-        if !compressed_ok {
+        // A message may carry the compressed flag only when the request
+        // names an encoding, and an encoding is only taken where accepted.
+        let encoded = request
+            .headers()
+            .get("grpc-encoding")
+            .is_some_and(|v| v.as_bytes() != b"identity");
+        if encoded && !shared.config.accept_compressed {
             return AdmissionFuture::refused(ErrorCode::ApiInvalidRequest);
         }
         let long_lived = admission.is_long_lived(path);
@@ -445,6 +446,7 @@ where
                 buffered: BytesMut::new(),
                 trailers: None,
                 want,
+                encoded,
                 input,
                 long_lived,
                 in_flight: Some(in_flight),
@@ -482,6 +484,7 @@ pin_project! {
             buffered: BytesMut,
             trailers: Option<HeaderMap>,
             want: Want,
+            encoded: bool,
             input: Option<MessageDescriptor>,
             long_lived: bool,
             in_flight: Option<InFlight>,
@@ -555,11 +558,11 @@ enum Intake {
 }
 
 /// Judges the bytes read so far: `ended` is whether the body is over.
-fn judge(buffered: &[u8], ended: bool, want: Want, max: usize) -> Intake {
+fn judge(buffered: &[u8], ended: bool, want: Want, encoded: bool, max: usize) -> Intake {
     if buffered.len() >= 5 {
         let flag = buffered[0];
         let len = u32::from_be_bytes([buffered[1], buffered[2], buffered[3], buffered[4]]) as usize;
-        if flag > 1 || len > max {
+        if flag > 1 || (flag == 1 && !encoded) || len > max {
             return Intake::Bad;
         }
         let first_in = buffered.len() >= 5 + len;
@@ -631,6 +634,7 @@ where
                     buffered,
                     trailers,
                     want,
+                    encoded,
                     input,
                     long_lived,
                     in_flight,
@@ -641,9 +645,9 @@ where
                     // Read what is there.
                     let verdict = loop {
                         let Some(reading) = body.as_mut() else {
-                            break judge(buffered, true, *want, max);
+                            break judge(buffered, true, *want, *encoded, max);
                         };
-                        match judge(buffered, reading.is_end_stream(), *want, max) {
+                        match judge(buffered, reading.is_end_stream(), *want, *encoded, max) {
                             Intake::More => {}
                             other => break other,
                         }

@@ -43,7 +43,10 @@ use jsonwebtoken::{errors::ErrorKind, Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 use tonic::{service::Interceptor, Request, Status};
 
-use crate::ErrorCode;
+use crate::{
+    sanitize::{self, RateLimit},
+    ErrorCode,
+};
 
 /// The claims of a verified token, put into the request extensions.
 ///
@@ -133,7 +136,23 @@ pub enum KeyError {
     /// The shared secret is empty.
     #[error("the shared secret is empty")]
     EmptySecret,
+    /// The shared secret is shorter than the 256 bits RFC 7518 §3.2
+    /// requires for HS256.
+    #[error("the HS256 secret has {len} bytes; RFC 7518 §3.2 requires at least {MIN_HS256_SECRET}")]
+    ShortSecret {
+        /// The length given.
+        len: usize,
+    },
 }
+
+/// The shortest HS256 secret accepted by [`JwtVerifier::try_hs256`]: 32
+/// bytes, the size of the hash (RFC 7518 §3.2).
+pub const MIN_HS256_SECRET: usize = 32;
+
+/// How far in the future (beyond the leeway) a token's `iat` may lie before
+/// the token is refused: a token issued "later" was forged or comes from a
+/// clock that cannot be trusted.
+pub const MAX_IAT_SKEW: Duration = Duration::from_secs(60);
 
 /// Verifies JWTs with `jsonwebtoken`: HS256 with a shared secret, or RS256 /
 /// ES256 with a public key. `exp` is required.
@@ -178,15 +197,27 @@ impl JwtVerifier {
     /// memory is cleared.
     pub const CACHE_SIZE: usize = 4096;
 
-    /// HS256 with a shared secret.
+    /// HS256 with a shared secret, unchecked; prefer
+    /// [`try_hs256`](Self::try_hs256), which refuses short secrets.
     pub fn hs256(secret: &[u8]) -> Self {
         Self::new(DecodingKey::from_secret(secret), Algorithm::HS256)
     }
 
-    /// HS256 with a shared secret, refusing an empty one.
+    /// HS256 with a shared secret, refusing one shorter than
+    /// [`MIN_HS256_SECRET`] bytes.
+    ///
+    /// ```
+    /// use errmap::auth::{JwtVerifier, KeyError};
+    ///
+    /// assert!(matches!(JwtVerifier::try_hs256(b"short"), Err(KeyError::ShortSecret { len: 5 })));
+    /// assert!(JwtVerifier::try_hs256(&[7u8; 32]).is_ok());
+    /// ```
     pub fn try_hs256(secret: &[u8]) -> Result<Self, KeyError> {
         if secret.is_empty() {
             return Err(KeyError::EmptySecret);
+        }
+        if secret.len() < MIN_HS256_SECRET {
+            return Err(KeyError::ShortSecret { len: secret.len() });
         }
         Ok(Self::hs256(secret))
     }
@@ -269,6 +300,22 @@ impl TokenVerifier for JwtVerifier {
         match jsonwebtoken::decode::<Map<String, Value>>(token, &self.key, &self.validation) {
             Ok(data) => {
                 let claims = Claims::new(data.claims);
+                if let Some(iat) = claims.get("iat") {
+                    let limit = unix_now()
+                        .saturating_add(self.validation.leeway)
+                        .saturating_add(MAX_IAT_SKEW.as_secs());
+                    match iat.as_f64() {
+                        Some(iat) if iat <= limit as f64 => {}
+                        Some(_) => {
+                            return Err(TokenError::Refused(
+                                "the token's iat lies in the future".to_owned(),
+                            ))
+                        }
+                        None => {
+                            return Err(TokenError::Refused("iat is not a number".to_owned()))
+                        }
+                    }
+                }
                 self.remember(token, &claims);
                 Ok(claims)
             }
@@ -281,17 +328,23 @@ impl TokenVerifier for JwtVerifier {
                 | ErrorKind::ImmatureSignature
                 | ErrorKind::InvalidAlgorithm
                 | ErrorKind::MissingRequiredClaim(_)
-                | ErrorKind::InvalidClaimFormat(_) => TokenError::Refused(error.to_string()),
-                _ => TokenError::Malformed(error.to_string()),
+                | ErrorKind::InvalidClaimFormat(_) => {
+                    TokenError::Refused(sanitize::escape(&error.to_string()).into_owned())
+                }
+                _ => TokenError::Malformed(sanitize::escape(&error.to_string()).into_owned()),
             }),
         }
     }
 }
 
 /// The tonic interceptor; see the [module docs](self).
+///
+/// Refusals are counted ([`refusals`](Self::refusals)) and logged at most
+/// 20 a second, with every client-supplied text escaped.
 #[derive(Clone)]
 pub struct AuthInterceptor {
     verifier: Arc<dyn TokenVerifier>,
+    refused: Arc<RateLimit>,
 }
 
 impl fmt::Debug for AuthInterceptor {
@@ -303,14 +356,20 @@ impl fmt::Debug for AuthInterceptor {
 impl AuthInterceptor {
     /// An interceptor checking tokens with `verifier`.
     pub fn new(verifier: impl TokenVerifier) -> Self {
-        Self {
-            verifier: Arc::new(verifier),
-        }
+        Self::from_arc(Arc::new(verifier))
     }
 
     /// An interceptor sharing an existing verifier.
     pub fn from_arc(verifier: Arc<dyn TokenVerifier>) -> Self {
-        Self { verifier }
+        Self {
+            verifier,
+            refused: Arc::new(RateLimit::new(20, Duration::from_secs(1))),
+        }
+    }
+
+    /// Calls refused so far (no token, or a bad one), over every clone.
+    pub fn refusals(&self) -> u64 {
+        self.refused.total()
     }
 }
 
@@ -365,9 +424,16 @@ impl Interceptor for AuthInterceptor {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         let token = match extract_token(request.metadata()) {
             Ok(Some(token)) => token,
-            Ok(None) => return Err(ErrorCode::AuthRequired.to_status()),
+            Ok(None) => {
+                if let Some(suppressed) = self.refused.check() {
+                    tracing::info!(suppressed, "call without a token refused");
+                }
+                return Err(ErrorCode::AuthRequired.to_status());
+            }
             Err(refusal) => {
-                tracing::info!(?refusal, "token refused before verification");
+                if let Some(suppressed) = self.refused.check() {
+                    tracing::info!(?refusal, suppressed, "token refused before verification");
+                }
                 return Err(refuse(
                     ErrorCode::AuthInvalidToken,
                     match refusal {
@@ -384,8 +450,14 @@ impl Interceptor for AuthInterceptor {
                 Ok(request)
             }
             Err(error) => {
-                // The reason is logged, never the token.
-                tracing::info!(%error, "token refused");
+                // The reason is logged, escaped, never the token.
+                if let Some(suppressed) = self.refused.check() {
+                    tracing::info!(
+                        error = %sanitize::escape(&error.to_string()),
+                        suppressed,
+                        "token refused"
+                    );
+                }
                 Err(error.code().to_status())
             }
         }

@@ -1,6 +1,6 @@
 //! The command-line interface of the `errmap` binary.
 
-use std::{io::Write as _, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
+use std::{io::IsTerminal as _, io::Write as _, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
@@ -80,9 +80,9 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct ServeArgs {
-    /// Address to listen on; port 0 picks a free port. The bound address is
-    /// printed on stdout.
-    #[arg(long, default_value = "127.0.0.1:50051", value_name = "HOST:PORT")]
+    /// Address to listen on (an IP or a host name such as localhost, and a
+    /// port); port 0 picks a free port. The bound address is printed on stdout.
+    #[arg(long, default_value = "127.0.0.1:50051", value_parser = parse_addr, value_name = "HOST:PORT")]
     addr: SocketAddr,
     /// How long in-flight calls may finish after SIGINT or SIGTERM (e.g. 5s, 500ms).
     #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
@@ -99,11 +99,25 @@ struct ServeArgs {
     /// How long a ping may go unanswered before the connection is closed.
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     keepalive_timeout: Duration,
-    /// Calls in flight at once over all connections; more get 44 API_TOO_MANY_REQUESTS.
+    /// Calls running at once over all connections; more get 44 API_TOO_MANY_REQUESTS.
+    /// A call takes its place only once its request has arrived.
     #[arg(long, default_value_t = 512, value_name = "N")]
     concurrency_limit: usize,
+    /// Long-lived streams (health Watch, reflection) open at once; more get 44.
+    #[arg(long, default_value_t = 128, value_name = "N")]
+    stream_limit: usize,
+    /// How long a request may take to arrive before it is answered with 40.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    request_body_timeout: Duration,
+    /// Connections open at once; more wait until one closes.
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    max_connections: usize,
+    /// How long a new connection may take to send the HTTP/2 preface before it is closed.
+    #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
+    handshake_timeout: Duration,
     /// Require an HS256 JWT for errmap.v1.ErrorCatalog, signed with the secret in
-    /// this file (a trailing newline is ignored). Health and reflection stay open.
+    /// this file (at least 32 bytes; a trailing newline is ignored). Health and
+    /// reflection stay open. Needs --auth-audience or --auth-allow-any-audience.
     #[arg(long, value_name = "PATH", conflicts_with = "auth_jwt_public_key_file")]
     auth_jwt_secret_file: Option<PathBuf>,
     /// Require an RS256 or ES256 JWT for errmap.v1.ErrorCatalog, checked with the
@@ -113,9 +127,14 @@ struct ServeArgs {
     /// With a JWT option: the required `iss` claim.
     #[arg(long, value_name = "ISSUER")]
     auth_issuer: Option<String>,
-    /// With a JWT option: the required `aud` claim.
+    /// With a JWT option: the required `aud` claim. Required, unless
+    /// --auth-allow-any-audience says otherwise.
     #[arg(long, value_name = "AUDIENCE")]
     auth_audience: Option<String>,
+    /// With a JWT option: accept tokens whatever their `aud` claim, e.g. when the
+    /// issuer sets none. Tokens minted for another service are then accepted too.
+    #[arg(long, conflicts_with = "auth_audience")]
+    auth_allow_any_audience: bool,
     /// With a JWT option: how far past `exp` a token is still accepted.
     #[arg(long, default_value = "0s", value_parser = parse_duration, value_name = "DURATION")]
     auth_leeway: Duration,
@@ -140,15 +159,25 @@ impl ServeArgs {
                     .map_err(|e| format!("{}: {e}", path.display()))?
             }
             (None, None) => {
-                if self.auth_issuer.is_some() || self.auth_audience.is_some() {
+                if self.auth_issuer.is_some()
+                    || self.auth_audience.is_some()
+                    || self.auth_allow_any_audience
+                {
                     return Err(
-                        "--auth-issuer and --auth-audience need --auth-jwt-secret-file or --auth-jwt-public-key-file"
+                        "--auth-issuer, --auth-audience and --auth-allow-any-audience need \
+                         --auth-jwt-secret-file or --auth-jwt-public-key-file"
                             .to_owned(),
                     );
                 }
                 return Ok(None);
             }
         };
+        if self.auth_audience.is_none() && !self.auth_allow_any_audience {
+            return Err("--auth-audience is required with a JWT key, so that tokens minted for \
+                        another service are refused (or pass --auth-allow-any-audience to accept \
+                        any audience)"
+                .to_owned());
+        }
         let mut verifier = verifier.with_leeway(self.auth_leeway);
         if let Some(issuer) = &self.auth_issuer {
             verifier = verifier.with_issuer(issuer);
@@ -158,6 +187,31 @@ impl ServeArgs {
         }
         Ok(Some(verifier))
     }
+}
+
+/// Parses `HOST:PORT`, where HOST is an IP address or a name such as
+/// `localhost` (the first address it resolves to is used), and
+/// `[v6]:PORT`.
+fn parse_addr(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err(format!("{text:?} is not HOST:PORT, e.g. 127.0.0.1:50051 or localhost:0"));
+    };
+    if host.is_empty() {
+        return Err(format!("{text:?} has no host; e.g. 127.0.0.1:{port}"));
+    }
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("{port:?} is not a port number (0 to 65535)"))?;
+    use std::net::ToSocketAddrs as _;
+    let mut addrs = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {host:?}: {e}"))?;
+    addrs
+        .next()
+        .ok_or_else(|| format!("{host:?} resolves to no address"))
 }
 
 /// Parses `500ms`, `5s`, `2m` or a bare number of seconds.
@@ -212,13 +266,6 @@ fn serve(args: ServeArgs) -> u8 {
             return EXIT_BAD_INPUT;
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
 
     let mut config = ServerConfig::default();
     config.addr = args.addr;
@@ -228,8 +275,25 @@ fn serve(args: ServeArgs) -> u8 {
     config.keepalive_interval = args.keepalive_interval;
     config.keepalive_timeout = args.keepalive_timeout;
     config.concurrency_limit = args.concurrency_limit;
+    config.stream_limit = args.stream_limit;
+    config.request_body_timeout = args.request_body_timeout;
+    config.max_connections = args.max_connections;
+    config.handshake_timeout = args.handshake_timeout;
     config.auth = verifier.map(AuthInterceptor::new);
+    if let Err(e) = config.validate() {
+        eprintln!("error: {e}");
+        return EXIT_BAD_INPUT;
+    }
     let auth_on = config.auth.is_some();
+    // Colours only for a person at a terminal: never escape codes in a log file.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
 
     runtime().block_on(async move {
         let listener = match server::bind(config.addr).await {
@@ -306,15 +370,15 @@ fn parse_query(text: &str) -> Result<Query, String> {
                 .map_err(|_| format!("{text} is out of range for a code"));
         }
     }
-    Ok(Query::Name(text.to_owned()))
+    // One rule offline and on a server: names are upper case, so the CLI
+    // upper-cases what it is given.
+    Ok(Query::Name(text.to_ascii_uppercase()))
 }
 
 fn find_local(query: &Query) -> Option<ErrorCode> {
     match query {
         Query::Code(code) => ErrorCode::from_code(*code),
-        Query::Name(name) => {
-            ErrorCode::from_name(name).or_else(|| ErrorCode::from_name(&name.to_ascii_uppercase()))
-        }
+        Query::Name(name) => ErrorCode::from_name(name),
     }
 }
 
@@ -363,6 +427,12 @@ fn descriptor_json(d: &pb::ErrorDescriptor) -> Value {
     value
 }
 
+/// Peer-supplied text made safe for a terminal: control characters are
+/// shown as escapes.
+fn safe(text: &str) -> String {
+    errmap::sanitize::escape_controls(text).into_owned()
+}
+
 fn print_value(value: &Value, json: bool) {
     if json {
         println!(
@@ -372,9 +442,10 @@ fn print_value(value: &Value, json: bool) {
         return;
     }
     let field = |k: &str| value.get(k).cloned().unwrap_or(Value::Null);
+    // What a server sent may hold terminal escapes; they are shown, not run.
     let text = |k: &str| match field(k) {
-        Value::String(s) => s,
-        other => other.to_string(),
+        Value::String(s) => safe(&s),
+        other => safe(&other.to_string()),
     };
     println!("{} {}", text("code"), text("name"));
     println!("  message:   {}", text("message"));
@@ -457,18 +528,18 @@ fn lookup_remote(text: &str, json: bool, url: &str) -> u8 {
             },
             Err(status) => match status.error_code() {
                 Some(ErrorCode::ApiItemNotFound) => {
-                    eprintln!("not found: {}", status.message());
+                    eprintln!("not found: {}", safe(status.message()));
                     EXIT_NOT_FOUND
                 }
                 Some(ErrorCode::ApiInvalidRequest) => {
-                    eprintln!("error: {}", status.message());
+                    eprintln!("error: {}", safe(status.message()));
                     EXIT_BAD_INPUT
                 }
                 _ => {
                     eprintln!(
                         "error: the server failed: {:?}: {}",
                         status.code(),
-                        status.message()
+                        safe(status.message())
                     );
                     EXIT_FAILURE
                 }
@@ -587,22 +658,27 @@ fn decode(value: &str, json: bool) -> u8 {
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
         return EXIT_OK;
     }
+    // Everything below came from a peer: control characters are escaped.
     println!(
-        "status: {} ({}) {:?}",
+        "status: {} ({}) \"{}\"",
         grpc_code_name(code),
         code as i32,
-        details.status_message()
+        safe(details.status_message())
     );
     if let Some(info) = details.error_info() {
-        println!("ErrorInfo: reason={} domain={}", info.reason, info.domain);
+        println!(
+            "ErrorInfo: reason={} domain={}",
+            safe(&info.reason),
+            safe(&info.domain)
+        );
         let mut metadata: Vec<_> = info.metadata.iter().collect();
         metadata.sort();
         for (k, v) in metadata {
-            println!("  {k} = {v}");
+            println!("  {} = {}", safe(k), safe(v));
         }
     }
     if let Some(m) = details.localized_message() {
-        println!("LocalizedMessage [{}]: {}", m.locale, m.message);
+        println!("LocalizedMessage [{}]: {}", safe(&m.locale), safe(&m.message));
     }
     if let Some(delay) = details.retry_delay() {
         println!("RetryInfo: retry after {}", retry_text(delay));
@@ -615,17 +691,26 @@ fn decode(value: &str, json: bool) -> u8 {
             } else {
                 format!(" [{}]", v.reason)
             };
-            println!("  - {}: {}{reason}", v.field, v.description);
+            println!(
+                "  - {}: {}{}",
+                safe(&v.field),
+                safe(&v.description),
+                safe(&reason)
+            );
         }
     }
     if let Some(help) = details.help() {
         println!("Help:");
         for l in &help.links {
-            println!("  - {}: {}", l.description, l.url);
+            println!("  - {}: {}", safe(&l.description), safe(&l.url));
         }
     }
     for any in details.other() {
-        println!("other detail: {} ({} bytes)", any.type_url, any.value.len());
+        println!(
+            "other detail: {} ({} bytes)",
+            safe(&any.type_url),
+            any.value.len()
+        );
     }
     match details.entry() {
         Some(entry) => {
@@ -653,14 +738,29 @@ mod tests {
     }
 
     #[test]
+    fn addresses_parse_with_names() {
+        assert_eq!(
+            parse_addr("127.0.0.1:0"),
+            Ok(SocketAddr::from(([127, 0, 0, 1], 0)))
+        );
+        let local = parse_addr("localhost:0").unwrap();
+        assert!(local.ip().is_loopback(), "{local}");
+        assert!(parse_addr("localhost").is_err());
+        assert!(parse_addr("localhost:99999").is_err());
+        assert!(parse_addr(":80").is_err());
+    }
+
+    #[test]
     fn queries_parse() {
         assert!(matches!(parse_query("21"), Ok(Query::Code(21))));
         assert!(matches!(parse_query("-1"), Ok(Query::Code(-1))));
         assert!(matches!(parse_query("AUTH_REQUIRED"), Ok(Query::Name(n)) if n == "AUTH_REQUIRED"));
+        // One rule offline and remote: the name is upper-cased before use.
+        assert!(matches!(parse_query("auth_Required"), Ok(Query::Name(n)) if n == "AUTH_REQUIRED"));
         assert!(parse_query("99999999999").is_err());
         assert!(parse_query("  ").is_err());
         assert_eq!(
-            find_local(&Query::Name("auth_required".into())),
+            find_local(&parse_query("auth_required").unwrap()),
             Some(ErrorCode::AuthRequired)
         );
     }

@@ -574,9 +574,15 @@ fn fit_budget(headers: &mut HeaderMap, code: Code, path: &str) {
         let base = block_size(headers);
         // Each message byte costs at most 3 in grpc-message (percent
         // encoding) and 4/3 in the base64 details.
-        let room = MAX_TRAILER_BLOCK.saturating_sub(base) * 3 / 13;
-        let cut = status::cut_at_char_boundary(&message, room);
+        let mut room = MAX_TRAILER_BLOCK.saturating_sub(base + 16) * 3 / 13;
+        let mut cut = status::cut_at_char_boundary(&message, room);
         set(headers, cut, &anys);
+        // Varint and base64 rounding can leave it a few bytes over.
+        while block_size(headers) > MAX_TRAILER_BLOCK && !cut.is_empty() {
+            room = cut.len() * 9 / 10;
+            cut = status::cut_at_char_boundary(&message, room);
+            set(headers, cut, &anys);
+        }
         if block_size(headers) <= MAX_TRAILER_BLOCK {
             if let Some(suppressed) = REWRITES.check() {
                 tracing::warn!(

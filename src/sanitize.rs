@@ -40,7 +40,30 @@ pub fn escape(text: &str) -> Cow<'_, str> {
         return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len().min(4 * MAX_ESCAPED_CHARS) + 8);
-    for c in text.chars().take(MAX_ESCAPED_CHARS) {
+    push_escaped(&mut out, text.chars().take(MAX_ESCAPED_CHARS));
+    if long {
+        out.push('…');
+    }
+    Cow::Owned(out)
+}
+
+/// `text` with every control character escaped as [`escape`] does, but
+/// whole: for output a person asked for, such as `errmap decode`.
+///
+/// ```
+/// assert_eq!(errmap::sanitize::escape_controls("a\x1b[2Jb"), "a\\u{1b}[2Jb");
+/// ```
+pub fn escape_controls(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(needs_escape) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    push_escaped(&mut out, text.chars());
+    Cow::Owned(out)
+}
+
+fn push_escaped(out: &mut String, chars: impl Iterator<Item = char>) {
+    for c in chars {
         match c {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
@@ -49,10 +72,6 @@ pub fn escape(text: &str) -> Cow<'_, str> {
             c => out.push(c),
         }
     }
-    if long {
-        out.push('…');
-    }
-    Cow::Owned(out)
 }
 
 /// [`escape`] for bytes that may not be UTF-8: invalid sequences become

@@ -22,6 +22,8 @@ const DESIGN_TABLE: &[(i32, &str, &str, Code, u16, &str)] = &[
     (42, "API_INTERNAL_SERVER_ERROR", "api", Code::Internal, 500, "Internal error on the server side. Try again later, or contact support."),
     (43, "API_METHOD_NOT_FOUND", "api", Code::Unimplemented, 404, "The requested method does not exist."),
     (44, "API_TOO_MANY_REQUESTS", "api", Code::ResourceExhausted, 429, "Too many requests; slow down and retry later."),
+    (45, "API_FORBIDDEN", "api", Code::PermissionDenied, 403, "You are not allowed to do this."),
+    (46, "API_UNKNOWN_ERROR", "api", Code::Unknown, 400, "The request failed for a reason this catalog has no code for."),
     (47, "API_ITEM_NOT_FOUND", "api", Code::NotFound, 404, "The requested item was not found."),
     (49, "API_TRY_AGAIN_LATER", "api", Code::Unavailable, 503, "The service is temporarily unavailable; try again later."),
     (50, "EMAIL_CONFIRMATION_TOKEN_INVALID", "email_confirmation", Code::InvalidArgument, 400, "Your confirmation token is invalid; maybe it expired?"),
@@ -89,7 +91,7 @@ fn unknown_numbers_miss() {
             "{code}"
         );
     }
-    for code in [i32::MIN, -1, 2, 45, 46, 48, 99, 101, 10_000, i32::MAX] {
+    for code in [i32::MIN, -1, 2, 48, 99, 101, 10_000, i32::MAX] {
         assert_eq!(ErrorCode::from_code(code), None, "{code}");
     }
 }

@@ -201,8 +201,14 @@ fn a_details_status_that_disagrees_with_the_headers_is_refused() {
             ..
         })
     ));
-    // The allocation-free reader only looks at the ErrorInfo.
-    assert_eq!(forged.error_code(), Some(ErrorCode::AuthRequired));
+    // Every reader shares one strict reading: none of them takes the code
+    // of a status whose details disagree with it.
+    assert_eq!(forged.error_code(), None);
+    assert!(matches!(
+        forged.check_error_code(),
+        Err(errmap::DetailsError::StatusMismatch { .. })
+    ));
+    assert_eq!(forged.error_info(), None);
 }
 
 #[test]

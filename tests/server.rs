@@ -148,14 +148,14 @@ async fn service_errors_are_catalog_errors() {
     // Unknown code.
     let status = client
         .get_error(GetErrorRequest {
-            key: Some(Key::Code(45)),
+            key: Some(Key::Code(48)),
         })
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
     assert_eq!(status.error_code(), Some(ErrorCode::ApiItemNotFound));
     let details = status.check_error_details().unwrap();
-    assert_eq!(details.metadata("requestedCode"), Some("45"));
+    assert_eq!(details.metadata("requestedCode"), Some("48"));
     assert_eq!(details.metadata("code"), Some("47"));
 
     // Unknown name, lowercase names included.

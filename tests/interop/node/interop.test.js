@@ -180,9 +180,9 @@ test('every code, by number and by name, matches the proto options', async () =>
 test('lookup errors carry their catalog details', async () => {
   const server = await Server.start();
   try {
-    let error = await failure(unary(server.catalog, 'GetError', { code: 45 }));
+    let error = await failure(unary(server.catalog, 'GetError', { code: 48 }));
     let found = assertCatalogError(error, 'API_ITEM_NOT_FOUND');
-    assert.equal(found['google.rpc.ErrorInfo'].metadata.requestedCode, '45');
+    assert.equal(found['google.rpc.ErrorInfo'].metadata.requestedCode, '48');
 
     error = await failure(unary(server.catalog, 'GetError', {}));
     found = assertCatalogError(error, 'API_INVALID_REQUEST');

@@ -168,9 +168,9 @@ def test_list_errors_with_and_without_filter(server):
 
 def test_unknown_code_is_47_with_the_key_asked_for(server):
     with pytest.raises(grpc.RpcError) as caught:
-        server.stub.GetError(catalog_pb2.GetErrorRequest(code=45), timeout=10)
+        server.stub.GetError(catalog_pb2.GetErrorRequest(code=48), timeout=10)
     _, found = assert_catalog_error(caught.value, "API_ITEM_NOT_FOUND")
-    assert found["ErrorInfo"].metadata["requestedCode"] == "45"
+    assert found["ErrorInfo"].metadata["requestedCode"] == "48"
 
 
 @pytest.mark.parametrize(

@@ -236,14 +236,15 @@ test('a protected server answers 21, 10 and 11', async () => {
   const secret = 'node interop secret, long enough';
   const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'errmap-node-')), 'secret');
   fs.writeFileSync(file, `${secret}\n`);
-  const server = await Server.start('--auth-jwt-secret-file', file);
+  const server = await Server.start('--auth-jwt-secret-file', file, '--auth-audience', 'errmap');
   try {
     const now = Math.floor(Date.now() / 1000);
     const cases = [
       [null, 'AUTH_REQUIRED'],
       ['Bearer garbage', 'AUTH_INVALID_TOKEN'],
-      [`Bearer ${jwt('another secret', { exp: now + 60 })}`, 'AUTH_INVALID_TOKEN'],
-      [`Bearer ${jwt(secret, { exp: now - 120 })}`, 'AUTH_EXPIRED_TOKEN'],
+      [`Bearer ${jwt('another secret', { exp: now + 60, aud: 'errmap' })}`, 'AUTH_INVALID_TOKEN'],
+      [`Bearer ${jwt(secret, { exp: now - 120, aud: 'errmap' })}`, 'AUTH_EXPIRED_TOKEN'],
+      [`Bearer ${jwt(secret, { exp: now + 60, aud: 'someone-else' })}`, 'AUTH_INVALID_TOKEN'],
     ];
     for (const [authorization, name] of cases) {
       const metadata = new grpc.Metadata();
@@ -252,7 +253,7 @@ test('a protected server answers 21, 10 and 11', async () => {
       assertCatalogError(error, name);
     }
     const metadata = new grpc.Metadata();
-    metadata.set('authorization', `Bearer ${jwt(secret, { sub: 'node', exp: now + 60 })}`);
+    metadata.set('authorization', `Bearer ${jwt(secret, { sub: 'node', exp: now + 60, aud: 'errmap' })}`);
     const ok = await unary(server.catalog, 'GetError', { code: 21 }, metadata);
     assert.equal(ok.error.name, 'AUTH_REQUIRED');
   } finally {
@@ -261,52 +262,35 @@ test('a protected server answers 21, 10 and 11', async () => {
 });
 
 test('load shedding is 44 with RetryInfo', async () => {
-  const server = await Server.start('--concurrency-limit', '1');
+  // Long-lived streams have places of their own; with one, the second
+  // health Watch is shed at once.
+  const server = await Server.start('--stream-limit', '1');
+  const health = new Health(server.addr, grpc.credentials.createInsecure());
+  const watch = () => {
+    const call = health.Watch({ service: '' });
+    const first = new Promise((resolve, reject) => {
+      call.once('data', resolve);
+      call.once('error', reject);
+    });
+    return { call, first };
+  };
   try {
-    // A GetError whose request is held back keeps the only place taken.
-    // If it loses the race for that place to a probe, it is itself shed;
-    // then it is tried again.
-    const method = catalogDef['errmap.v1.ErrorCatalog'].GetError;
-    const client = new grpc.Client(server.addr, grpc.credentials.createInsecure());
-    const holdPlace = () => {
-      const slow = { failed: null };
-      slow.done = new Promise((resolve, reject) => {
-        const stream = client.makeClientStreamRequest(
-          method.path,
-          method.requestSerialize,
-          method.responseDeserialize,
-          new grpc.Metadata(),
-          { deadline: Date.now() + 30000 },
-          (error, reply) => {
-            slow.failed = error;
-            return error ? reject(error) : resolve(reply);
-          },
-        );
-        slow.release = () => {
-          stream.write({ code: 11 });
-          stream.end();
-        };
-      });
-      slow.done.catch(() => {});
-      return slow;
-    };
-    let slow = holdPlace();
-    let shed = null;
-    for (let i = 0; i < 500 && !shed; i++) {
-      if (slow.failed) slow = holdPlace();
-      try {
-        await unary(server.catalog, 'GetError', { code: 1 });
-        await new Promise((r) => setTimeout(r, 5));
-      } catch (error) {
-        shed = error;
-      }
-    }
-    assert.ok(shed, 'a call was shed');
-    assertCatalogError(shed, 'API_TOO_MANY_REQUESTS');
-    slow.release();
-    assert.equal((await slow.done).error.name, 'AUTH_EXPIRED_TOKEN');
-    client.close();
+    const held = watch();
+    assert.equal((await held.first).status, SERVING);
+    const second = watch();
+    const shed = await second.first.then(
+      () => null,
+      (error) => error,
+    );
+    assert.ok(shed, 'the second Watch was shed');
+    const found = assertCatalogError(shed, 'API_TOO_MANY_REQUESTS');
+    assert.ok(found['google.rpc.RetryInfo'], 'RetryInfo sent');
+    // Unary calls have their own places.
+    await unary(server.catalog, 'GetError', { code: 1 });
+    held.call.on('error', () => {});
+    held.call.cancel();
   } finally {
+    health.close();
     assert.equal(await server.stop(), 0);
   }
 });

@@ -118,7 +118,7 @@ def rich(error):
 
 
 def assert_catalog_error(error, name):
-    """The call failed with catalog code `name`, as DESIGN.md §2 says."""
+    """The call failed with catalog code `name`, as docs/design.md says."""
     _, facts = spec(error_code_pb2.ErrorCode.Value(name))
     assert error.code() == getattr(grpc.StatusCode, facts.grpc_code)
     status, found = rich(error)
@@ -212,6 +212,59 @@ def test_reflection_lists_services_and_resolves_the_catalog(server):
     assert [f.name for f in info.fields] == ["reason", "domain", "metadata"]
 
 
+def test_reflection_serves_google_rpc_under_its_canonical_file_names(server):
+    """A client that already knows google/rpc/*.proto (every gRPC library
+    does, through googleapis-common-protos or genproto) can merge the
+    reflected files without a symbol conflict."""
+    from google.protobuf import descriptor_pb2
+    from google.rpc import status_pb2
+
+    database = ProtoReflectionDescriptorDatabase(server.channel)
+    for name in ("google/rpc/error_details.proto", "google/rpc/status.proto"):
+        assert database.FindFileByName(name).name == name
+    assert (
+        database.FindFileContainingSymbol("google.rpc.ErrorInfo").name
+        == "google/rpc/error_details.proto"
+    )
+
+    # A pool that holds the stock files, as a client process does.
+    pool = descriptor_pool.DescriptorPool()
+    stock = {}
+    for module in (error_details_pb2, status_pb2):
+        for dep in [*module.DESCRIPTOR.dependencies, module.DESCRIPTOR]:
+            proto = descriptor_pb2.FileDescriptorProto()
+            dep.CopyToProto(proto)
+            stock[proto.name] = proto
+    for name in ("google/protobuf/any.proto", "google/protobuf/duration.proto"):
+        pool.Add(stock.pop(name))
+    for proto in stock.values():
+        pool.Add(proto)
+    # Merging the reflected errmap files: what the pool has by name is kept,
+    # the rest is added. A file of google.rpc under another name would
+    # define its symbols twice and fail here.
+    added = set()
+
+    def add(name):
+        if name in added:
+            return
+        try:
+            pool.FindFileByName(name)
+            added.add(name)
+            return
+        except KeyError:
+            pass
+        proto = database.FindFileByName(name)
+        for dep in proto.dependency:
+            add(dep)
+        pool.Add(proto)
+        added.add(name)
+
+    add("errmap/v1/catalog.proto")
+    for symbol in ("google.rpc.ErrorInfo", "google.rpc.Status"):
+        assert pool.FindMessageTypeByName(symbol).file.name.startswith("google/rpc/")
+    assert pool.FindServiceByName(CATALOG).methods_by_name["GetError"]
+
+
 def _jwt(secret, claims):
     def b64(data):
         return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
@@ -226,26 +279,35 @@ def test_tokens_on_a_protected_server():
     secret = b"python interop secret, long enough"
     with tempfile.NamedTemporaryFile("wb", suffix=".key", delete=False) as f:
         f.write(secret + b"\n")
-    s = Server("--auth-jwt-secret-file", f.name)
+    s = Server("--auth-jwt-secret-file", f.name, "--auth-audience", "errmap")
     try:
         request = catalog_pb2.GetErrorRequest(code=21)
+        now = int(time.time())
         cases = [
             ([], "AUTH_REQUIRED"),
             ([("authorization", "Bearer not-a-jwt")], "AUTH_INVALID_TOKEN"),
             (
-                [("authorization", "Bearer " + _jwt(b"wrong secret", {"exp": time.time() + 60}))],
+                [("authorization", "Bearer " + _jwt(b"wrong secret", {"exp": now + 60, "aud": "errmap"}))],
                 "AUTH_INVALID_TOKEN",
             ),
             (
-                [("authorization", "Bearer " + _jwt(secret, {"exp": int(time.time()) - 120}))],
+                [("authorization", "Bearer " + _jwt(secret, {"exp": now - 120, "aud": "errmap"}))],
                 "AUTH_EXPIRED_TOKEN",
+            ),
+            (
+                [("authorization", "Bearer " + _jwt(secret, {"exp": now + 60, "aud": "another-service"}))],
+                "AUTH_INVALID_TOKEN",
+            ),
+            (
+                [("authorization", "Bearer " + _jwt(secret, {"exp": now + 60, "aud": "errmap", "iat": now + 3600}))],
+                "AUTH_INVALID_TOKEN",
             ),
         ]
         for metadata, name in cases:
             with pytest.raises(grpc.RpcError) as caught:
                 s.stub.GetError(request, metadata=metadata, timeout=10)
             assert_catalog_error(caught.value, name)
-        good = _jwt(secret, {"sub": "py", "exp": int(time.time()) + 60})
+        good = _jwt(secret, {"sub": "py", "exp": now + 60, "aud": "errmap", "iat": now})
         reply = s.stub.GetError(request, metadata=[("token", good)], timeout=10)
         assert reply.error.name == "AUTH_REQUIRED"
         # Health stays open.
@@ -257,9 +319,9 @@ def test_tokens_on_a_protected_server():
 
 
 class SlowCall:
-    """A GetError whose request is held back: the server has admitted the
-    call (headers arrived) and waits for the body, so the call counts as in
-    flight until `release`."""
+    """A GetError whose request is held back: the server has accepted the
+    call and waits for its request, so the call is in flight (it takes a
+    concurrency place only once the request is in) until `release`."""
 
     def __init__(self, channel, timeout=60):
         self.gate = threading.Event()
@@ -280,6 +342,14 @@ class SlowCall:
         return self.future.result(timeout=30)
 
 
+def _watch(channel):
+    """A health Watch stream and its first answer."""
+    health = health_pb2_grpc.HealthStub(channel)
+    stream = health.Watch(health_pb2.HealthCheckRequest(), timeout=60)
+    first = next(stream)
+    return stream, first
+
+
 def _wait_until(predicate, seconds=10):
     deadline = time.time() + seconds
     while time.time() < deadline:
@@ -289,45 +359,50 @@ def _wait_until(predicate, seconds=10):
     raise AssertionError("condition not met in time")
 
 
-def _held(server, slow):
-    """Waits until `slow` holds the server's only place: until a probe call
-    is shed with 44. If `slow` lost the race for the place, it is redone."""
-    deadline = time.time() + 20
-    while time.time() < deadline:
-        if slow.future.done():
-            slow = SlowCall(server.channel)
-        try:
-            server.stub.GetError(catalog_pb2.GetErrorRequest(code=1), timeout=10)
-        except grpc.RpcError as error:
-            assert_catalog_error(error, "API_TOO_MANY_REQUESTS")
-            return slow
-        time.sleep(0.01)
-    raise AssertionError("the slow call never held the place")
-
-
 def test_load_shedding_is_44_with_retry_info():
-    s = Server("--concurrency-limit", "1")
+    # Long-lived streams have places of their own: with one, a second
+    # Watch is shed at once with 44 and its RetryInfo.
+    s = Server("--stream-limit", "1")
     try:
-        slow = _held(s, SlowCall(s.channel))
-        assert slow.release().error.name == "AUTH_EXPIRED_TOKEN"
+        held, first = _watch(s.channel)
+        assert first.status == health_pb2.HealthCheckResponse.SERVING
+        with pytest.raises(grpc.RpcError) as caught:
+            _watch(s.channel)
+        _, found = assert_catalog_error(caught.value, "API_TOO_MANY_REQUESTS")
+        assert found["RetryInfo"].retry_delay.seconds == 1
+        # Unary calls have their own places and are not shed.
         s.stub.GetError(catalog_pb2.GetErrorRequest(code=1), timeout=10)
+        held.cancel()
+        # The place comes back once the stream ends.
+        _wait_until(lambda: _try_watch(s.channel))
     finally:
         assert s.terminate() == 0
 
 
+def _try_watch(channel):
+    try:
+        stream, _ = _watch(channel)
+        stream.cancel()
+        return True
+    except grpc.RpcError:
+        return False
+
+
 def test_shutdown_answers_49_with_retry_info_and_finishes_in_flight_calls():
-    s = Server("--grace-period", "10s", "--concurrency-limit", "1")
-    slow = _held(s, SlowCall(s.channel))
+    s = Server("--grace-period", "10s")
+    slow = SlowCall(s.channel)
+    # A Watch in flight too: its first answer proves the server has taken
+    # the calls sent before it on this channel.
+    watch, first = _watch(s.channel)
+    assert first.status == health_pb2.HealthCheckResponse.SERVING
     s.proc.send_signal(signal.SIGTERM)
-    health = health_pb2_grpc.HealthStub(s.channel)
-    _wait_until(
-        lambda: health.Check(health_pb2.HealthCheckRequest(), timeout=10).status
-        == health_pb2.HealthCheckResponse.NOT_SERVING
-    )
+    assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
     with pytest.raises(grpc.RpcError) as caught:
         s.stub.GetError(catalog_pb2.GetErrorRequest(code=1), timeout=10)
-    assert_catalog_error(caught.value, "API_TRY_AGAIN_LATER")
+    _, found = assert_catalog_error(caught.value, "API_TRY_AGAIN_LATER")
+    assert found["RetryInfo"].retry_delay.seconds == 5
     assert slow.release().error.name == "AUTH_EXPIRED_TOKEN"
+    watch.cancel()
     assert s.terminate() == 0
 
 

@@ -27,8 +27,9 @@
 //!    server could not decode the request. An error a handler forwards from
 //!    a downstream call is left to the response layer, whatever its text.
 //!
-//! Health `Check` is exempt from all of it, so that load balancers keep
-//! seeing the server's state. [`Admission::drained`] completes once no
+//! Health `Check` is read and checked like any call, but never refused for
+//! load or a drain and never counted, so that load balancers keep seeing
+//! the server's state. [`Admission::drained`] completes once no
 //! counted call (in intake, running, or streaming) is left.
 //!
 //! ```
@@ -404,10 +405,7 @@ where
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
         let admission = &self.admission;
         let path = request.uri().path();
-        if admission.is_exempt(path) {
-            let request = request.map(tonic::body::Body::new);
-            return AdmissionFuture::running(self.inner.call(request), None, None, None);
-        }
+        let exempt = admission.is_exempt(path);
         let shared = &admission.shared;
         let (want, input) = match shared.config.routes.as_ref().map(|r| r.route(path)) {
             Some(Route::NotServed) => {
@@ -419,7 +417,7 @@ where
             Some(Route::Method(method)) => (Want::First, Some(method.input.clone())),
             Some(Route::Opaque) | None => (Want::First, None),
         };
-        if admission.is_draining() {
+        if admission.is_draining() && !exempt {
             return AdmissionFuture::refused(ErrorCode::ApiTryAgainLater);
         }
         // A message may carry the compressed flag only when the request
@@ -432,7 +430,9 @@ where
             return AdmissionFuture::refused(ErrorCode::ApiInvalidRequest);
         }
         let long_lived = admission.is_long_lived(path);
-        let in_flight = admission.enter();
+        // Exempt calls are read like the others, but neither counted nor
+        // limited.
+        let in_flight = (!exempt).then(|| admission.enter());
         // The clone takes the place of the service that was polled ready.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
@@ -449,7 +449,7 @@ where
                 encoded,
                 input,
                 long_lived,
-                in_flight: Some(in_flight),
+                in_flight,
                 admission: admission.clone(),
                 deadline: tokio::time::sleep_until(
                     Instant::now() + shared.config.request_body_timeout,
@@ -517,29 +517,6 @@ impl<S> AdmissionFuture<S>
 where
     S: Service<http::Request<tonic::body::Body>>,
 {
-    fn running(
-        future: S::Future,
-        permit: Option<OwnedSemaphorePermit>,
-        in_flight: Option<InFlight>,
-        check: Option<(MessageDescriptor, Bytes)>,
-    ) -> Self {
-        let held = match (permit, in_flight) {
-            (Some(permit), Some(in_flight)) => Some(Held {
-                _permit: permit,
-                _in_flight: in_flight,
-                long_lived: false,
-            }),
-            _ => None,
-        };
-        Self {
-            state: State::Running {
-                future,
-                check,
-                held,
-            },
-        }
-    }
-
     fn refused(code: ErrorCode) -> Self {
         Self {
             state: State::Refused { code },
@@ -692,7 +669,12 @@ where
                             } else {
                                 &admission.shared.places
                             };
-                            match places.clone().try_acquire_owned() {
+                            let permit = match in_flight {
+                                // Exempt: no place needed.
+                                None => Ok(None),
+                                Some(_) => places.clone().try_acquire_owned().map(Some),
+                            };
+                            match permit {
                                 Err(_) => {
                                     tracing::debug!("load shed");
                                     in_flight.take();
@@ -724,11 +706,14 @@ where
                                         parts,
                                         tonic::body::Body::new(replay),
                                     );
-                                    let held = in_flight.take().map(|in_flight| Held {
-                                        _permit: permit,
-                                        _in_flight: in_flight,
-                                        long_lived: *long_lived,
-                                    });
+                                    let held = match (permit, in_flight.take()) {
+                                        (Some(permit), Some(in_flight)) => Some(Held {
+                                            _permit: permit,
+                                            _in_flight: in_flight,
+                                            long_lived: *long_lived,
+                                        }),
+                                        _ => None,
+                                    };
                                     State::Running {
                                         future: service.call(request),
                                         check,

@@ -195,9 +195,23 @@ pub enum ServeError {
     Routes(#[from] crate::admission::RouteError),
 }
 
-/// Binds a listener on `addr` (port 0 picks a free one).
+/// The listen backlog [`bind`] asks for (the kernel may cap it, on Linux at
+/// `net.core.somaxconn`): room for a burst of new connections while the
+/// server is busy or at its connection cap.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listener on `addr` (port 0 picks a free one), with a backlog of
+/// [`LISTEN_BACKLOG`].
 pub async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    TcpListener::bind(addr).await
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// `tonic-types`' descriptors of `google.rpc` under the names every other

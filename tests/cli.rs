@@ -1,11 +1,13 @@
 //! The `errmap` binary, run as a user would run it.
 
+mod common;
+
 use std::{
-    io::{BufRead as _, BufReader},
-    process::{Child, Command, Output, Stdio},
-    sync::mpsc,
+    process::{Command, Output},
     time::{Duration, Instant},
 };
+
+use common::binary::{serve, sigterm, wait_exit};
 
 use errmap::{ErrorCode, ErrorStatusExt as _};
 
@@ -158,69 +160,6 @@ fn decode_garbage_is_a_one_line_error_with_exit_2() {
         assert!(err.starts_with("error: "), "{err}");
         assert!(!err.contains("panicked"));
     }
-}
-
-/// A running `errmap serve`, killed on drop if still alive.
-struct Served {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(extra: &[&str]) -> Served {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_errmap"))
-        .args(["serve", "--addr", "127.0.0.1:0"])
-        .args(extra)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        if let Some(Ok(line)) = lines.next() {
-            let _ = tx.send(line);
-        }
-        // Anything more on stdout is a bug: only the address goes there.
-        for line in lines.map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("serve prints its address");
-    let served = Served { child, addr };
-    assert!(served.addr.starts_with("127.0.0.1:"), "{}", served.addr);
-    assert_ne!(served.addr, "127.0.0.1:0");
-    std::mem::forget(rx);
-    served
-}
-
-fn sigterm(child: &Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
-fn wait_exit(child: &mut Child, limit: Duration) -> Option<i32> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status.code();
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("errmap serve did not exit within {limit:?}");
 }
 
 #[test]

@@ -4,6 +4,9 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod binary;
+pub mod raw;
+
 use std::{
     convert::Infallible,
     future::Future,

@@ -296,6 +296,7 @@ fn serve(args: ServeArgs) -> u8 {
         .init();
 
     runtime().block_on(async move {
+        let shutdown = shutdown_signal();
         let listener = match server::bind(config.addr).await {
             Ok(listener) => listener,
             Err(e) => {
@@ -315,7 +316,7 @@ fn serve(args: ServeArgs) -> u8 {
         let _ = stdout.flush();
         drop(stdout);
         tracing::info!(%bound, auth = auth_on, "serving errmap.v1.ErrorCatalog, health and reflection");
-        match server::serve(listener, &config, shutdown_signal()).await {
+        match server::serve(listener, &config, shutdown).await {
             Ok(()) => {
                 tracing::info!("stopped");
                 EXIT_OK
@@ -328,26 +329,34 @@ fn serve(args: ServeArgs) -> u8 {
     })
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+/// Registers the SIGINT and SIGTERM handlers now, so that a signal sent
+/// right after the address is printed is a graceful shutdown, not a kill;
+/// the future completes on either signal.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = int.recv() => {}
+                        _ = term.recv() => {}
+                    }
                 }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 

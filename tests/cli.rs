@@ -331,3 +331,230 @@ fn sigterm_with_100_calls_in_flight_finishes_them_and_refuses_new_ones() {
         Some(0)
     );
 }
+
+/// Runs `errmap serve --addr 127.0.0.1:0 <args>`, expecting it to refuse to
+/// start; gives its exit code and stderr.
+fn serve_refused(args: &[&str]) -> (Option<i32>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_errmap"))
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let code = wait_exit(&mut child, Duration::from_secs(10));
+    let mut err = String::new();
+    use std::io::Read as _;
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    (code, err)
+}
+
+#[test]
+fn limits_that_cannot_work_are_refused_with_exit_2() {
+    for (flag, value) in [
+        ("--max-concurrent-streams", "0"),
+        ("--concurrency-limit", "0"),
+        ("--max-request-size", "0"),
+        ("--keepalive-interval", "0s"),
+        ("--keepalive-timeout", "0ms"),
+        ("--stream-limit", "0"),
+        ("--max-connections", "0"),
+        ("--request-body-timeout", "0s"),
+        ("--handshake-timeout", "0s"),
+    ] {
+        let (code, err) = serve_refused(&[flag, value]);
+        assert_eq!(code, Some(2), "{flag} {value}: {err}");
+        assert!(err.contains(flag), "{flag}: {err}");
+        assert_eq!(err.lines().count(), 1, "one clear line: {err}");
+    }
+}
+
+fn secret_file(secret: &[u8]) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!(
+        "errmap-cli-secret-{}-{}",
+        std::process::id(),
+        secret.len()
+    ));
+    std::fs::write(&path, secret).unwrap();
+    path
+}
+
+#[test]
+fn a_jwt_key_needs_an_audience_and_a_long_enough_secret() {
+    let good = secret_file(b"a secret of thirty-two bytes, ok");
+    let good = good.to_str().unwrap();
+    let (code, err) = serve_refused(&["--auth-jwt-secret-file", good]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--auth-audience"), "{err}");
+    assert!(err.contains("--auth-allow-any-audience"), "{err}");
+
+    let short = secret_file(b"sixteen byte key");
+    let (code, err) = serve_refused(&[
+        "--auth-jwt-secret-file",
+        short.to_str().unwrap(),
+        "--auth-audience",
+        "errmap",
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("RFC 7518") && err.contains("32"), "{err}");
+
+    // The explicit opt-out starts.
+    let mut served = serve(&["--auth-jwt-secret-file", good, "--auth-allow-any-audience"]);
+    sigterm(&served.child);
+    assert_eq!(wait_exit(&mut served.child, Duration::from_secs(10)), Some(0));
+}
+
+#[test]
+fn serve_takes_a_host_name() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_errmap"))
+        .args(["serve", "--addr", "localhost:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    use std::io::BufRead as _;
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr: std::net::SocketAddr = line.trim().parse().expect("the bound address");
+    assert!(addr.ip().is_loopback() && addr.port() != 0, "{addr}");
+    sigterm(&child);
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(10)), Some(0));
+}
+
+#[test]
+fn refused_tokens_cannot_forge_log_lines_and_logs_have_no_colours() {
+    use base64::Engine as _;
+    let secret = secret_file(b"the log test secret, 32 bytes ok");
+    let served = common::binary::serve_with(
+        &[],
+        &[
+            "--auth-jwt-secret-file",
+            secret.to_str().unwrap(),
+            "--auth-audience",
+            "errmap",
+        ],
+        "info",
+    );
+    let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    let header = b64("{\"alg\":\"HS256\\n\\u001b[31mFORGED admin signed in\\u001b[0m\",\"typ\":\"JWT\"}");
+    let token = format!("{header}.{}.c2ln", b64("{\"exp\":99999999999}"));
+    let url = served.url();
+    let status = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let mut client = errmap::pb::error_catalog_client::ErrorCatalogClient::connect(url)
+            .await
+            .unwrap();
+        let mut request = tonic::Request::new(errmap::pb::GetErrorRequest {
+            key: Some(errmap::pb::get_error_request::Key::Code(1)),
+        });
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        client.get_error(request).await.unwrap_err()
+    });
+    assert_eq!(status.error_code(), Some(ErrorCode::AuthInvalidToken));
+    let mut served = served;
+    sigterm(&served.child);
+    assert_eq!(wait_exit(&mut served.child, Duration::from_secs(10)), Some(0));
+    let log = served.stderr();
+    let text = String::from_utf8_lossy(&log);
+    assert!(!log.contains(&0x1b), "no escape byte reaches the log:\n{text}");
+    assert!(
+        !text.lines().any(|l| l.trim_start().starts_with("FORGED")),
+        "no forged line:\n{text}"
+    );
+    assert!(
+        text.contains("token refused") && text.contains("\\u{1b}[31mFORGED"),
+        "the refusal is logged, escaped:\n{text}"
+    );
+}
+
+#[test]
+fn decode_shows_terminal_escapes_from_the_peer_instead_of_running_them() {
+    let nasty = "\u{1b}[2J\u{1b}]0;pwned\u{7}gone";
+    let status = ErrorCode::ApiInvalidRequest
+        .builder()
+        .message(nasty)
+        .metadata("field", nasty)
+        .field_violation(nasty, nasty)
+        .build()
+        .unwrap();
+    let out = errmap(&["decode", &details_header(&status)]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!out.stdout.contains(&0x1b), "{}", stdout(&out));
+    assert!(!out.stdout.contains(&0x07));
+    assert!(stdout(&out).contains("\\u{1b}[2J"), "{}", stdout(&out));
+    // JSON output stays exact: JSON escapes control characters itself.
+    let out = errmap(&["decode", &details_header(&status), "--json"]);
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(value["status"]["message"], nasty);
+}
+
+/// A lookup server that answers with terminal escapes in every field.
+#[derive(Default)]
+struct Hostile;
+
+#[tonic::async_trait]
+impl errmap::pb::error_catalog_server::ErrorCatalog for Hostile {
+    async fn get_error(
+        &self,
+        _: tonic::Request<errmap::pb::GetErrorRequest>,
+    ) -> Result<tonic::Response<errmap::pb::GetErrorResponse>, tonic::Status> {
+        let nasty = "X\u{1b}[31mRED\u{1b}]0;title\u{7}".to_owned();
+        Ok(tonic::Response::new(errmap::pb::GetErrorResponse {
+            error: Some(errmap::pb::ErrorDescriptor {
+                code: Some(ErrorCode::AuthRequired as i32),
+                name: nasty.clone(),
+                message: nasty.clone(),
+                category: nasty.clone(),
+                grpc_code: 16,
+                grpc_code_name: nasty.clone(),
+                http_status: 401,
+                domain: nasty,
+                retry_delay: None,
+            }),
+        }))
+    }
+
+    async fn list_errors(
+        &self,
+        _: tonic::Request<errmap::pb::ListErrorsRequest>,
+    ) -> Result<tonic::Response<errmap::pb::ListErrorsResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented(""))
+    }
+}
+
+#[test]
+fn lookup_on_a_hostile_server_escapes_what_it_prints() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    rt.spawn(
+        tonic::transport::Server::builder()
+            .add_service(errmap::pb::error_catalog_server::ErrorCatalogServer::new(Hostile))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let out = errmap(&["lookup", "21", "--server", &format!("http://{addr}")]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!out.stdout.contains(&0x1b), "{}", stdout(&out));
+    assert!(!out.stdout.contains(&0x07), "{}", stdout(&out));
+    assert!(stdout(&out).contains("X\\u{1b}[31mRED"), "{}", stdout(&out));
+}
+
+#[test]
+fn names_are_case_blind_offline_and_on_a_server_alike() {
+    let mut served = serve(&[]);
+    let url = served.url();
+    for arg in ["auth_required", "Auth_Required", "AUTH_REQUIRED"] {
+        let offline = errmap(&["lookup", arg, "--json"]);
+        let remote = errmap(&["lookup", arg, "--json", "--server", &url]);
+        assert_eq!(offline.status.code(), Some(0), "{arg}: {}", stderr(&offline));
+        assert_eq!(remote.status.code(), Some(0), "{arg}: {}", stderr(&remote));
+        assert_eq!(offline.stdout, remote.stdout, "{arg}");
+    }
+    sigterm(&served.child);
+    assert_eq!(wait_exit(&mut served.child, Duration::from_secs(10)), Some(0));
+}

@@ -840,3 +840,196 @@ where
         self.inner.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorStatusExt as _;
+    use std::convert::Infallible;
+    use tower::ServiceExt as _;
+
+    type Full = http_body_util::Full<Bytes>;
+
+    /// A request body that never arrives.
+    struct Never;
+
+    impl Body for Never {
+        type Data = Bytes;
+        type Error = Infallible;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            Poll::Pending
+        }
+    }
+
+    fn frame(message: &[u8]) -> Full {
+        let mut data = vec![0];
+        data.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        data.extend_from_slice(message);
+        Full::new(Bytes::from(data))
+    }
+
+    fn code_of<B>(response: &http::Response<B>) -> Option<ErrorCode> {
+        tonic::Status::from_header_map(response.headers())?.error_code()
+    }
+
+    fn request<B>(path: &str, body: B) -> http::Request<B> {
+        http::Request::builder().uri(path).body(body).unwrap()
+    }
+
+    /// A service that answers OK, for `/slow` once `release` fires.
+    fn service(
+        release: Option<Arc<Notify>>,
+    ) -> impl Service<
+        http::Request<tonic::body::Body>,
+        Response = http::Response<String>,
+        Error = Infallible,
+        Future = impl Send,
+    > + Clone {
+        tower::service_fn(move |request: http::Request<tonic::body::Body>| {
+            let release = release.clone().filter(|_| request.uri().path() == "/slow");
+            async move {
+                if let Some(release) = release {
+                    release.notified().await;
+                }
+                Ok::<_, Infallible>(http::Response::new(String::from("ok")))
+            }
+        })
+    }
+
+    #[tokio::test]
+    async fn a_request_that_never_arrives_holds_no_place() {
+        let admission = Admission::new(1);
+        let layered = admission.layer().layer(service(None));
+        let stuck = tokio::spawn(layered.clone().oneshot(request("/a.B/C", Never)));
+        while admission.in_flight() == 0 {
+            tokio::task::yield_now().await;
+        }
+        // The only place is free: a whole request goes through.
+        let response = layered
+            .clone()
+            .oneshot(request("/a.B/C", frame(b"x")))
+            .await
+            .unwrap();
+        assert_eq!(code_of(&response), None);
+        assert_eq!(admission.in_flight(), 1, "the stuck call is in flight");
+        stuck.abort();
+    }
+
+    #[tokio::test]
+    async fn a_request_that_does_not_arrive_in_time_is_40() {
+        let mut config = AdmissionConfig::default();
+        config.request_body_timeout = Duration::from_millis(200);
+        let admission = Admission::with_config(config);
+        let response = admission
+            .layer()
+            .layer(service(None))
+            .oneshot(request("/a.B/C", Never))
+            .await
+            .unwrap();
+        assert_eq!(code_of(&response), Some(ErrorCode::ApiInvalidRequest));
+        assert_eq!(admission.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_limit_sheds_once_the_request_is_in_and_draining_refuses() {
+        let admission = Admission::new(1);
+        let release = Arc::new(Notify::new());
+        let layered = admission.layer().layer(service(Some(release.clone())));
+        let first = tokio::spawn(layered.clone().oneshot(request("/slow", frame(b"1"))));
+        while admission.shared.places.available_permits() == 1 {
+            tokio::task::yield_now().await;
+        }
+        let shed = layered
+            .clone()
+            .oneshot(request("/a.B/C", frame(b"2")))
+            .await
+            .unwrap();
+        assert_eq!(code_of(&shed), Some(ErrorCode::ApiTooManyRequests));
+
+        admission.begin_drain();
+        assert_eq!(admission.in_flight(), 1, "right while draining");
+        let refused = layered
+            .clone()
+            .oneshot(request("/a.B/C", frame(b"3")))
+            .await
+            .unwrap();
+        assert_eq!(code_of(&refused), Some(ErrorCode::ApiTryAgainLater));
+        // Health checks are never refused.
+        let check = layered
+            .clone()
+            .oneshot(request("/grpc.health.v1.Health/Check", frame(b"")))
+            .await
+            .unwrap();
+        assert_eq!(code_of(&check), None);
+
+        let drained = tokio::spawn({
+            let admission = admission.clone();
+            async move { admission.drained().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!drained.is_finished(), "one call is still in flight");
+        release.notify_one();
+        assert_eq!(first.await.unwrap().unwrap().into_body().inner, "ok");
+        tokio::time::timeout(Duration::from_secs(5), drained)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(admission.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn paths_the_routes_do_not_know_are_43_and_bad_frames_are_40() {
+        let mut routes = RouteTable::new();
+        routes.add_descriptors(crate::pb::FILE_DESCRIPTOR_SET).unwrap();
+        routes.add_service("errmap.v1.ErrorCatalog");
+        let mut config = AdmissionConfig::default();
+        config.routes = Some(routes);
+        config.max_request_size = 8;
+        let layered = Admission::with_config(config).layer().layer(service(None));
+        let call = |path: &'static str, body: Full| layered.clone().oneshot(request(path, body));
+        let not_found = call("/errmap.v1.ErrorCatalog/Nope", frame(b"")).await.unwrap();
+        assert_eq!(code_of(&not_found), Some(ErrorCode::ApiMethodNotFound));
+        let other = call("/other.v1.Service/Method", frame(b"")).await.unwrap();
+        assert_eq!(code_of(&other), Some(ErrorCode::ApiMethodNotFound));
+        let big = call("/errmap.v1.ErrorCatalog/GetError", frame(&[8; 9])).await.unwrap();
+        assert_eq!(code_of(&big), Some(ErrorCode::ApiInvalidRequest));
+        let cut = call("/errmap.v1.ErrorCatalog/GetError", Full::new(Bytes::from_static(&[0, 0, 0, 0, 4, 8])))
+            .await
+            .unwrap();
+        assert_eq!(code_of(&cut), Some(ErrorCode::ApiInvalidRequest));
+        let compressed = call("/errmap.v1.ErrorCatalog/GetError", Full::new(Bytes::from_static(&[1, 0, 0, 0, 0])))
+            .await
+            .unwrap();
+        assert_eq!(code_of(&compressed), Some(ErrorCode::ApiInvalidRequest));
+        let none = call("/errmap.v1.ErrorCatalog/GetError", Full::default()).await.unwrap();
+        assert_eq!(code_of(&none), Some(ErrorCode::ApiInvalidRequest), "a unary call needs its message");
+        let fine = call("/errmap.v1.ErrorCatalog/GetError", frame(&[8, 11])).await.unwrap();
+        assert_eq!(code_of(&fine), None);
+    }
+
+    #[tokio::test]
+    async fn a_refused_future_answers_again_if_polled_again() {
+        let admission = Admission::new(1);
+        admission.begin_drain();
+        let mut layered = admission.layer().layer(service(None));
+        let mut future = std::pin::pin!(layered.call(request("/a.B/C", frame(b""))));
+        let waker = futures_noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        for _ in 0..2 {
+            match future.as_mut().poll(&mut cx) {
+                Poll::Ready(Ok(response)) => {
+                    assert_eq!(code_of(&response), Some(ErrorCode::ApiTryAgainLater))
+                }
+                other => panic!("not answered: {:?}", other.is_pending()),
+            }
+        }
+    }
+
+    fn futures_noop_waker() -> std::task::Waker {
+        std::task::Waker::noop().clone()
+    }
+}

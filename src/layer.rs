@@ -787,6 +787,26 @@ mod tests {
     }
 
     #[test]
+    fn a_future_polled_after_completion_answers_42_without_panicking() {
+        let mut service = ErrorLayer::new().layer(tower::service_fn(|_: http::Request<()>| async {
+            Ok::<_, Infallible>(http::Response::new(Full::default()))
+        }));
+        let mut future = std::pin::pin!(service.call(http::Request::new(())));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let Poll::Ready(Ok(first)) = future.as_mut().poll(&mut cx) else {
+            panic!("the first poll answers");
+        };
+        assert!(!first.headers().contains_key(GRPC_STATUS));
+        let Poll::Ready(Ok(again)) = future.as_mut().poll(&mut cx) else {
+            panic!("a second poll answers too");
+        };
+        assert_eq!(
+            crate::ErrorStatusExt::error_code(&status_of(again.headers())),
+            Some(ErrorCode::ApiInternalServerError)
+        );
+    }
+
+    #[test]
     fn percent_decoding() {
         assert_eq!(percent_decode(b"plain"), "plain");
         assert_eq!(percent_decode(b"a%20b%E2%98%BA"), "a b☺");

@@ -357,3 +357,104 @@ where
             .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorStatusExt as _;
+    use http_body_util::BodyExt as _;
+    use std::convert::Infallible;
+    use tower::{ServiceBuilder, ServiceExt as _};
+
+    type Full = http_body_util::Full<Bytes>;
+
+    fn code_of(headers: &HeaderMap) -> Option<ErrorCode> {
+        Status::from_header_map(headers)?.error_code()
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_the_future_is_42_and_its_text_is_not_sent() {
+        let service = ServiceBuilder::new()
+            .layer(CatchPanicLayer::new())
+            .service_fn(|_: http::Request<()>| async {
+                if true {
+                    panic!("secret-in-panic");
+                }
+                Ok::<_, Infallible>(http::Response::new(Full::default()))
+            });
+        let response = service.oneshot(http::Request::new(())).await.unwrap();
+        assert_eq!(
+            code_of(response.headers()),
+            Some(ErrorCode::ApiInternalServerError)
+        );
+        assert!(!format!("{:?}", response.headers()).contains("secret-in-panic"));
+    }
+
+    /// A service whose `call` itself panics.
+    #[derive(Clone)]
+    struct PanicsInCall;
+
+    impl Service<http::Request<()>> for PanicsInCall {
+        type Response = http::Response<Full>;
+        type Error = Infallible;
+        type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: http::Request<()>) -> Self::Future {
+            panic!("in call")
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_call_is_42_and_a_custom_answer_is_used() {
+        let response = CatchPanicLayer::new()
+            .layer(PanicsInCall)
+            .oneshot(http::Request::new(()))
+            .await
+            .unwrap();
+        assert_eq!(
+            code_of(response.headers()),
+            Some(ErrorCode::ApiInternalServerError)
+        );
+        let custom = CatchPanicLayer::custom(|_: &str| Status::from(ErrorCode::ApiTryAgainLater))
+            .layer(PanicsInCall)
+            .oneshot(http::Request::new(()))
+            .await
+            .unwrap();
+        assert_eq!(code_of(custom.headers()), Some(ErrorCode::ApiTryAgainLater));
+    }
+
+    /// A body that yields one chunk, then panics.
+    struct PanicsMidBody(bool);
+
+    impl Body for PanicsMidBody {
+        type Data = Bytes;
+        type Error = Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            if self.0 {
+                panic!("mid-body secret");
+            }
+            self.0 = true;
+            Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"first")))))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panic_mid_body_ends_the_body_with_42_in_the_trailers() {
+        let service = CatchPanicLayer::new().layer(tower::service_fn(|_: http::Request<()>| async {
+            Ok::<_, Infallible>(http::Response::new(PanicsMidBody(false)))
+        }));
+        let response = service.oneshot(http::Request::new(())).await.unwrap();
+        let collected = response.into_body().collect().await.unwrap();
+        let trailers = collected.trailers().cloned().expect("trailers");
+        assert_eq!(code_of(&trailers), Some(ErrorCode::ApiInternalServerError));
+        assert_eq!(collected.to_bytes(), Bytes::from_static(b"first"));
+    }
+}

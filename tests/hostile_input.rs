@@ -13,33 +13,74 @@ fn status_with(details: Vec<u8>) -> Status {
     Status::with_details(Code::Unknown, "m", Bytes::from(details))
 }
 
-/// Runs every reader on `status`; returns what the fast reader found.
+/// Runs every reader on `status`, asserts they all agree (on the code, and
+/// on finding none), and that they agree with prost's own decoding; returns
+/// the code.
 fn read_everything(status: &Status) -> Option<ErrorCode> {
     let fast = status.error_code();
-    let _ = status.check_error_code();
-    if let Some((code, info)) = status.error_info() {
-        assert_eq!(Some(code), fast, "error_info and error_code agree");
+    assert_eq!(status.check_error_code().ok(), fast, "check_error_code");
+    let info = status.error_info();
+    assert_eq!(info.as_ref().map(|(c, _)| *c), fast, "error_info");
+    let view = status.error_info_view();
+    assert_eq!(view.map(|(c, _)| c), fast, "error_info_view");
+    if let (Some((_, info)), Some((_, view))) = (&info, view) {
+        assert_eq!(&view.to_error_info(), info);
         assert_eq!(info.domain, DOMAIN);
-        // The borrowed view reads the same ErrorInfo.
-        let (view_code, view) = status.error_info_view().expect("the view reads it too");
-        assert_eq!(view_code, code);
-        assert_eq!(view.to_error_info(), info);
     }
-    if let Some((code, view)) = status.error_info_view() {
-        assert_eq!(Some(code), fast);
-        let _ = view.metadata().count();
-    }
-    let full = ErrorStatusExt::check_error_details(status);
-    let _ = ErrorStatusExt::error_details(status);
-    let _ = ErrorDetails::decode(status.details());
-    if let Ok(details) = &full {
-        // When both readers see a catalog code they must agree.
-        if let (Some(a), Some(b)) = (fast, details.error_code()) {
-            assert_eq!(a, b);
-        }
+    let full = ErrorStatusExt::error_details(status);
+    assert_eq!(
+        full.as_ref().and_then(ErrorDetails::error_code),
+        fast,
+        "error_details"
+    );
+    if let Some(details) = &full {
         let _ = details.retry_delay();
+        let _ = details.other().len();
+    }
+    let _ = ErrorDetails::decode(status.details());
+    // Whatever the readers accept, prost accepts and reads the same way.
+    if let Some((code, info)) = &info {
+        let decoded = pb::Status::decode(status.details()).expect("prost decodes it too");
+        assert_eq!(decoded.code, status.code() as i32);
+        assert_eq!(decoded.message, status.message());
+        let infos: Vec<_> = decoded
+            .details
+            .iter()
+            .filter(|a| a.type_url.rsplit('/').next() == Some("google.rpc.ErrorInfo"))
+            .collect();
+        assert_eq!(infos.len(), 1);
+        let theirs = pb::ErrorInfo::decode(infos[0].value.as_slice()).expect("prost decodes it");
+        assert_eq!(&theirs, info);
+        assert_eq!(theirs.reason, code.name());
     }
     fast
+}
+
+/// A status for `details` whose code and message are those inside the
+/// details where prost can read them, so that the readers' consistency
+/// check passes and it is the details themselves that are judged.
+fn status_matching(details: Vec<u8>) -> Status {
+    match pb::Status::decode(details.as_slice()) {
+        Ok(inner) => Status::with_details(
+            Code::from_i32(inner.code),
+            inner.message,
+            Bytes::from(details),
+        ),
+        Err(_) => status_with(details),
+    }
+}
+
+/// A rich status: metadata, a field violation and a help link.
+fn rich_details(code: ErrorCode) -> Vec<u8> {
+    code.builder()
+        .message("a developer message")
+        .metadata("field", "value")
+        .field_violation("name", "too short")
+        .help_link("docs", "https://example.com")
+        .build()
+        .unwrap()
+        .details()
+        .to_vec()
 }
 
 fn error_info_status(reason: &str, domain: &str, extra_before: usize) -> Vec<u8> {
@@ -89,6 +130,22 @@ proptest! {
         }
         bytes.truncate(cut % (bytes.len() + 1));
         read_everything(&status_with(bytes));
+    }
+
+    #[test]
+    fn readers_agree_on_mutated_rich_statuses(
+        code in proptest::sample::select(ErrorCode::all().collect::<Vec<_>>()),
+        flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..4),
+        cut in any::<usize>(),
+    ) {
+        let mut bytes = rich_details(code);
+        for (at, xor) in flips {
+            let at = at % bytes.len();
+            bytes[at] ^= xor;
+        }
+        let keep = bytes.len() - cut % (bytes.len() / 8 + 1);
+        bytes.truncate(keep);
+        read_everything(&status_matching(bytes));
     }
 
     #[test]
@@ -258,4 +315,50 @@ fn huge_and_deeply_nested_details_are_handled() {
         }
     }
     read_everything(&status_with(nested));
+}
+
+#[test]
+fn readers_agree_both_when_they_find_a_code_and_when_none_does() {
+    // A fixed walk over single-byte changes of every code's rich status.
+    let (mut found, mut none) = (0, 0);
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    for code in ErrorCode::all() {
+        let original = rich_details(code);
+        for _ in 0..200 {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let mut bytes = original.clone();
+            let at = (seed >> 33) as usize % bytes.len();
+            bytes[at] ^= (seed >> 24) as u8 | 1;
+            match read_everything(&status_matching(bytes)) {
+                Some(_) => found += 1,
+                None => none += 1,
+            }
+        }
+        assert_eq!(read_everything(&status_matching(original)), Some(code));
+    }
+    assert!(found > 100 && none > 100, "found {found}, none {none}");
+}
+
+#[test]
+fn a_reason_with_the_wrong_wire_type_is_refused_by_every_reader() {
+    // ErrorInfo with `reason` (tag 1) sent as a varint, then a valid domain.
+    let mut info = vec![0x08, 0x01];
+    info.extend_from_slice(&[0x12, DOMAIN.len() as u8]);
+    info.extend_from_slice(DOMAIN.as_bytes());
+    assert!(pb::ErrorInfo::decode(info.as_slice()).is_err(), "prost refuses it");
+    let details = pb::Status {
+        code: Code::Unknown as i32,
+        message: "m".into(),
+        details: vec![prost_types::Any {
+            type_url: "type.googleapis.com/google.rpc.ErrorInfo".into(),
+            value: info,
+        }],
+    }
+    .encode_to_vec();
+    let status = status_with(details);
+    assert_eq!(read_everything(&status), None);
+    assert!(matches!(
+        status.check_error_code(),
+        Err(errmap::DetailsError::BadDetail { .. })
+    ));
 }

@@ -597,3 +597,68 @@ mod auth {
         assert!(JwtVerifier::try_hs256(b"").is_err());
     }
 }
+
+#[tokio::test]
+async fn a_forwarded_downstream_decode_error_is_not_a_decode_failure_of_this_server() {
+    let downstream = TestServer::start_default().await;
+    let server = TestServer::start_default().await;
+    let status = call_probe(
+        server.channel().await,
+        "Forward",
+        Request::new(format!("http://{}", downstream.addr)),
+    )
+    .await
+    .unwrap_err();
+    // tonic's client said "failed to decode Protobuf message" as INTERNAL;
+    // this server decoded its own request fine, so that is a 42, without
+    // the downstream's text.
+    assert_catalog(&status, ErrorCode::ApiInternalServerError);
+    assert!(!status.message().contains("decode"), "{}", status.message());
+    server.stop().await;
+    downstream.stop().await;
+}
+
+#[tokio::test]
+async fn the_forwarded_error_really_is_tonics_decode_error() {
+    // The same downstream call, made here without the layer: what the
+    // Probe forwards is tonic's own decode failure, not a copied string.
+    let downstream = TestServer::start_default().await;
+    let mut grpc = tonic::client::Grpc::new(downstream.channel().await);
+    grpc.ready().await.unwrap();
+    let status = grpc
+        .unary(
+            Request::new(GetErrorRequest {
+                key: Some(Key::Code(11)),
+            }),
+            PathAndQuery::from_static("/errmap.v1.ErrorCatalog/GetError"),
+            ProstCodec::<GetErrorRequest, prost_types::Duration>::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Internal);
+    assert!(
+        status.message().starts_with("failed to decode Protobuf message"),
+        "{}",
+        status.message()
+    );
+    downstream.stop().await;
+}
+
+#[tokio::test]
+async fn a_handlers_unimplemented_is_41_and_only_the_routes_make_43() {
+    let server = TestServer::start_default().await;
+    let channel = server.channel().await;
+    // A bare UNIMPLEMENTED from a handler, even with no message, is 41.
+    let status = call_probe(channel.clone(), "Unimplemented", Request::new(String::new()))
+        .await
+        .unwrap_err();
+    assert_catalog(&status, ErrorCode::ApiNotImplemented);
+    // A method errmap's own service does not have is 43, decided from its
+    // descriptors before any handler runs.
+    let status = raw_unary(channel, "/grpc.health.v1.Health/NoSuchMethod", String::new())
+        .await
+        .unwrap_err();
+    assert_catalog(&status, ErrorCode::ApiMethodNotFound);
+    assert_eq!(server.probe.started.load(std::sync::atomic::Ordering::SeqCst), 1);
+    server.stop().await;
+}

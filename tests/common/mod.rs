@@ -130,6 +130,9 @@ pub async fn call_probe(
 /// - `Plain`: fails with a detail-less NOT_FOUND;
 /// - `Special` / `PlainSpecial`: fail with the interop suite's special
 ///   message, as a catalog status / as a plain INVALID_ARGUMENT;
+/// - `Unimplemented`: fails with a bare UNIMPLEMENTED, as a handler may;
+/// - `Forward`: calls the errmap server whose URL is the request and
+///   forwards the real decode error tonic's client gives;
 /// - `StreamThenFail` (server streaming): one message, then INTERNAL in the
 ///   trailers.
 #[derive(Clone, Default)]
@@ -270,6 +273,39 @@ impl tonic::server::ServerStreamingService<String> for EchoInTrailers {
     }
 }
 
+/// Calls `GetError` on the errmap server at `url` and decodes its answer as
+/// the wrong type, so that tonic's own client fails with a real "failed to
+/// decode Protobuf message" status, which is returned as a handler would
+/// forward a downstream failure.
+async fn forward_downstream_error(url: String) -> Status {
+    let channel = match Channel::from_shared(url) {
+        Ok(endpoint) => match endpoint.connect().await {
+            Ok(channel) => channel,
+            Err(e) => return Status::unavailable(e.to_string()),
+        },
+        Err(e) => return Status::invalid_argument(e.to_string()),
+    };
+    let mut grpc = tonic::client::Grpc::new(channel);
+    if let Err(e) = grpc.ready().await {
+        return Status::unavailable(e.to_string());
+    }
+    let request = errmap::pb::GetErrorRequest {
+        key: Some(errmap::pb::get_error_request::Key::Code(11)),
+    };
+    // GetErrorResponse's field 1 is a message; Duration's is a varint.
+    match grpc
+        .unary(
+            Request::new(request),
+            PathAndQuery::from_static("/errmap.v1.ErrorCatalog/GetError"),
+            ProstCodec::<errmap::pb::GetErrorRequest, prost_types::Duration>::default(),
+        )
+        .await
+    {
+        Ok(_) => Status::ok("the downstream answer decoded after all"),
+        Err(status) => status,
+    }
+}
+
 /// The message of the `Internal` method; it must never reach a client.
 pub const INTERNAL_SECRET: &str = "internal: table users_v2 is locked by pid 4242";
 
@@ -319,6 +355,8 @@ impl UnaryService<String> for ProbeHandler {
                     .build()
                     .unwrap()),
                 "PlainSpecial" => Err(Status::invalid_argument(SPECIAL_MESSAGE)),
+                "Unimplemented" => Err(Status::unimplemented("")),
+                "Forward" => Err(forward_downstream_error(request.into_inner()).await),
                 other => Err(Status::unimplemented(format!("no probe method {other}"))),
             };
             running.done = true;

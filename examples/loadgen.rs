@@ -351,7 +351,8 @@ async fn measure_binary(path: &PathBuf, in_flight: usize) -> Result<ServeFigures
         .await;
     let rss_idle_kib = rss_kib(child.id());
 
-    // Calls whose request is held back: admitted, in flight, until released.
+    // Calls whose request is held back: accepted and in flight (waiting for
+    // their request, so holding no concurrency place) until released.
     let (release, _) = tokio::sync::broadcast::channel::<()>(1);
     let mut calls = Vec::with_capacity(in_flight);
     for i in 0..in_flight {

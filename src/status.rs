@@ -7,7 +7,7 @@
 //! caller's, `ErrorInfo` metadata, `BadRequest` field violations, `Help`
 //! links and extra response metadata.
 //!
-//! What is sent (DESIGN.md §2): `grpc-status` is the code's gRPC code,
+//! What is sent (docs/design.md §2): `grpc-status` is the code's gRPC code,
 //! `grpc-message` the message, and `grpc-status-details-bin` a
 //! `google.rpc.Status` with the same code and message, holding one
 //! `ErrorInfo` (reason, domain, `metadata["code"]`), one `LocalizedMessage`

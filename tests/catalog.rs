@@ -1,11 +1,11 @@
-//! The compiled catalog against the DESIGN.md table, and lookups.
+//! The compiled catalog against the catalog table of the design contract, and lookups.
 
 use std::time::Duration;
 
 use errmap::{catalog, ErrorCode, DOMAIN};
 use tonic::Code;
 
-/// DESIGN.md §1, copied by hand: code, name, category, gRPC code, legacy
+/// The catalog table of the design contract (docs/design.md), copied by hand: code, name, category, gRPC code, legacy
 /// HTTP status, message.
 const DESIGN_TABLE: &[(i32, &str, &str, Code, u16, &str)] = &[
     (0, "AUTH_USERNAME_TAKEN", "auth_field_taken", Code::AlreadyExists, 400, "Given username is already taken."),

@@ -558,3 +558,26 @@ fn names_are_case_blind_offline_and_on_a_server_alike() {
     sigterm(&served.child);
     assert_eq!(wait_exit(&mut served.child, Duration::from_secs(10)), Some(0));
 }
+
+#[test]
+fn the_readmes_decode_example_works_when_pasted() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let line = readme
+        .lines()
+        .find(|l| l.starts_with("$ errmap decode '"))
+        .expect("the README shows errmap decode");
+    let value = line
+        .trim_start_matches("$ errmap decode '")
+        .trim_end_matches('\'');
+    let out = errmap(&["decode", value]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let shown = stdout(&out);
+    for expected in readme
+        .lines()
+        .skip_while(|l| *l != line)
+        .skip(1)
+        .take_while(|l| *l != "...")
+    {
+        assert!(shown.contains(expected), "{expected:?} not in\n{shown}");
+    }
+}

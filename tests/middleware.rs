@@ -1,4 +1,4 @@
-//! DESIGN.md §3 on a real server: every failure the server makes itself
+//! docs/design.md §3 on a real server: every failure the server makes itself
 //! leaves as a catalog error, and handlers' own errors pass through.
 
 mod common;

@@ -114,7 +114,7 @@ const failure = async (promise) => {
   assert.fail('the call succeeded');
 };
 
-/** Decodes the error's grpc-status-details-bin and checks it against DESIGN.md §2. */
+/** Decodes the error's grpc-status-details-bin and checks it against docs/design.md §2. */
 function assertCatalogError(error, name) {
   const s = spec(name);
   assert.equal(error.code, grpc.status[s.grpcCode], `${name}: ${error.message}`);

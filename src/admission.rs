@@ -443,7 +443,7 @@ where
                 inner: Some(inner),
                 parts: Some(parts),
                 body: Some(body),
-                buffered: BytesMut::new(),
+                buffered: Buffered::default(),
                 trailers: None,
                 want,
                 encoded,
@@ -481,7 +481,7 @@ pin_project! {
             inner: Option<S>,
             parts: Option<http::request::Parts>,
             body: Option<tonic::body::Body>,
-            buffered: BytesMut,
+            buffered: Buffered,
             trailers: Option<HeaderMap>,
             want: Want,
             encoded: bool,
@@ -532,6 +532,50 @@ enum Intake {
     Done,
     /// The request is bad: answer 40.
     Bad,
+}
+
+/// The request bytes read so far: most requests come in one frame, which is
+/// kept as it came; only a request in several frames is copied together.
+#[derive(Debug, Default)]
+enum Buffered {
+    #[default]
+    Empty,
+    One(Bytes),
+    Many(BytesMut),
+}
+
+impl Buffered {
+    fn push(&mut self, data: Bytes) {
+        *self = match std::mem::take(self) {
+            Buffered::Empty => Buffered::One(data),
+            Buffered::One(first) => {
+                let mut many = BytesMut::with_capacity(first.len() + data.len());
+                many.extend_from_slice(&first);
+                many.extend_from_slice(&data);
+                Buffered::Many(many)
+            }
+            Buffered::Many(mut many) => {
+                many.extend_from_slice(&data);
+                Buffered::Many(many)
+            }
+        };
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Buffered::Empty => &[],
+            Buffered::One(bytes) => bytes,
+            Buffered::Many(many) => many,
+        }
+    }
+
+    fn take(&mut self) -> Bytes {
+        match std::mem::take(self) {
+            Buffered::Empty => Bytes::new(),
+            Buffered::One(bytes) => bytes,
+            Buffered::Many(many) => many.freeze(),
+        }
+    }
 }
 
 /// Judges the bytes read so far: `ended` is whether the body is over.
@@ -622,9 +666,15 @@ where
                     // Read what is there.
                     let verdict = loop {
                         let Some(reading) = body.as_mut() else {
-                            break judge(buffered, true, *want, *encoded, max);
+                            break judge(buffered.as_slice(), true, *want, *encoded, max);
                         };
-                        match judge(buffered, reading.is_end_stream(), *want, *encoded, max) {
+                        match judge(
+                            buffered.as_slice(),
+                            reading.is_end_stream(),
+                            *want,
+                            *encoded,
+                            max,
+                        ) {
                             Intake::More => {}
                             other => break other,
                         }
@@ -636,7 +686,7 @@ where
                             }
                             Poll::Ready(Some(Err(_))) => break Intake::Bad,
                             Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                                Ok(data) => buffered.extend_from_slice(&data),
+                                Ok(data) => buffered.push(data),
                                 Err(frame) => {
                                     if let Ok(t) = frame.into_trailers() {
                                         *trailers = Some(t);
@@ -683,7 +733,7 @@ where
                                     }
                                 }
                                 Ok(permit) => {
-                                    let data = std::mem::take(buffered).freeze();
+                                    let data = buffered.take();
                                     let check = input
                                         .take()
                                         .and_then(|input| Some((input, first_message(&data)?)));
@@ -739,10 +789,9 @@ fn is_error(headers: &HeaderMap) -> bool {
 
 /// A trailers-only response with the catalog status of `code`.
 fn refusal<B: Default>(code: ErrorCode) -> http::Response<AdmissionBody<B>> {
-    code.to_status().into_http().map(|inner| AdmissionBody {
-        inner,
-        held: None,
-    })
+    code.to_status()
+        .into_http()
+        .map(|inner| AdmissionBody { inner, held: None })
 }
 
 /// The request body handed on: what the intake read, then the rest.
@@ -921,8 +970,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_request_that_does_not_arrive_in_time_is_40() {
-        let mut config = AdmissionConfig::default();
-        config.request_body_timeout = Duration::from_millis(200);
+        let config = AdmissionConfig {
+            request_body_timeout: Duration::from_millis(200),
+            ..AdmissionConfig::default()
+        };
         let admission = Admission::with_config(config);
         let response = admission
             .layer()
@@ -984,30 +1035,52 @@ mod tests {
     #[tokio::test]
     async fn paths_the_routes_do_not_know_are_43_and_bad_frames_are_40() {
         let mut routes = RouteTable::new();
-        routes.add_descriptors(crate::pb::FILE_DESCRIPTOR_SET).unwrap();
+        routes
+            .add_descriptors(crate::pb::FILE_DESCRIPTOR_SET)
+            .unwrap();
         routes.add_service("errmap.v1.ErrorCatalog");
-        let mut config = AdmissionConfig::default();
-        config.routes = Some(routes);
-        config.max_request_size = 8;
+        let config = AdmissionConfig {
+            routes: Some(routes),
+            max_request_size: 8,
+            ..AdmissionConfig::default()
+        };
         let layered = Admission::with_config(config).layer().layer(service(None));
         let call = |path: &'static str, body: Full| layered.clone().oneshot(request(path, body));
-        let not_found = call("/errmap.v1.ErrorCatalog/Nope", frame(b"")).await.unwrap();
+        let not_found = call("/errmap.v1.ErrorCatalog/Nope", frame(b""))
+            .await
+            .unwrap();
         assert_eq!(code_of(&not_found), Some(ErrorCode::ApiMethodNotFound));
         let other = call("/other.v1.Service/Method", frame(b"")).await.unwrap();
         assert_eq!(code_of(&other), Some(ErrorCode::ApiMethodNotFound));
-        let big = call("/errmap.v1.ErrorCatalog/GetError", frame(&[8; 9])).await.unwrap();
+        let big = call("/errmap.v1.ErrorCatalog/GetError", frame(&[8; 9]))
+            .await
+            .unwrap();
         assert_eq!(code_of(&big), Some(ErrorCode::ApiInvalidRequest));
-        let cut = call("/errmap.v1.ErrorCatalog/GetError", Full::new(Bytes::from_static(&[0, 0, 0, 0, 4, 8])))
-            .await
-            .unwrap();
+        let cut = call(
+            "/errmap.v1.ErrorCatalog/GetError",
+            Full::new(Bytes::from_static(&[0, 0, 0, 0, 4, 8])),
+        )
+        .await
+        .unwrap();
         assert_eq!(code_of(&cut), Some(ErrorCode::ApiInvalidRequest));
-        let compressed = call("/errmap.v1.ErrorCatalog/GetError", Full::new(Bytes::from_static(&[1, 0, 0, 0, 0])))
+        let compressed = call(
+            "/errmap.v1.ErrorCatalog/GetError",
+            Full::new(Bytes::from_static(&[1, 0, 0, 0, 0])),
+        )
+        .await
+        .unwrap();
+        assert_eq!(code_of(&compressed), Some(ErrorCode::ApiInvalidRequest));
+        let none = call("/errmap.v1.ErrorCatalog/GetError", Full::default())
             .await
             .unwrap();
-        assert_eq!(code_of(&compressed), Some(ErrorCode::ApiInvalidRequest));
-        let none = call("/errmap.v1.ErrorCatalog/GetError", Full::default()).await.unwrap();
-        assert_eq!(code_of(&none), Some(ErrorCode::ApiInvalidRequest), "a unary call needs its message");
-        let fine = call("/errmap.v1.ErrorCatalog/GetError", frame(&[8, 11])).await.unwrap();
+        assert_eq!(
+            code_of(&none),
+            Some(ErrorCode::ApiInvalidRequest),
+            "a unary call needs its message"
+        );
+        let fine = call("/errmap.v1.ErrorCatalog/GetError", frame(&[8, 11]))
+            .await
+            .unwrap();
         assert_eq!(code_of(&fine), None);
     }
 

@@ -138,7 +138,9 @@ pub enum KeyError {
     EmptySecret,
     /// The shared secret is shorter than the 256 bits RFC 7518 §3.2
     /// requires for HS256.
-    #[error("the HS256 secret has {len} bytes; RFC 7518 §3.2 requires at least {MIN_HS256_SECRET}")]
+    #[error(
+        "the HS256 secret has {len} bytes; RFC 7518 §3.2 requires at least {MIN_HS256_SECRET}"
+    )]
     ShortSecret {
         /// The length given.
         len: usize,
@@ -311,9 +313,7 @@ impl TokenVerifier for JwtVerifier {
                                 "the token's iat lies in the future".to_owned(),
                             ))
                         }
-                        None => {
-                            return Err(TokenError::Refused("iat is not a number".to_owned()))
-                        }
+                        None => return Err(TokenError::Refused("iat is not a number".to_owned())),
                     }
                 }
                 self.remember(token, &claims);

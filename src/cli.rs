@@ -1,6 +1,9 @@
 //! The command-line interface of the `errmap` binary.
 
-use std::{io::IsTerminal as _, io::Write as _, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
+use std::{
+    io::IsTerminal as _, io::Write as _, net::SocketAddr, path::PathBuf, process::ExitCode,
+    time::Duration,
+};
 
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
@@ -44,7 +47,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the gRPC server: the lookup service, health and reflection.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Show what a code means, from the embedded catalog or a server.
     Lookup {
         /// The code, by number (21) or by name (AUTH_REQUIRED; case does not matter).
@@ -173,10 +176,12 @@ impl ServeArgs {
             }
         };
         if self.auth_audience.is_none() && !self.auth_allow_any_audience {
-            return Err("--auth-audience is required with a JWT key, so that tokens minted for \
+            return Err(
+                "--auth-audience is required with a JWT key, so that tokens minted for \
                         another service are refused (or pass --auth-allow-any-audience to accept \
                         any audience)"
-                .to_owned());
+                    .to_owned(),
+            );
         }
         let mut verifier = verifier.with_leeway(self.auth_leeway);
         if let Some(issuer) = &self.auth_issuer {
@@ -197,7 +202,9 @@ fn parse_addr(text: &str) -> Result<SocketAddr, String> {
         return Ok(addr);
     }
     let Some((host, port)) = text.rsplit_once(':') else {
-        return Err(format!("{text:?} is not HOST:PORT, e.g. 127.0.0.1:50051 or localhost:0"));
+        return Err(format!(
+            "{text:?} is not HOST:PORT, e.g. 127.0.0.1:50051 or localhost:0"
+        ));
     };
     if host.is_empty() {
         return Err(format!("{text:?} has no host; e.g. 127.0.0.1:{port}"));
@@ -236,7 +243,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 pub(crate) fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Lookup { code, json, server } => match server {
             None => lookup_local(&code, json),
             Some(url) => lookup_remote(&code, json, &url),
@@ -687,7 +694,11 @@ fn decode(value: &str, json: bool) -> u8 {
         }
     }
     if let Some(m) = details.localized_message() {
-        println!("LocalizedMessage [{}]: {}", safe(&m.locale), safe(&m.message));
+        println!(
+            "LocalizedMessage [{}]: {}",
+            safe(&m.locale),
+            safe(&m.message)
+        );
     }
     if let Some(delay) = details.retry_delay() {
         println!("RetryInfo: retry after {}", retry_text(delay));

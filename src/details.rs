@@ -233,7 +233,10 @@ pub struct ErrorDetails {
     other: Vec<Any>,
 }
 
-fn decode_detail<M: prost::Message + Default>(slot: &mut Option<M>, any: AnyRef<'_>) -> Option<Any> {
+fn decode_detail<M: prost::Message + Default>(
+    slot: &mut Option<M>,
+    any: AnyRef<'_>,
+) -> Option<Any> {
     if slot.is_none() {
         if let Ok(message) = M::decode(any.value) {
             *slot = Some(message);

@@ -27,7 +27,7 @@
 //! bounded rate) for the operator. The layer never looks at message text:
 //! the statuses that depend on what happened rather than on the code (an
 //! unknown method is 43, an undecodable request is 40, a panic is 42) are
-//! made where it happened, by the [`intake`](crate::intake) and
+//! made where it happened, by the [`admission`](crate::admission) and
 //! [`panic`](crate::panic) layers, as catalog statuses that pass here
 //! untouched.
 //!
@@ -367,16 +367,14 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.project().kind.project() {
             ErrorBodyProj::Plain { inner } => inner.poll_frame(cx),
-            ErrorBodyProj::Trailers { inner, policy, uri } => {
-                match ready!(inner.poll_frame(cx)) {
-                    Some(Ok(frame)) if frame.is_trailers() => {
-                        let mut trailers = frame.into_trailers().unwrap_or_default();
-                        normalize(&mut trailers, policy, uri.path());
-                        Poll::Ready(Some(Ok(Frame::trailers(trailers))))
-                    }
-                    other => Poll::Ready(other),
+            ErrorBodyProj::Trailers { inner, policy, uri } => match ready!(inner.poll_frame(cx)) {
+                Some(Ok(frame)) if frame.is_trailers() => {
+                    let mut trailers = frame.into_trailers().unwrap_or_default();
+                    normalize(&mut trailers, policy, uri.path());
+                    Poll::Ready(Some(Ok(Frame::trailers(trailers))))
                 }
-            }
+                other => Poll::Ready(other),
+            },
         }
     }
 
@@ -603,7 +601,9 @@ fn fit_budget(headers: &mut HeaderMap, code: Code, path: &str) {
     headers.remove(GRPC_MESSAGE);
     headers.remove(details::DETAILS_HEADER);
     headers.remove(GRPC_STATUS);
-    let _ = ErrorCode::ApiInternalServerError.to_status().add_header(headers);
+    let _ = ErrorCode::ApiInternalServerError
+        .to_status()
+        .add_header(headers);
 }
 
 #[cfg(test)]
@@ -711,7 +711,10 @@ mod tests {
     async fn only_one_error_info_of_this_catalog_passes() {
         let domain = crate::DOMAIN;
         for (infos, why) in [
-            (vec![("AUTH_REQUIRED", "upstream.example.com")], "a foreign domain"),
+            (
+                vec![("AUTH_REQUIRED", "upstream.example.com")],
+                "a foreign domain",
+            ),
             (vec![("NO_SUCH_REASON", domain)], "an unknown reason"),
             (
                 vec![("AUTH_REQUIRED", domain), ("AUTH_REQUIRED", domain)],
@@ -747,7 +750,11 @@ mod tests {
     #[tokio::test]
     async fn a_catalog_error_info_with_a_message_that_differs_is_rewritten() {
         let mut status = ErrorCode::AuthRequired.to_status();
-        status = Status::with_details(status.code(), "leaked text", status.details().to_vec().into());
+        status = Status::with_details(
+            status.code(),
+            "leaked text",
+            status.details().to_vec().into(),
+        );
         let headers = through_layer(trailers_only(status)).await;
         let status = status_of(&headers);
         assert_eq!(status.message(), ErrorCode::AuthRequired.message());
@@ -778,7 +785,11 @@ mod tests {
             .headers_mut()
             .insert("x-big", HeaderValue::from_str(&"v".repeat(9000)).unwrap());
         let headers = through_layer(response).await;
-        assert!(block_size(&headers) <= MAX_TRAILER_BLOCK, "{}", block_size(&headers));
+        assert!(
+            block_size(&headers) <= MAX_TRAILER_BLOCK,
+            "{}",
+            block_size(&headers)
+        );
         let status = status_of(&headers);
         assert_eq!(status.error_code(), Some(ErrorCode::ApiInvalidRequest));
         assert!(status.message().chars().all(|c| c == 'ж'));
@@ -788,9 +799,10 @@ mod tests {
 
     #[test]
     fn a_future_polled_after_completion_answers_42_without_panicking() {
-        let mut service = ErrorLayer::new().layer(tower::service_fn(|_: http::Request<()>| async {
-            Ok::<_, Infallible>(http::Response::new(Full::default()))
-        }));
+        let mut service =
+            ErrorLayer::new().layer(tower::service_fn(|_: http::Request<()>| async {
+                Ok::<_, Infallible>(http::Response::new(Full::default()))
+            }));
         let mut future = std::pin::pin!(service.call(http::Request::new(())));
         let mut cx = Context::from_waker(std::task::Waker::noop());
         let Poll::Ready(Ok(first)) = future.as_mut().poll(&mut cx) else {

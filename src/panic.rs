@@ -228,14 +228,16 @@ where
                     Err(panic) => Ok(status_response(answer(this.answer, this.uri.path(), panic))),
                 }
             }
-            KindProj::Panicked { status } => Ok(status_response(
-                status
-                    .take()
-                    .unwrap_or_else(|| ErrorCode::ApiInternalServerError.to_status()),
-            )),
+            KindProj::Panicked { status } => {
+                Ok(status_response(status.take().unwrap_or_else(|| {
+                    ErrorCode::ApiInternalServerError.to_status()
+                })))
+            }
             KindProj::Done => {
                 tracing::warn!("errmap CatchPanic future polled after completion");
-                Ok(status_response(ErrorCode::ApiInternalServerError.to_status()))
+                Ok(status_response(
+                    ErrorCode::ApiInternalServerError.to_status(),
+                ))
             }
         };
         self.project().kind.set(Kind::Done);
@@ -448,9 +450,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_panic_mid_body_ends_the_body_with_42_in_the_trailers() {
-        let service = CatchPanicLayer::new().layer(tower::service_fn(|_: http::Request<()>| async {
-            Ok::<_, Infallible>(http::Response::new(PanicsMidBody(false)))
-        }));
+        let service =
+            CatchPanicLayer::new().layer(tower::service_fn(|_: http::Request<()>| async {
+                Ok::<_, Infallible>(http::Response::new(PanicsMidBody(false)))
+            }));
         let response = service.oneshot(http::Request::new(())).await.unwrap();
         let collected = response.into_body().collect().await.unwrap();
         let trailers = collected.trailers().cloned().expect("trailers");

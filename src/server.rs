@@ -409,22 +409,22 @@ async fn run(
             routes.add_service(catalog);
         }
     }
-    let admission = Admission::with_config({
-        let mut admission = AdmissionConfig::default();
-        admission.concurrency_limit = config.concurrency_limit;
-        admission.stream_limit = config.stream_limit;
-        admission.max_request_size = config.max_request_size;
-        admission.request_body_timeout = config.request_body_timeout;
-        admission.routes = Some(table);
-        admission
+    let admission = Admission::with_config(AdmissionConfig {
+        concurrency_limit: config.concurrency_limit,
+        stream_limit: config.stream_limit,
+        max_request_size: config.max_request_size,
+        request_body_timeout: config.request_body_timeout,
+        routes: Some(table),
+        ..AdmissionConfig::default()
     });
 
-    let incoming = listener::incoming(listener, {
-        let mut listening = ListenerConfig::default();
-        listening.max_connections = config.max_connections;
-        listening.handshake_timeout = config.handshake_timeout;
-        listening
-    });
+    let incoming = listener::incoming(
+        listener,
+        ListenerConfig {
+            max_connections: config.max_connections,
+            handshake_timeout: config.handshake_timeout,
+        },
+    );
 
     routes
         .add_service(health_service)

@@ -160,7 +160,13 @@ fn prebuild(entry: &CatalogEntry) -> Prebuilt {
     }
     let rest = leak(rest);
 
-    let status = leak(encode_status(entry.grpc_code(), entry.message(), error_info, rest, &[]));
+    let status = leak(encode_status(
+        entry.grpc_code(),
+        entry.message(),
+        error_info,
+        rest,
+        &[],
+    ));
     Prebuilt {
         status: Bytes::from_static(status),
         error_info,
@@ -397,7 +403,13 @@ impl StatusBuilder {
             ))
         } else {
             let info = encode_error_info_detail(entry, &self.metadata);
-            Bytes::from(encode_status(entry.grpc_code(), message, &info, pre.rest, &extra))
+            Bytes::from(encode_status(
+                entry.grpc_code(),
+                message,
+                &info,
+                pre.rest,
+                &extra,
+            ))
         };
 
         let size = trailer_size(message, details.len(), &self.response_metadata);

@@ -259,9 +259,7 @@ impl<'a> StatusView<'a> {
                     }
                 }
                 (1..=3, _) => return Err(Malformed),
-                (tag, wire_type) => {
-                    skip_field(wire_type, tag, &mut buf, DecodeContext::default())?
-                }
+                (tag, wire_type) => skip_field(wire_type, tag, &mut buf, DecodeContext::default())?,
             }
         }
         Ok(out)
@@ -405,7 +403,9 @@ mod tests {
         let view = StatusView::parse(&buf).unwrap();
         assert_eq!(view.error_info, Some(&b"\x0a\x03ABC"[..]));
         assert_eq!(
-            ErrorInfoFields::parse(view.error_info.unwrap()).unwrap().reason,
+            ErrorInfoFields::parse(view.error_info.unwrap())
+                .unwrap()
+                .reason,
             "ABC"
         );
     }
@@ -423,7 +423,12 @@ mod tests {
         // An unknown group is skipped by both.
         let info = [0x0a, 0x01, b'A', 0x23, 0x24];
         assert_eq!(ErrorInfoFields::parse(&info).unwrap().reason, "A");
-        assert_eq!(tonic_types::pb::ErrorInfo::decode(&info[..]).unwrap().reason, "A");
+        assert_eq!(
+            tonic_types::pb::ErrorInfo::decode(&info[..])
+                .unwrap()
+                .reason,
+            "A"
+        );
     }
 
     #[test]

@@ -89,7 +89,8 @@ async fn half_open_attacker(
     opened: Arc<AtomicUsize>,
 ) {
     while Instant::now() < until {
-        let Ok(Ok(tcp)) = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr)).await
+        let Ok(Ok(tcp)) =
+            tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr)).await
         else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
@@ -270,7 +271,11 @@ fn connections_that_never_finish_their_handshake_are_closed() {
         }
         let took = began.elapsed();
         let _ = watcher.await;
-        assert_eq!(connected.load(Ordering::Relaxed), 3000, "the flood connected");
+        assert_eq!(
+            connected.load(Ordering::Relaxed),
+            3000,
+            "the flood connected"
+        );
         (
             closed.load(Ordering::Relaxed),
             ok,
@@ -381,7 +386,10 @@ fn accept_backs_off_instead_of_spinning_when_out_of_file_descriptors() {
         }
         false
     });
-    eprintln!("EMFILE: {:.0}% of a core over 3 s while out of descriptors", cpu / 3.0 * 100.0);
+    eprintln!(
+        "EMFILE: {:.0}% of a core over 3 s while out of descriptors",
+        cpu / 3.0 * 100.0
+    );
     assert!(cpu < 0.9, "the accept loop used {cpu:.2} s of CPU in 3 s");
     assert!(answered, "a client is served once descriptors are free");
 }
@@ -478,9 +486,8 @@ fn health_watches_and_reflection_streams_count_against_the_stream_limit() {
         let mut streams = Vec::new();
         let mut watches = Vec::new();
         for i in 0..512 {
-            let mut health = tonic_health::pb::health_client::HealthClient::new(
-                channels[i % 4].clone(),
-            );
+            let mut health =
+                tonic_health::pb::health_client::HealthClient::new(channels[i % 4].clone());
             let serving = serving.clone();
             let shed = shed.clone();
             watches.push(tokio::spawn(async move {
@@ -545,7 +552,10 @@ fn health_watches_and_reflection_streams_count_against_the_stream_limit() {
     eprintln!("stream limit 64: {serving} watches served, {shed} shed with 44, RSS {rss} KiB");
     assert_eq!(serving, 64);
     assert_eq!(shed, 512 - 64);
-    assert!(reflection_shed, "a reflection stream past the limit gets 44");
+    assert!(
+        reflection_shed,
+        "a reflection stream past the limit gets 44"
+    );
 }
 
 #[test]

@@ -345,7 +345,12 @@ fn serve_refused(args: &[&str]) -> (Option<i32>, String) {
     let code = wait_exit(&mut child, Duration::from_secs(10));
     let mut err = String::new();
     use std::io::Read as _;
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     (code, err)
 }
 
@@ -401,7 +406,10 @@ fn a_jwt_key_needs_an_audience_and_a_long_enough_secret() {
     // The explicit opt-out starts.
     let mut served = serve(&["--auth-jwt-secret-file", good, "--auth-allow-any-audience"]);
     sigterm(&served.child);
-    assert_eq!(wait_exit(&mut served.child, Duration::from_secs(10)), Some(0));
+    assert_eq!(
+        wait_exit(&mut served.child, Duration::from_secs(10)),
+        Some(0)
+    );
 }
 
 #[test]
@@ -438,7 +446,8 @@ fn refused_tokens_cannot_forge_log_lines_and_logs_have_no_colours() {
         "info",
     );
     let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
-    let header = b64("{\"alg\":\"HS256\\n\\u001b[31mFORGED admin signed in\\u001b[0m\",\"typ\":\"JWT\"}");
+    let header =
+        b64("{\"alg\":\"HS256\\n\\u001b[31mFORGED admin signed in\\u001b[0m\",\"typ\":\"JWT\"}");
     let token = format!("{header}.{}.c2ln", b64("{\"exp\":99999999999}"));
     let url = served.url();
     let status = tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -456,10 +465,16 @@ fn refused_tokens_cannot_forge_log_lines_and_logs_have_no_colours() {
     assert_eq!(status.error_code(), Some(ErrorCode::AuthInvalidToken));
     let mut served = served;
     sigterm(&served.child);
-    assert_eq!(wait_exit(&mut served.child, Duration::from_secs(10)), Some(0));
+    assert_eq!(
+        wait_exit(&mut served.child, Duration::from_secs(10)),
+        Some(0)
+    );
     let log = served.stderr();
     let text = String::from_utf8_lossy(&log);
-    assert!(!log.contains(&0x1b), "no escape byte reaches the log:\n{text}");
+    assert!(
+        !log.contains(&0x1b),
+        "no escape byte reaches the log:\n{text}"
+    );
     assert!(
         !text.lines().any(|l| l.trim_start().starts_with("FORGED")),
         "no forged line:\n{text}"
@@ -534,7 +549,9 @@ fn lookup_on_a_hostile_server_escapes_what_it_prints() {
     let addr = listener.local_addr().unwrap();
     rt.spawn(
         tonic::transport::Server::builder()
-            .add_service(errmap::pb::error_catalog_server::ErrorCatalogServer::new(Hostile))
+            .add_service(errmap::pb::error_catalog_server::ErrorCatalogServer::new(
+                Hostile,
+            ))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
     let out = errmap(&["lookup", "21", "--server", &format!("http://{addr}")]);
@@ -551,17 +568,26 @@ fn names_are_case_blind_offline_and_on_a_server_alike() {
     for arg in ["auth_required", "Auth_Required", "AUTH_REQUIRED"] {
         let offline = errmap(&["lookup", arg, "--json"]);
         let remote = errmap(&["lookup", arg, "--json", "--server", &url]);
-        assert_eq!(offline.status.code(), Some(0), "{arg}: {}", stderr(&offline));
+        assert_eq!(
+            offline.status.code(),
+            Some(0),
+            "{arg}: {}",
+            stderr(&offline)
+        );
         assert_eq!(remote.status.code(), Some(0), "{arg}: {}", stderr(&remote));
         assert_eq!(offline.stdout, remote.stdout, "{arg}");
     }
     sigterm(&served.child);
-    assert_eq!(wait_exit(&mut served.child, Duration::from_secs(10)), Some(0));
+    assert_eq!(
+        wait_exit(&mut served.child, Duration::from_secs(10)),
+        Some(0)
+    );
 }
 
 #[test]
 fn the_readmes_decode_example_works_when_pasted() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     let line = readme
         .lines()
         .find(|l| l.starts_with("$ errmap decode '"))

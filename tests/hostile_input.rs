@@ -325,7 +325,9 @@ fn readers_agree_both_when_they_find_a_code_and_when_none_does() {
     for code in ErrorCode::all() {
         let original = rich_details(code);
         for _ in 0..200 {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let mut bytes = original.clone();
             let at = (seed >> 33) as usize % bytes.len();
             bytes[at] ^= (seed >> 24) as u8 | 1;
@@ -345,7 +347,10 @@ fn a_reason_with_the_wrong_wire_type_is_refused_by_every_reader() {
     let mut info = vec![0x08, 0x01];
     info.extend_from_slice(&[0x12, DOMAIN.len() as u8]);
     info.extend_from_slice(DOMAIN.as_bytes());
-    assert!(pb::ErrorInfo::decode(info.as_slice()).is_err(), "prost refuses it");
+    assert!(
+        pb::ErrorInfo::decode(info.as_slice()).is_err(),
+        "prost refuses it"
+    );
     let details = pb::Status {
         code: Code::Unknown as i32,
         message: "m".into(),

@@ -637,7 +637,9 @@ async fn the_forwarded_error_really_is_tonics_decode_error() {
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Internal);
     assert!(
-        status.message().starts_with("failed to decode Protobuf message"),
+        status
+            .message()
+            .starts_with("failed to decode Protobuf message"),
         "{}",
         status.message()
     );
@@ -649,16 +651,30 @@ async fn a_handlers_unimplemented_is_41_and_only_the_routes_make_43() {
     let server = TestServer::start_default().await;
     let channel = server.channel().await;
     // A bare UNIMPLEMENTED from a handler, even with no message, is 41.
-    let status = call_probe(channel.clone(), "Unimplemented", Request::new(String::new()))
-        .await
-        .unwrap_err();
+    let status = call_probe(
+        channel.clone(),
+        "Unimplemented",
+        Request::new(String::new()),
+    )
+    .await
+    .unwrap_err();
     assert_catalog(&status, ErrorCode::ApiNotImplemented);
     // A method errmap's own service does not have is 43, decided from its
     // descriptors before any handler runs.
-    let status = raw_unary(channel, "/grpc.health.v1.Health/NoSuchMethod", String::new())
-        .await
-        .unwrap_err();
+    let status = raw_unary(
+        channel,
+        "/grpc.health.v1.Health/NoSuchMethod",
+        String::new(),
+    )
+    .await
+    .unwrap_err();
     assert_catalog(&status, ErrorCode::ApiMethodNotFound);
-    assert_eq!(server.probe.started.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(
+        server
+            .probe
+            .started
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
     server.stop().await;
 }

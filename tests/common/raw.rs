@@ -13,7 +13,6 @@ use http::{HeaderMap, HeaderValue};
 use prost::Message as _;
 use tokio::net::TcpStream;
 
-
 pub struct RawReply {
     pub headers: HeaderMap,
     pub data: Bytes,
@@ -95,4 +94,3 @@ pub async fn raw_call(
         trailers,
     })
 }
-

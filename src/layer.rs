@@ -445,6 +445,8 @@ fn normalize<P: ClassifyStatus>(headers: &mut HeaderMap, policy: &P, path: &str)
         return;
     };
     if code == Code::Ok {
+        // Only a handler's own response metadata can make an OK block large.
+        fit_budget(headers, code, path);
         return;
     }
     if is_catalog_status(headers, code) {
@@ -816,6 +818,24 @@ mod tests {
             crate::ErrorStatusExt::error_code(&status_of(again.headers())),
             Some(ErrorCode::ApiInternalServerError)
         );
+    }
+
+    #[tokio::test]
+    async fn an_ok_block_over_the_budget_loses_the_handlers_metadata_only() {
+        let mut response = http::Response::new(Full::default());
+        response
+            .headers_mut()
+            .insert(GRPC_STATUS, HeaderValue::from_static("0"));
+        response
+            .headers_mut()
+            .insert("x-big", HeaderValue::from_str(&"v".repeat(9000)).unwrap());
+        response
+            .headers_mut()
+            .insert("x-small", HeaderValue::from_static("kept?"));
+        let headers = through_layer(response).await;
+        assert!(block_size(&headers) <= MAX_TRAILER_BLOCK);
+        assert_eq!(headers[GRPC_STATUS], "0");
+        assert!(!headers.contains_key("x-big"));
     }
 
     #[test]

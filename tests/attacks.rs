@@ -34,6 +34,16 @@ const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// An empty SETTINGS frame: the rest of a client's handshake.
 const SETTINGS: &[u8] = &[0, 0, 0, 4, 0, 0, 0, 0, 0];
 
+/// The attacks run one at a time: each measures a victim's success and the
+/// server's CPU, which another attack on the same two cores would distort.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -146,6 +156,7 @@ async fn half_open_attacker(
 
 #[test]
 fn half_open_streams_on_other_connections_do_not_starve_a_client() {
+    let _serial = one_at_a_time();
     let served = serve(&[]);
     let addr = addr_of(&served);
     let (ok, sent, opened, rss) = runtime().block_on(async {
@@ -201,6 +212,7 @@ fn half_open_streams_on_other_connections_do_not_starve_a_client() {
 
 #[test]
 fn connections_that_never_finish_their_handshake_are_closed() {
+    let _serial = one_at_a_time();
     // A cap above the flood, so that every connection is taken at once and
     // it is the handshake deadline (default 5 s) that closes them.
     let served = serve(&["--max-connections", "4000"]);
@@ -301,6 +313,7 @@ fn connections_that_never_finish_their_handshake_are_closed() {
 
 #[test]
 fn connections_past_the_cap_wait_until_one_closes() {
+    let _serial = one_at_a_time();
     let served = serve(&["--max-connections", "20"]);
     let addr = addr_of(&served);
     runtime().block_on(async {
@@ -340,6 +353,7 @@ fn connections_past_the_cap_wait_until_one_closes() {
 
 #[test]
 fn accept_backs_off_instead_of_spinning_when_out_of_file_descriptors() {
+    let _serial = one_at_a_time();
     let served = serve_with(
         &["sh", "-c", "ulimit -n 200 && exec \"$0\" \"$@\""],
         &[],
@@ -404,6 +418,7 @@ fn block_size(headers: &http::HeaderMap) -> usize {
 
 #[test]
 fn reflection_and_health_obey_the_request_size_limit() {
+    let _serial = one_at_a_time();
     let served = serve(&[]);
     let addr = addr_of(&served);
     let (largest, peak) = runtime().block_on(async {
@@ -475,6 +490,7 @@ fn reflection_and_health_obey_the_request_size_limit() {
 
 #[test]
 fn health_watches_and_reflection_streams_count_against_the_stream_limit() {
+    let _serial = one_at_a_time();
     let served = serve(&["--stream-limit", "64"]);
     let (serving, shed, reflection_shed, rss) = runtime().block_on(async {
         let mut channels = Vec::new();
@@ -560,6 +576,7 @@ fn health_watches_and_reflection_streams_count_against_the_stream_limit() {
 
 #[test]
 fn every_answer_fits_the_trailer_budget_even_for_a_huge_name() {
+    let _serial = one_at_a_time();
     let served = serve(&[]);
     let addr = addr_of(&served);
     runtime().block_on(async {

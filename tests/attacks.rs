@@ -164,25 +164,18 @@ fn half_open_streams_on_other_connections_do_not_starve_a_client() {
         let until = Instant::now() + hold + Duration::from_secs(2);
         let opened = Arc::new(AtomicUsize::new(0));
         let mut attackers = Vec::new();
-        // 8 connections × 256 half-open streams, held.
-        for _ in 0..8 {
-            attackers.push(tokio::spawn(half_open_attacker(
-                addr,
-                256,
-                false,
-                until,
-                opened.clone(),
-            )));
-        }
-        // 2 connections that reopen whatever the server closes.
-        for _ in 0..2 {
-            attackers.push(tokio::spawn(half_open_attacker(
-                addr,
-                256,
-                true,
-                until,
-                opened.clone(),
-            )));
+        // 8 connections × 256 half-open streams, held; and 2 connections
+        // that reopen whatever the server closes.
+        for (connections, reopen) in [(8, false), (2, true)] {
+            for _ in 0..connections {
+                attackers.push(tokio::spawn(half_open_attacker(
+                    addr,
+                    256,
+                    reopen,
+                    until,
+                    opened.clone(),
+                )));
+            }
         }
         // Every attacking stream is open before the victim starts.
         let wait = Instant::now() + Duration::from_secs(20);

@@ -8,8 +8,6 @@ use std::{env, fmt::Write as _, fs, path::PathBuf, process::ExitCode};
 #[path = "build/catalog_spec.rs"]
 #[allow(dead_code, unreachable_pub)]
 mod catalog_spec;
-#[path = "src/name_hash.rs"]
-mod name_hash;
 
 use catalog_spec::{read_catalog, CatalogSpec};
 
@@ -34,7 +32,6 @@ fn main() -> ExitCode {
 fn run() -> Result<(), String> {
     println!("cargo:rerun-if-changed={PROTO_ROOT}");
     println!("cargo:rerun-if-changed=build/catalog_spec.rs");
-    println!("cargo:rerun-if-changed=src/name_hash.rs");
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").ok_or("OUT_DIR is not set")?);
 
     let mut compiler = protox::Compiler::new([PROTO_ROOT]).map_err(|e| e.to_string())?;
@@ -62,7 +59,6 @@ fn run() -> Result<(), String> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
-        .enum_attribute(CATALOG_ENUM, "#[non_exhaustive]")
         .compile_fds(fds)
         .map_err(|e| format!("generating Rust bindings: {e}"))?;
 
@@ -102,44 +98,8 @@ fn upper_camel(name: &str) -> String {
     out
 }
 
-/// Picks the smallest power-of-two table and a seed under which every name
-/// gets its own slot, so a by-name lookup is one hash and one comparison.
-fn perfect_hash(names: &[&str]) -> (u64, usize, Vec<u8>) {
-    let mut size = (names.len() * 2).next_power_of_two().max(8);
-    loop {
-        for seed in 0..200_000u64 {
-            let mut slots = vec![u8::MAX; size];
-            let mut ok = true;
-            for (i, name) in names.iter().enumerate() {
-                let slot = (name_hash::name_hash(seed, name.as_bytes()) as usize) & (size - 1);
-                if slots[slot] != u8::MAX {
-                    ok = false;
-                    break;
-                }
-                slots[slot] = i as u8;
-            }
-            if ok {
-                return (seed, size, slots);
-            }
-        }
-        size *= 2;
-    }
-}
-
 fn render_table(catalog: &CatalogSpec) -> String {
     let n = catalog.entries.len();
-    assert!(
-        n < usize::from(u8::MAX),
-        "the catalog table indexes entries with u8"
-    );
-    let max_code = catalog.entries.iter().map(|e| e.number).max().unwrap_or(0);
-    let max_name = catalog
-        .entries
-        .iter()
-        .map(|e| e.name.len())
-        .max()
-        .unwrap_or(0);
-
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -147,12 +107,29 @@ fn render_table(catalog: &CatalogSpec) -> String {
     );
     let _ = writeln!(
         s,
-        "/// The ErrorInfo domain of every catalog error.\npub const DOMAIN: &str = {:?};",
+        "/// The ErrorInfo domain of the auth API's catalog.\npub const DOMAIN: &str = {:?};",
         catalog.domain
     );
-    let _ = writeln!(s, "pub(crate) const MAX_CODE: i32 = {max_code};");
-    let _ = writeln!(s, "pub(crate) const MAX_NAME_LEN: usize = {max_name};");
-    let _ = writeln!(s, "pub(crate) static ENTRIES: [CatalogEntry; {n}] = [");
+    let _ = writeln!(
+        s,
+        "/// The error codes of the auth API (`{CATALOG_ENUM}`): read them with\n\
+         /// [`Catalog`], e.g. `code.entry().message()`; build a status with\n\
+         /// `Status::from(code)` or [`Catalog::builder`].\n\
+         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]\n\
+         #[non_exhaustive]\npub enum ErrorCode {{"
+    );
+    for e in &catalog.entries {
+        let _ = writeln!(
+            s,
+            "    /// {} {}: {}\n    {},",
+            e.number,
+            e.name,
+            e.message.replace('`', "'"),
+            upper_camel(&e.name)
+        );
+    }
+    let _ = writeln!(s, "}}");
+    let _ = writeln!(s, "static ENTRIES: [CatalogEntry; {n}] = [");
     for e in &catalog.entries {
         let retry = match e.retry_delay {
             Some((secs, nanos)) => format!("Some(::std::time::Duration::new({secs}, {nanos}))"),
@@ -160,8 +137,7 @@ fn render_table(catalog: &CatalogSpec) -> String {
         };
         let _ = writeln!(
             s,
-            "    CatalogEntry {{ code: ErrorCode::{variant}, number: {num}, number_str: \"{num}\", name: {name:?}, grpc_code: ::tonic::Code::{grpc}, http_status: {http}, category: {cat:?}, message: {msg:?}, retry_delay: {retry} }},",
-            variant = upper_camel(&e.name),
+            "    CatalogEntry::new({num}, \"{num}\", {name:?}, ::tonic::Code::{grpc}, {http}, {cat:?}, {msg:?}, {retry}),",
             num = e.number,
             name = e.name,
             grpc = upper_camel(e.grpc_code),
@@ -171,20 +147,38 @@ fn render_table(catalog: &CatalogSpec) -> String {
         );
     }
     let _ = writeln!(s, "];");
-
-    let mut by_code = vec![u8::MAX; max_code as usize + 1];
-    for (i, e) in catalog.entries.iter().enumerate() {
-        by_code[e.number as usize] = i as u8;
+    let _ = writeln!(s, "const ALL: [ErrorCode; {n}] = [");
+    for e in &catalog.entries {
+        let _ = writeln!(s, "    ErrorCode::{},", upper_camel(&e.name));
     }
+    let _ = writeln!(s, "];");
     let _ = writeln!(
         s,
-        "pub(crate) static BY_CODE: [u8; {}] = {by_code:?};",
-        by_code.len()
+        "impl Catalog for ErrorCode {{\n\
+         \x20   fn table() -> &'static CatalogTable {{\n\
+         \x20       static TABLE: OnceLock<CatalogTable> = OnceLock::new();\n\
+         \x20       TABLE.get_or_init(|| CatalogTable::new(DOMAIN, {CATALOG_ENUM:?}, &ENTRIES))\n\
+         \x20   }}\n\
+         \x20   #[inline]\n\
+         \x20   fn index(self) -> usize {{\n\
+         \x20       self as usize\n\
+         \x20   }}\n\
+         \x20   #[inline]\n\
+         \x20   fn from_index(index: usize) -> Option<Self> {{\n\
+         \x20       ALL.get(index).copied()\n\
+         \x20   }}\n\
+         }}\n\
+         impl fmt::Display for ErrorCode {{\n\
+         \x20   /// Writes the name, for example `AUTH_EXPIRED_TOKEN`.\n\
+         \x20   fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {{\n\
+         \x20       f.write_str(self.entry().name())\n\
+         \x20   }}\n\
+         }}\n\
+         impl From<ErrorCode> for Status {{\n\
+         \x20   fn from(code: ErrorCode) -> Self {{\n\
+         \x20       code.to_status()\n\
+         \x20   }}\n\
+         }}"
     );
-
-    let names: Vec<&str> = catalog.entries.iter().map(|e| e.name.as_str()).collect();
-    let (seed, size, slots) = perfect_hash(&names);
-    let _ = writeln!(s, "pub(crate) const NAME_SEED: u64 = {seed};");
-    let _ = writeln!(s, "pub(crate) static BY_NAME: [u8; {size}] = {slots:?};");
     s
 }

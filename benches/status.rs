@@ -7,6 +7,7 @@
 use std::{collections::HashMap, hint::black_box, time::Duration};
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use errmap::Catalog as _;
 use errmap::{ErrorCode, ErrorStatusExt, DOMAIN};
 use http::HeaderMap;
 use tonic::{Code, Status};
@@ -17,30 +18,30 @@ const CODE: ErrorCode = ErrorCode::ApiTooManyRequests;
 /// tonic-types' way to the same status as `CODE.to_status()`.
 fn tonic_types_bare() -> Status {
     let mut details = ErrorDetails::with_error_info(
-        CODE.name(),
+        CODE.entry().name(),
         DOMAIN,
-        HashMap::from([("code".to_owned(), CODE.code().to_string())]),
+        HashMap::from([("code".to_owned(), CODE.entry().number().to_string())]),
     );
-    details.set_localized_message("en-US", CODE.message());
+    details.set_localized_message("en-US", CODE.entry().message());
     details.set_retry_info(Some(Duration::from_secs(1)));
-    Status::with_error_details(CODE.grpc_code(), CODE.message(), details)
+    Status::with_error_details(CODE.entry().grpc_code(), CODE.entry().message(), details)
 }
 
 /// tonic-types' way to a status with one metadata entry and a developer
 /// message.
 fn tonic_types_rich(user: &str) -> Status {
     let mut details = ErrorDetails::with_error_info(
-        CODE.name(),
+        CODE.entry().name(),
         DOMAIN,
         HashMap::from([
-            ("code".to_owned(), CODE.code().to_string()),
+            ("code".to_owned(), CODE.entry().number().to_string()),
             ("userId".to_owned(), user.to_owned()),
         ]),
     );
-    details.set_localized_message("en-US", CODE.message());
+    details.set_localized_message("en-US", CODE.entry().message());
     details.set_retry_info(Some(Duration::from_secs(1)));
     Status::with_error_details(
-        CODE.grpc_code(),
+        CODE.entry().grpc_code(),
         format!("user {user} is over quota"),
         details,
     )
@@ -81,7 +82,7 @@ fn read(c: &mut Criterion) {
     group.bench_function("errmap", |b| {
         b.iter(|| {
             let s = black_box(&status);
-            let (code, info) = s.error_info().unwrap();
+            let (code, info) = s.error_info::<ErrorCode>().unwrap();
             black_box((code, info))
         })
     });
@@ -99,12 +100,12 @@ fn read(c: &mut Criterion) {
     group.bench_function("errmap_view", |b| {
         b.iter(|| {
             let s = black_box(&status);
-            let (code, info) = s.error_info_view().unwrap();
+            let (code, info) = s.error_info_view::<ErrorCode>().unwrap();
             black_box((code, info.reason(), info.get("userId")))
         })
     });
     group.bench_function("errmap_code_only", |b| {
-        b.iter(|| black_box(&status).error_code().unwrap())
+        b.iter(|| black_box(&status).error_code::<ErrorCode>().unwrap())
     });
     group.finish();
 }
@@ -131,7 +132,7 @@ fn round_trip(c: &mut Criterion) {
             let mut headers = HeaderMap::new();
             status.add_header(&mut headers).unwrap();
             let back = Status::from_header_map(&headers).unwrap();
-            back.error_code().unwrap()
+            back.error_code::<ErrorCode>().unwrap()
         })
     });
     group.bench_function("tonic_types", |b| {

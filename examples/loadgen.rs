@@ -28,6 +28,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use errmap::Catalog as _;
 use errmap::{
     auth::{AuthInterceptor, JwtVerifier},
     pb::{error_catalog_client::ErrorCatalogClient, get_error_request::Key, GetErrorRequest},
@@ -535,7 +536,7 @@ async fn run(options: Options) -> Result<serde_json::Value, String> {
             "layers_noop": layers_noop,
             "bare_hit_vs_noop": bare_hit_vs_noop,
         },
-        "largest_bare_status": {"code": largest_code.name(), "bytes": largest_size},
+        "largest_bare_status": {"code": largest_code.entry().name(), "bytes": largest_size},
     });
     match serve {
         Some(Ok(f)) => {

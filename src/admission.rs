@@ -71,7 +71,7 @@ use tokio::{
 };
 use tower::{Layer, Service};
 
-use crate::ErrorCode;
+use crate::{Catalog as _, ErrorCode};
 
 /// Paths exempt from admission: health checks, so that probes keep working
 /// under load and during a drain.

@@ -45,7 +45,7 @@ use tonic::{service::Interceptor, Request, Status};
 
 use crate::{
     sanitize::{self, RateLimit},
-    ErrorCode,
+    Catalog as _, ErrorCode,
 };
 
 /// The claims of a verified token, put into the request extensions.

@@ -1,31 +1,35 @@
-//! The error catalog, compiled in from `proto/errmap/v1/error_code.proto`.
+//! Catalogs: one table type, and one trait that every catalog enum
+//! implements.
 //!
-//! `build.rs` validates the proto and writes a static table, so every lookup
-//! here is a bounds check and an array index: no allocation, no hashing of
-//! numbers, and one hash plus one comparison for names.
+//! A catalog is the set of error codes of one `ErrorInfo` domain. Its facts
+//! live in a [`CatalogTable`] of [`CatalogEntry`] values, built once: from a
+//! compiled-in enum (the auth API's [`ErrorCode`], or a team's enum made by
+//! `errmap-build`), or from a descriptor set at run time. The enum plugs into
+//! the runtime through the [`Catalog`] trait, which gives every catalog the
+//! same lookups, status builder and reader.
 //!
 //! ```
-//! use errmap::ErrorCode;
+//! use errmap::{Catalog, ErrorCode};
 //!
 //! let code = ErrorCode::from_name("AUTH_EXPIRED_TOKEN").unwrap();
-//! assert_eq!(code.code(), 11);
-//! assert_eq!(code.grpc_code(), tonic::Code::Unauthenticated);
-//! assert_eq!(code.http_status(), 400);
+//! let entry = code.entry();
+//! assert_eq!(entry.number(), 11);
+//! assert_eq!(entry.grpc_code(), tonic::Code::Unauthenticated);
+//! assert_eq!(entry.http_status(), 400);
 //! assert_eq!(ErrorCode::from_code(11), Some(code));
 //! assert_eq!(ErrorCode::from_code(12), None);
+//! assert_eq!(ErrorCode::table().domain(), "auth.errmap.dev");
 //! ```
 
-use std::{fmt, time::Duration};
+use std::{fmt, hash::Hash, sync::OnceLock, time::Duration};
 
-use tonic::Code;
+use tonic::{Code, Status};
 
-use crate::name_hash::name_hash;
-pub use crate::pb::ErrorCode;
+use crate::{name_hash::name_hash, status::Prebuilt, StatusBuilder};
 
-/// Everything the catalog says about one error code.
+/// Everything a catalog says about one error code.
 #[derive(Debug, PartialEq, Eq)]
 pub struct CatalogEntry {
-    code: ErrorCode,
     number: i32,
     number_str: &'static str,
     name: &'static str,
@@ -36,14 +40,32 @@ pub struct CatalogEntry {
     retry_delay: Option<Duration>,
 }
 
-include!(concat!(env!("OUT_DIR"), "/catalog_table.rs"));
-
-const NO_ENTRY: u8 = u8::MAX;
-
 impl CatalogEntry {
-    /// The code as the enum.
-    pub fn code(&self) -> ErrorCode {
-        self.code
+    /// An entry; generated code and the run-time loader make these from a
+    /// validated catalog (see `errmap-build`). `number_str` is `number` in
+    /// decimal.
+    #[allow(clippy::too_many_arguments)]
+    #[doc(hidden)]
+    pub const fn new(
+        number: i32,
+        number_str: &'static str,
+        name: &'static str,
+        grpc_code: Code,
+        http_status: u16,
+        category: &'static str,
+        message: &'static str,
+        retry_delay: Option<Duration>,
+    ) -> Self {
+        Self {
+            number,
+            number_str,
+            name,
+            grpc_code,
+            http_status,
+            category,
+            message,
+            retry_delay,
+        }
     }
 
     /// The numeric code, for example `11`. It is also sent as
@@ -89,181 +111,382 @@ impl CatalogEntry {
     pub fn retry_delay(&self) -> Option<Duration> {
         self.retry_delay
     }
+}
 
-    /// The `ErrorInfo.domain` shared by every catalog code.
-    pub fn domain(&self) -> &'static str {
-        DOMAIN
+const NO_ENTRY: u16 = u16::MAX;
+
+/// How numbers map to entries: a dense table over a small span (every
+/// compiled catalog), or a sorted list for sparse proto2 numbers.
+#[derive(Debug)]
+enum ByNumber {
+    Dense { min: i32, slots: Box<[u16]> },
+    Sorted(Box<[(i32, u16)]>),
+}
+
+/// The largest number span indexed densely.
+const MAX_DENSE_SPAN: i64 = 1 << 16;
+
+/// One catalog's facts and indexes: its domain, the enum's full name, its
+/// entries in code order, O(1) lookups by number and by name (no
+/// allocation), its pre-encoded statuses, and a content hash.
+pub struct CatalogTable {
+    domain: &'static str,
+    enum_name: &'static str,
+    entries: &'static [CatalogEntry],
+    by_number: ByNumber,
+    name_seed: u64,
+    by_name: Box<[u16]>,
+    max_name_len: usize,
+    content_hash: u64,
+    prebuilt: OnceLock<Box<[Prebuilt]>>,
+}
+
+impl fmt::Debug for CatalogTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CatalogTable")
+            .field("domain", &self.domain)
+            .field("enum_name", &self.enum_name)
+            .field("entries", &self.entries.len())
+            .finish_non_exhaustive()
     }
-
-    /// The index of this entry in [`entries()`].
-    pub(crate) fn index(&self) -> usize {
-        usize::from(BY_CODE[self.number as usize])
-    }
 }
 
-/// Every catalog entry, in code order.
-///
-/// ```
-/// let names: Vec<_> = errmap::catalog::entries().iter().map(|e| e.name()).collect();
-/// assert_eq!(names[0], "AUTH_USERNAME_TAKEN");
-/// assert_eq!(names.len(), 27);
-/// ```
-pub fn entries() -> &'static [CatalogEntry] {
-    &ENTRIES
-}
-
-/// The distinct categories, in the order they first appear in code order.
-pub fn categories() -> impl Iterator<Item = &'static str> {
-    ENTRIES.iter().enumerate().filter_map(|(i, e)| {
-        (!ENTRIES[..i].iter().any(|p| p.category == e.category)).then_some(e.category)
-    })
-}
-
-/// Whether `category` is the category of at least one entry.
-pub fn is_category(category: &str) -> bool {
-    ENTRIES.iter().any(|e| e.category == category)
-}
-
-/// The catalog as Markdown, in the shape of the original error list:
-/// a section per category with `- CODE [NAME]` and the message, then a
-/// table with the gRPC code, the legacy HTTP status and the retry delay.
-/// `errmap docs` prints it; `docs/errors.md` is its output.
-pub fn markdown() -> String {
-    use std::fmt::Write as _;
-    let mut out = String::new();
-    let _ = writeln!(out, "# Error codes\n");
-    let _ = writeln!(
-        out,
-        "<!-- Generated by `errmap docs` from proto/errmap/v1/error_code.proto. Do not edit. -->\n"
-    );
-    let _ = writeln!(
-        out,
-        "Every error carries a `google.rpc.ErrorInfo` with `reason` = the name below, \
-         `domain` = `{DOMAIN}` and `metadata[\"code\"]` = the code.\n"
-    );
-    for category in categories() {
-        let _ = writeln!(out, "## {category}\n");
-        for e in ENTRIES.iter().filter(|e| e.category == category) {
-            let _ = writeln!(out, "- {} [{}]\n  {}", e.number, e.name, e.message);
+/// Picks the smallest power-of-two table and a seed under which every name
+/// gets its own slot, so that a by-name lookup is one hash and one
+/// comparison.
+fn perfect_hash(names: &[&str]) -> (u64, Box<[u16]>) {
+    let mut size = (names.len() * 2).next_power_of_two().max(8);
+    loop {
+        let mut slots = vec![NO_ENTRY; size];
+        for seed in 0..20_000u64 {
+            slots.fill(NO_ENTRY);
+            let fits = names.iter().enumerate().all(|(i, name)| {
+                let slot = name_hash(seed, name.as_bytes()) as usize & (size - 1);
+                let free = slots[slot] == NO_ENTRY;
+                slots[slot] = i as u16;
+                free
+            });
+            if fits {
+                return (seed, slots.into_boxed_slice());
+            }
         }
-        out.push('\n');
+        size *= 2;
     }
-    let _ = writeln!(out, "## Summary\n");
-    let _ = writeln!(
-        out,
-        "| code | name | category | gRPC code | HTTP | retry after |"
-    );
-    let _ = writeln!(out, "|---:|---|---|---|---:|---|");
-    for e in &ENTRIES {
-        let retry = match e.retry_delay {
-            Some(d) if d.subsec_nanos() == 0 => format!("{} s", d.as_secs()),
-            Some(d) => format!("{} s", d.as_secs_f64()),
-            None => String::new(),
+}
+
+/// FNV-1a over the parts of every entry, in order: what `ListCatalogs`
+/// reports so that clients can cache a catalog.
+fn content_hash(domain: &str, enum_name: &str, entries: &[CatalogEntry]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for b in bytes.iter().chain([0xff].iter()) {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    eat(domain.as_bytes());
+    eat(enum_name.as_bytes());
+    for e in entries {
+        eat(&e.number.to_le_bytes());
+        eat(e.name.as_bytes());
+        eat(&(e.grpc_code as i32).to_le_bytes());
+        eat(&e.http_status.to_le_bytes());
+        eat(e.category.as_bytes());
+        eat(e.message.as_bytes());
+        match e.retry_delay {
+            Some(d) => {
+                eat(&d.as_secs().to_le_bytes());
+                eat(&d.subsec_nanos().to_le_bytes());
+            }
+            None => eat(b"-"),
+        }
+    }
+    h
+}
+
+impl CatalogTable {
+    /// Indexes `entries`, which must be sorted by number, with distinct
+    /// numbers and names, as a validated catalog is (at most 65,534
+    /// entries).
+    #[doc(hidden)]
+    pub fn new(
+        domain: &'static str,
+        enum_name: &'static str,
+        entries: &'static [CatalogEntry],
+    ) -> Self {
+        assert!(entries.len() < usize::from(NO_ENTRY), "too many entries");
+        let by_number = match (entries.first(), entries.last()) {
+            (Some(first), Some(last))
+                if i64::from(last.number) - i64::from(first.number) < MAX_DENSE_SPAN =>
+            {
+                let mut slots = vec![NO_ENTRY; (last.number - first.number) as usize + 1];
+                for (i, e) in entries.iter().enumerate() {
+                    slots[(e.number - first.number) as usize] = i as u16;
+                }
+                ByNumber::Dense {
+                    min: first.number,
+                    slots: slots.into_boxed_slice(),
+                }
+            }
+            _ => ByNumber::Sorted(
+                entries
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| (e.number, i as u16))
+                    .collect(),
+            ),
         };
-        let _ = writeln!(
-            out,
-            "| {} | `{}` | {} | {} | {} | {} |",
-            e.number,
-            e.name,
-            e.category,
-            crate::service::grpc_code_name(e.grpc_code),
-            e.http_status,
-            retry
-        );
+        let names: Vec<&str> = entries.iter().map(|e| e.name).collect();
+        let (name_seed, by_name) = perfect_hash(&names);
+        Self {
+            domain,
+            enum_name,
+            entries,
+            by_number,
+            name_seed,
+            by_name,
+            max_name_len: names.iter().map(|n| n.len()).max().unwrap_or(0),
+            content_hash: content_hash(domain, enum_name, entries),
+            prebuilt: OnceLock::new(),
+        }
     }
-    out
-}
 
-impl ErrorCode {
-    /// The code with number `code`, or `None` if the catalog has no such
-    /// code (negative numbers included).
-    pub fn from_code(code: i32) -> Option<Self> {
-        if !(0..=MAX_CODE).contains(&code) {
+    /// The `ErrorInfo.domain` of every code of the catalog.
+    pub fn domain(&self) -> &'static str {
+        self.domain
+    }
+
+    /// The full name of the catalog's enum, e.g. `errmap.v1.ErrorCode`.
+    pub fn enum_name(&self) -> &'static str {
+        self.enum_name
+    }
+
+    /// Every entry, in code order.
+    pub fn entries(&self) -> &'static [CatalogEntry] {
+        self.entries
+    }
+
+    /// A hash of everything the catalog says; it changes when any entry
+    /// does.
+    pub fn content_hash(&self) -> u64 {
+        self.content_hash
+    }
+
+    /// The index of the entry numbered `number`.
+    #[inline]
+    pub fn index_of_number(&self, number: i32) -> Option<usize> {
+        let slot = match &self.by_number {
+            ByNumber::Dense { min, slots } => {
+                let at = usize::try_from(i64::from(number) - i64::from(*min)).ok()?;
+                *slots.get(at)?
+            }
+            ByNumber::Sorted(sorted) => {
+                let at = sorted.binary_search_by_key(&number, |(n, _)| *n).ok()?;
+                sorted[at].1
+            }
+        };
+        (slot != NO_ENTRY).then_some(usize::from(slot))
+    }
+
+    /// The index of the entry named `name` (exact match: names are upper
+    /// case).
+    #[inline]
+    pub fn index_of_name(&self, name: &[u8]) -> Option<usize> {
+        if name.len() > self.max_name_len {
             return None;
         }
-        match BY_CODE[code as usize] {
-            NO_ENTRY => None,
-            i => Some(ENTRIES[usize::from(i)].code),
-        }
-    }
-
-    /// The code named `name` (the `ErrorInfo.reason`, for example
-    /// `"AUTH_REQUIRED"`), or `None`. Matching is exact: names are upper case.
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::from_name_bytes(name.as_bytes())
-    }
-
-    pub(crate) fn from_name_bytes(name: &[u8]) -> Option<Self> {
-        if name.len() > MAX_NAME_LEN {
-            return None;
-        }
-        let slot = name_hash(NAME_SEED, name) as usize & (BY_NAME.len() - 1);
-        match BY_NAME[slot] {
+        let slot = name_hash(self.name_seed, name) as usize & (self.by_name.len() - 1);
+        match self.by_name[slot] {
             NO_ENTRY => None,
             i => {
-                let entry = &ENTRIES[usize::from(i)];
-                (entry.name.as_bytes() == name).then_some(entry.code)
+                let i = usize::from(i);
+                (self.entries[i].name.as_bytes() == name).then_some(i)
             }
         }
     }
 
+    /// The entry numbered `number`.
+    pub fn by_number(&self, number: i32) -> Option<&'static CatalogEntry> {
+        Some(&self.entries[self.index_of_number(number)?])
+    }
+
+    /// The entry named `name`.
+    pub fn by_name(&self, name: &str) -> Option<&'static CatalogEntry> {
+        Some(&self.entries[self.index_of_name(name.as_bytes())?])
+    }
+
+    /// The distinct categories, in the order they first appear in code
+    /// order.
+    pub fn categories(&self) -> impl Iterator<Item = &'static str> + '_ {
+        let entries = self.entries;
+        entries.iter().enumerate().filter_map(move |(i, e)| {
+            (!entries[..i].iter().any(|p| p.category == e.category)).then_some(e.category)
+        })
+    }
+
+    /// Whether `category` is the category of at least one entry.
+    pub fn is_category(&self, category: &str) -> bool {
+        self.entries.iter().any(|e| e.category == category)
+    }
+
+    /// The pre-encoded statuses, made on first use.
+    pub(crate) fn prebuilt(&self, index: usize) -> &Prebuilt {
+        let all = self.prebuilt.get_or_init(|| {
+            self.entries
+                .iter()
+                .map(|e| Prebuilt::new(self.domain, e))
+                .collect()
+        });
+        &all[index]
+    }
+
+    /// The bare status of entry `index`.
+    pub(crate) fn status(&self, index: usize) -> Status {
+        let entry = &self.entries[index];
+        Status::with_details(
+            entry.grpc_code,
+            entry.message,
+            self.prebuilt(index).status.clone(),
+        )
+    }
+
+    /// The catalog as Markdown, in the shape of the original error list:
+    /// a section per category with `- CODE [NAME]` and the message, then a
+    /// table with the gRPC code, the legacy HTTP status and the retry delay.
+    /// `errmap docs` prints it; `docs/errors.md` is the default catalog's.
+    pub fn markdown(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let _ = writeln!(out, "# Error codes\n");
+        let _ = writeln!(
+            out,
+            "<!-- Generated by `errmap docs` from the {} enum. Do not edit. -->\n",
+            self.enum_name
+        );
+        let _ = writeln!(
+            out,
+            "Every error carries a `google.rpc.ErrorInfo` with `reason` = the name below, \
+             `domain` = `{}` and `metadata[\"code\"]` = the code.\n",
+            self.domain
+        );
+        for category in self.categories() {
+            let _ = writeln!(out, "## {category}\n");
+            for e in self.entries.iter().filter(|e| e.category == category) {
+                let _ = writeln!(out, "- {} [{}]\n  {}", e.number, e.name, e.message);
+            }
+            out.push('\n');
+        }
+        let _ = writeln!(out, "## Summary\n");
+        let _ = writeln!(
+            out,
+            "| code | name | category | gRPC code | HTTP | retry after |"
+        );
+        let _ = writeln!(out, "|---:|---|---|---|---:|---|");
+        for e in self.entries {
+            let retry = match e.retry_delay {
+                Some(d) if d.subsec_nanos() == 0 => format!("{} s", d.as_secs()),
+                Some(d) => format!("{} s", d.as_secs_f64()),
+                None => String::new(),
+            };
+            let _ = writeln!(
+                out,
+                "| {} | `{}` | {} | {} | {} | {} |",
+                e.number,
+                e.name,
+                e.category,
+                grpc_code_name(e.grpc_code),
+                e.http_status,
+                retry
+            );
+        }
+        out
+    }
+}
+
+/// A catalog enum: the auth API's [`ErrorCode`], or one that `errmap-build`
+/// generated from a team's proto. Every catalog gets the same lookups,
+/// status builder ([`to_status`](Self::to_status),
+/// [`builder`](Self::builder)) and reader
+/// ([`ErrorStatusExt::error_code`](crate::ErrorStatusExt::error_code)).
+///
+/// Implemented by generated code; the required methods are its plumbing.
+pub trait Catalog: Copy + Eq + Hash + fmt::Debug + fmt::Display + Send + Sync + 'static {
+    /// The catalog's table.
+    fn table() -> &'static CatalogTable;
+
+    /// This code's index in [`CatalogTable::entries`].
+    fn index(self) -> usize;
+
+    /// The code at `index` in [`CatalogTable::entries`].
+    fn from_index(index: usize) -> Option<Self>;
+
+    /// Everything the catalog says about this code.
+    #[inline]
+    fn entry(self) -> &'static CatalogEntry {
+        &Self::table().entries()[self.index()]
+    }
+
+    /// The code numbered `code`, or `None`.
+    #[inline]
+    fn from_code(code: i32) -> Option<Self> {
+        Self::from_index(Self::table().index_of_number(code)?)
+    }
+
+    /// The code named `name` (the `ErrorInfo.reason`), or `None`. Matching
+    /// is exact: names are upper case.
+    #[inline]
+    fn from_name(name: &str) -> Option<Self> {
+        Self::from_index(Self::table().index_of_name(name.as_bytes())?)
+    }
+
     /// Every code, in code order.
-    pub fn all() -> impl ExactSizeIterator<Item = Self> + Clone {
-        ENTRIES.iter().map(|e| e.code)
+    fn all() -> impl ExactSizeIterator<Item = Self> + Clone {
+        (0..Self::table().entries().len())
+            .filter_map(Self::from_index)
+            .collect::<Vec<_>>()
+            .into_iter()
     }
 
-    /// The catalog entry of this code.
-    pub fn entry(self) -> &'static CatalogEntry {
-        &ENTRIES[usize::from(BY_CODE[self as usize])]
+    /// This code as a `tonic::Status` with the catalog message and the
+    /// standard details, from bytes encoded once per code.
+    #[inline]
+    fn to_status(self) -> Status {
+        Self::table().status(self.index())
     }
 
-    /// The numeric code, for example `11`.
-    pub fn code(self) -> i32 {
-        self as i32
-    }
-
-    /// The name, which is also the `ErrorInfo.reason`.
-    pub fn name(self) -> &'static str {
-        self.entry().name
-    }
-
-    /// The gRPC status code this error is sent with.
-    pub fn grpc_code(self) -> Code {
-        self.entry().grpc_code
-    }
-
-    /// The HTTP status of the legacy HTTP API.
-    pub fn http_status(self) -> u16 {
-        self.entry().http_status
-    }
-
-    /// The category, for example `"auth_token"`.
-    pub fn category(self) -> &'static str {
-        self.entry().category
-    }
-
-    /// The English message.
-    pub fn message(self) -> &'static str {
-        self.entry().message
-    }
-
-    /// The retry delay, for the codes that ask for a retry.
-    pub fn retry_delay(self) -> Option<Duration> {
-        self.entry().retry_delay
-    }
-
-    /// The `ErrorInfo.domain` shared by every catalog code.
-    pub fn domain(self) -> &'static str {
-        DOMAIN
+    /// A [`StatusBuilder`] for this code, for a status with more than the
+    /// catalog gives.
+    fn builder(self) -> StatusBuilder {
+        StatusBuilder::new(self)
     }
 }
 
-impl fmt::Display for ErrorCode {
-    /// Writes the name, for example `AUTH_EXPIRED_TOKEN`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+/// The canonical gRPC code name of `code`, as in `google.rpc.Code`.
+pub fn grpc_code_name(code: Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
     }
 }
+
+// The auth API's catalog, generated from proto/errmap/v1/error_code.proto.
+include!(concat!(env!("OUT_DIR"), "/catalog_table.rs"));
 
 #[cfg(test)]
 mod tests {
@@ -271,22 +494,56 @@ mod tests {
 
     #[test]
     fn every_variant_has_its_entry() {
-        for entry in entries() {
-            assert_eq!(entry.code().entry(), entry);
-            assert_eq!(ErrorCode::try_from(entry.number()), Ok(entry.code()));
-            assert_eq!(entry.code().as_str_name(), entry.name());
+        let table = ErrorCode::table();
+        for (i, entry) in table.entries().iter().enumerate() {
+            let code = ErrorCode::from_index(i).unwrap();
+            assert_eq!(code.index(), i);
+            assert_eq!(code.entry(), entry);
+            assert_eq!(ErrorCode::from_code(entry.number()), Some(code));
+            assert_eq!(ErrorCode::from_name(entry.name()), Some(code));
+            assert_eq!(code.to_string(), entry.name());
             assert_eq!(entry.number_str(), entry.number().to_string());
-            assert_eq!(entries()[entry.index()], *entry);
         }
+        assert_eq!(ErrorCode::all().len(), table.entries().len());
     }
 
     #[test]
     fn entries_are_in_code_order() {
-        assert!(entries().windows(2).all(|w| w[0].number() < w[1].number()));
+        let entries = ErrorCode::table().entries();
+        assert!(entries.windows(2).all(|w| w[0].number() < w[1].number()));
     }
 
     #[test]
     fn names_longer_than_any_entry_miss() {
-        assert_eq!(ErrorCode::from_name(&"A".repeat(MAX_NAME_LEN + 1)), None);
+        assert_eq!(ErrorCode::from_name(&"A".repeat(64)), None);
+    }
+
+    static SPARSE: [CatalogEntry; 3] = [
+        CatalogEntry::new(-5, "-5", "NEGATIVE", Code::Internal, 500, "x", "m.", None),
+        CatalogEntry::new(7, "7", "SEVEN", Code::Internal, 500, "x", "m.", None),
+        CatalogEntry::new(
+            2_000_000,
+            "2000000",
+            "FAR",
+            Code::Internal,
+            500,
+            "x",
+            "m.",
+            None,
+        ),
+    ];
+
+    #[test]
+    fn sparse_numbers_are_found_too() {
+        let table = CatalogTable::new("x.example.com", "x.v1.Sparse", &SPARSE);
+        assert!(matches!(table.by_number, ByNumber::Sorted(_)));
+        for (i, e) in SPARSE.iter().enumerate() {
+            assert_eq!(table.index_of_number(e.number()), Some(i));
+            assert_eq!(table.index_of_name(e.name().as_bytes()), Some(i));
+        }
+        assert_eq!(table.index_of_number(8), None);
+        assert_eq!(table.index_of_name(b"EIGHT"), None);
+        let other = CatalogTable::new("x.example.com", "x.v1.Sparse", &SPARSE[..2]);
+        assert_ne!(table.content_hash(), other.content_hash());
     }
 }

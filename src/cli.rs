@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use errmap::{
     auth::{AuthInterceptor, JwtVerifier},
-    catalog::{self, CatalogEntry},
+    catalog::{Catalog, CatalogEntry, CatalogTable},
     pb::{self, get_error_request::Key},
     server::{self, ServerConfig},
     service::grpc_code_name,
@@ -245,13 +245,13 @@ pub(crate) fn main() -> ExitCode {
     let code = match cli.command {
         Command::Serve(args) => serve(*args),
         Command::Lookup { code, json, server } => match server {
-            None => lookup_local(&code, json),
+            None => lookup_local(ErrorCode::table(), &code, json),
             Some(url) => lookup_remote(&code, json, &url),
         },
-        Command::List { category, json } => list(category.as_deref(), json),
+        Command::List { category, json } => list(ErrorCode::table(), category.as_deref(), json),
         Command::Decode { value, json } => decode(&value, json),
         Command::Docs => {
-            print!("{}", catalog::markdown());
+            print!("{}", ErrorCode::table().markdown());
             EXIT_OK
         }
     };
@@ -391,10 +391,10 @@ fn parse_query(text: &str) -> Result<Query, String> {
     Ok(Query::Name(text.to_ascii_uppercase()))
 }
 
-fn find_local(query: &Query) -> Option<ErrorCode> {
+fn find_local(table: &CatalogTable, query: &Query) -> Option<&'static CatalogEntry> {
     match query {
-        Query::Code(code) => ErrorCode::from_code(*code),
-        Query::Name(name) => ErrorCode::from_name(name),
+        Query::Code(code) => table.by_number(*code),
+        Query::Name(name) => table.by_name(name),
     }
 }
 
@@ -406,7 +406,7 @@ fn retry_text(delay: Duration) -> String {
     }
 }
 
-fn entry_json(entry: &CatalogEntry) -> Value {
+fn entry_json(table: &CatalogTable, entry: &CatalogEntry) -> Value {
     let mut value = json!({
         "code": entry.number(),
         "name": entry.name(),
@@ -415,7 +415,7 @@ fn entry_json(entry: &CatalogEntry) -> Value {
         "grpcCode": entry.grpc_code() as i32,
         "grpcCodeName": grpc_code_name(entry.grpc_code()),
         "httpStatus": entry.http_status(),
-        "domain": entry.domain(),
+        "domain": table.domain(),
     });
     if let Some(delay) = entry.retry_delay() {
         value["retryDelay"] = json!(retry_text(delay));
@@ -478,7 +478,7 @@ fn print_value(value: &Value, json: bool) {
     }
 }
 
-fn lookup_local(text: &str, json: bool) -> u8 {
+fn lookup_local(table: &CatalogTable, text: &str, json: bool) -> u8 {
     let query = match parse_query(text) {
         Ok(q) => q,
         Err(e) => {
@@ -486,9 +486,9 @@ fn lookup_local(text: &str, json: bool) -> u8 {
             return EXIT_BAD_INPUT;
         }
     };
-    match find_local(&query) {
-        Some(code) => {
-            print_value(&entry_json(code.entry()), json);
+    match find_local(table, &query) {
+        Some(entry) => {
+            print_value(&entry_json(table, entry), json);
             EXIT_OK
         }
         None => {
@@ -564,10 +564,10 @@ fn lookup_remote(text: &str, json: bool, url: &str) -> u8 {
     })
 }
 
-fn list(category: Option<&str>, json: bool) -> u8 {
+fn list(table: &CatalogTable, category: Option<&str>, json: bool) -> u8 {
     if let Some(category) = category {
-        if !catalog::is_category(category) {
-            let known: Vec<_> = catalog::categories().collect();
+        if !table.is_category(category) {
+            let known: Vec<_> = table.categories().collect();
             eprintln!(
                 "error: unknown category {category:?}; the categories are: {}",
                 known.join(", ")
@@ -575,12 +575,13 @@ fn list(category: Option<&str>, json: bool) -> u8 {
             return EXIT_BAD_INPUT;
         }
     }
-    let entries: Vec<&CatalogEntry> = catalog::entries()
+    let entries: Vec<&CatalogEntry> = table
+        .entries()
         .iter()
         .filter(|e| category.is_none_or(|c| e.category() == c))
         .collect();
     if json {
-        let values: Vec<Value> = entries.iter().map(|e| entry_json(e)).collect();
+        let values: Vec<Value> = entries.iter().map(|e| entry_json(table, e)).collect();
         println!(
             "{}",
             serde_json::to_string_pretty(&values).unwrap_or_default()
@@ -666,8 +667,9 @@ fn decode(value: &str, json: bool) -> u8 {
             .map(|any| json!({"typeUrl": any.type_url, "bytes": any.value.len()}))
             .collect::<Vec<_>>());
     }
-    if let Some(entry) = details.entry() {
-        out["catalogEntry"] = entry_json(entry);
+    let table = ErrorCode::table();
+    if let Some(entry) = details.entry::<ErrorCode>() {
+        out["catalogEntry"] = entry_json(table, entry);
     }
 
     if json {
@@ -732,10 +734,10 @@ fn decode(value: &str, json: bool) -> u8 {
             any.value.len()
         );
     }
-    match details.entry() {
+    match details.entry::<ErrorCode>() {
         Some(entry) => {
             println!("catalog entry:");
-            print_value(&entry_json(entry), false);
+            print_value(&entry_json(table, entry), false);
         }
         None => println!("not a catalog error of this catalog"),
     }
@@ -780,8 +782,8 @@ mod tests {
         assert!(parse_query("99999999999").is_err());
         assert!(parse_query("  ").is_err());
         assert_eq!(
-            find_local(&parse_query("auth_required").unwrap()),
-            Some(ErrorCode::AuthRequired)
+            find_local(ErrorCode::table(), &parse_query("auth_required").unwrap()),
+            Some(ErrorCode::AuthRequired.entry())
         );
     }
 }

@@ -13,7 +13,7 @@
 //! panics on any input: the bytes come from the network.
 //!
 //! ```
-//! use errmap::{ErrorCode, ErrorStatusExt};
+//! use errmap::{Catalog, ErrorCode, ErrorStatusExt};
 //!
 //! # let status = tonic::Status::from(ErrorCode::ApiTooManyRequests);
 //! // `status` came back from a call.
@@ -23,7 +23,7 @@
 //!         let details = status.error_details().unwrap();
 //!         assert_eq!(details.retry_delay(), Some(std::time::Duration::from_secs(1)));
 //!     }
-//!     Some(other) => eprintln!("{other}: {}", other.message()),
+//!     Some(other) => eprintln!("{other}: {}", other.entry().message()),
 //!     None => eprintln!("not a catalog error: {status}"),
 //! }
 //! ```
@@ -40,8 +40,8 @@ use tonic::{Code, Status};
 use tonic_types::pb::{BadRequest, ErrorInfo, Help, LocalizedMessage, RetryInfo};
 
 use crate::{
-    catalog::{CatalogEntry, DOMAIN},
-    wire, ErrorCode,
+    catalog::{Catalog, CatalogEntry},
+    wire,
 };
 
 /// The header that carries the encoded details.
@@ -103,11 +103,13 @@ pub enum DetailsError {
         /// How many there are.
         count: usize,
     },
-    /// The `ErrorInfo` belongs to another domain.
-    #[error("the ErrorInfo domain {domain:?} is not errmap's ({DOMAIN:?})")]
+    /// The `ErrorInfo` belongs to another domain than the catalog's.
+    #[error("the ErrorInfo domain {domain:?} is not the catalog's ({expected:?})")]
     ForeignDomain {
         /// The domain found.
         domain: String,
+        /// The catalog's domain.
+        expected: &'static str,
     },
     /// The `ErrorInfo` reason names no catalog code.
     #[error("the ErrorInfo reason {reason:?} is not in the catalog")]
@@ -117,13 +119,15 @@ pub enum DetailsError {
     },
 }
 
-fn code_of(reason: &str, domain: &str) -> Result<ErrorCode, DetailsError> {
-    if domain != DOMAIN {
+fn code_of<C: Catalog>(reason: &str, domain: &str) -> Result<C, DetailsError> {
+    let expected = C::table().domain();
+    if domain != expected {
         return Err(DetailsError::ForeignDomain {
             domain: domain.to_owned(),
+            expected,
         });
     }
-    ErrorCode::from_name(reason).ok_or_else(|| DetailsError::UnknownReason {
+    C::from_name(reason).ok_or_else(|| DetailsError::UnknownReason {
         reason: reason.to_owned(),
     })
 }
@@ -143,11 +147,11 @@ fn bad_error_info() -> DetailsError {
 /// a well-formed `google.rpc.Status` whose code and message equal the
 /// status's own, holding exactly one well-formed `ErrorInfo` of this
 /// catalog. Allocates nothing unless it fails.
-fn read_catalog_error<'a>(
+fn read_catalog_error<'a, C: Catalog>(
     code: tonic::Code,
     message: &str,
     details: &'a [u8],
-) -> Result<(ErrorCode, wire::ErrorInfoFields<'a>), DetailsError> {
+) -> Result<(C, wire::ErrorInfoFields<'a>), DetailsError> {
     if details.is_empty() {
         return Err(DetailsError::NoDetails);
     }
@@ -319,13 +323,13 @@ impl ErrorDetails {
         &self.message
     }
 
-    /// The catalog code, if the `ErrorInfo` is one of errmap's.
-    pub fn error_code(&self) -> Option<ErrorCode> {
+    /// The code of catalog `C`, if the `ErrorInfo` is one of `C`'s.
+    pub fn error_code<C: Catalog>(&self) -> Option<C> {
         self.check_error_code().ok()
     }
 
-    /// The catalog code, or why there is none.
-    pub fn check_error_code(&self) -> Result<ErrorCode, DetailsError> {
+    /// The code of catalog `C`, or why there is none.
+    pub fn check_error_code<C: Catalog>(&self) -> Result<C, DetailsError> {
         if self.error_infos > 1 {
             return Err(DetailsError::DuplicateErrorInfo {
                 count: self.error_infos,
@@ -335,9 +339,9 @@ impl ErrorDetails {
         code_of(&info.reason, &info.domain)
     }
 
-    /// The catalog entry of [`error_code`](Self::error_code).
-    pub fn entry(&self) -> Option<&'static CatalogEntry> {
-        self.error_code().map(ErrorCode::entry)
+    /// The entry of catalog `C` for [`error_code`](Self::error_code).
+    pub fn entry<C: Catalog>(&self) -> Option<&'static CatalogEntry> {
+        self.error_code::<C>().map(C::entry)
     }
 
     /// The `ErrorInfo`, with its metadata.
@@ -424,28 +428,30 @@ mod sealed {
 /// Reads catalog errors back from a `tonic::Status`. Sealed: implemented for
 /// `tonic::Status` only, so methods can be added without breaking anyone.
 pub trait ErrorStatusExt: sealed::Sealed {
-    /// The catalog code, or `None` if the status is not an errmap error of
-    /// this catalog's domain (or its details are unreadable).
+    /// The code of catalog `C` (usually inferred, as in
+    /// `Some(ErrorCode::AuthRequired) == status.error_code()`), or `None` if
+    /// the status is not an error of that catalog or its details are
+    /// unreadable.
     ///
     /// Does not allocate.
-    fn error_code(&self) -> Option<ErrorCode>;
+    fn error_code<C: Catalog>(&self) -> Option<C>;
 
-    /// The catalog code, or why there is none.
-    fn check_error_code(&self) -> Result<ErrorCode, DetailsError>;
+    /// The code of catalog `C`, or why there is none.
+    fn check_error_code<C: Catalog>(&self) -> Result<C, DetailsError>;
 
-    /// The catalog code and the `ErrorInfo` (with its metadata), decoding
-    /// nothing else; `None` as for [`error_code`](Self::error_code).
-    fn error_info(&self) -> Option<(ErrorCode, ErrorInfo)>;
+    /// The code and the `ErrorInfo` (with its metadata), decoding nothing
+    /// else; `None` as for [`error_code`](Self::error_code).
+    fn error_info<C: Catalog>(&self) -> Option<(C, ErrorInfo)>;
 
-    /// The catalog code and the `ErrorInfo`, or why there are none.
-    fn check_error_info(&self) -> Result<(ErrorCode, ErrorInfo), DetailsError>;
+    /// The code and the `ErrorInfo`, or why there are none.
+    fn check_error_info<C: Catalog>(&self) -> Result<(C, ErrorInfo), DetailsError>;
 
-    /// The catalog code and a borrowed view of the `ErrorInfo`: reason,
-    /// domain and metadata without allocating.
-    fn error_info_view(&self) -> Option<(ErrorCode, ErrorInfoView<'_>)>;
+    /// The code and a borrowed view of the `ErrorInfo`: reason, domain and
+    /// metadata without allocating.
+    fn error_info_view<C: Catalog>(&self) -> Option<(C, ErrorInfoView<'_>)>;
 
-    /// The catalog code and a borrowed `ErrorInfo`, or why there are none.
-    fn check_error_info_view(&self) -> Result<(ErrorCode, ErrorInfoView<'_>), DetailsError>;
+    /// The code and a borrowed `ErrorInfo`, or why there are none.
+    fn check_error_info_view<C: Catalog>(&self) -> Result<(C, ErrorInfoView<'_>), DetailsError>;
 
     /// Every detail, decoded once; `None` if the status has no details or
     /// they are unreadable.
@@ -458,28 +464,28 @@ pub trait ErrorStatusExt: sealed::Sealed {
 }
 
 impl ErrorStatusExt for Status {
-    fn error_code(&self) -> Option<ErrorCode> {
+    fn error_code<C: Catalog>(&self) -> Option<C> {
         self.check_error_code().ok()
     }
 
-    fn check_error_code(&self) -> Result<ErrorCode, DetailsError> {
+    fn check_error_code<C: Catalog>(&self) -> Result<C, DetailsError> {
         read_catalog_error(self.code(), self.message(), self.details()).map(|(code, _)| code)
     }
 
-    fn error_info(&self) -> Option<(ErrorCode, ErrorInfo)> {
+    fn error_info<C: Catalog>(&self) -> Option<(C, ErrorInfo)> {
         self.check_error_info().ok()
     }
 
-    fn check_error_info(&self) -> Result<(ErrorCode, ErrorInfo), DetailsError> {
+    fn check_error_info<C: Catalog>(&self) -> Result<(C, ErrorInfo), DetailsError> {
         let (code, view) = self.check_error_info_view()?;
         Ok((code, view.to_error_info()))
     }
 
-    fn error_info_view(&self) -> Option<(ErrorCode, ErrorInfoView<'_>)> {
+    fn error_info_view<C: Catalog>(&self) -> Option<(C, ErrorInfoView<'_>)> {
         self.check_error_info_view().ok()
     }
 
-    fn check_error_info_view(&self) -> Result<(ErrorCode, ErrorInfoView<'_>), DetailsError> {
+    fn check_error_info_view<C: Catalog>(&self) -> Result<(C, ErrorInfoView<'_>), DetailsError> {
         let (code, fields) = read_catalog_error(self.code(), self.message(), self.details())?;
         Ok((code, ErrorInfoView { fields }))
     }

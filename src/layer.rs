@@ -81,7 +81,7 @@ use tower::{Layer, Service};
 use crate::{
     details,
     sanitize::{self, RateLimit},
-    status, wire, ErrorCode,
+    status, wire, Catalog as _, ErrorCode,
 };
 
 const GRPC_STATUS: &str = "grpc-status";
@@ -429,7 +429,7 @@ fn is_catalog_status(headers: &HeaderMap, code: Code) -> bool {
         .map(|v| percent_decode(v.as_bytes()))
         .unwrap_or_default();
     let status = Status::with_details(code, message.into_owned(), Bytes::from(details));
-    crate::ErrorStatusExt::check_error_code(&status).is_ok()
+    crate::ErrorStatusExt::check_error_code::<ErrorCode>(&status).is_ok()
 }
 
 /// Rewrites of statuses that slipped through, logged at a bounded rate.
@@ -472,7 +472,7 @@ fn normalize<P: ClassifyStatus>(headers: &mut HeaderMap, policy: &P, path: &str)
             grpc.code = ?code,
             original_message = %sanitize::escape(&message),
             original_details = %sanitize::escape(&detail_types),
-            reason = classified.code.name(),
+            reason = classified.code.entry().name(),
             suppressed,
             "a status without a catalog code was rewritten; return a catalog code instead"
         );
@@ -661,7 +661,7 @@ mod tests {
             let status = status_of(&headers);
             assert_eq!(status.code(), code, "{code:?} is kept");
             assert_eq!(status.error_code(), Some(expected), "{code:?}");
-            assert_eq!(status.message(), expected.message(), "{code:?}");
+            assert_eq!(status.message(), expected.entry().message(), "{code:?}");
             assert!(status.check_error_details().is_ok(), "{code:?}");
         }
     }
@@ -741,7 +741,7 @@ mod tests {
         // A matching one passes.
         let status = with_infos(
             Code::Unauthenticated,
-            ErrorCode::AuthRequired.message(),
+            ErrorCode::AuthRequired.entry().message(),
             &[("AUTH_REQUIRED", domain)],
         );
         let response = trailers_only(status);
@@ -759,7 +759,7 @@ mod tests {
         );
         let headers = through_layer(trailers_only(status)).await;
         let status = status_of(&headers);
-        assert_eq!(status.message(), ErrorCode::AuthRequired.message());
+        assert_eq!(status.message(), ErrorCode::AuthRequired.entry().message());
         assert!(status.check_error_details().is_ok());
     }
 

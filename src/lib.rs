@@ -15,7 +15,7 @@
 //! ## Quick start
 //!
 //! ```
-//! use errmap::{ErrorCode, ErrorStatusExt};
+//! use errmap::{Catalog, ErrorCode};
 //!
 //! let entry = ErrorCode::from_code(21).unwrap().entry();
 //! assert_eq!(entry.name(), "AUTH_REQUIRED");
@@ -25,7 +25,7 @@
 //! ## Server side: return catalog errors
 //!
 //! ```
-//! use errmap::ErrorCode;
+//! use errmap::{Catalog, ErrorCode};
 //! use tonic::Status;
 //!
 //! fn check_password(password: &str) -> Result<(), Status> {
@@ -51,14 +51,14 @@
 //! ## Client side: branch on the code
 //!
 //! ```
-//! use errmap::{ErrorCode, ErrorStatusExt};
+//! use errmap::{Catalog, ErrorCode, ErrorStatusExt};
 //! # let status = tonic::Status::from(ErrorCode::AuthExpiredToken);
 //!
 //! // `status` is the error of a call.
 //! match status.error_code() {
 //!     Some(ErrorCode::AuthExpiredToken) => { /* refresh the token and retry */ }
 //!     Some(ErrorCode::AuthInvalidToken | ErrorCode::AuthRequired) => { /* sign in */ }
-//!     Some(code) => eprintln!("{code} ({}): {}", code.code(), status.message()),
+//!     Some(code) => eprintln!("{code} ({}): {}", code.entry().number(), status.message()),
 //!     None => eprintln!("not a catalog error: {status}"),
 //! }
 //! ```
@@ -78,7 +78,7 @@ pub mod service;
 pub mod status;
 mod wire;
 
-pub use catalog::{CatalogEntry, ErrorCode, DOMAIN};
+pub use catalog::{Catalog, CatalogEntry, CatalogTable, ErrorCode, DOMAIN};
 pub use details::{DetailsError, ErrorDetails, ErrorStatusExt};
 pub use status::{BuildError, StatusBuilder};
 

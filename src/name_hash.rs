@@ -1,8 +1,8 @@
 //! The hash behind the catalog's by-name lookup table.
 //!
-//! `build.rs` includes this very file (through `#[path]`) to pick a seed under
-//! which every catalog name lands in its own slot, and the library uses it at
-//! run time to find a name's slot. Keeping one copy guarantees that both agree.
+//! Every [`CatalogTable`](crate::catalog::CatalogTable) picks, when it is
+//! built, a seed under which each of its names lands in a slot of its own,
+//! and then finds a name's slot with the same function.
 
 /// Hashes `name` with `seed`, eight bytes at a time.
 ///

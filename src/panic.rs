@@ -58,7 +58,7 @@ use tower::{Layer, Service};
 
 use crate::{
     sanitize::{self, RateLimit},
-    ErrorCode,
+    Catalog as _, ErrorCode,
 };
 
 /// Decides what a panic becomes.

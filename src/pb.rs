@@ -1,17 +1,19 @@
 //! Protobuf types: errmap's own (`errmap.v1`) and the `google.rpc` details.
 //!
 //! The generated code stays private; this module re-exports what users need.
-//! The catalog enum itself is re-exported at the crate root as
-//! [`ErrorCode`].
+//! The catalog enum is [`crate::ErrorCode`], with the [`crate::Catalog`]
+//! trait; prost's enum of the same proto is kept private.
 
 mod generated {
     #![allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
     include!(concat!(env!("OUT_DIR"), "/errmap.v1.rs"));
 }
 
+// prost's own `ErrorCode` enum is not re-exported: the catalog type is
+// `errmap::ErrorCode`. Message fields that hold a code are `i32`s.
 pub use generated::{
-    error_catalog_client, error_catalog_server, get_error_request, ErrorCode, ErrorDescriptor,
-    ErrorSpec, GetErrorRequest, GetErrorResponse, ListErrorsRequest, ListErrorsResponse,
+    error_catalog_client, error_catalog_server, get_error_request, ErrorDescriptor, ErrorSpec,
+    GetErrorRequest, GetErrorResponse, ListErrorsRequest, ListErrorsResponse,
 };
 
 /// The encoded `FileDescriptorSet` of `proto/errmap/v1/*.proto` and their

@@ -23,7 +23,7 @@
 use tonic::{Request, Response, Status};
 
 use crate::{
-    catalog::{self, CatalogEntry, DOMAIN},
+    catalog::{Catalog, CatalogEntry, DOMAIN},
     pb::{
         error_catalog_server::{ErrorCatalog, ErrorCatalogServer},
         get_error_request::Key,
@@ -32,29 +32,7 @@ use crate::{
     ErrorCode,
 };
 
-/// The canonical gRPC code name of `code`, as in `google.rpc.Code`.
-pub fn grpc_code_name(code: tonic::Code) -> &'static str {
-    use tonic::Code::*;
-    match code {
-        Ok => "OK",
-        Cancelled => "CANCELLED",
-        Unknown => "UNKNOWN",
-        InvalidArgument => "INVALID_ARGUMENT",
-        DeadlineExceeded => "DEADLINE_EXCEEDED",
-        NotFound => "NOT_FOUND",
-        AlreadyExists => "ALREADY_EXISTS",
-        PermissionDenied => "PERMISSION_DENIED",
-        ResourceExhausted => "RESOURCE_EXHAUSTED",
-        FailedPrecondition => "FAILED_PRECONDITION",
-        Aborted => "ABORTED",
-        OutOfRange => "OUT_OF_RANGE",
-        Unimplemented => "UNIMPLEMENTED",
-        Internal => "INTERNAL",
-        Unavailable => "UNAVAILABLE",
-        DataLoss => "DATA_LOSS",
-        Unauthenticated => "UNAUTHENTICATED",
-    }
-}
+pub use crate::catalog::grpc_code_name;
 
 /// The wire form of a catalog entry.
 pub fn descriptor(entry: &CatalogEntry) -> ErrorDescriptor {
@@ -160,13 +138,15 @@ impl ErrorCatalog for CatalogService {
         request: Request<ListErrorsRequest>,
     ) -> Result<Response<ListErrorsResponse>, Status> {
         let category = request.into_inner().category;
-        if !category.is_empty() && !catalog::is_category(&category) {
+        let table = ErrorCode::table();
+        if !category.is_empty() && !table.is_category(&category) {
             return Err(invalid_field(
                 "category",
                 "not a catalog category; leave it empty to list every code",
             ));
         }
-        let errors = catalog::entries()
+        let errors = table
+            .entries()
             .iter()
             .filter(|e| category.is_empty() || e.category() == category)
             .map(descriptor)

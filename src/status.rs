@@ -1,7 +1,7 @@
 //! Building `tonic::Status` values from catalog codes.
 //!
 //! A status for a bare code is made from bytes encoded once per code and
-//! shared afterwards, so [`ErrorCode::to_status`] costs one small `String`
+//! shared afterwards, so [`Catalog::to_status`] costs one small `String`
 //! (tonic owns the message) and no protobuf encoding. The
 //! [`StatusBuilder`] covers the richer cases: a developer message of the
 //! caller's, `ErrorInfo` metadata, `BadRequest` field violations, `Help`
@@ -15,7 +15,7 @@
 //! `BadRequest` and `Help` where given.
 //!
 //! ```
-//! use errmap::{ErrorCode, ErrorStatusExt};
+//! use errmap::{Catalog, ErrorCode, ErrorStatusExt};
 //!
 //! # fn main() -> Result<(), errmap::BuildError> {
 //! // The common case: a bare code.
@@ -38,7 +38,7 @@
 //! # }
 //! ```
 
-use std::{borrow::Cow, sync::OnceLock};
+use std::borrow::Cow;
 
 use bytes::Bytes;
 use prost::Message as _;
@@ -51,8 +51,8 @@ use tonic::{
 use tonic_types::pb::{bad_request::FieldViolation, help::Link, BadRequest, Help};
 
 use crate::{
-    catalog::{entries, CatalogEntry, DOMAIN},
-    wire, ErrorCode,
+    catalog::{Catalog, CatalogEntry, CatalogTable},
+    wire,
 };
 
 /// The locale of the `LocalizedMessage` errmap sends.
@@ -120,10 +120,11 @@ pub fn is_valid_metadata_key(key: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'_')
 }
 
-/// The parts of a code's status that never change, encoded once.
-struct Prebuilt {
+/// The parts of a code's status that never change, encoded once per code
+/// and kept for the life of the process (catalogs are never unloaded).
+pub(crate) struct Prebuilt {
     /// The whole `google.rpc.Status` with the catalog message.
-    status: Bytes,
+    pub(crate) status: Bytes,
     /// The `details` entry holding the `ErrorInfo` (reason, domain, code).
     error_info: &'static [u8],
     /// The `details` entries that follow it: `LocalizedMessage`, and
@@ -131,52 +132,49 @@ struct Prebuilt {
     rest: &'static [u8],
 }
 
-fn prebuilt(entry: &CatalogEntry) -> &'static Prebuilt {
-    static TABLE: OnceLock<Vec<Prebuilt>> = OnceLock::new();
-    let table = TABLE.get_or_init(|| entries().iter().map(prebuild).collect());
-    &table[entry.index()]
-}
-
 fn leak(buf: Vec<u8>) -> &'static [u8] {
     Box::leak(buf.into_boxed_slice())
 }
 
-fn prebuild(entry: &CatalogEntry) -> Prebuilt {
-    let error_info = leak(encode_error_info_detail(entry, &[]));
+impl Prebuilt {
+    pub(crate) fn new(domain: &str, entry: &CatalogEntry) -> Self {
+        let error_info = leak(encode_error_info_detail(domain, entry, &[]));
 
-    let mut rest = Vec::new();
-    let mut localized = Vec::new();
-    wire::put_len_field(&mut localized, 1, LOCALE.as_bytes());
-    wire::put_len_field(&mut localized, 2, entry.message().as_bytes());
-    wire::put_any_detail(&mut rest, wire::LOCALIZED_MESSAGE, &localized);
-    if let Some(delay) = entry.retry_delay() {
-        let mut duration = Vec::new();
-        wire::put_varint_field(&mut duration, 1, delay.as_secs());
-        wire::put_varint_field(&mut duration, 2, u64::from(delay.subsec_nanos()));
-        let mut retry = Vec::new();
-        wire::put_len_header(&mut retry, 1, duration.len());
-        retry.extend_from_slice(&duration);
-        wire::put_any_detail(&mut rest, wire::RETRY_INFO, &retry);
-    }
-    let rest = leak(rest);
+        let mut rest = Vec::new();
+        let mut localized = Vec::new();
+        wire::put_len_field(&mut localized, 1, LOCALE.as_bytes());
+        wire::put_len_field(&mut localized, 2, entry.message().as_bytes());
+        wire::put_any_detail(&mut rest, wire::LOCALIZED_MESSAGE, &localized);
+        if let Some(delay) = entry.retry_delay() {
+            let mut duration = Vec::new();
+            wire::put_varint_field(&mut duration, 1, delay.as_secs());
+            wire::put_varint_field(&mut duration, 2, u64::from(delay.subsec_nanos()));
+            let mut retry = Vec::new();
+            wire::put_len_header(&mut retry, 1, duration.len());
+            retry.extend_from_slice(&duration);
+            wire::put_any_detail(&mut rest, wire::RETRY_INFO, &retry);
+        }
+        let rest = leak(rest);
 
-    let status = leak(encode_status(
-        entry.grpc_code(),
-        entry.message(),
-        error_info,
-        rest,
-        &[],
-    ));
-    Prebuilt {
-        status: Bytes::from_static(status),
-        error_info,
-        rest,
+        let status = leak(encode_status(
+            entry.grpc_code(),
+            entry.message(),
+            error_info,
+            rest,
+            &[],
+        ));
+        Prebuilt {
+            status: Bytes::from_static(status),
+            error_info,
+            rest,
+        }
     }
 }
 
 /// The `details` entry (an `Any`) holding the code's `ErrorInfo`, with the
 /// caller's metadata after `code`.
 fn encode_error_info_detail(
+    domain: &str,
     entry: &CatalogEntry,
     metadata: &[(Cow<'static, str>, String)],
 ) -> Vec<u8> {
@@ -187,7 +185,7 @@ fn encode_error_info_detail(
             .sum::<usize>(),
     );
     wire::put_len_field(&mut info, 1, entry.name().as_bytes());
-    wire::put_len_field(&mut info, 2, DOMAIN.as_bytes());
+    wire::put_len_field(&mut info, 2, domain.as_bytes());
     wire::put_map_entry(&mut info, 3, CODE_METADATA_KEY, entry.number_str());
     for (key, value) in metadata {
         wire::put_map_entry(&mut info, 3, key, value);
@@ -215,40 +213,16 @@ fn encode_status(
     buf
 }
 
-impl ErrorCode {
-    /// This code as a `tonic::Status` with the catalog message and the
-    /// standard details. Same as `Status::from(code)`.
-    pub fn to_status(self) -> Status {
-        let entry = self.entry();
-        Status::with_details(
-            entry.grpc_code(),
-            entry.message(),
-            prebuilt(entry).status.clone(),
-        )
-    }
-
-    /// A [`StatusBuilder`] for this code, for a status with more than the
-    /// catalog gives.
-    pub fn builder(self) -> StatusBuilder {
-        StatusBuilder::new(self)
-    }
-}
-
-impl From<ErrorCode> for Status {
-    fn from(code: ErrorCode) -> Self {
-        code.to_status()
-    }
-}
-
 /// Builds a catalog status with caller data. Made by
-/// [`ErrorCode::builder`].
+/// [`Catalog::builder`].
 ///
 /// Setters never fail; the first invalid input is remembered and reported
 /// by [`build`](Self::build), so a chain reads top to bottom.
 #[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct StatusBuilder {
-    code: ErrorCode,
+    table: &'static CatalogTable,
+    index: usize,
     message: Option<Cow<'static, str>>,
     metadata: Vec<(Cow<'static, str>, String)>,
     violations: Vec<FieldViolation>,
@@ -259,10 +233,11 @@ pub struct StatusBuilder {
 
 impl StatusBuilder {
     /// A builder for `code`; with nothing else set, `build` gives the same
-    /// status as [`ErrorCode::to_status`].
-    pub fn new(code: ErrorCode) -> Self {
+    /// status as [`Catalog::to_status`].
+    pub fn new<C: Catalog>(code: C) -> Self {
         Self {
-            code,
+            table: C::table(),
+            index: code.index(),
             message: None,
             metadata: Vec::new(),
             violations: Vec::new(),
@@ -375,8 +350,8 @@ impl StatusBuilder {
         if let Some(error) = self.error {
             return Err(error);
         }
-        let entry = self.code.entry();
-        let pre = prebuilt(entry);
+        let entry = &self.table.entries()[self.index];
+        let pre = self.table.prebuilt(self.index);
         let message: &str = self.message.as_deref().unwrap_or(entry.message());
 
         let mut extra = Vec::new();
@@ -402,7 +377,7 @@ impl StatusBuilder {
                 &extra,
             ))
         } else {
-            let info = encode_error_info_detail(entry, &self.metadata);
+            let info = encode_error_info_detail(self.table.domain(), entry, &self.metadata);
             Bytes::from(encode_status(
                 entry.grpc_code(),
                 message,
@@ -437,12 +412,12 @@ impl StatusBuilder {
 /// response layer uses it for statuses that slipped through: their gRPC
 /// code is kept, so that clients that branch on it (retry on ABORTED, say)
 /// keep working.
-pub(crate) fn with_grpc_code(code: ErrorCode, grpc_code: tonic::Code) -> Status {
+pub(crate) fn with_grpc_code<C: Catalog>(code: C, grpc_code: tonic::Code) -> Status {
     let entry = code.entry();
     if grpc_code == entry.grpc_code() {
         return code.to_status();
     }
-    let pre = prebuilt(entry);
+    let pre = C::table().prebuilt(code.index());
     let details = encode_status(grpc_code, entry.message(), pre.error_info, pre.rest, &[]);
     Status::with_details(grpc_code, entry.message(), Bytes::from(details))
 }
@@ -522,6 +497,7 @@ fn trailer_size(message: &str, details_len: usize, metadata: &MetadataMap) -> us
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ErrorCode;
 
     #[test]
     fn metadata_keys_follow_aip_193() {

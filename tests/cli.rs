@@ -9,6 +9,7 @@ use std::{
 
 use common::binary::{serve, sigterm, wait_exit};
 
+use errmap::Catalog as _;
 use errmap::{ErrorCode, ErrorStatusExt as _};
 
 fn errmap(args: &[&str]) -> Output {
@@ -76,9 +77,12 @@ fn list_prints_the_table_and_filters() {
     let out = errmap(&["list"]);
     assert_eq!(out.status.code(), Some(0));
     let text = stdout(&out);
-    assert_eq!(text.lines().count(), 1 + errmap::catalog::entries().len());
+    assert_eq!(
+        text.lines().count(),
+        1 + errmap::ErrorCode::table().entries().len()
+    );
     assert!(text.lines().next().unwrap().contains("CODE"));
-    for entry in errmap::catalog::entries() {
+    for entry in errmap::ErrorCode::table().entries() {
         assert!(text.contains(entry.name()), "{}", entry.name());
     }
 

@@ -9,6 +9,7 @@ use std::{
 };
 
 use common::{call_probe, TestServer, INTERNAL_SECRET, PANIC_SECRET, SPECIAL_MESSAGE};
+use errmap::Catalog as _;
 use errmap::{
     auth::{AuthInterceptor, JwtVerifier},
     pb::{error_catalog_client::ErrorCatalogClient, get_error_request::Key, GetErrorRequest},
@@ -23,7 +24,7 @@ use tonic_prost::ProstCodec;
 /// Asserts `status` is exactly one catalog error `code`, read back with
 /// errmap and with tonic-types.
 fn assert_catalog(status: &Status, code: ErrorCode) {
-    assert_rewritten(status, code, code.grpc_code());
+    assert_rewritten(status, code, code.entry().grpc_code());
 }
 
 /// Asserts `status` is exactly one catalog error `code`, sent with the gRPC
@@ -42,8 +43,8 @@ fn assert_rewritten(status: &Status, code: ErrorCode, grpc: tonic::Code) {
         .count();
     assert_eq!(infos, 1, "exactly one ErrorInfo");
     let theirs = tonic_types::StatusExt::get_error_details(status);
-    assert_eq!(theirs.error_info().unwrap().reason, code.name());
-    assert_eq!(details.retry_delay(), code.retry_delay());
+    assert_eq!(theirs.error_info().unwrap().reason, code.entry().name());
+    assert_eq!(details.retry_delay(), code.entry().retry_delay());
 }
 
 async fn raw_unary(channel: Channel, path: &'static str, body: String) -> Result<String, Status> {
@@ -112,7 +113,7 @@ async fn internal_and_unknown_without_details_are_42_without_internals() {
         assert_rewritten(&status, ErrorCode::ApiInternalServerError, grpc);
         assert_eq!(
             status.message(),
-            ErrorCode::ApiInternalServerError.message()
+            ErrorCode::ApiInternalServerError.entry().message()
         );
         assert!(!format!("{status:?}").contains(INTERNAL_SECRET));
     }
@@ -164,7 +165,10 @@ async fn malformed_and_oversized_request_bodies_are_40() {
         .await
         .unwrap_err();
     assert_catalog(&status, ErrorCode::ApiInvalidRequest);
-    assert_eq!(status.message(), ErrorCode::ApiInvalidRequest.message());
+    assert_eq!(
+        status.message(),
+        ErrorCode::ApiInvalidRequest.entry().message()
+    );
 
     // The server is fine afterwards, on the same connection.
     client
@@ -340,7 +344,10 @@ async fn the_interop_special_message_round_trips_exactly() {
         .await
         .unwrap_err();
     assert_catalog(&status, ErrorCode::ApiInvalidRequest);
-    assert_eq!(status.message(), ErrorCode::ApiInvalidRequest.message());
+    assert_eq!(
+        status.message(),
+        ErrorCode::ApiInvalidRequest.entry().message()
+    );
     server.stop().await;
 }
 
@@ -351,7 +358,10 @@ async fn a_plain_status_gets_its_catalog_code_and_message() {
         .await
         .unwrap_err();
     assert_catalog(&status, ErrorCode::ApiItemNotFound);
-    assert_eq!(status.message(), ErrorCode::ApiItemNotFound.message());
+    assert_eq!(
+        status.message(),
+        ErrorCode::ApiItemNotFound.entry().message()
+    );
     server.stop().await;
 }
 

@@ -290,7 +290,7 @@ async fn bad_input_gets_a_catalog_answer_or_a_clean_refusal_and_the_server_stays
             assert!(
                 status
                     .as_ref()
-                    .map(|s| s.code() == Code::Ok || s.error_code().is_some())
+                    .map(|s| s.code() == Code::Ok || s.error_code::<ErrorCode>().is_some())
                     .unwrap_or(true),
                 "{status:?} {http_status:?}"
             );

@@ -6,8 +6,8 @@ mod common;
 use std::{sync::atomic::Ordering, time::Duration};
 
 use common::{call_probe, TestServer};
+use errmap::Catalog as _;
 use errmap::{
-    catalog,
     pb::{
         error_catalog_client::ErrorCatalogClient, get_error_request::Key, GetErrorRequest,
         ListErrorsRequest,
@@ -25,7 +25,7 @@ use tonic_health::pb::{
 async fn get_error_by_code_and_by_name_for_every_entry() {
     let server = TestServer::start_default().await;
     let mut client = ErrorCatalogClient::new(server.channel().await);
-    for entry in catalog::entries() {
+    for entry in ErrorCode::table().entries() {
         for key in [
             Key::Code(entry.number()),
             Key::Name(entry.name().to_owned()),
@@ -89,10 +89,14 @@ async fn list_errors_with_and_without_filter() {
         .into_inner()
         .errors;
     let codes: Vec<_> = all.iter().map(|d| d.code.unwrap()).collect();
-    let expected: Vec<_> = catalog::entries().iter().map(|e| e.number()).collect();
+    let expected: Vec<_> = ErrorCode::table()
+        .entries()
+        .iter()
+        .map(|e| e.number())
+        .collect();
     assert_eq!(codes, expected);
 
-    for category in catalog::categories() {
+    for category in ErrorCode::table().categories() {
         let some = client
             .list_errors(ListErrorsRequest {
                 category: category.to_owned(),
@@ -101,7 +105,8 @@ async fn list_errors_with_and_without_filter() {
             .unwrap()
             .into_inner()
             .errors;
-        let expected: Vec<_> = catalog::entries()
+        let expected: Vec<_> = ErrorCode::table()
+            .entries()
             .iter()
             .filter(|e| e.category() == category)
             .map(|e| e.name())

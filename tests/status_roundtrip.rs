@@ -3,9 +3,8 @@
 
 use std::collections::HashMap;
 
-use errmap::{
-    catalog, details::status_from_header_map, BuildError, ErrorCode, ErrorStatusExt, DOMAIN,
-};
+use errmap::Catalog;
+use errmap::{details::status_from_header_map, BuildError, ErrorCode, ErrorStatusExt, DOMAIN};
 use http::HeaderMap;
 use prost::Message as _;
 use tonic::{Code, Status};
@@ -47,8 +46,8 @@ fn assert_at_most_one_of_each(types: &[String]) {
 
 #[test]
 fn every_code_round_trips_through_headers() {
-    for entry in catalog::entries() {
-        let code = entry.code();
+    for code in ErrorCode::all() {
+        let entry = code.entry();
         let (headers, back) = over_the_wire(&Status::from(code));
 
         // Headers.
@@ -69,7 +68,7 @@ fn every_code_round_trips_through_headers() {
         assert_eq!(back.check_error_code(), Ok(code));
         let ours = ErrorStatusExt::check_error_details(&back).expect("details read back");
         assert_eq!(ours.error_code(), Some(code));
-        assert_eq!(ours.entry(), Some(entry));
+        assert_eq!(ours.entry::<ErrorCode>(), Some(entry));
         assert_eq!(ours.metadata("code"), Some(entry.number_str()));
         assert_eq!(ours.retry_delay(), entry.retry_delay());
         assert!(ours.other().is_empty());
@@ -175,7 +174,7 @@ fn builder_output_round_trips_with_every_detail() {
     // The LocalizedMessage keeps the catalog message.
     assert_eq!(
         ours.localized_message().unwrap().message,
-        ErrorCode::AuthPasswordInvalid.message()
+        ErrorCode::AuthPasswordInvalid.entry().message()
     );
     let violations = &ours.bad_request().unwrap().field_violations;
     assert_eq!(violations[0], violation, "all four fields kept");
@@ -204,7 +203,7 @@ fn a_developer_message_alone_keeps_the_other_details() {
     assert_eq!(details.error_code(), Some(ErrorCode::ApiTryAgainLater));
     assert_eq!(
         details.retry_delay(),
-        ErrorCode::ApiTryAgainLater.retry_delay()
+        ErrorCode::ApiTryAgainLater.entry().retry_delay()
     );
 }
 
@@ -373,7 +372,7 @@ fn the_borrowed_error_info_view_reads_reason_domain_and_metadata() {
         .build()
         .unwrap();
     let (_, back) = over_the_wire(&status);
-    let (code, view) = back.error_info_view().unwrap();
+    let (code, view) = back.error_info_view::<ErrorCode>().unwrap();
     assert_eq!(code, ErrorCode::ApiItemNotFound);
     assert_eq!(view.reason(), "API_ITEM_NOT_FOUND");
     assert_eq!(view.domain(), DOMAIN);
@@ -383,13 +382,13 @@ fn the_borrowed_error_info_view_reads_reason_domain_and_metadata() {
     );
     assert_eq!(view.get("shard"), Some("7"));
     assert_eq!(view.get("nope"), None);
-    let (owned_code, owned) = back.error_info().unwrap();
+    let (owned_code, owned) = back.error_info::<ErrorCode>().unwrap();
     assert_eq!(owned_code, code);
     assert_eq!(view.to_error_info(), owned);
     // Not a catalog error: a typed reason.
     let plain = Status::internal("x");
     assert_eq!(
-        plain.check_error_info_view().unwrap_err(),
+        plain.check_error_info_view::<ErrorCode>().unwrap_err(),
         errmap::DetailsError::NoDetails
     );
 }

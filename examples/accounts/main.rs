@@ -24,6 +24,7 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
+use errmap::Catalog as _;
 use errmap::{
     auth::{AuthInterceptor, Claims, JwtVerifier},
     server::{ErrmapServer, ServerConfig},
@@ -538,7 +539,7 @@ mod tests {
         for (request, code, violations) in cases {
             let status = accounts.register(request).await.unwrap_err();
             assert_eq!(status.error_code(), Some(code), "{status:?}");
-            assert_eq!(status.code(), code.grpc_code());
+            assert_eq!(status.code(), code.entry().grpc_code());
             assert_eq!(fields(&status), violations, "{code}");
         }
         let created = accounts

@@ -7,7 +7,7 @@
 
 #![no_main]
 
-use errmap::{details::status_from_header_map, ErrorDetails, ErrorStatusExt};
+use errmap::{details::status_from_header_map, ErrorCode, ErrorDetails, ErrorStatusExt};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -16,18 +16,18 @@ fuzz_target!(|data: &[u8]| {
         "m",
         bytes::Bytes::copy_from_slice(data),
     );
-    let fast = status.error_code();
-    assert_eq!(fast, status.check_error_code().ok());
-    if let Some((code, info)) = status.error_info() {
+    let fast = status.error_code::<ErrorCode>();
+    assert_eq!(fast, status.check_error_code::<ErrorCode>().ok());
+    if let Some((code, info)) = status.error_info::<ErrorCode>() {
         assert_eq!(Some(code), fast);
-        let (view_code, view) = status.error_info_view().expect("the view reads what error_info read");
+        let (view_code, view) = status.error_info_view::<ErrorCode>().expect("the view reads what error_info read");
         assert_eq!(view_code, code);
         assert_eq!(view.to_error_info(), info);
     }
-    assert_eq!(status.error_info_view().map(|(c, _)| c), fast);
+    assert_eq!(status.error_info_view::<ErrorCode>().map(|(c, _)| c), fast);
     // One strict reader: the full decoder finds exactly what the fast one
     // does, and nothing when it finds nothing.
-    assert_eq!(status.error_details().and_then(|d| d.error_code()), fast);
+    assert_eq!(status.error_details().and_then(|d| d.error_code::<ErrorCode>()), fast);
     if let Ok(details) = ErrorDetails::decode(data) {
         let _ = details.retry_delay();
     }

@@ -21,6 +21,7 @@ use std::{
 };
 
 use errmap::server::{self, ErrmapServer, ServerConfig};
+use errmap::Catalog as _;
 use http::uri::PathAndQuery;
 use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::{

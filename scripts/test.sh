@@ -11,7 +11,7 @@ ROOT=$(pwd)
 VENV="$ROOT/target/interop/venv"
 
 echo "==> Rust tests (unit, integration, doc, example)"
-cargo test --locked
+cargo test --locked --workspace
 
 echo "==> Building the errmap binary for the interop tests"
 cargo build --locked --bin errmap

@@ -1,10 +1,9 @@
-//! Reads an errmap catalog enum out of a descriptor pool and validates it.
+//! Reads errmap catalog enums out of a descriptor pool and validates them.
 //!
-//! `build.rs` calls [`read_catalog`] on the compiled `proto/` tree and refuses
-//! to build when it reports a problem. The integration test
-//! `tests/build_validation.rs` includes this same file (through `#[path]`) and
-//! feeds it small broken catalogs, so the checks the build runs are the checks
-//! that are tested.
+//! The one set of catalog rules: `errmap-build` runs them in a team's
+//! `build.rs`, and the `errmap` runtime includes this same file (through
+//! `#[path]`) to run them on descriptor sets loaded at run time
+//! (`errmap serve --catalog`). A catalog that one accepts, the other does.
 
 use std::fmt;
 
@@ -35,9 +34,6 @@ pub const GRPC_CODES: [(&str, i32); 17] = [
 /// 8 KiB trailer budget.
 pub const MAX_MESSAGE_LEN: usize = 512;
 
-/// The largest code a catalog may use; the by-number table is dense.
-pub const MAX_CODE: i32 = 9999;
-
 /// The longest reason AIP-193 allows.
 pub const MAX_REASON_LEN: usize = 63;
 
@@ -46,6 +42,12 @@ pub const MAX_REASON_LEN: usize = 63;
 pub struct CatalogSpec {
     /// The ErrorInfo domain, from the enum's `(errmap.v1.domain)` option.
     pub domain: String,
+    /// The enum's full name, e.g. `shop.v1.ShopError`.
+    pub enum_name: String,
+    /// The enum's own name, e.g. `ShopError`.
+    pub short_name: String,
+    /// The file that defines the enum.
+    pub file: String,
     /// The values, sorted by number.
     pub entries: Vec<EntrySpec>,
 }
@@ -163,6 +165,9 @@ pub fn read_catalog(pool: &DescriptorPool, enum_name: &str) -> Result<CatalogSpe
 
     let mut entries: Vec<EntrySpec> = Vec::new();
     for value in enum_desc.values() {
+        if is_unspecified_zero(&value, value.options().has_extension(&error_ext)) {
+            continue;
+        }
         let at = format!("{file}: {short}.{}", value.name());
         match read_value(&value, &error_ext, &at) {
             Ok(entry) => {
@@ -178,14 +183,83 @@ pub fn read_catalog(pool: &DescriptorPool, enum_name: &str) -> Result<CatalogSpe
             Err(mut value_problems) => problems.append(&mut value_problems),
         }
     }
-    if enum_desc.values().len() == 0 {
-        problems.push(format!("{file}: {short}: the catalog has no values"));
+    if entries.is_empty() && problems.is_empty() {
+        problems.push(format!("{file}: {short}: the catalog has no error codes"));
     }
     if !problems.is_empty() {
         return Err(CatalogErrors(problems));
     }
     entries.sort_by_key(|e| e.number);
-    Ok(CatalogSpec { domain, entries })
+    Ok(CatalogSpec {
+        domain,
+        enum_name: enum_desc.full_name().to_owned(),
+        short_name: short,
+        file,
+        entries,
+    })
+}
+
+/// Every catalog in `pool`: each enum that carries `(errmap.v1.domain)` or
+/// whose values carry `(errmap.v1.error)`, from the files named in `files`
+/// (all files when empty), validated, with no two sharing a domain. Enums
+/// named in `skip` are left out. Every problem is reported, each naming the
+/// file, the enum and the value.
+pub fn read_catalogs(
+    pool: &DescriptorPool,
+    files: &[String],
+    skip: &[&str],
+) -> Result<Vec<CatalogSpec>, CatalogErrors> {
+    let (Some(domain_ext), Some(error_ext)) = (
+        pool.get_extension_by_name("errmap.v1.domain"),
+        pool.get_extension_by_name("errmap.v1.error"),
+    ) else {
+        return Err(CatalogErrors(vec![
+            "no file imports errmap/v1/options.proto, so no enum is an errmap catalog".to_owned(),
+        ]));
+    };
+    let mut found = Vec::new();
+    let mut problems = Vec::new();
+    for enum_desc in pool.all_enums() {
+        let file = enum_desc.parent_file().name().to_owned();
+        if (!files.is_empty() && !files.contains(&file)) || skip.contains(&enum_desc.full_name()) {
+            continue;
+        }
+        let annotated = enum_desc.options().has_extension(&domain_ext)
+            || enum_desc
+                .values()
+                .any(|v| v.options().has_extension(&error_ext));
+        if !annotated {
+            continue;
+        }
+        match read_catalog(pool, enum_desc.full_name()) {
+            Ok(spec) => found.push(spec),
+            Err(mut errors) => problems.append(&mut errors.0),
+        }
+    }
+    for (i, spec) in found.iter().enumerate() {
+        if let Some(first) = found[..i].iter().find(|f| f.domain == spec.domain) {
+            problems.push(format!(
+                "{}: {}: domain {:?} is already the domain of {} ({}); each catalog has a domain of its own",
+                spec.file, spec.short_name, spec.domain, first.enum_name, first.file
+            ));
+        }
+    }
+    if found.is_empty() && problems.is_empty() {
+        problems
+            .push("no enum carries (errmap.v1.domain) and (errmap.v1.error) options".to_owned());
+    }
+    if problems.is_empty() {
+        Ok(found)
+    } else {
+        Err(CatalogErrors(problems))
+    }
+}
+
+/// Whether a value is the AIP-126 "unspecified" zero of an enum, which is
+/// not an error code: number 0, a name ending in `_UNSPECIFIED`, and no
+/// `(errmap.v1.error)` option.
+fn is_unspecified_zero(value: &EnumValueDescriptor, has_option: bool) -> bool {
+    value.number() == 0 && value.name().ends_with("_UNSPECIFIED") && !has_option
 }
 
 fn read_value(
@@ -201,13 +275,15 @@ fn read_value(
             "{at}: the name is not a valid AIP-193 reason ([A-Z][A-Z0-9_]+[A-Z0-9], at most {MAX_REASON_LEN} characters)"
         ));
     }
-    if !(0..=MAX_CODE).contains(&number) {
-        problems.push(format!("{at}: number {number} is outside 0..={MAX_CODE}"));
-    }
     let options = value.options();
     if !options.has_extension(error_ext) {
+        let hint = if number == 0 {
+            " (a zero that is not a code is named *_UNSPECIFIED, as AIP-126 says)"
+        } else {
+            ""
+        };
         problems.push(format!(
-            "{at}: the value has no (errmap.v1.error) option; every catalog value needs its gRPC code, HTTP status, category and message"
+            "{at}: the value has no (errmap.v1.error) option; every catalog value needs its gRPC code, HTTP status, category and message{hint}"
         ));
         return Err(problems);
     }

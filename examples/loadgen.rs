@@ -248,6 +248,7 @@ async fn run_slice(
                         let code = if scenario.kind == Kind::Hit { 11 } else { 48 };
                         let mut request = Request::new(GetErrorRequest {
                             key: Some(Key::Code(code)),
+                            domain: None,
                         });
                         request
                             .metadata_mut()
@@ -368,6 +369,7 @@ async fn measure_binary(path: &PathBuf, in_flight: usize) -> Result<ServeFigures
                 let _ = tx
                     .send(GetErrorRequest {
                         key: Some(Key::Code(11)),
+                        domain: None,
                     })
                     .await;
             });

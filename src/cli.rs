@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use errmap::{
     auth::{AuthInterceptor, JwtVerifier},
     catalog::{Catalog, CatalogEntry, CatalogTable},
+    catalogs::{self, Catalogs},
     pb::{self, get_error_request::Key},
     server::{self, ServerConfig},
     service::grpc_code_name,
@@ -57,8 +58,10 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// Ask a running server instead, e.g. http://127.0.0.1:50051.
-        #[arg(long, value_name = "URL")]
+        #[arg(long, value_name = "URL", conflicts_with = "catalog")]
         server: Option<String>,
+        #[command(flatten)]
+        source: CatalogArgs,
     },
     /// List the catalog, optionally one category.
     List {
@@ -68,9 +71,14 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        source: CatalogArgs,
     },
     /// Print the catalog as Markdown (the shape of docs/errors.md).
-    Docs,
+    Docs {
+        #[command(flatten)]
+        source: CatalogArgs,
+    },
     /// Decode a grpc-status-details-bin value (base64, padded or not).
     Decode {
         /// The header value; a leading "grpc-status-details-bin:" is ignored.
@@ -79,6 +87,63 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Which catalog a command reads.
+#[derive(Debug, Args)]
+struct CatalogArgs {
+    /// Read the catalogs of this FileDescriptorSet (made with `protoc
+    /// --include_imports --descriptor_set_out` or `buf build -o`) instead of the
+    /// embedded one.
+    #[arg(long, value_name = "SET.binpb")]
+    catalog: Option<PathBuf>,
+    /// The catalog to use, by its ErrorInfo domain, when there are several
+    /// (with --server: the server's catalog of that domain).
+    #[arg(long, value_name = "DOMAIN")]
+    domain: Option<String>,
+}
+
+impl CatalogArgs {
+    /// The catalog asked for, or a one-line error.
+    fn table(&self) -> Result<&'static CatalogTable, String> {
+        let Some(path) = &self.catalog else {
+            return match &self.domain {
+                Some(d) if d != ErrorCode::table().domain() => Err(format!(
+                    "the embedded catalog's domain is {:?}, not {d:?}; pass --catalog SET.binpb",
+                    ErrorCode::table().domain()
+                )),
+                _ => Ok(ErrorCode::table()),
+            };
+        };
+        let tables = catalogs::load_file(path).map_err(|e| e.to_string())?;
+        match (&self.domain, tables.as_slice()) {
+            (None, [one]) => Ok(one),
+            (Some(domain), _) => tables
+                .iter()
+                .copied()
+                .find(|t| t.domain() == domain)
+                .ok_or_else(|| {
+                    format!(
+                        "{}: no catalog has domain {domain:?}; it has {}",
+                        path.display(),
+                        domains(&tables)
+                    )
+                }),
+            (None, _) => Err(format!(
+                "{}: it holds several catalogs ({}); pick one with --domain",
+                path.display(),
+                domains(&tables)
+            )),
+        }
+    }
+}
+
+fn domains(tables: &[&CatalogTable]) -> String {
+    tables
+        .iter()
+        .map(|t| t.domain())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[derive(Debug, Args)]
@@ -138,6 +203,13 @@ struct ServeArgs {
     /// issuer sets none. Tokens minted for another service are then accepted too.
     #[arg(long, conflicts_with = "auth_audience")]
     auth_allow_any_audience: bool,
+    /// Also serve the catalogs of this FileDescriptorSet (repeatable); made with
+    /// `protoc --include_imports --descriptor_set_out` or `buf build -o`.
+    #[arg(long = "catalog", value_name = "SET.binpb")]
+    catalogs: Vec<PathBuf>,
+    /// Do not serve the embedded catalog; the first --catalog becomes the default.
+    #[arg(long, requires = "catalogs")]
+    no_default_catalog: bool,
     /// With a JWT option: how far past `exp` a token is still accepted.
     #[arg(long, default_value = "0s", value_parser = parse_duration, value_name = "DURATION")]
     auth_leeway: Duration,
@@ -244,18 +316,41 @@ pub(crate) fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Serve(args) => serve(*args),
-        Command::Lookup { code, json, server } => match server {
-            None => lookup_local(ErrorCode::table(), &code, json),
-            Some(url) => lookup_remote(&code, json, &url),
+        Command::Lookup {
+            code,
+            json,
+            server,
+            source,
+        } => match server {
+            None => match source.table() {
+                Ok(table) => lookup_local(table, &code, json),
+                Err(e) => bad_input(&e),
+            },
+            Some(url) => lookup_remote(&code, json, &url, source.domain),
         },
-        Command::List { category, json } => list(ErrorCode::table(), category.as_deref(), json),
+        Command::List {
+            category,
+            json,
+            source,
+        } => match source.table() {
+            Ok(table) => list(table, category.as_deref(), json),
+            Err(e) => bad_input(&e),
+        },
         Command::Decode { value, json } => decode(&value, json),
-        Command::Docs => {
-            print!("{}", ErrorCode::table().markdown());
-            EXIT_OK
-        }
+        Command::Docs { source } => match source.table() {
+            Ok(table) => {
+                print!("{}", table.markdown());
+                EXIT_OK
+            }
+            Err(e) => bad_input(&e),
+        },
     };
     ExitCode::from(code)
+}
+
+fn bad_input(message: &str) -> u8 {
+    eprintln!("error: {message}");
+    EXIT_BAD_INPUT
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -287,6 +382,10 @@ fn serve(args: ServeArgs) -> u8 {
     config.max_connections = args.max_connections;
     config.handshake_timeout = args.handshake_timeout;
     config.auth = verifier.map(AuthInterceptor::new);
+    config.catalogs = match load_catalogs(&args.catalogs, args.no_default_catalog) {
+        Ok(catalogs) => catalogs,
+        Err(e) => return bad_input(&e),
+    };
     if let Err(e) = config.validate() {
         eprintln!("error: {e}");
         return EXIT_BAD_INPUT;
@@ -334,6 +433,23 @@ fn serve(args: ServeArgs) -> u8 {
             }
         }
     })
+}
+
+/// The embedded catalog (unless `no_default`) and those of `files`.
+fn load_catalogs(files: &[PathBuf], no_default: bool) -> Result<Catalogs, String> {
+    let mut catalogs = if no_default {
+        Catalogs::empty()
+    } else {
+        Catalogs::default()
+    };
+    for file in files {
+        for table in catalogs::load_file(file).map_err(|e| e.to_string())? {
+            catalogs = catalogs
+                .with(table, &file.display().to_string())
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(catalogs)
 }
 
 /// Registers the SIGINT and SIGTERM handlers now, so that a signal sent
@@ -498,7 +614,7 @@ fn lookup_local(table: &CatalogTable, text: &str, json: bool) -> u8 {
     }
 }
 
-fn lookup_remote(text: &str, json: bool, url: &str) -> u8 {
+fn lookup_remote(text: &str, json: bool, url: &str, domain: Option<String>) -> u8 {
     let query = match parse_query(text) {
         Ok(q) => q,
         Err(e) => {
@@ -529,7 +645,10 @@ fn lookup_remote(text: &str, json: bool, url: &str) -> u8 {
         };
         let mut client = pb::error_catalog_client::ErrorCatalogClient::new(channel);
         match client
-            .get_error(pb::GetErrorRequest { key: Some(key) })
+            .get_error(pb::GetErrorRequest {
+                key: Some(key),
+                domain,
+            })
             .await
         {
             Ok(response) => match response.into_inner().error {

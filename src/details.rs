@@ -40,7 +40,8 @@ use tonic::{Code, Status};
 use tonic_types::pb::{BadRequest, ErrorInfo, Help, LocalizedMessage, RetryInfo};
 
 use crate::{
-    catalog::{Catalog, CatalogEntry},
+    catalog::{Catalog, CatalogEntry, CatalogTable},
+    catalogs::Catalogs,
     wire,
 };
 
@@ -145,13 +146,13 @@ fn bad_error_info() -> DetailsError {
 
 /// The one strict reading every reader of a status shares: the details are
 /// a well-formed `google.rpc.Status` whose code and message equal the
-/// status's own, holding exactly one well-formed `ErrorInfo` of this
-/// catalog. Allocates nothing unless it fails.
-fn read_catalog_error<'a, C: Catalog>(
+/// status's own, holding exactly one well-formed `ErrorInfo`. Allocates
+/// nothing unless it fails.
+fn read_error_info<'a>(
     code: tonic::Code,
     message: &str,
     details: &'a [u8],
-) -> Result<(C, wire::ErrorInfoFields<'a>), DetailsError> {
+) -> Result<wire::ErrorInfoFields<'a>, DetailsError> {
     if details.is_empty() {
         return Err(DetailsError::NoDetails);
     }
@@ -169,8 +170,40 @@ fn read_catalog_error<'a, C: Catalog>(
         (0, _) | (_, None) => return Err(DetailsError::NoErrorInfo),
         (count, _) => return Err(DetailsError::DuplicateErrorInfo { count }),
     };
-    let fields = wire::ErrorInfoFields::parse(info).map_err(|_| bad_error_info())?;
+    wire::ErrorInfoFields::parse(info).map_err(|_| bad_error_info())
+}
+
+/// [`read_error_info`], then the code of catalog `C`.
+fn read_catalog_error<'a, C: Catalog>(
+    code: tonic::Code,
+    message: &str,
+    details: &'a [u8],
+) -> Result<(C, wire::ErrorInfoFields<'a>), DetailsError> {
+    let fields = read_error_info(code, message, details)?;
     Ok((code_of(fields.reason, fields.domain)?, fields))
+}
+
+/// The catalog and entry of `status` among `catalogs`: the same strict
+/// reading as [`ErrorStatusExt::error_code`], for whichever catalog the
+/// `ErrorInfo`'s domain names. The response layer passes a status through
+/// only when this succeeds.
+pub fn catalog_entry_of(
+    status: &Status,
+    catalogs: &Catalogs,
+) -> Result<(&'static CatalogTable, &'static CatalogEntry), DetailsError> {
+    let fields = read_error_info(status.code(), status.message(), status.details())?;
+    let Some(table) = catalogs.by_domain(fields.domain) else {
+        return Err(DetailsError::ForeignDomain {
+            domain: fields.domain.to_owned(),
+            expected: catalogs.default_table().map_or("", |t| t.domain()),
+        });
+    };
+    let index = table
+        .index_of_name(fields.reason.as_bytes())
+        .ok_or_else(|| DetailsError::UnknownReason {
+            reason: fields.reason.to_owned(),
+        })?;
+    Ok((table, &table.entries()[index]))
 }
 
 /// A borrowed view of an `ErrorInfo` inside a status's details: reading

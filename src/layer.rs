@@ -3,8 +3,9 @@
 //!
 //! A status passes through untouched only if its details are a well-formed
 //! `google.rpc.Status` that matches its `grpc-status` and `grpc-message`,
-//! holding exactly one `ErrorInfo` whose domain is the catalog's and whose
-//! reason is a catalog code: it was built with the catalog builder, so its
+//! holding exactly one `ErrorInfo` whose domain is one of the layer's
+//! catalogs ([`ErrorLayer::with_catalogs`]; by default the auth API's) and
+//! whose reason is a code of that catalog: it was built with the catalog builder, so its
 //! message is meant for the client. Every other non-OK status is rewritten
 //! by a [`ClassifyStatus`] policy. The default policy follows the table in
 //! `docs/design.md` ("Statuses the server makes by itself"):
@@ -79,6 +80,7 @@ use tonic::{Code, Status};
 use tower::{Layer, Service};
 
 use crate::{
+    catalogs::Catalogs,
     details,
     sanitize::{self, RateLimit},
     status, wire, Catalog as _, ErrorCode,
@@ -167,16 +169,19 @@ pub fn default_classify(code: Code) -> Option<Classified> {
 
 /// Adds the response normalisation to a service; see the
 /// [module docs](self).
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct ErrorLayer<P = DefaultPolicy> {
     policy: P,
+    catalogs: Catalogs,
 }
 
 impl ErrorLayer {
-    /// The layer with the default policy.
+    /// The layer with the default policy, passing statuses of the default
+    /// catalog.
     pub fn new() -> Self {
         Self {
             policy: DefaultPolicy,
+            catalogs: Catalogs::default(),
         }
     }
 }
@@ -184,7 +189,17 @@ impl ErrorLayer {
 impl<P: ClassifyStatus> ErrorLayer<P> {
     /// The layer with a policy of yours (a closure works).
     pub fn custom(policy: P) -> Self {
-        Self { policy }
+        Self {
+            policy,
+            catalogs: Catalogs::default(),
+        }
+    }
+
+    /// Passes the statuses of every catalog in `catalogs` (a team's own,
+    /// say, beside the default) instead of the default catalog's only.
+    pub fn with_catalogs(mut self, catalogs: Catalogs) -> Self {
+        self.catalogs = catalogs;
+        self
     }
 }
 
@@ -195,15 +210,17 @@ impl<S, P: Clone> Layer<S> for ErrorLayer<P> {
         ErrorService {
             inner,
             policy: self.policy.clone(),
+            catalogs: self.catalogs.clone(),
         }
     }
 }
 
 /// The service made by [`ErrorLayer`].
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ErrorService<S, P = DefaultPolicy> {
     inner: S,
     policy: P,
+    catalogs: Catalogs,
 }
 
 impl<S> ErrorService<S> {
@@ -212,6 +229,7 @@ impl<S> ErrorService<S> {
         Self {
             inner,
             policy: DefaultPolicy,
+            catalogs: Catalogs::default(),
         }
     }
 }
@@ -219,7 +237,11 @@ impl<S> ErrorService<S> {
 impl<S, P: ClassifyStatus> ErrorService<S, P> {
     /// Wraps `inner` with a policy of yours.
     pub fn custom(inner: S, policy: P) -> Self {
-        Self { inner, policy }
+        Self {
+            inner,
+            policy,
+            catalogs: Catalogs::default(),
+        }
     }
 
     /// The wrapped service.
@@ -256,7 +278,7 @@ where
         let uri = request.uri().clone();
         ResponseFuture {
             future: self.inner.call(request),
-            state: Some((self.policy.clone(), uri)),
+            state: Some((self.policy.clone(), uri, self.catalogs.clone())),
         }
     }
 }
@@ -266,7 +288,7 @@ pin_project! {
     pub struct ResponseFuture<F, P> {
         #[pin]
         future: F,
-        state: Option<(P, Uri)>,
+        state: Option<(P, Uri, Catalogs)>,
     }
 }
 
@@ -287,13 +309,13 @@ where
             return Poll::Ready(Ok(internal_response()));
         }
         let response = ready!(this.future.poll(cx))?;
-        let Some((policy, uri)) = this.state.take() else {
+        let Some((policy, uri, catalogs)) = this.state.take() else {
             return Poll::Ready(Ok(internal_response()));
         };
         let (mut parts, body) = response.into_parts();
         if parts.headers.contains_key(GRPC_STATUS) {
             // Trailers-only: the status is known now; the body is left alone.
-            normalize(&mut parts.headers, &policy, uri.path());
+            normalize(&mut parts.headers, &policy, uri.path(), &catalogs);
             return Poll::Ready(Ok(http::Response::from_parts(
                 parts,
                 ErrorBody::plain(body),
@@ -306,6 +328,7 @@ where
                     inner: body,
                     policy,
                     uri,
+                    catalogs,
                 },
             },
         )))
@@ -341,7 +364,7 @@ pin_project! {
         // The status was in the headers; nothing to do.
         Plain { #[pin] inner: B },
         // The status comes in the trailers.
-        Trailers { #[pin] inner: B, policy: P, uri: Uri },
+        Trailers { #[pin] inner: B, policy: P, uri: Uri, catalogs: Catalogs },
     }
 }
 
@@ -367,10 +390,15 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.project().kind.project() {
             ErrorBodyProj::Plain { inner } => inner.poll_frame(cx),
-            ErrorBodyProj::Trailers { inner, policy, uri } => match ready!(inner.poll_frame(cx)) {
+            ErrorBodyProj::Trailers {
+                inner,
+                policy,
+                uri,
+                catalogs,
+            } => match ready!(inner.poll_frame(cx)) {
                 Some(Ok(frame)) if frame.is_trailers() => {
                     let mut trailers = frame.into_trailers().unwrap_or_default();
-                    normalize(&mut trailers, policy, uri.path());
+                    normalize(&mut trailers, policy, uri.path(), catalogs);
                     Poll::Ready(Some(Ok(Frame::trailers(trailers))))
                 }
                 other => Poll::Ready(other),
@@ -416,8 +444,8 @@ pub(crate) fn percent_decode(value: &[u8]) -> Cow<'_, str> {
 
 /// Whether the status in `headers` is a catalog status: its details are
 /// well-formed, match its code and message, and hold exactly one
-/// `ErrorInfo` of this catalog.
-fn is_catalog_status(headers: &HeaderMap, code: Code) -> bool {
+/// `ErrorInfo` of one of `catalogs`.
+fn is_catalog_status(headers: &HeaderMap, code: Code, catalogs: &Catalogs) -> bool {
     let Some(details) = headers
         .get(details::DETAILS_HEADER)
         .and_then(|v| details::decode_base64(v.as_bytes()).ok())
@@ -429,7 +457,7 @@ fn is_catalog_status(headers: &HeaderMap, code: Code) -> bool {
         .map(|v| percent_decode(v.as_bytes()))
         .unwrap_or_default();
     let status = Status::with_details(code, message.into_owned(), Bytes::from(details));
-    crate::ErrorStatusExt::check_error_code::<ErrorCode>(&status).is_ok()
+    details::catalog_entry_of(&status, catalogs).is_ok()
 }
 
 /// Rewrites of statuses that slipped through, logged at a bounded rate.
@@ -437,7 +465,12 @@ static REWRITES: RateLimit = RateLimit::new(20, Duration::from_secs(1));
 
 /// Makes the status in `headers` (response headers of a trailers-only
 /// response, or trailers) a catalog error within the trailer budget.
-fn normalize<P: ClassifyStatus>(headers: &mut HeaderMap, policy: &P, path: &str) {
+fn normalize<P: ClassifyStatus>(
+    headers: &mut HeaderMap,
+    policy: &P,
+    path: &str,
+    catalogs: &Catalogs,
+) {
     let Some(code) = headers
         .get(GRPC_STATUS)
         .map(|v| Code::from_bytes(v.as_bytes()))
@@ -449,7 +482,7 @@ fn normalize<P: ClassifyStatus>(headers: &mut HeaderMap, policy: &P, path: &str)
         fit_budget(headers, code, path);
         return;
     }
-    if is_catalog_status(headers, code) {
+    if is_catalog_status(headers, code, catalogs) {
         fit_budget(headers, code, path);
         return;
     }

@@ -66,6 +66,7 @@
 pub mod admission;
 pub mod auth;
 pub mod catalog;
+pub mod catalogs;
 pub mod details;
 pub mod layer;
 pub mod listener;
@@ -75,6 +76,9 @@ pub mod pb;
 pub mod sanitize;
 pub mod server;
 pub mod service;
+#[path = "../errmap-build/src/spec.rs"]
+#[allow(dead_code, unreachable_pub, missing_docs)]
+mod spec;
 pub mod status;
 mod wire;
 

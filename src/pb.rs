@@ -12,8 +12,9 @@ mod generated {
 // prost's own `ErrorCode` enum is not re-exported: the catalog type is
 // `errmap::ErrorCode`. Message fields that hold a code are `i32`s.
 pub use generated::{
-    error_catalog_client, error_catalog_server, get_error_request, ErrorDescriptor, ErrorSpec,
-    GetErrorRequest, GetErrorResponse, ListErrorsRequest, ListErrorsResponse,
+    error_catalog_client, error_catalog_server, get_error_request, CatalogInfo, ErrorDescriptor,
+    ErrorSpec, GetErrorRequest, GetErrorResponse, ListCatalogsRequest, ListCatalogsResponse,
+    ListErrorsRequest, ListErrorsResponse,
 };
 
 /// The encoded `FileDescriptorSet` of `proto/errmap/v1/*.proto` and their

@@ -29,6 +29,7 @@ use tonic_health::ServingStatus;
 use crate::{
     admission::{Admission, AdmissionConfig, RouteTable},
     auth::AuthInterceptor,
+    catalogs::Catalogs,
     layer::ErrorLayer,
     listener::{self, ListenerConfig},
     panic::CatchPanicLayer,
@@ -88,6 +89,9 @@ pub struct ServerConfig {
     /// When set, `errmap.v1.ErrorCatalog` requires a valid token. Health and
     /// reflection stay open. Default none.
     pub auth: Option<AuthInterceptor>,
+    /// The catalogs the lookup service answers from and whose statuses the
+    /// response layer passes. Default: the auth API's catalog alone.
+    pub catalogs: Catalogs,
 }
 
 impl Default for ServerConfig {
@@ -108,6 +112,7 @@ impl Default for ServerConfig {
             max_connections: 1024,
             handshake_timeout: Duration::from_secs(5),
             auth: None,
+            catalogs: Catalogs::default(),
         }
     }
 }
@@ -395,7 +400,7 @@ async fn run(
         table.add_service(name);
     }
 
-    let catalog = CatalogService::new()
+    let catalog = CatalogService::with_catalogs(config.catalogs.clone())
         .into_server()
         .max_decoding_message_size(limit);
     match &config.auth {
@@ -441,7 +446,7 @@ async fn run(
         .max_frame_size(16 * 1024)
         .layer(
             tower::ServiceBuilder::new()
-                .layer(ErrorLayer::new())
+                .layer(ErrorLayer::new().with_catalogs(config.catalogs.clone()))
                 .layer(admission.layer())
                 .layer(CatchPanicLayer::new())
                 .into_inner(),

@@ -4,7 +4,10 @@
 //! Its own failures are catalog errors: a request without a key, with an
 //! empty name, or with an unknown category is 40 `API_INVALID_REQUEST` with
 //! a `BadRequest` naming the field; a key that names no code is 47
-//! `API_ITEM_NOT_FOUND` with the key asked for in the `ErrorInfo` metadata.
+//! `API_ITEM_NOT_FOUND` with the key asked for in the `ErrorInfo` metadata,
+//! and so is a domain the server has no catalog for. Requests without a
+//! domain are answered from the default catalog; `ListCatalogs` lists every
+//! catalog with a content hash to cache on.
 //!
 //! ```
 //! use errmap::pb::{get_error_request::Key, GetErrorRequest};
@@ -14,7 +17,7 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
 //! let service = CatalogService::new();
-//! let request = tonic::Request::new(GetErrorRequest { key: Some(Key::Code(21)) });
+//! let request = tonic::Request::new(GetErrorRequest { key: Some(Key::Code(21)), domain: None });
 //! let response = service.get_error(request).await.unwrap().into_inner();
 //! assert_eq!(response.error.unwrap().name, "AUTH_REQUIRED");
 //! # }
@@ -23,19 +26,21 @@
 use tonic::{Request, Response, Status};
 
 use crate::{
-    catalog::{Catalog, CatalogEntry, DOMAIN},
+    catalog::{Catalog, CatalogEntry, CatalogTable},
+    catalogs::Catalogs,
     pb::{
         error_catalog_server::{ErrorCatalog, ErrorCatalogServer},
         get_error_request::Key,
-        ErrorDescriptor, GetErrorRequest, GetErrorResponse, ListErrorsRequest, ListErrorsResponse,
+        CatalogInfo, ErrorDescriptor, GetErrorRequest, GetErrorResponse, ListCatalogsRequest,
+        ListCatalogsResponse, ListErrorsRequest, ListErrorsResponse,
     },
     ErrorCode,
 };
 
 pub use crate::catalog::grpc_code_name;
 
-/// The wire form of a catalog entry.
-pub fn descriptor(entry: &CatalogEntry) -> ErrorDescriptor {
+/// The wire form of an entry of `table`.
+pub fn descriptor(table: &CatalogTable, entry: &CatalogEntry) -> ErrorDescriptor {
     ErrorDescriptor {
         code: Some(entry.number()),
         name: entry.name().to_owned(),
@@ -44,7 +49,7 @@ pub fn descriptor(entry: &CatalogEntry) -> ErrorDescriptor {
         grpc_code: entry.grpc_code() as i32,
         grpc_code_name: grpc_code_name(entry.grpc_code()).to_owned(),
         http_status: i32::from(entry.http_status()),
-        domain: DOMAIN.to_owned(),
+        domain: table.domain().to_owned(),
         retry_delay: entry.retry_delay().map(|d| prost_types::Duration {
             seconds: d.as_secs() as i64,
             nanos: d.subsec_nanos() as i32,
@@ -52,10 +57,11 @@ pub fn descriptor(entry: &CatalogEntry) -> ErrorDescriptor {
     }
 }
 
-/// The `errmap.v1.ErrorCatalog` implementation, on the embedded catalog.
-#[derive(Debug, Clone, Copy, Default)]
+/// The `errmap.v1.ErrorCatalog` implementation, on a set of catalogs (by
+/// default the embedded one).
+#[derive(Debug, Clone, Default)]
 pub struct CatalogService {
-    _private: (),
+    catalogs: Catalogs,
 }
 
 impl CatalogService {
@@ -64,9 +70,33 @@ impl CatalogService {
         Self::default()
     }
 
+    /// The service on `catalogs`; requests without a domain use its
+    /// default.
+    pub fn with_catalogs(catalogs: Catalogs) -> Self {
+        Self { catalogs }
+    }
+
     /// The service wrapped in its generated tonic server, ready for a router.
     pub fn into_server(self) -> ErrorCatalogServer<Self> {
         ErrorCatalogServer::new(self)
+    }
+
+    /// The catalog a request names, or the default; a miss is 47 with the
+    /// domain asked for.
+    fn catalog(&self, domain: Option<&str>) -> Result<&'static CatalogTable, Status> {
+        let found = match domain {
+            Some(domain) => self.catalogs.by_domain(domain),
+            None => self.catalogs.default_table(),
+        };
+        found.ok_or_else(|| {
+            let asked = clip(domain.unwrap_or("(the default)").to_owned());
+            ErrorCode::ApiItemNotFound
+                .builder()
+                .message(format!("no catalog has domain {asked:?}"))
+                .metadata("requestedDomain", asked)
+                .build()
+                .unwrap_or_else(Status::from)
+        })
     }
 }
 
@@ -100,7 +130,9 @@ impl ErrorCatalog for CatalogService {
         &self,
         request: Request<GetErrorRequest>,
     ) -> Result<Response<GetErrorResponse>, Status> {
-        let (found, asked) = match request.into_inner().key {
+        let request = request.into_inner();
+        let table = self.catalog(request.domain.as_deref())?;
+        let (found, asked) = match request.key {
             None => {
                 return Err(invalid_field(
                     "key",
@@ -110,15 +142,12 @@ impl ErrorCatalog for CatalogService {
             Some(Key::Name(name)) if name.is_empty() => {
                 return Err(invalid_field("name", "the name must not be empty"))
             }
-            Some(Key::Code(code)) => (
-                ErrorCode::from_code(code),
-                ("requestedCode", code.to_string()),
-            ),
-            Some(Key::Name(name)) => (ErrorCode::from_name(&name), ("requestedName", clip(name))),
+            Some(Key::Code(code)) => (table.by_number(code), ("requestedCode", code.to_string())),
+            Some(Key::Name(name)) => (table.by_name(&name), ("requestedName", clip(name))),
         };
         match found {
-            Some(code) => Ok(Response::new(GetErrorResponse {
-                error: Some(descriptor(code.entry())),
+            Some(entry) => Ok(Response::new(GetErrorResponse {
+                error: Some(descriptor(table, entry)),
             })),
             None => {
                 let (key, value) = asked;
@@ -137,8 +166,9 @@ impl ErrorCatalog for CatalogService {
         &self,
         request: Request<ListErrorsRequest>,
     ) -> Result<Response<ListErrorsResponse>, Status> {
-        let category = request.into_inner().category;
-        let table = ErrorCode::table();
+        let request = request.into_inner();
+        let table = self.catalog(request.domain.as_deref())?;
+        let category = request.category;
         if !category.is_empty() && !table.is_category(&category) {
             return Err(invalid_field(
                 "category",
@@ -149,8 +179,27 @@ impl ErrorCatalog for CatalogService {
             .entries()
             .iter()
             .filter(|e| category.is_empty() || e.category() == category)
-            .map(descriptor)
+            .map(|e| descriptor(table, e))
             .collect();
         Ok(Response::new(ListErrorsResponse { errors }))
+    }
+
+    async fn list_catalogs(
+        &self,
+        _request: Request<ListCatalogsRequest>,
+    ) -> Result<Response<ListCatalogsResponse>, Status> {
+        let default = self.catalogs.default_table().map(|t| t.domain());
+        let catalogs = self
+            .catalogs
+            .tables()
+            .map(|t| CatalogInfo {
+                domain: t.domain().to_owned(),
+                enum_name: t.enum_name().to_owned(),
+                code_count: t.entries().len() as i32,
+                content_hash: format!("{:016x}", t.content_hash()),
+                is_default: Some(t.domain()) == default,
+            })
+            .collect();
+        Ok(Response::new(ListCatalogsResponse { catalogs }))
     }
 }

@@ -74,6 +74,7 @@ async fn victim(channel: Channel, until: Instant, pause: Duration) -> (usize, us
         sent += 1;
         let mut request = tonic::Request::new(GetErrorRequest {
             key: Some(Key::Code(11)),
+            domain: None,
         });
         request.set_timeout(Duration::from_secs(2));
         let answer =
@@ -382,6 +383,7 @@ fn accept_backs_off_instead_of_spinning_when_out_of_file_descriptors() {
                 if client
                     .get_error(GetErrorRequest {
                         key: Some(Key::Code(11)),
+                        domain: None,
                     })
                     .await
                     .is_ok()
@@ -580,6 +582,7 @@ fn every_answer_fits_the_trailer_budget_even_for_a_huge_name() {
         let body = grpc_frame(
             &GetErrorRequest {
                 key: Some(Key::Name(name)),
+                domain: None,
             }
             .encode_to_vec(),
             false,

@@ -180,13 +180,17 @@ fn serve_prints_its_address_answers_and_exits_0_on_sigterm() {
         let found = client
             .get_error(errmap::pb::GetErrorRequest {
                 key: Some(errmap::pb::get_error_request::Key::Code(11)),
+                domain: None,
             })
             .await
             .unwrap()
             .into_inner();
         assert_eq!(found.error.unwrap().name, "AUTH_EXPIRED_TOKEN");
         client
-            .get_error(errmap::pb::GetErrorRequest { key: None })
+            .get_error(errmap::pb::GetErrorRequest {
+                key: None,
+                domain: None,
+            })
             .await
             .unwrap_err()
     });
@@ -246,6 +250,7 @@ fn held_call(
             let _ = tx
                 .send(errmap::pb::GetErrorRequest {
                     key: Some(errmap::pb::get_error_request::Key::Code(11)),
+                    domain: None,
                 })
                 .await;
         });
@@ -298,6 +303,7 @@ fn sigterm_with_100_calls_in_flight_finishes_them_and_refuses_new_ones() {
         // the server has accepted every held call before it.
         let probe = || errmap::pb::GetErrorRequest {
             key: Some(errmap::pb::get_error_request::Key::Code(1)),
+            domain: None,
         };
         for channel in &channels {
             errmap::pb::error_catalog_client::ErrorCatalogClient::new(channel.clone())
@@ -460,6 +466,7 @@ fn refused_tokens_cannot_forge_log_lines_and_logs_have_no_colours() {
             .unwrap();
         let mut request = tonic::Request::new(errmap::pb::GetErrorRequest {
             key: Some(errmap::pb::get_error_request::Key::Code(1)),
+            domain: None,
         });
         request
             .metadata_mut()
@@ -540,6 +547,13 @@ impl errmap::pb::error_catalog_server::ErrorCatalog for Hostile {
         &self,
         _: tonic::Request<errmap::pb::ListErrorsRequest>,
     ) -> Result<tonic::Response<errmap::pb::ListErrorsResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented(""))
+    }
+
+    async fn list_catalogs(
+        &self,
+        _: tonic::Request<errmap::pb::ListCatalogsRequest>,
+    ) -> Result<tonic::Response<errmap::pb::ListCatalogsResponse>, tonic::Status> {
         Err(tonic::Status::unimplemented(""))
     }
 }

@@ -161,6 +161,7 @@ async fn malformed_and_oversized_request_bodies_are_40() {
     let status = client
         .get_error(GetErrorRequest {
             key: Some(Key::Name("X".repeat(100 * 1024))),
+            domain: None,
         })
         .await
         .unwrap_err();
@@ -174,6 +175,7 @@ async fn malformed_and_oversized_request_bodies_are_40() {
     client
         .get_error(GetErrorRequest {
             key: Some(Key::Code(21)),
+            domain: None,
         })
         .await
         .unwrap();
@@ -252,6 +254,7 @@ async fn calls_during_shutdown_get_49_while_in_flight_calls_finish() {
     let status = ErrorCatalogClient::new(channel.clone())
         .get_error(GetErrorRequest {
             key: Some(Key::Code(1)),
+            domain: None,
         })
         .await
         .unwrap_err();
@@ -405,6 +408,7 @@ mod auth {
     ) -> Result<(), Status> {
         let mut request = Request::new(GetErrorRequest {
             key: Some(Key::Code(11)),
+            domain: None,
         });
         for (key, value) in metadata {
             request.metadata_mut().append(*key, value.parse().unwrap());
@@ -499,6 +503,7 @@ mod auth {
         // Non-ASCII metadata.
         let mut request = Request::new(GetErrorRequest {
             key: Some(Key::Code(11)),
+            domain: None,
         });
         request.metadata_mut().insert(
             "authorization",
@@ -639,6 +644,7 @@ async fn the_forwarded_error_really_is_tonics_decode_error() {
         .unary(
             Request::new(GetErrorRequest {
                 key: Some(Key::Code(11)),
+                domain: None,
             }),
             PathAndQuery::from_static("/errmap.v1.ErrorCatalog/GetError"),
             ProstCodec::<GetErrorRequest, prost_types::Duration>::default(),

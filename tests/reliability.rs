@@ -44,6 +44,7 @@ async fn good_call_new_connection(server: &TestServer) {
     client
         .get_error(GetErrorRequest {
             key: Some(Key::Code(21)),
+            domain: None,
         })
         .await
         .expect("a new connection works");
@@ -94,6 +95,7 @@ async fn status_code_and_message_round_trip_for_every_code() {
     let status = client
         .get_error(GetErrorRequest {
             key: Some(Key::Name("NO_SUCH_NAME".into())),
+            domain: None,
         })
         .await
         .unwrap_err();
@@ -263,6 +265,7 @@ async fn bad_input_gets_a_catalog_answer_or_a_clean_refusal_and_the_server_stays
     // The compressed flag without grpc-encoding.
     let message = GetErrorRequest {
         key: Some(Key::Code(11)),
+        domain: None,
     }
     .encode_to_vec();
     let reply = raw_call(&client, addr, path, &[], grpc_frame(&message, true))

@@ -33,6 +33,7 @@ async fn get_error_by_code_and_by_name_for_every_entry() {
             let response = client
                 .get_error(GetErrorRequest {
                     key: Some(key.clone()),
+                    domain: None,
                 })
                 .await
                 .unwrap_or_else(|s| panic!("{key:?}: {s:?}"))
@@ -65,6 +66,7 @@ async fn code_zero_is_present_on_the_wire() {
     let d = client
         .get_error(GetErrorRequest {
             key: Some(Key::Code(0)),
+            domain: None,
         })
         .await
         .unwrap()
@@ -100,6 +102,7 @@ async fn list_errors_with_and_without_filter() {
         let some = client
             .list_errors(ListErrorsRequest {
                 category: category.to_owned(),
+                domain: None,
             })
             .await
             .unwrap()
@@ -133,7 +136,10 @@ async fn service_errors_are_catalog_errors() {
 
     // No key.
     let status = client
-        .get_error(GetErrorRequest { key: None })
+        .get_error(GetErrorRequest {
+            key: None,
+            domain: None,
+        })
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
@@ -144,6 +150,7 @@ async fn service_errors_are_catalog_errors() {
     let status = client
         .get_error(GetErrorRequest {
             key: Some(Key::Name(String::new())),
+            domain: None,
         })
         .await
         .unwrap_err();
@@ -154,6 +161,7 @@ async fn service_errors_are_catalog_errors() {
     let status = client
         .get_error(GetErrorRequest {
             key: Some(Key::Code(48)),
+            domain: None,
         })
         .await
         .unwrap_err();
@@ -168,6 +176,7 @@ async fn service_errors_are_catalog_errors() {
         let status = client
             .get_error(GetErrorRequest {
                 key: Some(Key::Name(name.to_owned())),
+                domain: None,
             })
             .await
             .unwrap_err();
@@ -184,6 +193,7 @@ async fn service_errors_are_catalog_errors() {
     let status = client
         .get_error(GetErrorRequest {
             key: Some(Key::Name("X".repeat(20_000))),
+            domain: None,
         })
         .await
         .unwrap_err();
@@ -200,6 +210,7 @@ async fn service_errors_are_catalog_errors() {
     let status = client
         .list_errors(ListErrorsRequest {
             category: "nope".into(),
+            domain: None,
         })
         .await
         .unwrap_err();

@@ -82,7 +82,12 @@ fn soak_mixed_traffic_keeps_answers_right_and_memory_flat() {
                             5..=7 => (Some(Key::Code(45)), Some(ErrorCode::ApiItemNotFound)),
                             _ => (None, Some(ErrorCode::ApiInvalidRequest)),
                         };
-                        let answer = client.get_error(GetErrorRequest { key: request }).await;
+                        let answer = client
+                            .get_error(GetErrorRequest {
+                                key: request,
+                                domain: None,
+                            })
+                            .await;
                         let right = match (answer, expect) {
                             (Ok(r), None) => r.into_inner().error.map(|d| d.code) == Some(Some(11)),
                             (Err(s), Some(code)) => s.error_code() == Some(code),

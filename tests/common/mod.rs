@@ -292,6 +292,7 @@ async fn forward_downstream_error(url: String) -> Status {
     }
     let request = errmap::pb::GetErrorRequest {
         key: Some(errmap::pb::get_error_request::Key::Code(11)),
+        domain: None,
     };
     // GetErrorResponse's field 1 is a message; Duration's is a varint.
     match grpc

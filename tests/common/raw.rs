@@ -50,6 +50,7 @@ pub fn get_error_body(code: i32) -> Bytes {
     grpc_frame(
         &GetErrorRequest {
             key: Some(Key::Code(code)),
+            domain: None,
         }
         .encode_to_vec(),
         false,

@@ -329,6 +329,37 @@ impl CatalogTable {
         self.entries.iter().any(|e| e.category == category)
     }
 
+    /// The bare status of `entry` (an entry of this table): the catalog
+    /// message and the standard details, from bytes encoded once. For a
+    /// catalog loaded at run time, where there is no enum to call
+    /// [`Catalog::to_status`] on.
+    ///
+    /// # Panics
+    ///
+    /// If `entry` is not one of this table's entries.
+    pub fn status_of(&self, entry: &CatalogEntry) -> Status {
+        self.status(self.position(entry))
+    }
+
+    /// A [`StatusBuilder`] for `entry`, an entry of this table (see
+    /// [`status_of`](Self::status_of)).
+    pub fn builder_of(&'static self, entry: &CatalogEntry) -> StatusBuilder {
+        StatusBuilder::for_entry(self, self.position(entry))
+    }
+
+    fn position(&self, entry: &CatalogEntry) -> usize {
+        // The entries are one slice: the offset of `entry` in it is its
+        // index, found in constant time.
+        let start = self.entries.as_ptr() as usize;
+        let at = (entry as *const CatalogEntry as usize).wrapping_sub(start)
+            / std::mem::size_of::<CatalogEntry>();
+        assert!(
+            self.entries.get(at).is_some_and(|e| std::ptr::eq(e, entry)),
+            "the entry belongs to this table"
+        );
+        at
+    }
+
     /// The pre-encoded statuses, made on first use.
     pub(crate) fn prebuilt(&self, index: usize) -> &Prebuilt {
         let all = self.prebuilt.get_or_init(|| {

@@ -235,9 +235,14 @@ impl StatusBuilder {
     /// A builder for `code`; with nothing else set, `build` gives the same
     /// status as [`Catalog::to_status`].
     pub fn new<C: Catalog>(code: C) -> Self {
+        Self::for_entry(C::table(), code.index())
+    }
+
+    /// A builder for entry `index` of `table`.
+    pub(crate) fn for_entry(table: &'static CatalogTable, index: usize) -> Self {
         Self {
-            table: C::table(),
-            index: code.index(),
+            table,
+            index,
             message: None,
             metadata: Vec::new(),
             violations: Vec::new(),

@@ -132,6 +132,7 @@ pub async fn call_probe(
 /// - `Special` / `PlainSpecial`: fail with the interop suite's special
 ///   message, as a catalog status / as a plain INVALID_ARGUMENT;
 /// - `Unimplemented`: fails with a bare UNIMPLEMENTED, as a handler may;
+/// - `Return`: fails with the status put in [`Probe::next`];
 /// - `Forward`: calls the errmap server whose URL is the request and
 ///   forwards the real decode error tonic's client gives;
 /// - `StreamThenFail` (server streaming): one message, then INTERNAL in the
@@ -148,6 +149,8 @@ pub struct Probe {
     pub current: Arc<AtomicUsize>,
     /// The most handlers that ran at once.
     pub peak: Arc<AtomicUsize>,
+    /// What the `Return` method fails with.
+    pub next: Arc<std::sync::Mutex<Option<Status>>>,
 }
 
 impl Probe {
@@ -358,6 +361,12 @@ impl UnaryService<String> for ProbeHandler {
                     .unwrap()),
                 "PlainSpecial" => Err(Status::invalid_argument(SPECIAL_MESSAGE)),
                 "Unimplemented" => Err(Status::unimplemented("")),
+                "Return" => Err(probe
+                    .next
+                    .lock()
+                    .unwrap()
+                    .take()
+                    .unwrap_or_else(|| Status::internal("nothing to return"))),
                 "Forward" => Err(forward_downstream_error(request.into_inner()).await),
                 other => Err(Status::unimplemented(format!("no probe method {other}"))),
             };

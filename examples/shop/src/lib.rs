@@ -1,0 +1,67 @@
+//! A second team on errmap: the shop's checkout, with its own error catalog
+//! in its own proto (`proto/shop/v1/shop.proto`), turned into [`ShopError`]
+//! by `errmap-build` in `build.rs`.
+//!
+//! ```
+//! use errmap::{Catalog, ErrorStatusExt};
+//! use shop_example::ShopError;
+//!
+//! let status = tonic::Status::from(ShopError::CardDeclined);
+//! assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+//! assert_eq!(status.error_code::<ShopError>(), Some(ShopError::CardDeclined));
+//! assert_eq!(ShopError::CardDeclined.entry().http_status(), 402);
+//! assert_eq!(ShopError::table().domain(), "shop.example.com");
+//! ```
+
+use errmap::Catalog as _;
+use tonic::{Request, Response, Status};
+
+include!(concat!(env!("OUT_DIR"), "/errmap_catalogs.rs"));
+
+/// The shop's protobuf types and gRPC service, from tonic-prost-build.
+pub mod pb {
+    #![allow(missing_docs, unreachable_pub, clippy::all)]
+    tonic::include_proto!("shop.v1");
+}
+
+/// The descriptor set of `shop.proto` and its imports, custom options kept:
+/// for reflection, and for `errmap serve --catalog`.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/errmap_catalogs.bin"));
+
+/// The checkout service. Its failures are `ShopError` codes:
+///
+/// | request | error |
+/// |---|---|
+/// | `quantity` ≤ 0 | `QuantityInvalid`, with a field violation |
+/// | `cart_id` empty or `"missing"` | `CartNotFound` |
+/// | `cart_id` `"sold-out"` | `OutOfStock` |
+/// | `card` `"declined"` | `CardDeclined` |
+/// | `card` `"provider-down"` | `PaymentProviderDown` (with a retry delay) |
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Checkout;
+
+#[tonic::async_trait]
+impl pb::checkout_server::Checkout for Checkout {
+    async fn place_order(
+        &self,
+        request: Request<pb::PlaceOrderRequest>,
+    ) -> Result<Response<pb::PlaceOrderResponse>, Status> {
+        let order = request.into_inner();
+        if order.quantity <= 0 {
+            return Err(ShopError::QuantityInvalid
+                .builder()
+                .field_violation("quantity", "must be 1 or more")
+                .build()?);
+        }
+        match (order.cart_id.as_str(), order.card.as_str()) {
+            ("" | "missing", _) => Err(ShopError::CartNotFound.into()),
+            ("sold-out", _) => Err(ShopError::OutOfStock.into()),
+            (_, "declined") => Err(ShopError::CardDeclined.into()),
+            (_, "provider-down") => Err(ShopError::PaymentProviderDown.into()),
+            (cart, _) => Ok(Response::new(pb::PlaceOrderResponse {
+                order_id: format!("order-{cart}"),
+            })),
+        }
+    }
+}

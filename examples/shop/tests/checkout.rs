@@ -1,0 +1,129 @@
+//! The shop's checkout in a real errmap server on 127.0.0.1: its
+//! `ShopError` codes reach a tonic client, which reads them back with
+//! `ErrorStatusExt`; the server's lookup service answers for the shop's
+//! domain beside the default one.
+
+use std::net::SocketAddr;
+
+use errmap::{
+    catalogs::Catalogs,
+    pb::{error_catalog_client::ErrorCatalogClient, get_error_request::Key, GetErrorRequest},
+    server::{self, ErrmapServer, ServerConfig},
+    Catalog as _, ErrorCode, ErrorStatusExt,
+};
+use shop_example::{
+    pb::{checkout_client::CheckoutClient, checkout_server::CheckoutServer, PlaceOrderRequest},
+    Checkout, ShopError, FILE_DESCRIPTOR_SET,
+};
+use tonic::transport::Channel;
+
+async fn start() -> (SocketAddr, tokio::sync::oneshot::Sender<()>, Channel) {
+    let listener = server::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut config = ServerConfig::default();
+    config.catalogs = Catalogs::default().with_catalog::<ShopError>().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = ErrmapServer::new(config)
+        .add_service(CheckoutServer::new(Checkout))
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET);
+    tokio::spawn(server.serve(listener, async {
+        let _ = stopped.await;
+    }));
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    (addr, stop, channel)
+}
+
+fn order(cart: &str, quantity: i32, card: &str) -> PlaceOrderRequest {
+    PlaceOrderRequest {
+        cart_id: cart.into(),
+        quantity,
+        card: card.into(),
+    }
+}
+
+#[tokio::test]
+async fn every_code_the_service_returns_reads_back() {
+    let (_addr, stop, channel) = start().await;
+    let mut client = CheckoutClient::new(channel);
+    for (request, expected) in [
+        (order("c1", 0, "ok"), ShopError::QuantityInvalid),
+        (order("missing", 1, "ok"), ShopError::CartNotFound),
+        (order("sold-out", 1, "ok"), ShopError::OutOfStock),
+        (order("c1", 1, "declined"), ShopError::CardDeclined),
+        (
+            order("c1", 1, "provider-down"),
+            ShopError::PaymentProviderDown,
+        ),
+    ] {
+        let status = client.place_order(request).await.unwrap_err();
+        assert_eq!(
+            status.error_code::<ShopError>(),
+            Some(expected),
+            "{status:?}"
+        );
+        assert_eq!(
+            status.error_code::<ErrorCode>(),
+            None,
+            "not the auth catalog's"
+        );
+        assert_eq!(status.code(), expected.entry().grpc_code());
+        assert_eq!(status.message(), expected.entry().message());
+        let details = status.check_error_details().expect("the details read back");
+        assert_eq!(details.retry_delay(), expected.entry().retry_delay());
+        let info = details.error_info().unwrap();
+        assert_eq!(info.domain, "shop.example.com");
+        assert_eq!(info.metadata["code"], expected.entry().number_str());
+    }
+    let violations = client
+        .place_order(order("c1", -1, "ok"))
+        .await
+        .unwrap_err()
+        .error_details()
+        .unwrap()
+        .bad_request()
+        .unwrap()
+        .field_violations
+        .clone();
+    assert_eq!(violations[0].field, "quantity");
+    let placed = client.place_order(order("c7", 2, "ok")).await.unwrap();
+    assert_eq!(placed.into_inner().order_id, "order-c7");
+    let _ = stop.send(());
+}
+
+#[tokio::test]
+async fn the_lookup_service_answers_for_the_shop_and_lists_both_catalogs() {
+    let (_addr, stop, channel) = start().await;
+    let mut lookup = ErrorCatalogClient::new(channel);
+    let found = lookup
+        .get_error(GetErrorRequest {
+            key: Some(Key::Name("SHOP_ERROR_OUT_OF_STOCK".into())),
+            domain: Some("shop.example.com".into()),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .error
+        .unwrap();
+    assert_eq!(found.code, Some(2));
+    assert_eq!(found.http_status, 409);
+    let catalogs = lookup
+        .list_catalogs(errmap::pb::ListCatalogsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .catalogs;
+    let domains: Vec<&str> = catalogs.iter().map(|c| c.domain.as_str()).collect();
+    assert_eq!(domains, ["auth.errmap.dev", "shop.example.com"]);
+    assert_eq!(catalogs[1].enum_name, "shop.v1.ShopError");
+    assert_eq!(
+        catalogs[1].code_count, 5,
+        "the UNSPECIFIED zero is not a code"
+    );
+    let _ = stop.send(());
+}

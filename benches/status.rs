@@ -149,11 +149,71 @@ fn round_trip(c: &mut Criterion) {
     let _ = Code::Ok;
 }
 
+/// The shop example's catalog, loaded at run time from a descriptor set
+/// compiled here, as `errmap serve --catalog` loads one.
+fn runtime_table() -> &'static errmap::CatalogTable {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut compiler = protox::Compiler::new([
+        format!("{root}/examples/shop/proto"),
+        format!("{root}/proto"),
+    ])
+    .unwrap();
+    compiler.include_imports(true);
+    compiler.open_file("shop/v1/shop.proto").unwrap();
+    errmap::catalogs::load_descriptor_set(&compiler.encode_file_descriptor_set(), "shop").unwrap()
+        [0]
+}
+
+fn runtime_catalog(c: &mut Criterion) {
+    let table = runtime_table();
+    let mut group = c.benchmark_group("runtime_lookup");
+    group.bench_function("by_number", |b| {
+        b.iter(|| table.by_number(black_box(4)).unwrap())
+    });
+    group.bench_function("by_name", |b| {
+        b.iter(|| {
+            table
+                .by_name(black_box("SHOP_ERROR_PAYMENT_PROVIDER_DOWN"))
+                .unwrap()
+        })
+    });
+    group.finish();
+
+    // Building a bare status: a compiled enum against a runtime table's
+    // entry, both from pre-encoded bytes.
+    let mut group = c.benchmark_group("build_runtime_vs_compiled");
+    let entry = table.by_number(4).unwrap();
+    group.bench_function("compiled", |b| {
+        b.iter(|| Status::from(black_box(ErrorCode::ApiTryAgainLater)))
+    });
+    group.bench_function("runtime", |b| b.iter(|| table.status_of(black_box(entry))));
+    group.finish();
+
+    // The name index: the perfect hash against the simple alternative, a
+    // std HashMap from name to index (SipHash), on the default catalog.
+    let mut group = c.benchmark_group("name_index");
+    let names = ErrorCode::table();
+    let map: std::collections::HashMap<&str, usize> = names
+        .entries()
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.name(), i))
+        .collect();
+    let name = "OAUTH_CLIENT_REDIRECT_URI_MISMATCH";
+    group.bench_function("perfect_hash", |b| {
+        b.iter(|| names.index_of_name(black_box(name).as_bytes()).unwrap())
+    });
+    group.bench_function("std_hashmap", |b| {
+        b.iter(|| *map.get(black_box(name)).unwrap())
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    targets = build, read, lookup, round_trip
+    targets = build, read, lookup, round_trip, runtime_catalog
 }
 criterion_main!(benches);

@@ -185,9 +185,12 @@ impl Builder {
             .iter()
             .map(|p| p.as_ref().to_string_lossy().replace('\\', "/"))
             .collect();
-        compiler
-            .open_files(&files)
-            .map_err(|e| Error::Compile(e.to_string()))?;
+        compiler.open_files(&files).map_err(|e| {
+            Error::Compile(match e.file() {
+                Some(file) => format!("{file}: {e}"),
+                None => e.to_string(),
+            })
+        })?;
         let pool = compiler.descriptor_pool();
         let catalogs = spec::read_catalogs(&pool, &files, &[]).map_err(Error::Catalog)?;
 
@@ -303,6 +306,24 @@ pub fn render(catalog: &CatalogSpec, runtime: &str) -> String {
         );
     }
     let _ = writeln!(s, "];");
+    // A dense by-number table, so that `from_code` on a compiled catalog is
+    // an index into a static array.
+    let (min, max) = (
+        catalog.entries.first().map_or(0, |e| e.number),
+        catalog.entries.last().map_or(0, |e| e.number),
+    );
+    let dense = i64::from(max) - i64::from(min) < 4096 && n > 0;
+    if dense {
+        let mut slots = vec![u16::MAX; (max - min) as usize + 1];
+        for (i, e) in catalog.entries.iter().enumerate() {
+            slots[(e.number - min) as usize] = i as u16;
+        }
+        let _ = writeln!(
+            s,
+            "static {upper}_BY_NUMBER: [u16; {}] = {slots:?};",
+            slots.len()
+        );
+    }
     let _ = writeln!(s, "const {upper}_ALL: [{name}; {n}] = [");
     for e in &catalog.entries {
         let _ = writeln!(s, "    {name}::{},", variant_name(name, &e.name));
@@ -325,7 +346,7 @@ pub fn render(catalog: &CatalogSpec, runtime: &str) -> String {
     fn from_index(index: usize) -> ::core::option::Option<Self> {{
         {upper}_ALL.get(index).copied()
     }}
-}}
+{from_code}}}
 impl ::core::fmt::Display for {name} {{
     /// Writes the name, the ErrorInfo reason.
     fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {{
@@ -340,6 +361,26 @@ impl ::core::convert::From<{name}> for ::tonic::Status {{
 ",
         domain = catalog.domain,
         full = catalog.enum_name,
+        from_code = if dense {
+            let offset = if min == 0 {
+                "usize::try_from(code).ok()?".to_owned()
+            } else {
+                format!("usize::try_from(i64::from(code) - ({min}i64)).ok()?")
+            };
+            format!(
+                "    #[inline]
+    fn from_code(code: i32) -> ::core::option::Option<Self> {{
+        let at = {offset};
+        match *{upper}_BY_NUMBER.get(at)? {{
+            u16::MAX => None,
+            i => Self::from_index(usize::from(i)),
+        }}
+    }}
+"
+            )
+        } else {
+            String::new()
+        },
     );
     s
 }

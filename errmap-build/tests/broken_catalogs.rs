@@ -231,3 +231,14 @@ fn the_shipped_options_proto_is_errmaps() {
     let ours = std::fs::read_to_string(workspace().join("proto/errmap/v1/options.proto")).unwrap();
     assert_eq!(errmap_build::OPTIONS_PROTO, ours);
 }
+
+#[test]
+fn a_duplicate_name_fails_the_build_naming_it() {
+    // protox refuses a name defined twice before the catalog rules run; the
+    // builder reports it with the file and the name.
+    let message = build_problems("duplicate_name");
+    assert!(
+        message.contains("duplicate_name.proto") && message.contains("TWICE_ERROR"),
+        "{message}"
+    );
+}

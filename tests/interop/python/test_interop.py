@@ -413,3 +413,62 @@ def test_a_deadline_shorter_than_the_call_is_deadline_exceeded(server):
     assert error is not None and error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     # The server is fine afterwards.
     server.stub.GetError(catalog_pb2.GetErrorRequest(code=11), timeout=10)
+
+
+def test_a_second_teams_catalog_from_a_grpcio_tools_descriptor_set():
+    """The shop team's catalog, compiled by grpcio-tools into a descriptor
+    set, served with `errmap serve --catalog`, looked up by domain and
+    checked against the options Python reads from the same proto."""
+    out = pathlib.Path(tempfile.mkdtemp(prefix="errmap-shop-"))
+    shop_root = ROOT / "examples" / "shop" / "proto"
+    well_known = pathlib.Path(protoc.__file__).parent / "_proto"
+    descriptor_set = out / "shop.binpb"
+    rc = protoc.main(
+        [
+            "grpc_tools.protoc",
+            f"-I{shop_root}",
+            f"-I{PROTO}",
+            f"-I{well_known}",
+            "--include_imports",
+            f"--descriptor_set_out={descriptor_set}",
+            f"--python_out={out}",
+            "shop/v1/shop.proto",
+        ]
+    )
+    assert rc == 0, "grpcio-tools compiles the shop proto"
+    sys.path.insert(0, str(out))
+    from shop.v1 import shop_pb2  # noqa: E402
+
+    enum = shop_pb2.ShopError.DESCRIPTOR
+    domain = enum.GetOptions().Extensions[options_pb2.domain]
+    assert domain == "shop.example.com"
+    s = Server("--catalog", str(descriptor_set))
+    try:
+        listed = s.stub.ListCatalogs(catalog_pb2.ListCatalogsRequest(), timeout=10).catalogs
+        catalogs = {c.domain: c for c in listed}
+        assert catalogs[DOMAIN].is_default
+        shop = catalogs[domain]
+        assert shop.enum_name == "shop.v1.ShopError"
+        codes = [v for v in enum.values if v.GetOptions().HasExtension(options_pb2.error)]
+        assert shop.code_count == len(codes) == len(enum.values) - 1
+        for value in codes:
+            facts = value.GetOptions().Extensions[options_pb2.error]
+            d = s.stub.GetError(
+                catalog_pb2.GetErrorRequest(code=value.number, domain=domain), timeout=10
+            ).error
+            assert (d.name, d.domain) == (value.name, domain)
+            assert d.message == facts.message
+            assert d.category == facts.category
+            assert d.http_status == facts.http_status
+            assert d.grpc_code_name == facts.grpc_code
+            assert d.HasField("retry_delay") == facts.HasField("retry_delay")
+            by_name = s.stub.GetError(
+                catalog_pb2.GetErrorRequest(name=value.name, domain=domain), timeout=10
+            ).error
+            assert by_name.code == value.number
+        # A miss in the shop's domain is errmap's 47, read with stock tools.
+        with pytest.raises(grpc.RpcError) as caught:
+            s.stub.GetError(catalog_pb2.GetErrorRequest(code=99, domain=domain), timeout=10)
+        assert_catalog_error(caught.value, "API_ITEM_NOT_FOUND")
+    finally:
+        assert s.terminate() == 0

@@ -154,6 +154,28 @@ fn a_server_with_two_extra_catalogs_answers_by_domain_code_and_name() {
         assert!(catalogs.iter().all(|c| c.content_hash.len() == 16));
         assert_ne!(catalogs[1].content_hash, catalogs[2].content_hash);
     });
+    // The CLI asks the server in a domain.
+    let out = Command::new(env!("CARGO_BIN_EXE_errmap"))
+        .args([
+            "lookup",
+            "shop_error_out_of_stock",
+            "--server",
+            &served.url(),
+        ])
+        .args(["--domain", "shop.example.com", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (value["code"].as_i64(), value["domain"].as_str()),
+        (Some(2), Some("shop.example.com"))
+    );
     sigterm(&served.child);
     assert_eq!(
         wait_exit(&mut served.child, Duration::from_secs(10)),

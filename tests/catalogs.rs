@@ -155,23 +155,16 @@ fn a_server_with_two_extra_catalogs_answers_by_domain_code_and_name() {
         assert_ne!(catalogs[1].content_hash, catalogs[2].content_hash);
     });
     // The CLI asks the server in a domain.
-    let out = Command::new(env!("CARGO_BIN_EXE_errmap"))
-        .args([
-            "lookup",
-            "shop_error_out_of_stock",
-            "--server",
-            &served.url(),
-        ])
-        .args(["--domain", "shop.example.com", "--json"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let url = served.url();
+    let value = errmap_json(&[
+        "lookup",
+        "shop_error_out_of_stock",
+        "--server",
+        &url,
+        "--domain",
+        "shop.example.com",
+        "--json",
+    ]);
     assert_eq!(
         (value["code"].as_i64(), value["domain"].as_str()),
         (Some(2), Some("shop.example.com"))
@@ -216,6 +209,21 @@ fn without_the_default_catalog_the_first_loaded_one_is_the_default() {
         wait_exit(&mut served.child, Duration::from_secs(10)),
         Some(0)
     );
+}
+
+/// Runs the `errmap` binary, which must succeed, and parses its JSON.
+fn errmap_json(args: &[&str]) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_errmap"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 fn serve_refused(args: &[&str]) -> (Option<i32>, String) {
@@ -281,20 +289,13 @@ fn the_cli_reads_a_catalog_file_offline() {
             .output()
             .unwrap()
     };
-    let out = run(&[
+    let value = errmap_json(&[
         "lookup",
         "shop_error_card_declined",
         "--catalog",
         shop.to_str().unwrap(),
         "--json",
     ]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(value["code"], 1);
     assert_eq!(value["domain"], "shop.example.com");
     let out = run(&["list", "--catalog", shop.to_str().unwrap()]);

@@ -39,7 +39,11 @@ use std::{
     time::Duration,
 };
 
-use jsonwebtoken::{errors::ErrorKind, Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{
+    errors::ErrorKind,
+    jwk::{AlgorithmParameters, EllipticCurve, JwkSet},
+    Algorithm, DecodingKey, Validation,
+};
 use serde_json::{Map, Value};
 use tonic::{service::Interceptor, Request, Status};
 
@@ -136,6 +140,9 @@ pub enum KeyError {
     /// The shared secret is empty.
     #[error("the shared secret is empty")]
     EmptySecret,
+    /// The JSON Web Key Set cannot be used.
+    #[error("not a usable JSON Web Key Set: {0}")]
+    BadJwks(String),
     /// The shared secret is shorter than the 256 bits RFC 7518 §3.2
     /// requires for HS256.
     #[error(
@@ -166,6 +173,8 @@ pub const MAX_IAT_SKEW: Duration = Duration::from_secs(60);
 pub struct JwtVerifier {
     key: DecodingKey,
     validation: Validation,
+    /// A JSON Web Key Set: each key with its `kid` and its validation.
+    set: Vec<(String, DecodingKey, Validation)>,
     cache: Arc<Mutex<HashMap<String, (Claims, u64)>>>,
 }
 
@@ -181,18 +190,88 @@ impl fmt::Debug for JwtVerifier {
 }
 
 impl JwtVerifier {
-    fn new(key: DecodingKey, algorithm: Algorithm) -> Self {
+    fn validation(algorithm: Algorithm) -> Validation {
         let mut validation = Validation::new(algorithm);
         validation.leeway = 0;
         validation.validate_aud = false;
         validation.validate_exp = true;
         validation.validate_nbf = true;
         validation.required_spec_claims = HashSet::from(["exp".to_owned()]);
+        validation
+    }
+
+    fn new(key: DecodingKey, algorithm: Algorithm) -> Self {
         Self {
             key,
-            validation,
+            validation: Self::validation(algorithm),
+            set: Vec::new(),
             cache: Arc::default(),
         }
+    }
+
+    /// RS256 and ES256 keys from an RFC 7517 JSON Web Key Set: the token's
+    /// `kid` header chooses the key. A token whose `kid` is not in the set,
+    /// or that has no `kid` while the set has several keys, is refused.
+    ///
+    /// ```
+    /// let jwks = r#"{"keys": [{"kty": "EC", "crv": "P-256", "kid": "k1",
+    ///   "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+    ///   "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}"#;
+    /// let verifier = errmap::auth::JwtVerifier::from_jwks(jwks.as_bytes()).unwrap();
+    /// # drop(verifier);
+    /// ```
+    pub fn from_jwks(json: &[u8]) -> Result<Self, KeyError> {
+        let set: JwkSet =
+            serde_json::from_slice(json).map_err(|e| KeyError::BadJwks(e.to_string()))?;
+        let mut keys = Vec::new();
+        for jwk in &set.keys {
+            let kid = jwk
+                .common
+                .key_id
+                .clone()
+                .ok_or_else(|| KeyError::BadJwks("a key has no \"kid\"".to_owned()))?;
+            let algorithm = match &jwk.algorithm {
+                AlgorithmParameters::RSA(_) => Algorithm::RS256,
+                AlgorithmParameters::EllipticCurve(ec) if ec.curve == EllipticCurve::P256 => {
+                    Algorithm::ES256
+                }
+                _ => {
+                    return Err(KeyError::BadJwks(format!(
+                        "key {kid:?} is neither RSA nor EC P-256"
+                    )))
+                }
+            };
+            let key = DecodingKey::from_jwk(jwk)
+                .map_err(|e| KeyError::BadJwks(format!("key {kid:?}: {e}")))?;
+            if keys.iter().any(|(k, _, _)| *k == kid) {
+                return Err(KeyError::BadJwks(format!("kid {kid:?} appears twice")));
+            }
+            keys.push((kid, key, Self::validation(algorithm)));
+        }
+        let Some((_, first, validation)) = keys.first().cloned() else {
+            return Err(KeyError::BadJwks("the set has no keys".to_owned()));
+        };
+        Ok(Self {
+            key: first,
+            validation,
+            set: keys,
+            cache: Arc::default(),
+        })
+    }
+
+    /// The kids of a key set, in order (empty for a single key).
+    pub fn key_ids(&self) -> impl Iterator<Item = &str> {
+        self.set.iter().map(|(kid, _, _)| kid.as_str())
+    }
+
+    /// Applies `change` to the validation of the key, and of every key of a
+    /// set.
+    fn each_validation(mut self, change: impl Fn(&mut Validation)) -> Self {
+        change(&mut self.validation);
+        for (_, _, validation) in &mut self.set {
+            change(validation);
+        }
+        self
     }
 
     /// How many verified tokens are remembered at most; past that the
@@ -239,28 +318,25 @@ impl JwtVerifier {
     }
 
     /// Accepts tokens this much past `exp` (or before `nbf`). Default 0.
-    pub fn with_leeway(mut self, leeway: Duration) -> Self {
-        self.validation.leeway = leeway.as_secs();
-        self
+    pub fn with_leeway(self, leeway: Duration) -> Self {
+        self.each_validation(|v| v.leeway = leeway.as_secs())
     }
 
     /// Requires the `iss` claim to be `issuer`.
-    pub fn with_issuer(mut self, issuer: &str) -> Self {
-        self.validation.set_issuer(&[issuer]);
-        self.validation
-            .required_spec_claims
-            .insert("iss".to_owned());
-        self
+    pub fn with_issuer(self, issuer: &str) -> Self {
+        self.each_validation(|v| {
+            v.set_issuer(&[issuer]);
+            v.required_spec_claims.insert("iss".to_owned());
+        })
     }
 
     /// Requires the `aud` claim to hold `audience`.
-    pub fn with_audience(mut self, audience: &str) -> Self {
-        self.validation.set_audience(&[audience]);
-        self.validation.validate_aud = true;
-        self.validation
-            .required_spec_claims
-            .insert("aud".to_owned());
-        self
+    pub fn with_audience(self, audience: &str) -> Self {
+        self.each_validation(|v| {
+            v.set_audience(&[audience]);
+            v.validate_aud = true;
+            v.required_spec_claims.insert("aud".to_owned());
+        })
     }
 }
 
@@ -294,12 +370,41 @@ impl JwtVerifier {
     }
 }
 
+impl JwtVerifier {
+    /// The key (and its validation) that checks `token`: the only key, or
+    /// the key of the set whose `kid` the token names.
+    fn key_for(&self, token: &str) -> Result<(&DecodingKey, &Validation), TokenError> {
+        if self.set.is_empty() {
+            return Ok((&self.key, &self.validation));
+        }
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|e| TokenError::Malformed(sanitize::escape(&e.to_string()).into_owned()))?;
+        match (header.kid.as_deref(), self.set.as_slice()) {
+            (None, [(_, key, validation)]) => Ok((key, validation)),
+            (None, _) => Err(TokenError::Refused(
+                "the token has no kid and the key set has several keys".to_owned(),
+            )),
+            (Some(kid), set) => set
+                .iter()
+                .find(|(k, _, _)| k == kid)
+                .map(|(_, key, validation)| (key, validation))
+                .ok_or_else(|| {
+                    TokenError::Refused(format!(
+                        "no key with kid {:?}",
+                        sanitize::escape(kid).into_owned()
+                    ))
+                }),
+        }
+    }
+}
+
 impl TokenVerifier for JwtVerifier {
     fn verify(&self, token: &str) -> Result<Claims, TokenError> {
         if let Some(claims) = self.remembered(token) {
             return Ok(claims);
         }
-        match jsonwebtoken::decode::<Map<String, Value>>(token, &self.key, &self.validation) {
+        let (key, validation) = self.key_for(token)?;
+        match jsonwebtoken::decode::<Map<String, Value>>(token, key, validation) {
             Ok(data) => {
                 let claims = Claims::new(data.claims);
                 if let Some(iat) = claims.get("iat") {
@@ -334,6 +439,58 @@ impl TokenVerifier for JwtVerifier {
                 _ => TokenError::Malformed(sanitize::escape(&error.to_string()).into_owned()),
             }),
         }
+    }
+}
+
+/// A verifier that can be replaced while the server runs: calls in flight
+/// finish with the verifier they started with, new calls use the new one.
+/// `errmap serve` replaces its JWT keys this way on SIGHUP.
+///
+/// ```
+/// use errmap::auth::{JwtVerifier, ReloadableVerifier};
+///
+/// let keys = ReloadableVerifier::new(JwtVerifier::try_hs256(&[1; 32]).unwrap());
+/// keys.replace(JwtVerifier::try_hs256(&[2; 32]).unwrap());
+/// ```
+#[derive(Debug)]
+pub struct ReloadableVerifier<V> {
+    current: std::sync::RwLock<Arc<V>>,
+}
+
+impl<V: TokenVerifier> ReloadableVerifier<V> {
+    /// Starts with `verifier`.
+    pub fn new(verifier: V) -> Self {
+        Self {
+            current: std::sync::RwLock::new(Arc::new(verifier)),
+        }
+    }
+
+    /// Makes `verifier` the one new calls use.
+    pub fn replace(&self, verifier: V) {
+        let fresh = Arc::new(verifier);
+        match self.current.write() {
+            Ok(mut current) => *current = fresh,
+            Err(poisoned) => *poisoned.into_inner() = fresh,
+        }
+    }
+
+    fn current(&self) -> Arc<V> {
+        match self.current.read() {
+            Ok(current) => current.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+}
+
+impl<V: TokenVerifier> TokenVerifier for ReloadableVerifier<V> {
+    fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        self.current().verify(token)
+    }
+}
+
+impl<V: TokenVerifier> TokenVerifier for Arc<V> {
+    fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        (**self).verify(token)
     }
 }
 

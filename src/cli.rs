@@ -1,5 +1,6 @@
 //! The command-line interface of the `errmap` binary.
 
+use std::sync::Arc;
 use std::{
     io::IsTerminal as _, io::Write as _, net::SocketAddr, path::PathBuf, process::ExitCode,
     time::Duration,
@@ -9,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 
 use errmap::{
-    auth::{AuthInterceptor, JwtVerifier},
+    auth::{AuthInterceptor, JwtVerifier, ReloadableVerifier},
     catalog::{Catalog, CatalogEntry, CatalogTable},
     catalogs::{self, Catalogs},
     pb::{self, get_error_request::Key},
@@ -57,9 +58,19 @@ enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
-        /// Ask a running server instead, e.g. http://127.0.0.1:50051.
+        /// Ask a running server instead: http://HOST:PORT, or HOST:PORT.
         #[arg(long, value_name = "URL", conflicts_with = "catalog")]
         server: Option<String>,
+        /// With --server: a token to send as `authorization: Bearer`, for a
+        /// server that requires one.
+        #[arg(
+            long,
+            env = "ERRMAP_TOKEN",
+            hide_env_values = true,
+            value_name = "TOKEN",
+            requires = "server"
+        )]
+        token: Option<String>,
         #[command(flatten)]
         source: CatalogArgs,
     },
@@ -186,12 +197,17 @@ struct ServeArgs {
     /// Require an HS256 JWT for errmap.v1.ErrorCatalog, signed with the secret in
     /// this file (at least 32 bytes; a trailing newline is ignored). Health and
     /// reflection stay open. Needs --auth-audience or --auth-allow-any-audience.
-    #[arg(long, value_name = "PATH", conflicts_with = "auth_jwt_public_key_file")]
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["auth_jwt_public_key_file", "auth_jwks_file"])]
     auth_jwt_secret_file: Option<PathBuf>,
     /// Require an RS256 or ES256 JWT for errmap.v1.ErrorCatalog, checked with the
     /// RSA or EC P-256 public key in this PEM file.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", conflicts_with = "auth_jwks_file")]
     auth_jwt_public_key_file: Option<PathBuf>,
+    /// Require an RS256 or ES256 JWT checked with the key of this RFC 7517 JSON
+    /// Web Key Set that the token's `kid` names. SIGHUP re-reads the file (and
+    /// any other key file), so keys can be added and removed without a restart.
+    #[arg(long, value_name = "PATH")]
+    auth_jwks_file: Option<PathBuf>,
     /// With a JWT option: the required `iss` claim.
     #[arg(long, value_name = "ISSUER")]
     auth_issuer: Option<String>,
@@ -218,6 +234,13 @@ struct ServeArgs {
 impl ServeArgs {
     /// The JWT verifier the flags ask for, if any.
     fn verifier(&self) -> Result<Option<JwtVerifier>, String> {
+        if let Some(path) = &self.auth_jwks_file {
+            let json =
+                std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let verifier =
+                JwtVerifier::from_jwks(&json).map_err(|e| format!("{}: {e}", path.display()))?;
+            return self.finish(verifier).map(Some);
+        }
         let verifier = match (&self.auth_jwt_secret_file, &self.auth_jwt_public_key_file) {
             (Some(path), _) => {
                 let mut secret = std::fs::read(path)
@@ -240,13 +263,18 @@ impl ServeArgs {
                 {
                     return Err(
                         "--auth-issuer, --auth-audience and --auth-allow-any-audience need \
-                         --auth-jwt-secret-file or --auth-jwt-public-key-file"
+                         --auth-jwt-secret-file, --auth-jwt-public-key-file or --auth-jwks-file"
                             .to_owned(),
                     );
                 }
                 return Ok(None);
             }
         };
+        self.finish(verifier).map(Some)
+    }
+
+    /// The audience, issuer and leeway flags applied to `verifier`.
+    fn finish(&self, verifier: JwtVerifier) -> Result<JwtVerifier, String> {
         if self.auth_audience.is_none() && !self.auth_allow_any_audience {
             return Err(
                 "--auth-audience is required with a JWT key, so that tokens minted for \
@@ -262,7 +290,7 @@ impl ServeArgs {
         if let Some(audience) = &self.auth_audience {
             verifier = verifier.with_audience(audience);
         }
-        Ok(Some(verifier))
+        Ok(verifier)
     }
 }
 
@@ -320,13 +348,14 @@ pub(crate) fn main() -> ExitCode {
             code,
             json,
             server,
+            token,
             source,
         } => match server {
             None => match source.table() {
                 Ok(table) => lookup_local(table, &code, json),
                 Err(e) => bad_input(&e),
             },
-            Some(url) => lookup_remote(&code, json, &url, source.domain),
+            Some(url) => lookup_remote(&code, json, &url, source.domain, token),
         },
         Command::List {
             category,
@@ -381,7 +410,8 @@ fn serve(args: ServeArgs) -> u8 {
     config.request_body_timeout = args.request_body_timeout;
     config.max_connections = args.max_connections;
     config.handshake_timeout = args.handshake_timeout;
-    config.auth = verifier.map(AuthInterceptor::new);
+    let keys = verifier.map(|v| Arc::new(ReloadableVerifier::new(v)));
+    config.auth = keys.clone().map(|keys| AuthInterceptor::from_arc(keys));
     config.catalogs = match load_catalogs(&args.catalogs, args.no_default_catalog) {
         Ok(catalogs) => catalogs,
         Err(e) => return bad_input(&e),
@@ -403,6 +433,9 @@ fn serve(args: ServeArgs) -> u8 {
 
     runtime().block_on(async move {
         let shutdown = shutdown_signal();
+        if let Some(keys) = keys {
+            reload_keys_on_sighup(args, keys);
+        }
         let listener = match server::bind(config.addr).await {
             Ok(listener) => listener,
             Err(e) => {
@@ -433,6 +466,40 @@ fn serve(args: ServeArgs) -> u8 {
             }
         }
     })
+}
+
+/// On every SIGHUP, re-reads the JWT key files the flags name and, if they
+/// are valid, makes them the keys new calls are checked with; otherwise
+/// keeps the old keys and logs why.
+fn reload_keys_on_sighup(args: ServeArgs, keys: Arc<ReloadableVerifier<JwtVerifier>>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP; JWT keys will not be reloaded");
+            return;
+        };
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                match args.verifier() {
+                    Ok(Some(verifier)) => {
+                        let kids: Vec<&str> = verifier.key_ids().collect();
+                        tracing::info!(kids = ?kids, "SIGHUP: JWT keys reloaded");
+                        keys.replace(verifier);
+                    }
+                    Ok(None) => {}
+                    Err(error) => tracing::warn!(
+                        error = %errmap::sanitize::escape(&error),
+                        "SIGHUP: JWT keys not reloaded; the old keys stay"
+                    ),
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (args, keys);
+    }
 }
 
 /// The embedded catalog (unless `no_default`) and those of `files`.
@@ -614,7 +681,48 @@ fn lookup_local(table: &CatalogTable, text: &str, json: bool) -> u8 {
     }
 }
 
-fn lookup_remote(text: &str, json: bool, url: &str, domain: Option<String>) -> u8 {
+/// The URL `--server` means: `HOST:PORT` is `http://HOST:PORT`; `https://`
+/// is refused rather than sent in plaintext, as this build has no TLS.
+fn server_url(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    if text.starts_with("https://") {
+        return Err(format!(
+            "{text:?}: https is not supported by this errmap yet, and a plaintext call to an \
+             https address is never made; use http:// on a trusted network"
+        ));
+    }
+    if text.contains("://") {
+        return if text.starts_with("http://") {
+            Ok(text.to_owned())
+        } else {
+            Err(format!("{text:?}: the scheme must be http://"))
+        };
+    }
+    Ok(format!("http://{text}"))
+}
+
+fn lookup_remote(
+    text: &str,
+    json: bool,
+    url: &str,
+    domain: Option<String>,
+    token: Option<String>,
+) -> u8 {
+    let url = match server_url(url) {
+        Ok(url) => url,
+        Err(e) => return bad_input(&e),
+    };
+    let url = url.as_str();
+    let bearer = match token
+        .as_deref()
+        .map(|t| format!("Bearer {}", t.trim()).parse())
+    {
+        None => None,
+        Some(Ok(value)) => Some(value),
+        Some(Err(_)) => {
+            return bad_input("the token is not a valid header value (visible ASCII only)")
+        }
+    };
     let query = match parse_query(text) {
         Ok(q) => q,
         Err(e) => {
@@ -644,13 +752,14 @@ fn lookup_remote(text: &str, json: bool, url: &str, domain: Option<String>) -> u
             }
         };
         let mut client = pb::error_catalog_client::ErrorCatalogClient::new(channel);
-        match client
-            .get_error(pb::GetErrorRequest {
-                key: Some(key),
-                domain,
-            })
-            .await
-        {
+        let mut request = tonic::Request::new(pb::GetErrorRequest {
+            key: Some(key),
+            domain,
+        });
+        if let Some(bearer) = bearer {
+            request.metadata_mut().insert("authorization", bearer);
+        }
+        match client.get_error(request).await {
             Ok(response) => match response.into_inner().error {
                 Some(descriptor) => {
                     print_value(&descriptor_json(&descriptor), json);
@@ -669,6 +778,19 @@ fn lookup_remote(text: &str, json: bool, url: &str, domain: Option<String>) -> u
                 Some(ErrorCode::ApiInvalidRequest) => {
                     eprintln!("error: {}", safe(status.message()));
                     EXIT_BAD_INPUT
+                }
+                Some(ErrorCode::AuthRequired) => {
+                    eprintln!(
+                        "error: the server wants a token: pass --token TOKEN or set ERRMAP_TOKEN"
+                    );
+                    EXIT_FAILURE
+                }
+                Some(code @ (ErrorCode::AuthInvalidToken | ErrorCode::AuthExpiredToken)) => {
+                    eprintln!(
+                        "error: the server refused the token ({code}): {}",
+                        safe(code.entry().message())
+                    );
+                    EXIT_FAILURE
                 }
                 _ => {
                     eprintln!(
@@ -876,6 +998,19 @@ mod tests {
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5h").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn server_urls_default_to_http_and_never_downgrade_https() {
+        assert_eq!(
+            server_url("127.0.0.1:50051").unwrap(),
+            "http://127.0.0.1:50051"
+        );
+        assert_eq!(server_url("http://h:1").unwrap(), "http://h:1");
+        assert!(server_url("https://h:1")
+            .unwrap_err()
+            .contains("never made"));
+        assert!(server_url("ftp://h:1").is_err());
     }
 
     #[test]

@@ -16,6 +16,7 @@ use errmap::{
     pb::{self, get_error_request::Key},
     server::{self, ServerConfig},
     service::grpc_code_name,
+    tls::TlsConfig,
     ErrorCode, ErrorDetails, ErrorStatusExt,
 };
 
@@ -61,6 +62,8 @@ enum Command {
         /// Ask a running server instead: http://HOST:PORT, or HOST:PORT.
         #[arg(long, value_name = "URL", conflicts_with = "catalog")]
         server: Option<String>,
+        #[command(flatten)]
+        tls: ClientTlsArgs,
         /// With --server: a token to send as `authorization: Bearer`, for a
         /// server that requires one.
         #[arg(
@@ -98,6 +101,81 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// How `lookup --server https://...` checks the server and shows itself.
+#[derive(Debug, Args)]
+struct ClientTlsArgs {
+    /// With an https:// server: the CA (PEM) that signed its certificate.
+    #[arg(long, value_name = "PEM")]
+    ca: Option<PathBuf>,
+    /// With an https:// server that wants one: the client certificate (PEM).
+    #[arg(long, value_name = "PEM", requires = "key")]
+    cert: Option<PathBuf>,
+    /// The private key (PEM) of --cert.
+    #[arg(long, value_name = "PEM", requires = "cert")]
+    key: Option<PathBuf>,
+}
+
+impl ClientTlsArgs {
+    /// The TLS settings for `url`, or `None` for http://.
+    fn config(&self, url: &str) -> Result<Option<tonic::transport::ClientTlsConfig>, String> {
+        if !url.starts_with("https://") {
+            if self.ca.is_some() || self.cert.is_some() {
+                return Err("--ca, --cert and --key need an https:// server".to_owned());
+            }
+            return Ok(None);
+        }
+        let read = |path: &PathBuf| {
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+        };
+        let Some(ca) = &self.ca else {
+            return Err(
+                "an https:// server needs --ca PEM, the CA that signed its certificate".to_owned(),
+            );
+        };
+        let mut config = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(read(ca)?));
+        if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+            config = config.identity(tonic::transport::Identity::from_pem(
+                read(cert)?,
+                read(key)?,
+            ));
+        }
+        Ok(Some(config))
+    }
+}
+
+/// A connection failure in words: the TLS causes a user can fix, named.
+fn connect_failure(error: &dyn std::error::Error) -> String {
+    let mut chain = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        chain.push_str(": ");
+        chain.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    let cause = if chain.contains("UnknownIssuer") || chain.contains("unknown issuer") {
+        "the server's certificate is not signed by the CA given with --ca"
+    } else if chain.contains("NotValidForName") || chain.contains("not valid for name") {
+        "the server's certificate is not valid for the host name in the URL"
+    } else if chain.contains("CertificateRequired") || chain.contains("certificate required") {
+        "the server wants a client certificate: pass --cert and --key"
+    } else if chain.contains("BadCertificate")
+        || chain.contains("UnknownCA")
+        || chain.contains("DecryptError")
+    {
+        "the server refused the client certificate"
+    } else if chain.contains("InvalidContentType") || chain.contains("CorruptMessage") {
+        "the server does not speak TLS at that address (try http://)"
+    } else {
+        ""
+    };
+    if cause.is_empty() {
+        safe(&chain)
+    } else {
+        format!("{cause} ({})", safe(&chain))
+    }
 }
 
 /// Which catalog a command reads.
@@ -219,6 +297,16 @@ struct ServeArgs {
     /// issuer sets none. Tokens minted for another service are then accepted too.
     #[arg(long, conflicts_with = "auth_audience")]
     auth_allow_any_audience: bool,
+    /// Serve TLS with this certificate chain (PEM), HTTP/2 through ALPN. SIGHUP
+    /// re-reads it, with the key and the client CA.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM): mutual TLS.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
     /// Also serve the catalogs of this FileDescriptorSet (repeatable); made with
     /// `protoc --include_imports --descriptor_set_out` or `buf build -o`.
     #[arg(long = "catalog", value_name = "SET.binpb")]
@@ -348,6 +436,7 @@ pub(crate) fn main() -> ExitCode {
             code,
             json,
             server,
+            tls,
             token,
             source,
         } => match server {
@@ -355,7 +444,7 @@ pub(crate) fn main() -> ExitCode {
                 Ok(table) => lookup_local(table, &code, json),
                 Err(e) => bad_input(&e),
             },
-            Some(url) => lookup_remote(&code, json, &url, source.domain, token),
+            Some(url) => lookup_remote(&code, json, &url, &tls, source.domain, token),
         },
         Command::List {
             category,
@@ -410,6 +499,16 @@ fn serve(args: ServeArgs) -> u8 {
     config.request_body_timeout = args.request_body_timeout;
     config.max_connections = args.max_connections;
     config.handshake_timeout = args.handshake_timeout;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            match TlsConfig::from_files(cert, key, args.tls_client_ca.as_ref()) {
+                Ok(tls) => Some(tls),
+                Err(e) => return bad_input(&e.to_string()),
+            }
+        }
+        _ => None,
+    };
+    config.tls = tls.clone();
     let keys = verifier.map(|v| Arc::new(ReloadableVerifier::new(v)));
     config.auth = keys.clone().map(|keys| AuthInterceptor::from_arc(keys));
     config.catalogs = match load_catalogs(&args.catalogs, args.no_default_catalog) {
@@ -433,9 +532,7 @@ fn serve(args: ServeArgs) -> u8 {
 
     runtime().block_on(async move {
         let shutdown = shutdown_signal();
-        if let Some(keys) = keys {
-            reload_keys_on_sighup(args, keys);
-        }
+        reload_on_sighup(args, keys, tls);
         let listener = match server::bind(config.addr).await {
             Ok(listener) => listener,
             Err(e) => {
@@ -468,19 +565,35 @@ fn serve(args: ServeArgs) -> u8 {
     })
 }
 
-/// On every SIGHUP, re-reads the JWT key files the flags name and, if they
-/// are valid, makes them the keys new calls are checked with; otherwise
-/// keeps the old keys and logs why.
-fn reload_keys_on_sighup(args: ServeArgs, keys: Arc<ReloadableVerifier<JwtVerifier>>) {
+/// On every SIGHUP, re-reads the TLS files and the JWT key files the flags
+/// name and, where they are valid, makes them what new connections and calls
+/// use; what does not load is kept as it was, and the log says why.
+fn reload_on_sighup(
+    args: ServeArgs,
+    keys: Option<Arc<ReloadableVerifier<JwtVerifier>>>,
+    tls: Option<TlsConfig>,
+) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
         let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-            tracing::warn!("cannot listen for SIGHUP; JWT keys will not be reloaded");
+            tracing::warn!("cannot listen for SIGHUP; nothing will be reloaded");
             return;
         };
         tokio::spawn(async move {
             while hangups.recv().await.is_some() {
+                if let Some(tls) = &tls {
+                    match tls.reload() {
+                        Ok(()) => {
+                            tracing::info!("SIGHUP: TLS certificate, key and client CA reloaded")
+                        }
+                        Err(error) => tracing::warn!(
+                            error = %errmap::sanitize::escape(&error.to_string()),
+                            "SIGHUP: TLS material not reloaded; the old material stays"
+                        ),
+                    }
+                }
+                let Some(keys) = &keys else { continue };
                 match args.verifier() {
                     Ok(Some(verifier)) => {
                         let kids: Vec<&str> = verifier.key_ids().collect();
@@ -498,7 +611,7 @@ fn reload_keys_on_sighup(args: ServeArgs, keys: Arc<ReloadableVerifier<JwtVerifi
     }
     #[cfg(not(unix))]
     {
-        let _ = (args, keys);
+        let _ = (args, keys, tls);
     }
 }
 
@@ -682,20 +795,14 @@ fn lookup_local(table: &CatalogTable, text: &str, json: bool) -> u8 {
 }
 
 /// The URL `--server` means: `HOST:PORT` is `http://HOST:PORT`; `https://`
-/// is refused rather than sent in plaintext, as this build has no TLS.
+/// is always TLS, never plaintext.
 fn server_url(text: &str) -> Result<String, String> {
     let text = text.trim();
-    if text.starts_with("https://") {
-        return Err(format!(
-            "{text:?}: https is not supported by this errmap yet, and a plaintext call to an \
-             https address is never made; use http:// on a trusted network"
-        ));
-    }
     if text.contains("://") {
-        return if text.starts_with("http://") {
+        return if text.starts_with("http://") || text.starts_with("https://") {
             Ok(text.to_owned())
         } else {
-            Err(format!("{text:?}: the scheme must be http://"))
+            Err(format!("{text:?}: the scheme must be http:// or https://"))
         };
     }
     Ok(format!("http://{text}"))
@@ -705,6 +812,7 @@ fn lookup_remote(
     text: &str,
     json: bool,
     url: &str,
+    tls: &ClientTlsArgs,
     domain: Option<String>,
     token: Option<String>,
 ) -> u8 {
@@ -730,6 +838,10 @@ fn lookup_remote(
             return EXIT_BAD_INPUT;
         }
     };
+    let tls_config = match tls.config(url) {
+        Ok(config) => config,
+        Err(e) => return bad_input(&e),
+    };
     let endpoint = match tonic::transport::Endpoint::from_shared(url.to_owned()) {
         Ok(endpoint) => endpoint
             .connect_timeout(Duration::from_secs(5))
@@ -739,6 +851,13 @@ fn lookup_remote(
             return EXIT_BAD_INPUT;
         }
     };
+    let endpoint = match tls_config {
+        None => endpoint,
+        Some(config) => match endpoint.tls_config(config) {
+            Ok(endpoint) => endpoint,
+            Err(e) => return bad_input(&format!("TLS settings: {}", connect_failure(&e))),
+        },
+    };
     let key = match query {
         Query::Code(code) => Key::Code(code),
         Query::Name(name) => Key::Name(name),
@@ -747,7 +866,7 @@ fn lookup_remote(
         let channel = match endpoint.connect().await {
             Ok(channel) => channel,
             Err(e) => {
-                eprintln!("error: cannot reach {url}: {e}");
+                eprintln!("error: cannot reach {url}: {}", connect_failure(&e));
                 return EXIT_FAILURE;
             }
         };
@@ -793,8 +912,30 @@ fn lookup_remote(
                     EXIT_FAILURE
                 }
                 _ => {
+                    let mut cause = match std::error::Error::source(&status) {
+                        Some(source) => format!(" ({})", connect_failure(source)),
+                        None => String::new(),
+                    };
+                    // A TLS 1.3 server refuses a missing client certificate
+                    // after the handshake, so the client may see only a
+                    // closed connection: say what is likely.
+                    if url.starts_with("https://")
+                        && tls.cert.is_none()
+                        && matches!(
+                            status.code(),
+                            tonic::Code::Unknown
+                                | tonic::Code::Unavailable
+                                | tonic::Code::Cancelled
+                        )
+                        && std::error::Error::source(&status).is_some()
+                        && !cause.contains("client certificate")
+                    {
+                        cause.push_str(
+                            " (if the server requires a client certificate, pass --cert and --key)",
+                        );
+                    }
                     eprintln!(
-                        "error: the server failed: {:?}: {}",
+                        "error: the server failed: {:?}: {}{cause}",
                         status.code(),
                         safe(status.message())
                     );
@@ -1007,9 +1148,7 @@ mod tests {
             "http://127.0.0.1:50051"
         );
         assert_eq!(server_url("http://h:1").unwrap(), "http://h:1");
-        assert!(server_url("https://h:1")
-            .unwrap_err()
-            .contains("never made"));
+        assert_eq!(server_url("https://h:1").unwrap(), "https://h:1");
         assert!(server_url("ftp://h:1").is_err());
     }
 

@@ -80,6 +80,7 @@ pub mod service;
 #[allow(dead_code, unreachable_pub, missing_docs)]
 mod spec;
 pub mod status;
+pub mod tls;
 mod wire;
 
 pub use catalog::{Catalog, CatalogEntry, CatalogTable, ErrorCode, DOMAIN};

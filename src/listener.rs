@@ -44,10 +44,9 @@ use tokio::{
     task::JoinHandle,
     time::Sleep,
 };
-use tonic::{
-    codegen::tokio_stream::Stream,
-    transport::server::{Connected, TcpConnectInfo},
-};
+use tonic::{codegen::tokio_stream::Stream, transport::server::Connected};
+
+use crate::tls::{PeerIdentity, PeerInfo, TlsConfig};
 
 /// Bytes a client sends before its handshake counts as done: the 24-byte
 /// HTTP/2 preface and the 9-byte header of its SETTINGS frame.
@@ -55,13 +54,16 @@ const HANDSHAKE_BYTES: usize = 24 + 9;
 
 /// The accept loop's settings. `Default` gives the values `errmap serve`
 /// starts with.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ListenerConfig {
     /// Connections open at once. Default 1024.
     pub max_connections: usize,
-    /// How long a client may take to send the HTTP/2 preface. Default 5 s.
+    /// How long a client may take to finish the TLS handshake, and then
+    /// again to send the HTTP/2 preface. Default 5 s.
     pub handshake_timeout: Duration,
+    /// TLS, or plaintext when `None` (the default).
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for ListenerConfig {
@@ -69,6 +71,7 @@ impl Default for ListenerConfig {
         Self {
             max_connections: 1024,
             handshake_timeout: Duration::from_secs(5),
+            tls: None,
         }
     }
 }
@@ -110,6 +113,7 @@ pub fn incoming(listener: TcpListener, config: ListenerConfig) -> Incoming {
     let open = Arc::new(Semaphore::new(max));
     let (tx, rx) = mpsc::channel(1);
     let task = tokio::spawn(accept_loop(listener, config, open.clone(), tx));
+    // (The accept loop owns `config`, TLS material included.)
     Incoming {
         connections: rx,
         task,
@@ -175,35 +179,114 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
-        let connection = Connection {
-            stream,
-            read: 0,
-            handshake: Some(Box::pin(tokio::time::sleep(config.handshake_timeout))),
-            _permit: permit,
+        let Some(tls) = &config.tls else {
+            let connection = Connection::new(Io::Tcp(stream), None, &config, permit);
+            if tx.send(Ok(connection)).await.is_err() {
+                return;
+            }
+            continue;
         };
-        if tx.send(Ok(connection)).await.is_err() {
-            return;
+        // The TLS handshake runs on its own task, so that a slow client
+        // does not hold up the accept loop; it has the handshake deadline.
+        let acceptor = tls.acceptor();
+        let tx = tx.clone();
+        let config = config.clone();
+        tokio::spawn(async move {
+            let handshake =
+                tokio::time::timeout(config.handshake_timeout, acceptor.accept(stream)).await;
+            let stream = match handshake {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(error)) => {
+                    tracing::debug!(%error, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!("TLS handshake not finished in time; closing");
+                    return;
+                }
+            };
+            let identity = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|certs| certs.first())
+                .and_then(|cert| PeerIdentity::from_der(&cert.clone().into_owned()))
+                .map(Arc::new);
+            let connection = Connection::new(Io::Tls(Box::new(stream)), identity, &config, permit);
+            let _ = tx.send(Ok(connection)).await;
+        });
+    }
+}
+
+/// The stream under a [`Connection`].
+#[derive(Debug)]
+enum Io {
+    Tcp(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl Io {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Io::Tcp(tcp) => tcp,
+            Io::Tls(tls) => tls.get_ref().0,
         }
     }
 }
 
-/// An accepted connection: a `TcpStream` that holds its place under the
-/// connection cap, and fails its reads once the handshake deadline passes
-/// before the client sent its preface.
+/// An accepted connection (TCP, or TLS over TCP) that holds its place
+/// under the connection cap, and fails its reads once the handshake
+/// deadline passes before the client sent its HTTP/2 preface.
 #[derive(Debug)]
 pub struct Connection {
-    stream: TcpStream,
+    stream: Io,
+    identity: Option<Arc<PeerIdentity>>,
     read: usize,
     handshake: Option<Pin<Box<Sleep>>>,
     _permit: OwnedSemaphorePermit,
 }
 
+impl Connection {
+    fn new(
+        stream: Io,
+        identity: Option<Arc<PeerIdentity>>,
+        config: &ListenerConfig,
+        permit: OwnedSemaphorePermit,
+    ) -> Self {
+        Self {
+            stream,
+            identity,
+            read: 0,
+            handshake: Some(Box::pin(tokio::time::sleep(config.handshake_timeout))),
+            _permit: permit,
+        }
+    }
+}
+
 impl Connected for Connection {
-    type ConnectInfo = TcpConnectInfo;
+    type ConnectInfo = PeerInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.stream.connect_info()
+        PeerInfo {
+            tcp: self.stream.tcp().connect_info(),
+            identity: self.identity.clone(),
+        }
     }
+}
+
+macro_rules! on_stream {
+    ($self:expr, $s:ident => $e:expr) => {
+        match &mut $self.stream {
+            Io::Tcp($s) => {
+                let $s = Pin::new($s);
+                $e
+            }
+            Io::Tls($s) => {
+                let $s = Pin::new(&mut **$s);
+                $e
+            }
+        }
+    };
 }
 
 impl AsyncRead for Connection {
@@ -214,7 +297,7 @@ impl AsyncRead for Connection {
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         let before = buf.filled().len();
-        let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
+        let polled = on_stream!(this, s => s.poll_read(cx, buf));
         if let Some(deadline) = this.handshake.as_mut() {
             if let Poll::Ready(Ok(())) = polled {
                 this.read += buf.filled().len() - before;
@@ -241,15 +324,15 @@ impl AsyncWrite for Connection {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        on_stream!(self, s => s.poll_write(cx, buf))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+        on_stream!(self, s => s.poll_flush(cx))
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+        on_stream!(self, s => s.poll_shutdown(cx))
     }
 
     fn poll_write_vectored(
@@ -257,10 +340,13 @@ impl AsyncWrite for Connection {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        on_stream!(self, s => s.poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        match &self.stream {
+            Io::Tcp(tcp) => tcp.is_write_vectored(),
+            Io::Tls(tls) => tls.is_write_vectored(),
+        }
     }
 }

@@ -35,6 +35,7 @@ use crate::{
     panic::CatchPanicLayer,
     pb::{self, error_catalog_server::ErrorCatalogServer},
     service::CatalogService,
+    tls::TlsConfig,
 };
 
 /// The name the lookup service is registered under, for health checks.
@@ -92,6 +93,9 @@ pub struct ServerConfig {
     /// The catalogs the lookup service answers from and whose statuses the
     /// response layer passes. Default: the auth API's catalog alone.
     pub catalogs: Catalogs,
+    /// TLS (and, with a client CA, mutual TLS); plaintext when `None`, the
+    /// default. Reload it with [`TlsConfig::reload`].
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for ServerConfig {
@@ -113,6 +117,7 @@ impl Default for ServerConfig {
             handshake_timeout: Duration::from_secs(5),
             auth: None,
             catalogs: Catalogs::default(),
+            tls: None,
         }
     }
 }
@@ -428,6 +433,7 @@ async fn run(
         ListenerConfig {
             max_connections: config.max_connections,
             handshake_timeout: config.handshake_timeout,
+            tls: config.tls.clone(),
         },
     );
 

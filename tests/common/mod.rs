@@ -133,6 +133,7 @@ pub async fn call_probe(
 ///   message, as a catalog status / as a plain INVALID_ARGUMENT;
 /// - `Unimplemented`: fails with a bare UNIMPLEMENTED, as a handler may;
 /// - `Return`: fails with the status put in [`Probe::next`];
+/// - `Peer`: answers the verified client certificate's subject and SANs;
 /// - `Forward`: calls the errmap server whose URL is the request and
 ///   forwards the real decode error tonic's client gives;
 /// - `StreamThenFail` (server streaming): one message, then INTERNAL in the
@@ -361,6 +362,14 @@ impl UnaryService<String> for ProbeHandler {
                     .unwrap()),
                 "PlainSpecial" => Err(Status::invalid_argument(SPECIAL_MESSAGE)),
                 "Unimplemented" => Err(Status::unimplemented("")),
+                "Peer" => Ok(Response::new(
+                    request
+                        .extensions()
+                        .get::<errmap::tls::PeerInfo>()
+                        .and_then(|peer| peer.identity.as_ref())
+                        .map(|id| format!("{} {}", id.subject, id.sans.join(",")))
+                        .unwrap_or_else(|| "anonymous".to_owned()),
+                )),
                 "Return" => Err(probe
                     .next
                     .lock()

@@ -6,7 +6,9 @@
 //! - `miss`: `GetError` for a code that does not (the rich error path);
 //!
 //! on a server with errmap's layers and the auth interceptor (`errmap`),
-//! and the hit and noop on a bare tonic server without them (`bare`).
+//! and the hit and noop on a bare tonic server without them (`bare`), and
+//! the hit on errmap's server over TLS (`errmap-tls`, certificates made at
+//! start), with the cost of opening a new connection with and without TLS.
 //! Then it measures the `errmap serve` binary: start-up time to accepting
 //! connections, and RSS with 1,000 calls in flight.
 //!
@@ -118,38 +120,54 @@ enum Kind {
     Miss,
 }
 
+/// Which server a scenario calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// errmap's layers and auth, plaintext.
+    Errmap,
+    /// A bare tonic server with the same services.
+    Bare,
+    /// errmap's layers and auth, over TLS.
+    ErrmapTls,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Scenario {
     name: &'static str,
     kind: Kind,
-    errmap: bool,
+    target: Target,
 }
 
-const SCENARIOS: [Scenario; 5] = [
+const SCENARIOS: [Scenario; 6] = [
     Scenario {
         name: "errmap/noop",
         kind: Kind::Noop,
-        errmap: true,
+        target: Target::Errmap,
     },
     Scenario {
         name: "errmap/hit",
         kind: Kind::Hit,
-        errmap: true,
+        target: Target::Errmap,
     },
     Scenario {
         name: "errmap/miss",
         kind: Kind::Miss,
-        errmap: true,
+        target: Target::Errmap,
     },
     Scenario {
         name: "bare/noop",
         kind: Kind::Noop,
-        errmap: false,
+        target: Target::Bare,
     },
     Scenario {
         name: "bare/hit",
         kind: Kind::Hit,
-        errmap: false,
+        target: Target::Bare,
+    },
+    Scenario {
+        name: "errmap-tls/hit",
+        kind: Kind::Hit,
+        target: Target::ErrmapTls,
     },
 ];
 
@@ -177,7 +195,10 @@ impl Totals {
 
 /// Starts a server in this process: errmap's (layers, admission, auth on
 /// the lookup service) or a bare tonic one with the same services.
-async fn start_server(errmap: bool) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+async fn start_server(
+    errmap: bool,
+    tls: Option<errmap::tls::TlsConfig>,
+) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -190,6 +211,7 @@ async fn start_server(errmap: bool) -> (SocketAddr, tokio::sync::oneshot::Sender
         let mut config = ServerConfig::default();
         config.auth = Some(AuthInterceptor::new(JwtVerifier::hs256(SECRET)));
         config.concurrency_limit = 4096;
+        config.tls = tls;
         tokio::spawn(async move {
             let _ = ErrmapServer::new(config).serve(listener, stop).await;
         });
@@ -283,17 +305,84 @@ async fn run_slice(
 }
 
 async fn connect(addr: SocketAddr, n: usize) -> Vec<Channel> {
+    connect_with(addr, n, None).await
+}
+
+/// `n` channels to `addr`, over TLS with the CA `tls_ca` (PEM) if given.
+async fn connect_with(addr: SocketAddr, n: usize, tls_ca: Option<&str>) -> Vec<Channel> {
     let mut channels = Vec::with_capacity(n);
     for _ in 0..n {
-        channels.push(
-            Channel::from_shared(format!("http://{addr}"))
-                .expect("uri")
-                .connect()
-                .await
-                .expect("connect"),
-        );
+        channels.push(open_channel(addr, tls_ca).await);
     }
     channels
+}
+
+async fn open_channel(addr: SocketAddr, tls_ca: Option<&str>) -> Channel {
+    match tls_ca {
+        None => Channel::from_shared(format!("http://{addr}"))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect"),
+        Some(ca) => Channel::from_shared(format!("https://{addr}"))
+            .expect("uri")
+            .tls_config(
+                tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+                    .domain_name("localhost"),
+            )
+            .expect("tls config")
+            .connect()
+            .await
+            .expect("connect over TLS"),
+    }
+}
+
+/// A CA and a server certificate for localhost, made now, written to a
+/// temporary directory; gives the TLS config and the CA's PEM.
+fn test_tls() -> (errmap::tls::TlsConfig, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
+    let key = KeyPair::generate().expect("server key");
+    let cert = CertificateParams::new(vec!["localhost".to_owned()])
+        .expect("server params")
+        .signed_by(&key, &ca, &ca_key)
+        .expect("server certificate");
+    let dir = std::env::temp_dir().join(format!("errmap-loadgen-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let (cert_file, key_file) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_file, cert.pem()).expect("write cert");
+    std::fs::write(&key_file, key.serialize_pem()).expect("write key");
+    let tls = errmap::tls::TlsConfig::from_files(cert_file, key_file, None::<PathBuf>)
+        .expect("TLS config");
+    (tls, ca.pem())
+}
+
+/// The median time to open a new connection and make one `GetError`
+/// call on it, over `n` connections, with TLS (CA `tls_ca`) or without.
+async fn new_connection_cost(
+    addr: SocketAddr,
+    n: usize,
+    tls_ca: Option<&str>,
+    bearer: &MetadataValue<tonic::metadata::Ascii>,
+) -> Duration {
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = Instant::now();
+        let channel = open_channel(addr, tls_ca).await;
+        let mut request = Request::new(GetErrorRequest {
+            key: Some(Key::Code(11)),
+            domain: None,
+        });
+        request.metadata_mut().insert("authorization", bearer.clone());
+        let _ = ErrorCatalogClient::new(channel).get_error(request).await;
+        times.push(started.elapsed());
+    }
+    times.sort();
+    times[times.len() / 2]
 }
 
 struct ServeFigures {
@@ -427,19 +516,22 @@ fn largest_bare_status() -> (ErrorCode, usize) {
 }
 
 async fn run(options: Options) -> Result<serde_json::Value, String> {
-    let (errmap_addr, stop_errmap) = start_server(true).await;
-    let (bare_addr, stop_bare) = start_server(false).await;
+    let (errmap_addr, stop_errmap) = start_server(true, None).await;
+    let (bare_addr, stop_bare) = start_server(false, None).await;
+    let (tls, tls_ca) = test_tls();
+    let (tls_addr, stop_tls) = start_server(true, Some(tls)).await;
     let errmap_channels = connect(errmap_addr, options.channels).await;
     let bare_channels = connect(bare_addr, options.channels).await;
+    let tls_channels = connect_with(tls_addr, options.channels, Some(&tls_ca)).await;
     let bearer: MetadataValue<_> = format!("Bearer {}", token()).parse().map_err(|_| "token")?;
 
     let slice = options.duration / (options.rounds * SCENARIOS.len() as u32);
     // Warm-up, not recorded.
     for s in SCENARIOS {
-        let channels = if s.errmap {
-            &errmap_channels
-        } else {
-            &bare_channels
+        let channels = match s.target {
+            Target::Errmap => &errmap_channels,
+            Target::Bare => &bare_channels,
+            Target::ErrmapTls => &tls_channels,
         };
         run_slice(
             s,
@@ -456,10 +548,10 @@ async fn run(options: Options) -> Result<serde_json::Value, String> {
     for round in 0..options.rounds {
         let mut this_round = Vec::with_capacity(SCENARIOS.len());
         for (i, s) in SCENARIOS.iter().enumerate() {
-            let channels = if s.errmap {
-                &errmap_channels
-            } else {
-                &bare_channels
+            let channels = match s.target {
+                Target::Errmap => &errmap_channels,
+                Target::Bare => &bare_channels,
+                Target::ErrmapTls => &tls_channels,
             };
             let t = run_slice(*s, channels, options.concurrency, slice, &bearer).await;
             this_round.push(t.throughput());
@@ -474,8 +566,14 @@ async fn run(options: Options) -> Result<serde_json::Value, String> {
             eprintln!("round {}/{} done", round + 1, options.rounds);
         }
     }
+    // The cost of a new connection: TCP (and TLS) handshake, HTTP/2
+    // handshake and one call.
+    let handshakes = if options.duration >= Duration::from_secs(5) { 50 } else { 5 };
+    let plain_connection = new_connection_cost(errmap_addr, handshakes, None, &bearer).await;
+    let tls_connection = new_connection_cost(tls_addr, handshakes, Some(&tls_ca), &bearer).await;
     let _ = stop_errmap.send(());
     let _ = stop_bare.send(());
+    let _ = stop_tls.send(());
 
     let index = |name: &str| SCENARIOS.iter().position(|s| s.name == name).unwrap_or(0);
     // The median over the rounds of the per-round ratio a/b.
@@ -497,6 +595,7 @@ async fn run(options: Options) -> Result<serde_json::Value, String> {
     let layers_hit = ratio("errmap/hit", "bare/hit");
     let layers_noop = ratio("errmap/noop", "bare/noop");
     let bare_hit_vs_noop = ratio("bare/hit", "bare/noop");
+    let tls_hit_vs_plain = ratio("errmap-tls/hit", "errmap/hit");
     let (largest_code, largest_size) = largest_bare_status();
 
     let serve = match &options.serve_binary {
@@ -537,6 +636,11 @@ async fn run(options: Options) -> Result<serde_json::Value, String> {
             "layers_and_auth_hit": layers_hit,
             "layers_noop": layers_noop,
             "bare_hit_vs_noop": bare_hit_vs_noop,
+            "tls_hit_vs_plaintext_hit": tls_hit_vs_plain,
+        },
+        "new_connection_median_us": {
+            "plaintext": plain_connection.as_micros() as u64,
+            "tls": tls_connection.as_micros() as u64,
         },
         "largest_bare_status": {"code": largest_code.entry().name(), "bytes": largest_size},
     });
@@ -596,12 +700,15 @@ fn print_text(report: &serde_json::Value) {
         String::new()
     };
     println!(
-        "summary: hit/noop={:.3} (bare tonic {:.3}) miss/noop={:.3} layers+auth(hit)={:.3} layers(noop)={:.3} largest_status={}B{}",
+        "summary: hit/noop={:.3} (bare tonic {:.3}) miss/noop={:.3} layers+auth(hit)={:.3} layers(noop)={:.3} tls/plaintext(hit)={:.3} new connection: plaintext {}us, TLS {}us largest_status={}B{}",
         f(&r["hit_vs_noop"]),
         f(&r["bare_hit_vs_noop"]),
         f(&r["miss_vs_noop"]),
         f(&r["layers_and_auth_hit"]),
         f(&r["layers_noop"]),
+        f(&r["tls_hit_vs_plaintext_hit"]),
+        report["new_connection_median_us"]["plaintext"],
+        report["new_connection_median_us"]["tls"],
         report["largest_bare_status"]["bytes"],
         serve_text
     );

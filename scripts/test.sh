@@ -10,6 +10,13 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 VENV="$ROOT/target/interop/venv"
 
+echo "==> One rustls crypto provider (ring): two would panic at first use"
+if cargo tree --locked --workspace -e normal -i aws-lc-rs >/dev/null 2>&1; then
+  echo "error: aws-lc-rs is in the build beside ring"
+  exit 1
+fi
+cargo tree --locked --workspace -e normal -i ring | head -3
+
 echo "==> Rust tests (unit, integration, doc, example)"
 cargo test --locked --workspace
 

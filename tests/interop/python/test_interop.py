@@ -70,7 +70,7 @@ def spec(number):
 class Server:
     """A running `errmap serve`."""
 
-    def __init__(self, *args):
+    def __init__(self, *args, credentials=None):
         self.proc = subprocess.Popen(
             [BIN, "serve", "--addr", "127.0.0.1:0", *args],
             stdout=subprocess.PIPE,
@@ -83,7 +83,10 @@ class Server:
         reader.join(timeout=30)
         assert line and line[0].strip(), "errmap serve printed no address"
         self.addr = line[0].strip()
-        self.channel = grpc.insecure_channel(self.addr)
+        if credentials is None:
+            self.channel = grpc.insecure_channel(self.addr)
+        else:
+            self.channel = grpc.secure_channel(self.addr, credentials)
         grpc.channel_ready_future(self.channel).result(timeout=30)
         self.stub = catalog_pb2_grpc.ErrorCatalogStub(self.channel)
 
@@ -470,5 +473,51 @@ def test_a_second_teams_catalog_from_a_grpcio_tools_descriptor_set():
         with pytest.raises(grpc.RpcError) as caught:
             s.stub.GetError(catalog_pb2.GetErrorRequest(code=99, domain=domain), timeout=10)
         assert_catalog_error(caught.value, "API_ITEM_NOT_FOUND")
+    finally:
+        assert s.terminate() == 0
+
+
+def _openssl(*args, cwd):
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def _test_pki():
+    """A CA and a server certificate for 127.0.0.1, made now with the
+    openssl command (valid one day: nothing is checked in)."""
+    d = pathlib.Path(tempfile.mkdtemp(prefix="errmap-pki-"))
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem",
+             "-days", "1", "-subj", "/CN=errmap test CA", cwd=d)
+    _openssl("req", *ec, "-keyout", "server.key", "-out", "server.csr",
+             "-subj", "/CN=errmap test server", cwd=d)
+    (d / "ext.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+             "-CAcreateserial", "-out", "server.pem", "-days", "1",
+             "-extfile", "ext.cnf", cwd=d)
+    return d
+
+
+def test_over_tls_with_the_test_ca_the_details_are_the_same():
+    pki = _test_pki()
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=(pki / "ca.pem").read_bytes()
+    )
+    s = Server(
+        "--tls-cert", str(pki / "server.pem"),
+        "--tls-key", str(pki / "server.key"),
+        credentials=credentials,
+    )
+    try:
+        reply = s.stub.GetError(catalog_pb2.GetErrorRequest(code=11), timeout=10)
+        assert reply.error.name == "AUTH_EXPIRED_TOKEN"
+        with pytest.raises(grpc.RpcError) as caught:
+            s.stub.GetError(catalog_pb2.GetErrorRequest(code=48), timeout=10)
+        _, found = assert_catalog_error(caught.value, "API_ITEM_NOT_FOUND")
+        assert found["ErrorInfo"].metadata["requestedCode"] == "48"
+        # The same port refuses a plaintext client.
+        plain = grpc.insecure_channel(s.addr)
+        with pytest.raises(grpc.FutureTimeoutError):
+            grpc.channel_ready_future(plain).result(timeout=2)
+        plain.close()
     finally:
         assert s.terminate() == 0

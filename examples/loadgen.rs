@@ -377,7 +377,9 @@ async fn new_connection_cost(
             key: Some(Key::Code(11)),
             domain: None,
         });
-        request.metadata_mut().insert("authorization", bearer.clone());
+        request
+            .metadata_mut()
+            .insert("authorization", bearer.clone());
         let _ = ErrorCatalogClient::new(channel).get_error(request).await;
         times.push(started.elapsed());
     }
@@ -568,7 +570,11 @@ async fn run(options: Options) -> Result<serde_json::Value, String> {
     }
     // The cost of a new connection: TCP (and TLS) handshake, HTTP/2
     // handshake and one call.
-    let handshakes = if options.duration >= Duration::from_secs(5) { 50 } else { 5 };
+    let handshakes = if options.duration >= Duration::from_secs(5) {
+        50
+    } else {
+        5
+    };
     let plain_connection = new_connection_cost(errmap_addr, handshakes, None, &bearer).await;
     let tls_connection = new_connection_cost(tls_addr, handshakes, Some(&tls_ca), &bearer).await;
     let _ = stop_errmap.send(());

@@ -919,15 +919,22 @@ fn lookup_remote(
                     // A TLS 1.3 server refuses a missing client certificate
                     // after the handshake, so the client may see only a
                     // closed connection: say what is likely.
-                    if url.starts_with("https://")
-                        && tls.cert.is_none()
+                    let transport_failure = url.starts_with("https://")
                         && matches!(
                             status.code(),
                             tonic::Code::Unknown
                                 | tonic::Code::Unavailable
                                 | tonic::Code::Cancelled
                         )
-                        && std::error::Error::source(&status).is_some()
+                        && std::error::Error::source(&status).is_some();
+                    if transport_failure
+                        && tls.cert.is_some()
+                        && !cause.contains("client certificate")
+                    {
+                        cause.push_str(" (the server may have refused the client certificate)");
+                    }
+                    if transport_failure
+                        && tls.cert.is_none()
                         && !cause.contains("client certificate")
                     {
                         cause.push_str(

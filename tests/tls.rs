@@ -42,13 +42,26 @@ impl Ca {
 
     /// A leaf certificate for `names` (and 127.0.0.1), with `serial`.
     fn sign(&self, common_name: &str, names: &[&str], serial: u64) -> (String, String) {
+        self.sign_for(common_name, names, serial, true)
+    }
+
+    /// A leaf certificate for `names`, and 127.0.0.1 if `loopback`.
+    fn sign_for(
+        &self,
+        common_name: &str,
+        names: &[&str],
+        serial: u64,
+        loopback: bool,
+    ) -> (String, String) {
         let key = KeyPair::generate().unwrap();
         let mut params =
             CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
                 .unwrap();
-        params
-            .subject_alt_names
-            .push(SanType::IpAddress([127, 0, 0, 1].into()));
+        if loopback {
+            params
+                .subject_alt_names
+                .push(SanType::IpAddress([127, 0, 0, 1].into()));
+        }
         params
             .distinguished_name
             .push(DnType::CommonName, common_name);
@@ -372,6 +385,40 @@ fn the_cli_shows_a_client_certificate_to_a_mutual_tls_server() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    sigterm(&served.child);
+    assert_eq!(
+        wait_exit(&mut served.child, Duration::from_secs(10)),
+        Some(0)
+    );
+}
+
+#[test]
+fn the_cli_names_a_certificate_for_another_host() {
+    let dir = dir("cli-name");
+    let ca = Ca::new("test CA");
+    // Valid for another name only, not for 127.0.0.1.
+    let (cert, key) = ca.sign_for("server", &["elsewhere.example"], 1, false);
+    let ca_file = write(&dir, "ca.pem", &ca.pem());
+    let mut served = serve(&[
+        "--tls-cert",
+        write(&dir, "cert.pem", &cert).to_str().unwrap(),
+        "--tls-key",
+        write(&dir, "key.pem", &key).to_str().unwrap(),
+    ]);
+    let out = Command::new(env!("CARGO_BIN_EXE_errmap"))
+        .args([
+            "lookup",
+            "21",
+            "--server",
+            &format!("https://{}", served.addr),
+        ])
+        .args(["--ca", ca_file.to_str().unwrap()])
+        .env_remove("ERRMAP_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not valid for the host name"), "{err}");
     sigterm(&served.child);
     assert_eq!(
         wait_exit(&mut served.child, Duration::from_secs(10)),

@@ -429,6 +429,10 @@ where
         if encoded && !shared.config.accept_compressed {
             return AdmissionFuture::refused(ErrorCode::ApiInvalidRequest);
         }
+        let call_timeout = request
+            .headers()
+            .get("grpc-timeout")
+            .and_then(|v| grpc_timeout(v.as_bytes()));
         let long_lived = admission.is_long_lived(path);
         // Exempt calls are read like the others, but neither counted nor
         // limited.
@@ -451,8 +455,13 @@ where
                 long_lived,
                 in_flight,
                 admission: admission.clone(),
+                caller_deadline: call_timeout
+                    .is_some_and(|t| t < shared.config.request_body_timeout),
                 deadline: tokio::time::sleep_until(
-                    Instant::now() + shared.config.request_body_timeout,
+                    Instant::now()
+                        + call_timeout.map_or(shared.config.request_body_timeout, |t| {
+                            t.min(shared.config.request_body_timeout)
+                        }),
                 ),
             },
         }
@@ -489,6 +498,9 @@ pin_project! {
             long_lived: bool,
             in_flight: Option<InFlight>,
             admission: Admission,
+            // Whether `deadline` is the caller's (grpc-timeout) rather than
+            // the body timeout.
+            caller_deadline: bool,
             #[pin]
             deadline: Sleep,
         },
@@ -501,6 +513,8 @@ pin_project! {
         },
         // Answered by the layer itself.
         Refused { code: ErrorCode },
+        // The caller's deadline passed while its request was still arriving.
+        Expired,
     }
 }
 
@@ -628,6 +642,13 @@ where
                     // Answered again if polled again: never a hang.
                     return Poll::Ready(Ok(refusal(*code)));
                 }
+                StateProj::Expired => {
+                    return Poll::Ready(Ok(tonic::Status::deadline_exceeded(
+                        "the deadline passed before the request arrived",
+                    )
+                    .into_http()
+                    .map(|inner| AdmissionBody { inner, held: None })));
+                }
                 StateProj::Running {
                     future,
                     check,
@@ -660,6 +681,7 @@ where
                     long_lived,
                     in_flight,
                     admission,
+                    caller_deadline,
                     deadline,
                 } => {
                     let max = admission.shared.config.max_request_size;
@@ -701,10 +723,16 @@ where
                             if deadline.poll(cx).is_pending() {
                                 return Poll::Pending;
                             }
-                            tracing::debug!("request body timeout");
                             in_flight.take();
-                            State::Refused {
-                                code: ErrorCode::ApiInvalidRequest,
+                            if *caller_deadline {
+                                // Before tonic's own timeout, which would
+                                // answer CANCELLED: the call ran out of time.
+                                State::Expired
+                            } else {
+                                tracing::debug!("request body timeout");
+                                State::Refused {
+                                    code: ErrorCode::ApiInvalidRequest,
+                                }
                             }
                         }
                         Intake::Bad => {
@@ -778,6 +806,25 @@ where
             self.as_mut().project().state.set(next);
         }
     }
+}
+
+/// A `grpc-timeout` header value (at most 8 digits and a unit: H, M, S, m,
+/// u, n), as a duration.
+fn grpc_timeout(value: &[u8]) -> Option<Duration> {
+    let (unit, digits) = value.split_last()?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some(match unit {
+        b'H' => Duration::from_secs(n * 3600),
+        b'M' => Duration::from_secs(n * 60),
+        b'S' => Duration::from_secs(n),
+        b'm' => Duration::from_millis(n),
+        b'u' => Duration::from_micros(n),
+        b'n' => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 /// Whether a response's headers carry a non-OK status (trailers-only).
@@ -1082,6 +1129,35 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(code_of(&fine), None);
+    }
+
+    #[test]
+    fn grpc_timeouts_parse() {
+        assert_eq!(grpc_timeout(b"200m"), Some(Duration::from_millis(200)));
+        assert_eq!(grpc_timeout(b"2S"), Some(Duration::from_secs(2)));
+        assert_eq!(grpc_timeout(b"1H"), Some(Duration::from_secs(3600)));
+        for bad in [&b""[..], b"m", b"123456789m", b"12x", b"-1S", b"1.5S"] {
+            assert_eq!(grpc_timeout(bad), None, "{bad:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_callers_deadline_while_the_request_is_arriving_is_deadline_exceeded() {
+        let admission = Admission::new(4);
+        let request = http::Request::builder()
+            .uri("/a.B/C")
+            .header("grpc-timeout", "100m")
+            .body(Never)
+            .unwrap();
+        let response = admission
+            .layer()
+            .layer(service(None))
+            .oneshot(request)
+            .await
+            .unwrap();
+        let status = tonic::Status::from_header_map(response.headers()).unwrap();
+        assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
+        assert_eq!(admission.in_flight(), 0);
     }
 
     #[tokio::test]

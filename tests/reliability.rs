@@ -570,3 +570,31 @@ async fn a_client_that_disconnects_mid_call_leaves_the_server_well() {
     b.await.unwrap().unwrap();
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_deadline_that_passes_while_the_request_is_arriving_is_deadline_exceeded() {
+    // tonic's own timeout would answer CANCELLED "Timeout expired"; the
+    // intake answers first, with the code the call deserves.
+    let server = TestServer::start_default().await;
+    let client = h2_connect(server.addr).await;
+    let request = http::Request::post(format!(
+        "http://{}/errmap.v1.ErrorCatalog/GetError",
+        server.addr
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .header("grpc-timeout", "150m")
+    .body(())
+    .unwrap();
+    let mut ready = client.clone().ready().await.unwrap();
+    let (response, _send) = ready.send_request(request, false).unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(5), response)
+        .await
+        .expect("answered")
+        .unwrap();
+    let status = errmap::details::status_from_header_map(response.headers())
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    server.stop().await;
+}

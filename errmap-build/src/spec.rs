@@ -71,6 +71,9 @@ pub struct EntrySpec {
     pub message: String,
     /// The retry delay as (seconds, nanoseconds), where the code has one.
     pub retry_delay: Option<(u64, u32)>,
+    /// The message in other locales, sorted by BCP 47 tag (en-US is
+    /// `message`).
+    pub translations: Vec<(String, String)>,
 }
 
 /// Everything wrong with a catalog, one problem a line, each naming the value.
@@ -185,6 +188,23 @@ pub fn read_catalog(pool: &DescriptorPool, enum_name: &str) -> Result<CatalogSpe
     }
     if entries.is_empty() && problems.is_empty() {
         problems.push(format!("{file}: {short}: the catalog has no error codes"));
+    }
+    // Every value has every locale that any value has.
+    let mut locales: Vec<&str> = entries
+        .iter()
+        .flat_map(|e| e.translations.iter().map(|(l, _)| l.as_str()))
+        .collect();
+    locales.sort_unstable();
+    locales.dedup();
+    for entry in &entries {
+        for locale in &locales {
+            if !entry.translations.iter().any(|(l, _)| l == locale) {
+                problems.push(format!(
+                    "{file}: {short}.{}: no {locale} message; every value of the catalog needs one",
+                    entry.name
+                ));
+            }
+        }
     }
     if !problems.is_empty() {
         return Err(CatalogErrors(problems));
@@ -347,6 +367,39 @@ fn read_value(
         ));
     }
 
+    let mut translations = Vec::new();
+    if let Some(messages) = spec.get_field_by_name("messages") {
+        if let Some(map) = messages.as_map() {
+            for (key, value) in map {
+                let locale = key.as_str().unwrap_or_default().to_owned();
+                let text = value.as_str().unwrap_or_default().to_owned();
+                match locale.parse::<unic_langid::LanguageIdentifier>() {
+                    Ok(id) if id.to_string() == locale && locale != "en-US" => {}
+                    Ok(_) if locale == "en-US" => problems.push(format!(
+                        "{at}: messages has en-US, which is the `message` field"
+                    )),
+                    _ => problems.push(format!(
+                        "{at}: {locale:?} is not a well-formed BCP 47 locale tag in canonical form, such as \"ru-RU\""
+                    )),
+                }
+                if text.trim().is_empty() {
+                    problems.push(format!("{at}: the {locale} message is empty"));
+                } else if text.trim() != text || text.contains(['\n', '\r']) {
+                    problems.push(format!(
+                        "{at}: the {locale} message has leading or trailing white space, or a line break"
+                    ));
+                } else if text.len() > MAX_MESSAGE_LEN {
+                    problems.push(format!(
+                        "{at}: the {locale} message is {} bytes long; at most {MAX_MESSAGE_LEN} are allowed",
+                        text.len()
+                    ));
+                }
+                translations.push((locale, text));
+            }
+        }
+    }
+    translations.sort();
+
     let mut retry_delay = None;
     if spec.has_field_by_name("retry_delay") {
         let delay = spec.get_field_by_name("retry_delay");
@@ -383,5 +436,6 @@ fn read_value(
         category,
         message,
         retry_delay,
+        translations,
     })
 }

@@ -66,6 +66,11 @@ fn the_real_catalog_passes() {
     compiler.open_file("errmap/v1/error_code.proto").unwrap();
     let spec = read_catalog(&compiler.descriptor_pool(), "errmap.v1.ErrorCode").unwrap();
     assert_eq!(spec.entries.len(), 27);
+    // Every code has its Russian message.
+    for entry in &spec.entries {
+        assert_eq!(entry.translations.len(), 1, "{}", entry.name);
+        assert_eq!(entry.translations[0].0, "ru-RU", "{}", entry.name);
+    }
 }
 
 #[test]
@@ -183,6 +188,17 @@ fn the_builder_fails_naming_the_value_for_every_broken_catalog() {
         ("bad_domain", "BadDomain", "not a lowercase DNS-style name"),
         ("two_domains", "SecondCatalog", "already the domain of"),
         ("proto3_zero", "ZeroError.ZERO_PLACEHOLDER", "AIP-126"),
+        (
+            "translations",
+            "Translated.TRANSLATED_MISSING",
+            "no ru-RU message",
+        ),
+        ("translations", "Translated.TRANSLATED_BAD_TAG", "BCP 47"),
+        (
+            "translations",
+            "Translated.TRANSLATED_EMPTY",
+            "ru-RU message is empty",
+        ),
     ] {
         let message = build_problems(fixture);
         assert!(

@@ -160,6 +160,8 @@ def test_every_code_by_number_and_name_matches_the_proto(server):
             assert d.HasField("retry_delay") == facts.HasField("retry_delay")
             if facts.HasField("retry_delay"):
                 assert d.retry_delay == facts.retry_delay
+        # The Russian message is in the proto, for any language to read.
+        assert facts.messages["ru-RU"].strip(), name
 
 
 def test_list_errors_with_and_without_filter(server):

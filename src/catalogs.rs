@@ -200,6 +200,13 @@ pub fn load_descriptor_set(
                         leak(&e.message),
                         e.retry_delay.map(|(s, n)| Duration::new(s, n)),
                     )
+                    .with_translations(Box::leak(
+                        e.translations
+                            .iter()
+                            .map(|(locale, text)| (leak(locale), leak(text)))
+                            .collect::<Vec<_>>()
+                            .into_boxed_slice(),
+                    ))
                 })
                 .collect();
             let entries: &'static [CatalogEntry] = Box::leak(entries.into_boxed_slice());

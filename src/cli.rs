@@ -62,6 +62,10 @@ enum Command {
         /// Ask a running server instead: http://HOST:PORT, or HOST:PORT.
         #[arg(long, value_name = "URL", conflicts_with = "catalog")]
         server: Option<String>,
+        /// Also show the message in this language (e.g. ru, ru-RU), from the
+        /// catalog's translations.
+        #[arg(long, value_name = "LANG", conflicts_with = "server")]
+        lang: Option<String>,
         #[command(flatten)]
         tls: ClientTlsArgs,
         /// With --server: a token to send as `authorization: Bearer`, for a
@@ -90,6 +94,10 @@ enum Command {
     },
     /// Print the catalog as Markdown (the shape of docs/errors.md).
     Docs {
+        /// The messages in this language (e.g. ru, ru-RU) instead of English;
+        /// `errmap docs --lang ru` is docs/errors.ru.md.
+        #[arg(long, value_name = "LANG")]
+        lang: Option<String>,
         #[command(flatten)]
         source: CatalogArgs,
     },
@@ -436,12 +444,16 @@ pub(crate) fn main() -> ExitCode {
             code,
             json,
             server,
+            lang,
             tls,
             token,
             source,
         } => match server {
-            None => match source.table() {
-                Ok(table) => lookup_local(table, &code, json),
+            None => match source
+                .table()
+                .and_then(|table| Ok((table, resolve_lang(table, lang.as_deref())?)))
+            {
+                Ok((table, locale)) => lookup_local(table, &code, json, locale),
                 Err(e) => bad_input(&e),
             },
             Some(url) => lookup_remote(&code, json, &url, &tls, source.domain, token),
@@ -455,15 +467,31 @@ pub(crate) fn main() -> ExitCode {
             Err(e) => bad_input(&e),
         },
         Command::Decode { value, json } => decode(&value, json),
-        Command::Docs { source } => match source.table() {
-            Ok(table) => {
-                print!("{}", table.markdown());
+        Command::Docs { lang, source } => match source
+            .table()
+            .and_then(|table| Ok((table, resolve_lang(table, lang.as_deref())?)))
+        {
+            Ok((table, locale)) => {
+                print!("{}", table.markdown_in(locale.unwrap_or("en-US")));
                 EXIT_OK
             }
             Err(e) => bad_input(&e),
         },
     };
     ExitCode::from(code)
+}
+
+/// The catalog's locale for `--lang`, or a one-line error listing them.
+fn resolve_lang(table: &CatalogTable, lang: Option<&str>) -> Result<Option<&'static str>, String> {
+    let Some(lang) = lang else {
+        return Ok(None);
+    };
+    table.locale_for(lang).map(Some).ok_or_else(|| {
+        format!(
+            "the catalog has no messages in {lang:?}; it has {}",
+            table.locales().join(", ")
+        )
+    })
 }
 
 fn bad_input(message: &str) -> u8 {
@@ -769,12 +797,15 @@ fn print_value(value: &Value, json: bool) {
     );
     println!("  HTTP:      {}", text("httpStatus"));
     println!("  domain:    {}", text("domain"));
+    if value.get("localizedMessage").is_some() {
+        println!("  {}:     {}", text("locale"), text("localizedMessage"));
+    }
     if value.get("retryDelay").is_some() {
         println!("  retry:     after {}", text("retryDelay"));
     }
 }
 
-fn lookup_local(table: &CatalogTable, text: &str, json: bool) -> u8 {
+fn lookup_local(table: &CatalogTable, text: &str, json: bool, locale: Option<&str>) -> u8 {
     let query = match parse_query(text) {
         Ok(q) => q,
         Err(e) => {
@@ -784,7 +815,13 @@ fn lookup_local(table: &CatalogTable, text: &str, json: bool) -> u8 {
     };
     match find_local(table, &query) {
         Some(entry) => {
-            print_value(&entry_json(table, entry), json);
+            let mut value = entry_json(table, entry);
+            if let Some(locale) = locale {
+                value["locale"] = json!(locale);
+                value["localizedMessage"] =
+                    json!(entry.message_in(locale).unwrap_or(entry.message()));
+            }
+            print_value(&value, json);
             EXIT_OK
         }
         None => {

@@ -294,9 +294,19 @@ pub fn render(catalog: &CatalogSpec, runtime: &str) -> String {
             Some((secs, nanos)) => format!("Some(::std::time::Duration::new({secs}, {nanos}))"),
             None => "None".to_owned(),
         };
+        let translations = if e.translations.is_empty() {
+            String::new()
+        } else {
+            let pairs: Vec<String> = e
+                .translations
+                .iter()
+                .map(|(locale, text)| format!("({locale:?}, {text:?})"))
+                .collect();
+            format!(".with_translations(&[{}])", pairs.join(", "))
+        };
         let _ = writeln!(
             s,
-            "    {runtime}::CatalogEntry::new({num}, \"{num}\", {reason:?}, ::tonic::Code::{grpc}, {http}, {cat:?}, {msg:?}, {retry}),",
+            "    {runtime}::CatalogEntry::new({num}, \"{num}\", {reason:?}, ::tonic::Code::{grpc}, {http}, {cat:?}, {msg:?}, {retry}){translations},",
             num = e.number,
             reason = e.name,
             grpc = upper_camel(e.grpc_code),

@@ -659,7 +659,7 @@ where
                         Err(error) => return Poll::Ready(Err(error)),
                     };
                     if let Some((input, message)) = check.take() {
-                        if is_error(response.headers())
+                        if is_decode_failure_code(response.headers())
                             && DynamicMessage::decode(input, message).is_err()
                         {
                             held.take();
@@ -827,11 +827,15 @@ fn grpc_timeout(value: &[u8]) -> Option<Duration> {
     })
 }
 
-/// Whether a response's headers carry a non-OK status (trailers-only).
-fn is_error(headers: &HeaderMap) -> bool {
+/// Whether a response's headers (trailers-only) carry the status tonic
+/// gives a request it cannot decode: INTERNAL. (Its other decode failures,
+/// size, framing and compression, never reach it: the intake answers them.)
+/// Only then is the request decoded again, so that a handler's ordinary
+/// errors, a lookup miss say, cost no second decode.
+fn is_decode_failure_code(headers: &HeaderMap) -> bool {
     headers
         .get("grpc-status")
-        .is_some_and(|v| v.as_bytes() != b"0")
+        .is_some_and(|v| v.as_bytes() == b"13")
 }
 
 /// A trailers-only response with the catalog status of `code`.

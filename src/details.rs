@@ -191,7 +191,18 @@ pub fn catalog_entry_of(
     status: &Status,
     catalogs: &Catalogs,
 ) -> Result<(&'static CatalogTable, &'static CatalogEntry), DetailsError> {
-    let fields = read_error_info(status.code(), status.message(), status.details())?;
+    catalog_entry_of_parts(status.code(), status.message(), status.details(), catalogs)
+}
+
+/// [`catalog_entry_of`] on a status's parts, for the response layer, which
+/// has them from the headers and need not build a `Status`.
+pub(crate) fn catalog_entry_of_parts(
+    code: tonic::Code,
+    message: &str,
+    details: &[u8],
+    catalogs: &Catalogs,
+) -> Result<(&'static CatalogTable, &'static CatalogEntry), DetailsError> {
+    let fields = read_error_info(code, message, details)?;
     let Some(table) = catalogs.by_domain(fields.domain) else {
         return Err(DetailsError::ForeignDomain {
             domain: fields.domain.to_owned(),

@@ -456,8 +456,7 @@ fn is_catalog_status(headers: &HeaderMap, code: Code, catalogs: &Catalogs) -> bo
         .get(GRPC_MESSAGE)
         .map(|v| percent_decode(v.as_bytes()))
         .unwrap_or_default();
-    let status = Status::with_details(code, message.into_owned(), Bytes::from(details));
-    details::catalog_entry_of(&status, catalogs).is_ok()
+    details::catalog_entry_of_parts(code, &message, &details, catalogs).is_ok()
 }
 
 /// Rewrites of statuses that slipped through, logged at a bounded rate.

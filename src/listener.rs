@@ -113,7 +113,6 @@ pub fn incoming(listener: TcpListener, config: ListenerConfig) -> Incoming {
     let open = Arc::new(Semaphore::new(max));
     let (tx, rx) = mpsc::channel(1);
     let task = tokio::spawn(accept_loop(listener, config, open.clone(), tx));
-    // (The accept loop owns `config`, TLS material included.)
     Incoming {
         connections: rx,
         task,

@@ -5,12 +5,9 @@
 
 mod common;
 
-use std::{path::PathBuf, process::Command, time::Duration};
+use std::{path::PathBuf, process::Command};
 
-use common::{
-    binary::{serve, sigterm, wait_exit},
-    call_probe, TestServer,
-};
+use common::{binary::serve, call_probe, TestServer};
 use errmap::{
     catalogs::{self, Catalogs},
     pb::{
@@ -169,11 +166,7 @@ fn a_server_with_two_extra_catalogs_answers_by_domain_code_and_name() {
         (value["code"].as_i64(), value["domain"].as_str()),
         (Some(2), Some("shop.example.com"))
     );
-    sigterm(&served.child);
-    assert_eq!(
-        wait_exit(&mut served.child, Duration::from_secs(10)),
-        Some(0)
-    );
+    served.stop();
 }
 
 #[test]
@@ -204,11 +197,7 @@ fn without_the_default_catalog_the_first_loaded_one_is_the_default() {
         // The server's own failures still carry errmap's codes.
         assert_eq!(status.code(), Code::NotFound);
     });
-    sigterm(&served.child);
-    assert_eq!(
-        wait_exit(&mut served.child, Duration::from_secs(10)),
-        Some(0)
-    );
+    served.stop();
 }
 
 /// Runs the `errmap` binary, which must succeed, and parses its JSON.

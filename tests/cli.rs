@@ -415,11 +415,7 @@ fn a_jwt_key_needs_an_audience_and_a_long_enough_secret() {
 
     // The explicit opt-out starts.
     let mut served = serve(&["--auth-jwt-secret-file", good, "--auth-allow-any-audience"]);
-    sigterm(&served.child);
-    assert_eq!(
-        wait_exit(&mut served.child, Duration::from_secs(10)),
-        Some(0)
-    );
+    served.stop();
 }
 
 #[test]
@@ -445,7 +441,7 @@ fn serve_takes_a_host_name() {
 fn refused_tokens_cannot_forge_log_lines_and_logs_have_no_colours() {
     use base64::Engine as _;
     let secret = secret_file(b"the log test secret, 32 bytes ok");
-    let served = common::binary::serve_with(
+    let mut served = common::binary::serve_with(
         &[],
         &[
             "--auth-jwt-secret-file",
@@ -474,12 +470,7 @@ fn refused_tokens_cannot_forge_log_lines_and_logs_have_no_colours() {
         client.get_error(request).await.unwrap_err()
     });
     assert_eq!(status.error_code(), Some(ErrorCode::AuthInvalidToken));
-    let mut served = served;
-    sigterm(&served.child);
-    assert_eq!(
-        wait_exit(&mut served.child, Duration::from_secs(10)),
-        Some(0)
-    );
+    served.stop();
     let log = served.stderr();
     let text = String::from_utf8_lossy(&log);
     assert!(
@@ -595,11 +586,7 @@ fn names_are_case_blind_offline_and_on_a_server_alike() {
         assert_eq!(remote.status.code(), Some(0), "{arg}: {}", stderr(&remote));
         assert_eq!(offline.stdout, remote.stdout, "{arg}");
     }
-    sigterm(&served.child);
-    assert_eq!(
-        wait_exit(&mut served.child, Duration::from_secs(10)),
-        Some(0)
-    );
+    served.stop();
 }
 
 #[test]

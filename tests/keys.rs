@@ -5,7 +5,7 @@ mod common;
 
 use std::{path::PathBuf, process::Command, time::Duration};
 
-use common::binary::{serve, sigterm, wait_exit, Served};
+use common::binary::{serve, Served};
 use errmap::{ErrorCode, ErrorStatusExt};
 use jsonwebtoken::{
     jwk::{Jwk, JwkSet},
@@ -164,11 +164,7 @@ fn a_key_set_chooses_the_key_by_kid_and_rotates_on_sighup() {
         Some(ErrorCode::AuthInvalidToken),
     );
     assert_eq!(call(&served, &new), None);
-    sigterm(&served.child);
-    assert_eq!(
-        wait_exit(&mut served.child, Duration::from_secs(10)),
-        Some(0)
-    );
+    served.stop();
 }
 
 fn errmap_cli(args: &[&str], token_env: Option<&str>) -> std::process::Output {
@@ -234,9 +230,5 @@ fn the_cli_reaches_a_protected_server_with_a_token() {
     );
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs --ca"));
-    sigterm(&served.child);
-    assert_eq!(
-        wait_exit(&mut served.child, Duration::from_secs(10)),
-        Some(0)
-    );
+    served.stop();
 }

@@ -10,10 +10,7 @@ use std::{
     time::Duration,
 };
 
-use common::{
-    binary::{serve, sigterm, wait_exit},
-    call_probe, TestServer,
-};
+use common::{binary::serve, call_probe, TestServer};
 use errmap::{server::ServerConfig, tls::TlsConfig};
 use rcgen::{
     BasicConstraints, Certificate, CertificateParams, DnType, IsCa, KeyPair, SanType, SerialNumber,
@@ -328,11 +325,7 @@ fn the_binary_serves_tls_reloads_on_sighup_and_the_cli_names_tls_failures() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    sigterm(&served.child);
-    assert_eq!(
-        wait_exit(&mut served.child, Duration::from_secs(10)),
-        Some(0)
-    );
+    served.stop();
 }
 
 #[test]
@@ -385,11 +378,7 @@ fn the_cli_shows_a_client_certificate_to_a_mutual_tls_server() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    sigterm(&served.child);
-    assert_eq!(
-        wait_exit(&mut served.child, Duration::from_secs(10)),
-        Some(0)
-    );
+    served.stop();
 }
 
 #[test]
@@ -419,9 +408,5 @@ fn the_cli_names_a_certificate_for_another_host() {
     assert_eq!(out.status.code(), Some(3));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not valid for the host name"), "{err}");
-    sigterm(&served.child);
-    assert_eq!(
-        wait_exit(&mut served.child, Duration::from_secs(10)),
-        Some(0)
-    );
+    served.stop();
 }

@@ -89,6 +89,12 @@ pub fn serve_with(launcher: &[&str], extra: &[&str], log: &str) -> Served {
 }
 
 impl Served {
+    /// Sends SIGTERM and asserts the server exits 0 within 10 s.
+    pub fn stop(&mut self) {
+        sigterm(&self.child);
+        assert_eq!(wait_exit(&mut self.child, Duration::from_secs(10)), Some(0));
+    }
+
     /// The server's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -114,7 +114,8 @@ enum Command {
 /// How `lookup --server https://...` checks the server and shows itself.
 #[derive(Debug, Args)]
 struct ClientTlsArgs {
-    /// With an https:// server: the CA (PEM) that signed its certificate.
+    /// With an https:// server: the private CA (PEM) that signed its
+    /// certificate. Without it, the system's trusted roots are used.
     #[arg(long, value_name = "PEM")]
     ca: Option<PathBuf>,
     /// With an https:// server that wants one: the client certificate (PEM).
@@ -137,13 +138,12 @@ impl ClientTlsArgs {
         let read = |path: &PathBuf| {
             std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
         };
-        let Some(ca) = &self.ca else {
-            return Err(
-                "an https:// server needs --ca PEM, the CA that signed its certificate".to_owned(),
-            );
+        // A private CA with --ca; otherwise the system's trusted roots.
+        let mut config = match &self.ca {
+            Some(ca) => tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(read(ca)?)),
+            None => tonic::transport::ClientTlsConfig::new().with_native_roots(),
         };
-        let mut config = tonic::transport::ClientTlsConfig::new()
-            .ca_certificate(tonic::transport::Certificate::from_pem(read(ca)?));
         if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
             config = config.identity(tonic::transport::Identity::from_pem(
                 read(cert)?,
@@ -164,7 +164,7 @@ fn connect_failure(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     let cause = if chain.contains("UnknownIssuer") || chain.contains("unknown issuer") {
-        "the server's certificate is not signed by the CA given with --ca"
+        "the server's certificate is not signed by a trusted CA (give a private one with --ca)"
     } else if chain.contains("NotValidForName") || chain.contains("not valid for name") {
         "the server's certificate is not valid for the host name in the URL"
     } else if chain.contains("CertificateRequired") || chain.contains("certificate required") {

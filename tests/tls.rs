@@ -305,7 +305,12 @@ fn the_binary_serves_tls_reloads_on_sighup_and_the_cli_names_tls_failures() {
     ]);
     assert_eq!(out.status.code(), Some(3));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("not signed by the CA"), "{err}");
+    assert!(err.contains("not signed by a trusted CA"), "{err}");
+    // Without --ca, the system's roots do not know the test CA either.
+    let out = cli(&["lookup", "21", "--server", &url]);
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not signed by a trusted CA"), "{err}");
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     assert_eq!(rt.block_on(served_serial(addr, &ca)), [1]);

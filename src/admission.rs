@@ -61,7 +61,7 @@ use std::{
 };
 
 use bytes::{Buf as _, Bytes, BytesMut};
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor};
@@ -71,7 +71,7 @@ use tokio::{
 };
 use tower::{Layer, Service};
 
-use crate::{Catalog as _, ErrorCode};
+use crate::{locale::ACCEPT_LANGUAGE, Catalog as _, ErrorCode};
 
 /// Paths exempt from admission: health checks, so that probes keep working
 /// under load and during a drain.
@@ -404,12 +404,14 @@ where
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
         let admission = &self.admission;
+        // Refusals answer in the caller's locale; kept, not negotiated.
+        let accept_language = request.headers().get(ACCEPT_LANGUAGE).cloned();
         let path = request.uri().path();
         let exempt = admission.is_exempt(path);
         let shared = &admission.shared;
         let (want, input) = match shared.config.routes.as_ref().map(|r| r.route(path)) {
             Some(Route::NotServed) => {
-                return AdmissionFuture::refused(ErrorCode::ApiMethodNotFound);
+                return AdmissionFuture::refused(ErrorCode::ApiMethodNotFound, accept_language);
             }
             Some(Route::Method(method)) if !method.client_streaming => {
                 (Want::Whole, Some(method.input.clone()))
@@ -418,7 +420,7 @@ where
             Some(Route::Opaque) | None => (Want::First, None),
         };
         if admission.is_draining() && !exempt {
-            return AdmissionFuture::refused(ErrorCode::ApiTryAgainLater);
+            return AdmissionFuture::refused(ErrorCode::ApiTryAgainLater, accept_language);
         }
         // A message may carry the compressed flag only when the request
         // names an encoding, and an encoding is only taken where accepted.
@@ -427,7 +429,7 @@ where
             .get("grpc-encoding")
             .is_some_and(|v| v.as_bytes() != b"identity");
         if encoded && !shared.config.accept_compressed {
-            return AdmissionFuture::refused(ErrorCode::ApiInvalidRequest);
+            return AdmissionFuture::refused(ErrorCode::ApiInvalidRequest, accept_language);
         }
         let call_timeout = request
             .headers()
@@ -443,6 +445,7 @@ where
         let (parts, body) = request.into_parts();
         let body = tonic::body::Body::new(body);
         AdmissionFuture {
+            accept_language,
             state: State::Reading {
                 inner: Some(inner),
                 parts: Some(parts),
@@ -474,6 +477,8 @@ pin_project! {
     where
         S: Service<http::Request<tonic::body::Body>>,
     {
+        // The caller's accept-language, for the statuses admission makes.
+        accept_language: Option<HeaderValue>,
         #[pin]
         state: State<S>,
     }
@@ -531,8 +536,9 @@ impl<S> AdmissionFuture<S>
 where
     S: Service<http::Request<tonic::body::Body>>,
 {
-    fn refused(code: ErrorCode) -> Self {
+    fn refused(code: ErrorCode, accept_language: Option<HeaderValue>) -> Self {
         Self {
+            accept_language,
             state: State::Refused { code },
         }
     }
@@ -637,7 +643,9 @@ where
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         loop {
-            let next = match self.as_mut().project().state.project() {
+            let this = self.as_mut().project();
+            let refusal = |code| refusal(code, this.accept_language.as_ref());
+            let next = match this.state.project() {
                 StateProj::Refused { code } => {
                     // Answered again if polled again: never a hang.
                     return Poll::Ready(Ok(refusal(*code)));
@@ -838,9 +846,13 @@ fn is_decode_failure_code(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.as_bytes() == b"13")
 }
 
-/// A trailers-only response with the catalog status of `code`.
-fn refusal<B: Default>(code: ErrorCode) -> http::Response<AdmissionBody<B>> {
-    code.to_status()
+/// A trailers-only response with the catalog status of `code`, in the
+/// caller's locale.
+fn refusal<B: Default>(
+    code: ErrorCode,
+    accept_language: Option<&HeaderValue>,
+) -> http::Response<AdmissionBody<B>> {
+    code.to_status_for(accept_language)
         .into_http()
         .map(|inner| AdmissionBody { inner, held: None })
 }

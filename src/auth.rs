@@ -570,8 +570,13 @@ fn extract_token(metadata: &tonic::metadata::MetadataMap) -> Result<Option<&str>
     Ok(found)
 }
 
-fn refuse(code: ErrorCode, message: &'static str) -> Status {
+fn refuse(
+    code: ErrorCode,
+    message: &'static str,
+    metadata: &tonic::metadata::MetadataMap,
+) -> Status {
     code.builder()
+        .locale(metadata)
         .message(message)
         .build()
         .unwrap_or_else(Status::from)
@@ -585,7 +590,7 @@ impl Interceptor for AuthInterceptor {
                 if let Some(suppressed) = self.refused.check() {
                     tracing::info!(suppressed, "call without a token refused");
                 }
-                return Err(ErrorCode::AuthRequired.to_status());
+                return Err(ErrorCode::AuthRequired.to_status_for(request.metadata()));
             }
             Err(refusal) => {
                 if let Some(suppressed) = self.refused.check() {
@@ -598,6 +603,7 @@ impl Interceptor for AuthInterceptor {
                         Refusal::NotBearer => "Only the Bearer scheme is accepted.",
                         Refusal::Disagree => "The call carries two different tokens.",
                     },
+                    request.metadata(),
                 ));
             }
         };
@@ -615,7 +621,7 @@ impl Interceptor for AuthInterceptor {
                         "token refused"
                     );
                 }
-                Err(error.code().to_status())
+                Err(error.code().to_status_for(request.metadata()))
             }
         }
     }

@@ -25,7 +25,12 @@ use std::{fmt, hash::Hash, sync::OnceLock, time::Duration};
 
 use tonic::{Code, Status};
 
-use crate::{name_hash::name_hash, status::Prebuilt, StatusBuilder};
+use crate::{
+    locale::{AcceptLanguage, Locales},
+    name_hash::name_hash,
+    status::Prebuilt,
+    StatusBuilder,
+};
 
 /// Everything a catalog says about one error code.
 #[derive(Debug, PartialEq, Eq)]
@@ -168,7 +173,8 @@ const MAX_DENSE_SPAN: i64 = 1 << 16;
 
 /// One catalog's facts and indexes: its domain, the enum's full name, its
 /// entries in code order, O(1) lookups by number and by name (no
-/// allocation), its pre-encoded statuses, and a content hash.
+/// allocation), its locales, its pre-encoded statuses (one per code and
+/// locale), and a content hash.
 pub struct CatalogTable {
     domain: &'static str,
     enum_name: &'static str,
@@ -178,6 +184,8 @@ pub struct CatalogTable {
     by_name: Box<[u16]>,
     max_name_len: usize,
     content_hash: u64,
+    locales: Locales,
+    /// `locales × entries`, locale-major.
     prebuilt: OnceLock<Box<[Prebuilt]>>,
 }
 
@@ -291,6 +299,12 @@ impl CatalogTable {
             by_name,
             max_name_len: names.iter().map(|n| n.len()).max().unwrap_or(0),
             content_hash: content_hash(domain, enum_name, entries),
+            locales: Locales::new(
+                entries
+                    .first()
+                    .into_iter()
+                    .flat_map(|e| e.translations.iter().map(|(tag, _)| *tag)),
+            ),
             prebuilt: OnceLock::new(),
         }
     }
@@ -360,33 +374,42 @@ impl CatalogTable {
     }
 
     /// The locales the catalog has messages in: `en-US`, then the others
-    /// by tag.
-    pub fn locales(&self) -> Vec<&'static str> {
-        let mut out = vec!["en-US"];
-        if let Some(first) = self.entries.first() {
-            out.extend(first.translations.iter().map(|(tag, _)| *tag));
-        }
-        out
+    /// by tag. (A catalog has every message in every locale: the build
+    /// checks see to it.)
+    pub fn locales(&self) -> &[&'static str] {
+        self.locales.tags()
     }
 
-    /// The locale of this catalog that `wanted` asks for: the same tag, or
-    /// the first one of the same language (`ru` gives `ru-RU`), ignoring
-    /// case.
+    /// The locale of this catalog that `wanted`, one language tag, asks
+    /// for: the same tag, one it covers as a range (`ru` gives `ru-RU`), or
+    /// one of the same language (`ru-UA` gives `ru-RU`), ignoring case;
+    /// `None` if the catalog has none of them.
     pub fn locale_for(&self, wanted: &str) -> Option<&'static str> {
-        let locales = self.locales();
-        let wanted = wanted.trim();
-        locales
-            .iter()
-            .find(|l| l.eq_ignore_ascii_case(wanted))
-            .or_else(|| {
-                let language = wanted.split(['-', '_']).next().unwrap_or(wanted);
-                locales.iter().find(|l| {
-                    l.split('-')
-                        .next()
-                        .is_some_and(|lang| lang.eq_ignore_ascii_case(language))
-                })
-            })
-            .copied()
+        let at = self.locales.lookup(wanted.trim().as_bytes())?;
+        Some(self.locales.tags()[at])
+    }
+
+    /// The locale of this catalog that a caller's `accept-language` asks
+    /// for, by the rules of the [`locale`](crate::locale) module; `en-US`
+    /// when nothing matches or there is no header.
+    ///
+    /// ```
+    /// use errmap::{Catalog, ErrorCode};
+    ///
+    /// let table = ErrorCode::table();
+    /// assert_eq!(table.negotiate("de-DE, ru;q=0.8, en;q=0.5"), "ru-RU");
+    /// let request = tonic::Request::new(());
+    /// assert_eq!(table.negotiate(&request), "en-US");
+    /// ```
+    pub fn negotiate(&self, from: impl AcceptLanguage) -> &'static str {
+        self.locales.tags()[self.negotiate_index(from)]
+    }
+
+    /// The index in [`locales`](Self::locales) of the locale `from` asks
+    /// for.
+    pub(crate) fn negotiate_index(&self, from: impl AcceptLanguage) -> usize {
+        from.accept_language()
+            .map_or(0, |header| self.locales.negotiate(header))
     }
 
     /// The distinct categories, in the order they first appear in code
@@ -412,7 +435,7 @@ impl CatalogTable {
     ///
     /// If `entry` is not one of this table's entries.
     pub fn status_of(&self, entry: &CatalogEntry) -> Status {
-        self.status(self.position(entry))
+        self.status(self.position(entry), 0)
     }
 
     /// A [`StatusBuilder`] for `entry`, an entry of this table (see
@@ -434,25 +457,42 @@ impl CatalogTable {
         at
     }
 
-    /// The pre-encoded statuses, made on first use.
-    pub(crate) fn prebuilt(&self, index: usize) -> &Prebuilt {
+    /// The pre-encoded status of entry `index` in locale `locale` (an index
+    /// into [`locales`](Self::locales)); all of them are made on first use.
+    pub(crate) fn prebuilt(&self, index: usize, locale: usize) -> &Prebuilt {
         let all = self.prebuilt.get_or_init(|| {
-            self.entries
+            self.locales
+                .tags()
                 .iter()
-                .map(|e| Prebuilt::new(self.domain, e))
+                .flat_map(|tag| {
+                    self.entries.iter().map(move |e| {
+                        let text = e.message_in(tag).unwrap_or(e.message);
+                        Prebuilt::new(self.domain, e, tag, text)
+                    })
+                })
                 .collect()
         });
-        &all[index]
+        &all[locale * self.entries.len() + index]
     }
 
-    /// The bare status of entry `index`.
-    pub(crate) fn status(&self, index: usize) -> Status {
+    /// The bare status of entry `index` in locale `locale`.
+    pub(crate) fn status(&self, index: usize, locale: usize) -> Status {
         let entry = &self.entries[index];
         Status::with_details(
             entry.grpc_code,
             entry.message,
-            self.prebuilt(index).status.clone(),
+            self.prebuilt(index, locale).status.clone(),
         )
+    }
+
+    /// [`status_of`](Self::status_of) with the `LocalizedMessage` in the
+    /// locale `from` asks for (see [`negotiate`](Self::negotiate)).
+    ///
+    /// # Panics
+    ///
+    /// If `entry` is not one of this table's entries.
+    pub fn status_of_for(&self, entry: &CatalogEntry, from: impl AcceptLanguage) -> Status {
+        self.status(self.position(entry), self.negotiate_index(from))
     }
 
     /// The catalog as Markdown, in the shape of the original error list:
@@ -566,10 +606,32 @@ pub trait Catalog: Copy + Eq + Hash + fmt::Debug + fmt::Display + Send + Sync + 
     }
 
     /// This code as a `tonic::Status` with the catalog message and the
-    /// standard details, from bytes encoded once per code.
+    /// standard details, from bytes encoded once per code. Its
+    /// `LocalizedMessage` is `en-US`; [`to_status_for`](Self::to_status_for)
+    /// answers in the caller's locale.
     #[inline]
     fn to_status(self) -> Status {
-        Self::table().status(self.index())
+        Self::table().status(self.index(), 0)
+    }
+
+    /// [`to_status`](Self::to_status) with the `LocalizedMessage` in the
+    /// locale the caller asks for: `from` is the request, its metadata, or
+    /// an `accept-language` value (see [`crate::locale`]). Still no encoding:
+    /// every code has a pre-encoded status per locale.
+    ///
+    /// ```
+    /// use errmap::{Catalog, ErrorCode, ErrorStatusExt};
+    ///
+    /// let status = ErrorCode::AuthExpiredToken.to_status_for("ru");
+    /// let localized = status.error_details().unwrap().localized_message().unwrap().clone();
+    /// assert_eq!(localized.locale, "ru-RU");
+    /// assert_eq!(localized.message, "Срок действия токена истёк, получите новый.");
+    /// assert_eq!(status.message(), "Token has expired, please get a new one.");
+    /// ```
+    #[inline]
+    fn to_status_for(self, from: impl AcceptLanguage) -> Status {
+        let table = Self::table();
+        table.status(self.index(), table.negotiate_index(from))
     }
 
     /// A [`StatusBuilder`] for this code, for a status with more than the

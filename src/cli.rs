@@ -8,6 +8,7 @@ use std::{
 
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
+use tonic::metadata::{Ascii, MetadataValue};
 
 use errmap::{
     auth::{AuthInterceptor, JwtVerifier, ReloadableVerifier},
@@ -63,8 +64,9 @@ enum Command {
         #[arg(long, value_name = "URL", conflicts_with = "catalog")]
         server: Option<String>,
         /// Also show the message in this language (e.g. ru, ru-RU), from the
-        /// catalog's translations.
-        #[arg(long, value_name = "LANG", conflicts_with = "server")]
+        /// catalog's translations; with --server, sent as `accept-language`
+        /// and answered by the server.
+        #[arg(long, value_name = "LANG")]
         lang: Option<String>,
         #[command(flatten)]
         tls: ClientTlsArgs,
@@ -456,7 +458,15 @@ pub(crate) fn main() -> ExitCode {
                 Ok((table, locale)) => lookup_local(table, &code, json, locale),
                 Err(e) => bad_input(&e),
             },
-            Some(url) => lookup_remote(&code, json, &url, &tls, source.domain, token),
+            Some(url) => lookup_remote(
+                &code,
+                json,
+                &url,
+                &tls,
+                source.domain,
+                token,
+                lang.as_deref(),
+            ),
         },
         Command::List {
             category,
@@ -852,6 +862,7 @@ fn lookup_remote(
     tls: &ClientTlsArgs,
     domain: Option<String>,
     token: Option<String>,
+    lang: Option<&str>,
 ) -> u8 {
     let url = match server_url(url) {
         Ok(url) => url,
@@ -867,6 +878,19 @@ fn lookup_remote(
         Some(Err(_)) => {
             return bad_input("the token is not a valid header value (visible ASCII only)")
         }
+    };
+    let accept_language = match lang.map(|l| {
+        let l = l.trim();
+        if l.is_empty() || !l.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+            return Err(());
+        }
+        l.parse::<MetadataValue<Ascii>>().map_err(drop)
+    }) {
+        None => None,
+        Some(Ok(value)) => Some(value),
+        Some(Err(_)) => return bad_input(
+            "--lang must be a language tag or an accept-language value, e.g. ru or ru-RU,en;q=0.5",
+        ),
     };
     let query = match parse_query(text) {
         Ok(q) => q,
@@ -915,10 +939,20 @@ fn lookup_remote(
         if let Some(bearer) = bearer {
             request.metadata_mut().insert("authorization", bearer);
         }
+        if let Some(accept_language) = accept_language.clone() {
+            request
+                .metadata_mut()
+                .insert(errmap::locale::ACCEPT_LANGUAGE, accept_language);
+        }
         match client.get_error(request).await {
             Ok(response) => match response.into_inner().error {
                 Some(descriptor) => {
-                    print_value(&descriptor_json(&descriptor), json);
+                    let mut value = descriptor_json(&descriptor);
+                    if accept_language.is_some() && !descriptor.locale.is_empty() {
+                        value["locale"] = json!(descriptor.locale);
+                        value["localizedMessage"] = json!(descriptor.localized_message);
+                    }
+                    print_value(&value, json);
                     EXIT_OK
                 }
                 None => {

@@ -81,7 +81,7 @@ use tower::{Layer, Service};
 
 use crate::{
     catalogs::Catalogs,
-    details,
+    details, locale,
     sanitize::{self, RateLimit},
     status, wire, Catalog as _, ErrorCode,
 };
@@ -276,10 +276,38 @@ where
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
         let uri = request.uri().clone();
+        // Kept, not negotiated: only a status the layer makes needs it.
+        let accept_language = request.headers().get(locale::ACCEPT_LANGUAGE).cloned();
         ResponseFuture {
             future: self.inner.call(request),
-            state: Some((self.policy.clone(), uri, self.catalogs.clone())),
+            state: Some(State {
+                policy: self.policy.clone(),
+                uri,
+                catalogs: self.catalogs.clone(),
+                accept_language,
+            }),
         }
+    }
+}
+
+/// What the layer keeps of a request until its status is known.
+struct State<P> {
+    policy: P,
+    uri: Uri,
+    catalogs: Catalogs,
+    /// The caller's `accept-language`, for the statuses the layer makes.
+    accept_language: Option<HeaderValue>,
+}
+
+impl<P: ClassifyStatus> State<P> {
+    fn normalize(&self, headers: &mut HeaderMap) {
+        normalize(
+            headers,
+            &self.policy,
+            self.uri.path(),
+            &self.catalogs,
+            self.accept_language.as_ref(),
+        );
     }
 }
 
@@ -288,7 +316,7 @@ pin_project! {
     pub struct ResponseFuture<F, P> {
         #[pin]
         future: F,
-        state: Option<(P, Uri, Catalogs)>,
+        state: Option<State<P>>,
     }
 }
 
@@ -309,13 +337,13 @@ where
             return Poll::Ready(Ok(internal_response()));
         }
         let response = ready!(this.future.poll(cx))?;
-        let Some((policy, uri, catalogs)) = this.state.take() else {
+        let Some(state) = this.state.take() else {
             return Poll::Ready(Ok(internal_response()));
         };
         let (mut parts, body) = response.into_parts();
         if parts.headers.contains_key(GRPC_STATUS) {
             // Trailers-only: the status is known now; the body is left alone.
-            normalize(&mut parts.headers, &policy, uri.path(), &catalogs);
+            state.normalize(&mut parts.headers);
             return Poll::Ready(Ok(http::Response::from_parts(
                 parts,
                 ErrorBody::plain(body),
@@ -324,12 +352,7 @@ where
         Poll::Ready(Ok(http::Response::from_parts(
             parts,
             ErrorBody {
-                kind: BodyKind::Trailers {
-                    inner: body,
-                    policy,
-                    uri,
-                    catalogs,
-                },
+                kind: BodyKind::Trailers { inner: body, state },
             },
         )))
     }
@@ -364,7 +387,7 @@ pin_project! {
         // The status was in the headers; nothing to do.
         Plain { #[pin] inner: B },
         // The status comes in the trailers.
-        Trailers { #[pin] inner: B, policy: P, uri: Uri, catalogs: Catalogs },
+        Trailers { #[pin] inner: B, state: State<P> },
     }
 }
 
@@ -390,15 +413,10 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.project().kind.project() {
             ErrorBodyProj::Plain { inner } => inner.poll_frame(cx),
-            ErrorBodyProj::Trailers {
-                inner,
-                policy,
-                uri,
-                catalogs,
-            } => match ready!(inner.poll_frame(cx)) {
+            ErrorBodyProj::Trailers { inner, state } => match ready!(inner.poll_frame(cx)) {
                 Some(Ok(frame)) if frame.is_trailers() => {
                     let mut trailers = frame.into_trailers().unwrap_or_default();
-                    normalize(&mut trailers, policy, uri.path(), catalogs);
+                    state.normalize(&mut trailers);
                     Poll::Ready(Some(Ok(Frame::trailers(trailers))))
                 }
                 other => Poll::Ready(other),
@@ -463,12 +481,14 @@ fn is_catalog_status(headers: &HeaderMap, code: Code, catalogs: &Catalogs) -> bo
 static REWRITES: RateLimit = RateLimit::new(20, Duration::from_secs(1));
 
 /// Makes the status in `headers` (response headers of a trailers-only
-/// response, or trailers) a catalog error within the trailer budget.
+/// response, or trailers) a catalog error within the trailer budget. A
+/// status the layer makes is in the caller's locale.
 fn normalize<P: ClassifyStatus>(
     headers: &mut HeaderMap,
     policy: &P,
     path: &str,
     catalogs: &Catalogs,
+    accept_language: Option<&HeaderValue>,
 ) {
     let Some(code) = headers
         .get(GRPC_STATUS)
@@ -478,15 +498,15 @@ fn normalize<P: ClassifyStatus>(
     };
     if code == Code::Ok {
         // Only a handler's own response metadata can make an OK block large.
-        fit_budget(headers, code, path);
+        fit_budget(headers, code, path, accept_language);
         return;
     }
     if is_catalog_status(headers, code, catalogs) {
-        fit_budget(headers, code, path);
+        fit_budget(headers, code, path, accept_language);
         return;
     }
     let Some(classified) = policy.classify(code) else {
-        fit_budget(headers, code, path);
+        fit_budget(headers, code, path, accept_language);
         return;
     };
 
@@ -511,12 +531,12 @@ fn normalize<P: ClassifyStatus>(
     }
 
     let grpc_code = classified.grpc_code.unwrap_or(code);
-    let status = status::with_grpc_code(classified.code, grpc_code);
+    let status = status::with_grpc_code(classified.code, grpc_code, accept_language);
     headers.remove(GRPC_STATUS);
     headers.remove(GRPC_MESSAGE);
     headers.remove(details::DETAILS_HEADER);
     let _ = status.add_header(headers);
-    fit_budget(headers, grpc_code, path);
+    fit_budget(headers, grpc_code, path, accept_language);
 }
 
 /// The detail types of a details header, for the log.
@@ -553,7 +573,12 @@ fn is_own_header(name: &http::HeaderName) -> bool {
 /// first the message (at a character boundary, in `grpc-message` and in
 /// the details alike), then the details errmap does not send itself, then
 /// the response metadata of the handler's.
-fn fit_budget(headers: &mut HeaderMap, code: Code, path: &str) {
+fn fit_budget(
+    headers: &mut HeaderMap,
+    code: Code,
+    path: &str,
+    accept_language: Option<&HeaderValue>,
+) {
     let size = block_size(headers);
     if size <= MAX_TRAILER_BLOCK {
         return;
@@ -636,7 +661,7 @@ fn fit_budget(headers: &mut HeaderMap, code: Code, path: &str) {
     headers.remove(details::DETAILS_HEADER);
     headers.remove(GRPC_STATUS);
     let _ = ErrorCode::ApiInternalServerError
-        .to_status()
+        .to_status_for(accept_language)
         .add_header(headers);
 }
 

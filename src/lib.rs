@@ -70,6 +70,7 @@ pub mod catalogs;
 pub mod details;
 pub mod layer;
 pub mod listener;
+pub mod locale;
 mod name_hash;
 pub mod panic;
 pub mod pb;
@@ -85,6 +86,7 @@ mod wire;
 
 pub use catalog::{Catalog, CatalogEntry, CatalogTable, ErrorCode, DOMAIN};
 pub use details::{DetailsError, ErrorDetails, ErrorStatusExt};
+pub use locale::AcceptLanguage;
 pub use status::{BuildError, StatusBuilder};
 
 impl From<BuildError> for tonic::Status {

@@ -57,6 +57,7 @@ use tonic::Status;
 use tower::{Layer, Service};
 
 use crate::{
+    locale::ACCEPT_LANGUAGE,
     sanitize::{self, RateLimit},
     Catalog as _, ErrorCode,
 };
@@ -65,6 +66,14 @@ use crate::{
 pub trait PanicResponse: Clone + Send + Sync + 'static {
     /// The status to send for a panic with this text.
     fn status_for_panic(&self, panic: &str) -> Status;
+
+    /// The status to send for a panic with this text, to a caller that
+    /// sent this `accept-language` (see [`crate::locale`]). By default
+    /// [`status_for_panic`](Self::status_for_panic), whatever the locale.
+    fn status_for_panic_in(&self, panic: &str, accept_language: Option<&HeaderValue>) -> Status {
+        let _ = accept_language;
+        self.status_for_panic(panic)
+    }
 }
 
 impl<F> PanicResponse for F
@@ -83,6 +92,10 @@ pub struct Internal;
 impl PanicResponse for Internal {
     fn status_for_panic(&self, _panic: &str) -> Status {
         ErrorCode::ApiInternalServerError.to_status()
+    }
+
+    fn status_for_panic_in(&self, _panic: &str, accept_language: Option<&HeaderValue>) -> Status {
+        ErrorCode::ApiInternalServerError.to_status_for(accept_language)
     }
 }
 
@@ -171,19 +184,30 @@ where
     }
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        let uri = request.uri().clone();
+        let caller = Caller {
+            uri: request.uri().clone(),
+            accept_language: request.headers().get(ACCEPT_LANGUAGE).cloned(),
+        };
         let kind = match catch_unwind(AssertUnwindSafe(|| self.inner.call(request))) {
             Ok(future) => Kind::Running { future },
             Err(panic) => Kind::Panicked {
-                status: Some(answer(&self.answer, uri.path(), panic)),
+                status: Some(answer(&self.answer, &caller, panic)),
             },
         };
         ResponseFuture {
             kind,
             answer: self.answer.clone(),
-            uri,
+            caller,
         }
     }
+}
+
+/// What the layer keeps of a request: its path for the log, and its
+/// `accept-language` for the answer.
+#[derive(Debug, Clone)]
+struct Caller {
+    uri: Uri,
+    accept_language: Option<HeaderValue>,
 }
 
 pin_project! {
@@ -192,7 +216,7 @@ pin_project! {
         #[pin]
         kind: Kind<F>,
         answer: P,
-        uri: Uri,
+        caller: Caller,
     }
 }
 
@@ -222,15 +246,15 @@ where
                     Ok(Poll::Ready(result)) => result.map(|response| {
                         response.map(|inner| PanicBody {
                             inner: Some(inner),
-                            guard: Some((this.answer.clone(), this.uri.clone())),
+                            guard: Some((this.answer.clone(), this.caller.clone())),
                         })
                     }),
-                    Err(panic) => Ok(status_response(answer(this.answer, this.uri.path(), panic))),
+                    Err(panic) => Ok(status_response(answer(this.answer, this.caller, panic))),
                 }
             }
             KindProj::Panicked { status } => {
                 Ok(status_response(status.take().unwrap_or_else(|| {
-                    ErrorCode::ApiInternalServerError.to_status()
+                    ErrorCode::ApiInternalServerError.to_status_for(&this.caller.accept_language)
                 })))
             }
             KindProj::Done => {
@@ -273,19 +297,22 @@ fn panic_text(panic: &(dyn Any + Send)) -> &str {
 static PANICS: RateLimit = RateLimit::new(20, Duration::from_secs(1));
 
 /// Logs the panic and gives the status to send for it.
-fn answer<P: PanicResponse>(answer: &P, path: &str, panic: Box<dyn Any + Send>) -> Status {
+fn answer<P: PanicResponse>(answer: &P, caller: &Caller, panic: Box<dyn Any + Send>) -> Status {
     let text = panic_text(panic.as_ref());
     if let Some(suppressed) = PANICS.check() {
         tracing::error!(
-            grpc.method = %sanitize::escape(path),
+            grpc.method = %sanitize::escape(caller.uri.path()),
             panic = %sanitize::escape(text),
             suppressed,
             "handler panicked"
         );
     }
     // The answer must not panic in turn; if it does, 42.
-    catch_unwind(AssertUnwindSafe(|| answer.status_for_panic(text)))
-        .unwrap_or_else(|_| ErrorCode::ApiInternalServerError.to_status())
+    let accept_language = caller.accept_language.as_ref();
+    catch_unwind(AssertUnwindSafe(|| {
+        answer.status_for_panic_in(text, accept_language)
+    }))
+    .unwrap_or_else(|_| ErrorCode::ApiInternalServerError.to_status_for(accept_language))
 }
 
 pin_project! {
@@ -295,7 +322,7 @@ pin_project! {
     pub struct PanicBody<B, P> {
         #[pin]
         inner: Option<B>,
-        guard: Option<(P, Uri)>,
+        guard: Option<(P, Caller)>,
     }
 }
 
@@ -334,7 +361,7 @@ where
             Ok(polled) => Poll::Ready(ready!(polled)),
             Err(panic) => {
                 let status = match this.guard.take() {
-                    Some((answer_with, uri)) => answer(&answer_with, uri.path(), panic),
+                    Some((answer_with, caller)) => answer(&answer_with, &caller, panic),
                     None => ErrorCode::ApiInternalServerError.to_status(),
                 };
                 this.inner.set(None);

@@ -7,7 +7,11 @@
 //! `API_ITEM_NOT_FOUND` with the key asked for in the `ErrorInfo` metadata,
 //! and so is a domain the server has no catalog for. Requests without a
 //! domain are answered from the default catalog; `ListCatalogs` lists every
-//! catalog with a content hash to cache on.
+//! catalog with its locales and a content hash to cache on.
+//!
+//! `GetError` and `ListErrors` answer in the locale of the caller's
+//! `accept-language` metadata (`ErrorDescriptor.localized_message` and
+//! `.locale`), and so does the `LocalizedMessage` of their errors.
 //!
 //! ```
 //! use errmap::pb::{get_error_request::Key, GetErrorRequest};
@@ -23,7 +27,7 @@
 //! # }
 //! ```
 
-use tonic::{Request, Response, Status};
+use tonic::{metadata::MetadataMap, Request, Response, Status};
 
 use crate::{
     catalog::{Catalog, CatalogEntry, CatalogTable},
@@ -39,9 +43,22 @@ use crate::{
 
 pub use crate::catalog::grpc_code_name;
 
-/// The wire form of an entry of `table`.
+/// The wire form of an entry of `table`, with its messages in `en-US`.
 pub fn descriptor(table: &CatalogTable, entry: &CatalogEntry) -> ErrorDescriptor {
+    descriptor_in(table, entry, crate::locale::DEFAULT_LOCALE)
+}
+
+/// The wire form of an entry of `table`, with `localized_message` in
+/// `locale` (one of [`CatalogTable::locales`]; the English message for
+/// another).
+pub fn descriptor_in(table: &CatalogTable, entry: &CatalogEntry, locale: &str) -> ErrorDescriptor {
+    let (locale, localized) = match entry.message_in(locale) {
+        Some(text) => (locale, text),
+        None => (crate::locale::DEFAULT_LOCALE, entry.message()),
+    };
     ErrorDescriptor {
+        localized_message: localized.to_owned(),
+        locale: locale.to_owned(),
         code: Some(entry.number()),
         name: entry.name().to_owned(),
         message: entry.message().to_owned(),
@@ -83,7 +100,11 @@ impl CatalogService {
 
     /// The catalog a request names, or the default; a miss is 47 with the
     /// domain asked for.
-    fn catalog(&self, domain: Option<&str>) -> Result<&'static CatalogTable, Status> {
+    fn catalog(
+        &self,
+        domain: Option<&str>,
+        metadata: &MetadataMap,
+    ) -> Result<&'static CatalogTable, Status> {
         let found = match domain {
             Some(domain) => self.catalogs.by_domain(domain),
             None => self.catalogs.default_table(),
@@ -92,6 +113,7 @@ impl CatalogService {
             let asked = clip(domain.unwrap_or("(the default)").to_owned());
             ErrorCode::ApiItemNotFound
                 .builder()
+                .locale(metadata)
                 .message(format!("no catalog has domain {asked:?}"))
                 .metadata("requestedDomain", asked)
                 .build()
@@ -100,9 +122,10 @@ impl CatalogService {
     }
 }
 
-fn invalid_field(field: &'static str, description: &'static str) -> Status {
+fn invalid_field(field: &'static str, description: &'static str, metadata: &MetadataMap) -> Status {
     ErrorCode::ApiInvalidRequest
         .builder()
+        .locale(metadata)
         .field_violation(field, description)
         .build()
         .unwrap_or_else(Status::from)
@@ -130,30 +153,36 @@ impl ErrorCatalog for CatalogService {
         &self,
         request: Request<GetErrorRequest>,
     ) -> Result<Response<GetErrorResponse>, Status> {
-        let request = request.into_inner();
-        let table = self.catalog(request.domain.as_deref())?;
+        let (metadata, _, request) = request.into_parts();
+        let table = self.catalog(request.domain.as_deref(), &metadata)?;
         let (found, asked) = match request.key {
             None => {
                 return Err(invalid_field(
                     "key",
                     "set either `code` or `name` to the code to look up",
+                    &metadata,
                 ))
             }
             Some(Key::Name(name)) if name.is_empty() => {
-                return Err(invalid_field("name", "the name must not be empty"))
+                return Err(invalid_field(
+                    "name",
+                    "the name must not be empty",
+                    &metadata,
+                ))
             }
             Some(Key::Code(code)) => (table.by_number(code), ("requestedCode", code.to_string())),
             Some(Key::Name(name)) => (table.by_name(&name), ("requestedName", clip(name))),
         };
         match found {
             Some(entry) => Ok(Response::new(GetErrorResponse {
-                error: Some(descriptor(table, entry)),
+                error: Some(descriptor_in(table, entry, table.negotiate(&metadata))),
             })),
             None => {
                 let (key, value) = asked;
                 let message = format!("no catalog error has {key} {value:?}");
                 Err(ErrorCode::ApiItemNotFound
                     .builder()
+                    .locale(&metadata)
                     .message(message)
                     .metadata(key, value)
                     .build()
@@ -166,20 +195,22 @@ impl ErrorCatalog for CatalogService {
         &self,
         request: Request<ListErrorsRequest>,
     ) -> Result<Response<ListErrorsResponse>, Status> {
-        let request = request.into_inner();
-        let table = self.catalog(request.domain.as_deref())?;
+        let (metadata, _, request) = request.into_parts();
+        let table = self.catalog(request.domain.as_deref(), &metadata)?;
         let category = request.category;
         if !category.is_empty() && !table.is_category(&category) {
             return Err(invalid_field(
                 "category",
                 "not a catalog category; leave it empty to list every code",
+                &metadata,
             ));
         }
+        let locale = table.negotiate(&metadata);
         let errors = table
             .entries()
             .iter()
             .filter(|e| category.is_empty() || e.category() == category)
-            .map(|e| descriptor(table, e))
+            .map(|e| descriptor_in(table, e, locale))
             .collect();
         Ok(Response::new(ListErrorsResponse { errors }))
     }
@@ -198,6 +229,7 @@ impl ErrorCatalog for CatalogService {
                 code_count: t.entries().len() as i32,
                 content_hash: format!("{:016x}", t.content_hash()),
                 is_default: Some(t.domain()) == default,
+                locales: t.locales().iter().map(|l| (*l).to_owned()).collect(),
             })
             .collect();
         Ok(Response::new(ListCatalogsResponse { catalogs }))

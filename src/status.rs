@@ -11,8 +11,10 @@
 //! `grpc-message` the message, and `grpc-status-details-bin` a
 //! `google.rpc.Status` with the same code and message, holding one
 //! `ErrorInfo` (reason, domain, `metadata["code"]`), one `LocalizedMessage`
-//! (`en-US`), a `RetryInfo` where the catalog has a delay, and the caller's
-//! `BadRequest` and `Help` where given.
+//! (`en-US`, or the caller's locale: [`StatusBuilder::locale`],
+//! [`Catalog::to_status_for`]), a `RetryInfo` where the catalog has a delay,
+//! and the caller's `BadRequest` and `Help` where given. Every code has one
+//! pre-encoded status per locale of its catalog.
 //!
 //! ```
 //! use errmap::{Catalog, ErrorCode, ErrorStatusExt};
@@ -55,8 +57,9 @@ use crate::{
     wire,
 };
 
-/// The locale of the `LocalizedMessage` errmap sends.
-pub const LOCALE: &str = "en-US";
+/// The locale of the catalog messages: the `LocalizedMessage` of a status
+/// made without a caller's locale ([`Catalog::to_status`], `.into()`).
+pub const LOCALE: &str = crate::locale::DEFAULT_LOCALE;
 
 /// The ErrorInfo metadata key that carries the numeric code; callers may not
 /// set it.
@@ -121,7 +124,8 @@ pub fn is_valid_metadata_key(key: &str) -> bool {
 }
 
 /// The parts of a code's status that never change, encoded once per code
-/// and kept for the life of the process (catalogs are never unloaded).
+/// and locale and kept for the life of the process (catalogs are never
+/// unloaded).
 pub(crate) struct Prebuilt {
     /// The whole `google.rpc.Status` with the catalog message.
     pub(crate) status: Bytes,
@@ -137,13 +141,15 @@ fn leak(buf: Vec<u8>) -> &'static [u8] {
 }
 
 impl Prebuilt {
-    pub(crate) fn new(domain: &str, entry: &CatalogEntry) -> Self {
+    /// The status of `entry` with its `LocalizedMessage` in `locale`,
+    /// reading `text`.
+    pub(crate) fn new(domain: &str, entry: &CatalogEntry, locale: &str, text: &str) -> Self {
         let error_info = leak(encode_error_info_detail(domain, entry, &[]));
 
         let mut rest = Vec::new();
         let mut localized = Vec::new();
-        wire::put_len_field(&mut localized, 1, LOCALE.as_bytes());
-        wire::put_len_field(&mut localized, 2, entry.message().as_bytes());
+        wire::put_len_field(&mut localized, 1, locale.as_bytes());
+        wire::put_len_field(&mut localized, 2, text.as_bytes());
         wire::put_any_detail(&mut rest, wire::LOCALIZED_MESSAGE, &localized);
         if let Some(delay) = entry.retry_delay() {
             let mut duration = Vec::new();
@@ -223,6 +229,7 @@ fn encode_status(
 pub struct StatusBuilder {
     table: &'static CatalogTable,
     index: usize,
+    locale: usize,
     message: Option<Cow<'static, str>>,
     metadata: Vec<(Cow<'static, str>, String)>,
     violations: Vec<FieldViolation>,
@@ -243,6 +250,7 @@ impl StatusBuilder {
         Self {
             table,
             index,
+            locale: 0,
             message: None,
             metadata: Vec::new(),
             violations: Vec::new(),
@@ -254,6 +262,16 @@ impl StatusBuilder {
 
     fn fail(&mut self, error: BuildError) {
         self.error.get_or_insert(error);
+    }
+
+    /// Sends the `LocalizedMessage` in the locale the caller asks for:
+    /// `from` is the request (`&request`), its metadata, or an
+    /// `accept-language` value such as `"ru"` (see [`crate::locale`]). A
+    /// locale the catalog does not have gives `en-US`. `grpc-message` stays
+    /// the English developer message.
+    pub fn locale(mut self, from: impl crate::locale::AcceptLanguage) -> Self {
+        self.locale = self.table.negotiate_index(from);
+        self
     }
 
     /// A developer message to send instead of the catalog's, in
@@ -356,7 +374,7 @@ impl StatusBuilder {
             return Err(error);
         }
         let entry = &self.table.entries()[self.index];
-        let pre = self.table.prebuilt(self.index);
+        let pre = self.table.prebuilt(self.index, self.locale);
         let message: &str = self.message.as_deref().unwrap_or(entry.message());
 
         let mut extra = Vec::new();
@@ -417,12 +435,18 @@ impl StatusBuilder {
 /// response layer uses it for statuses that slipped through: their gRPC
 /// code is kept, so that clients that branch on it (retry on ABORTED, say)
 /// keep working.
-pub(crate) fn with_grpc_code<C: Catalog>(code: C, grpc_code: tonic::Code) -> Status {
+/// The `LocalizedMessage` is in the locale `from` asks for.
+pub(crate) fn with_grpc_code<C: Catalog>(
+    code: C,
+    grpc_code: tonic::Code,
+    from: impl crate::locale::AcceptLanguage,
+) -> Status {
     let entry = code.entry();
     if grpc_code == entry.grpc_code() {
-        return code.to_status();
+        return code.to_status_for(from);
     }
-    let pre = C::table().prebuilt(code.index());
+    let table = C::table();
+    let pre = table.prebuilt(code.index(), table.negotiate_index(from));
     let details = encode_status(grpc_code, entry.message(), pre.error_info, pre.rest, &[]);
     Status::with_details(grpc_code, entry.message(), Bytes::from(details))
 }

@@ -528,8 +528,10 @@ impl errmap::pb::error_catalog_server::ErrorCatalog for Hostile {
                 grpc_code: 16,
                 grpc_code_name: nasty.clone(),
                 http_status: 401,
-                domain: nasty,
+                domain: nasty.clone(),
                 retry_delay: None,
+                localized_message: nasty.clone(),
+                locale: nasty,
             }),
         }))
     }
@@ -586,6 +588,43 @@ fn names_are_case_blind_offline_and_on_a_server_alike() {
         assert_eq!(remote.status.code(), Some(0), "{arg}: {}", stderr(&remote));
         assert_eq!(offline.stdout, remote.stdout, "{arg}");
     }
+    served.stop();
+}
+
+#[test]
+fn lookup_lang_asks_the_server_with_accept_language() {
+    let mut served = serve(&[]);
+    let url = served.url();
+    // The server answers in the locale asked for, as the offline lookup does.
+    for lang in ["ru", "ru-RU", "RU_ru"] {
+        let offline = errmap(&["lookup", "11", "--lang", lang, "--json"]);
+        let remote = errmap(&["lookup", "11", "--lang", lang, "--json", "--server", &url]);
+        assert_eq!(remote.status.code(), Some(0), "{lang}: {}", stderr(&remote));
+        let value: serde_json::Value = serde_json::from_slice(&remote.stdout).unwrap();
+        assert_eq!(value["locale"], "ru-RU");
+        assert_eq!(
+            value["localizedMessage"],
+            ErrorCode::AuthExpiredToken
+                .entry()
+                .message_in("ru-RU")
+                .unwrap()
+        );
+        assert_eq!(offline.stdout, remote.stdout, "{lang}");
+    }
+    // A language the catalog lacks: the server falls back to English (the
+    // offline lookup refuses it, as it can list what there is).
+    let remote = errmap(&["lookup", "11", "--lang", "fr", "--json", "--server", &url]);
+    assert_eq!(remote.status.code(), Some(0), "{}", stderr(&remote));
+    let value: serde_json::Value = serde_json::from_slice(&remote.stdout).unwrap();
+    assert_eq!(value["locale"], "en-US");
+    assert_eq!(value["localizedMessage"], value["message"]);
+    // Text output shows the localized line.
+    let remote = errmap(&["lookup", "11", "--lang", "ru", "--server", &url]);
+    assert!(stdout(&remote).contains("ru-RU:"), "{}", stdout(&remote));
+    // A value that cannot be a header is bad input, not a panic.
+    let bad = errmap(&["lookup", "11", "--lang", "ру", "--server", &url]);
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+    assert!(stderr(&bad).contains("--lang"), "{}", stderr(&bad));
     served.stop();
 }
 

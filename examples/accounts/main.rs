@@ -11,6 +11,10 @@
 //!   needs the token `Login` returns (21, 10, 11 otherwise).
 //! - Both run inside `ErrmapServer`, so behind the response layer, beside
 //!   the lookup service, health and reflection.
+//! - Errors answer in the caller's language: handlers keep the request
+//!   metadata and pass it to `.locale(..)` or `to_status_for(..)`, so a
+//!   client that sends `accept-language: ru` reads Russian
+//!   `LocalizedMessage` details.
 //!
 //! Passwords are kept in plain text: this is an example, not a user store.
 
@@ -30,7 +34,7 @@ use errmap::{
     server::{ErrmapServer, ServerConfig},
     ErrorCode,
 };
-use tonic::{Request, Response, Status};
+use tonic::{metadata::MetadataMap, Request, Response, Status};
 
 mod pb {
     #![allow(missing_docs, unreachable_pub)]
@@ -167,8 +171,8 @@ fn now() -> u64 {
 }
 
 /// Checks the sign-up fields; every broken field is reported, under the code
-/// of the first.
-fn validate_registration(r: &pb::RegisterRequest) -> Result<(), Status> {
+/// of the first, in the caller's language.
+fn validate_registration(r: &pb::RegisterRequest, caller: &MetadataMap) -> Result<(), Status> {
     let mut failed: Vec<(ErrorCode, &'static str, &'static str)> = Vec::new();
     let username_len = r.username.chars().count();
     if !(5..=15).contains(&username_len) {
@@ -207,7 +211,7 @@ fn validate_registration(r: &pb::RegisterRequest) -> Result<(), Status> {
     let Some(&(code, ..)) = failed.first() else {
         return Ok(());
     };
-    let mut builder = code.builder();
+    let mut builder = code.builder().locale(caller);
     for (_, field, description) in failed {
         builder = builder.field_violation(field, description);
     }
@@ -225,12 +229,14 @@ impl Accounts for AccountsApi {
         &self,
         request: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
-        let r = request.into_inner();
-        validate_registration(&r)?;
+        // The metadata stays at hand: errors answer in its accept-language.
+        let (caller, _, r) = request.into_parts();
+        validate_registration(&r, &caller)?;
         let mut data = self.store.lock()?;
         if data.users.iter().any(|u| u.username == r.username) {
             return Err(ErrorCode::AuthUsernameTaken
                 .builder()
+                .locale(&caller)
                 .metadata("field", "username")
                 .build()?);
         }
@@ -241,6 +247,7 @@ impl Accounts for AccountsApi {
         {
             return Err(ErrorCode::AuthEmailTaken
                 .builder()
+                .locale(&caller)
                 .metadata("field", "email")
                 .build()?);
         }
@@ -266,7 +273,7 @@ impl Accounts for AccountsApi {
         &self,
         request: Request<pb::LoginRequest>,
     ) -> Result<Response<pb::LoginResponse>, Status> {
-        let r = request.into_inner();
+        let (caller, _, r) = request.into_parts();
         let user = {
             let data = self.store.lock()?;
             data.users
@@ -276,9 +283,9 @@ impl Accounts for AccountsApi {
                 .cloned()
         };
         // Unknown login and wrong password are told apart on purpose by no one.
-        let user = user.ok_or(ErrorCode::AuthInvalidCredentials)?;
+        let user = user.ok_or_else(|| ErrorCode::AuthInvalidCredentials.to_status_for(&caller))?;
         if user.deactivated {
-            return Err(ErrorCode::UserDeactivated.into());
+            return Err(ErrorCode::UserDeactivated.to_status_for(&caller));
         }
         let claims = serde_json::json!({
             "sub": user.id,
@@ -297,20 +304,20 @@ impl Accounts for AccountsApi {
         &self,
         request: Request<pb::ConfirmEmailRequest>,
     ) -> Result<Response<pb::ConfirmEmailResponse>, Status> {
-        let token = request.into_inner().token;
+        let (caller, _, r) = request.into_parts();
         let mut data = self.store.lock()?;
         let email = data
             .confirmations
-            .get(&token)
+            .get(&r.token)
             .cloned()
-            .ok_or(ErrorCode::EmailConfirmationTokenInvalid)?;
+            .ok_or_else(|| ErrorCode::EmailConfirmationTokenInvalid.to_status_for(&caller))?;
         let user = data
             .users
             .iter_mut()
             .find(|u| u.email.eq_ignore_ascii_case(&email))
-            .ok_or(ErrorCode::EmailConfirmationUserNotFound)?;
+            .ok_or_else(|| ErrorCode::EmailConfirmationUserNotFound.to_status_for(&caller))?;
         if user.email_confirmed {
-            return Err(ErrorCode::EmailConfirmationAlreadyConfirmed.into());
+            return Err(ErrorCode::EmailConfirmationAlreadyConfirmed.to_status_for(&caller));
         }
         user.email_confirmed = true;
         Ok(Response::new(pb::ConfirmEmailResponse { email }))
@@ -332,9 +339,10 @@ fn caller<T>(request: &Request<T>) -> Result<String, Status> {
         .ok_or_else(|| ErrorCode::AuthRequired.into())
 }
 
-fn client_not_found(client_id: &str) -> Status {
+fn client_not_found(client_id: &str, caller: &MetadataMap) -> Status {
     ErrorCode::OauthClientNotFound
         .builder()
+        .locale(caller)
         .metadata("clientId", client_id.to_owned())
         .build()
         .unwrap_or_else(Status::from)
@@ -347,14 +355,14 @@ impl OAuthClients for OAuthClientsApi {
         request: Request<pb::GetClientRequest>,
     ) -> Result<Response<pb::OAuthClient>, Status> {
         let user_id = caller(&request)?;
-        let client_id = request.into_inner().client_id;
+        let (metadata, _, r) = request.into_parts();
         let data = self.store.lock()?;
         let client = data
             .clients
-            .get(&client_id)
-            .ok_or_else(|| client_not_found(&client_id))?;
+            .get(&r.client_id)
+            .ok_or_else(|| client_not_found(&r.client_id, &metadata))?;
         if client.owner_id != user_id {
-            return Err(ErrorCode::OauthClientForbidden.into());
+            return Err(ErrorCode::OauthClientForbidden.to_status_for(&metadata));
         }
         Ok(Response::new(pb::OAuthClient {
             client_id: client.id.clone(),
@@ -368,27 +376,28 @@ impl OAuthClients for OAuthClientsApi {
         request: Request<pb::ExchangeCodeRequest>,
     ) -> Result<Response<pb::ExchangeCodeResponse>, Status> {
         caller(&request)?;
-        let r = request.into_inner();
+        let (metadata, _, r) = request.into_parts();
         let data = self.store.lock()?;
         let client = data
             .clients
             .get(&r.client_id)
-            .ok_or_else(|| client_not_found(&r.client_id))?;
+            .ok_or_else(|| client_not_found(&r.client_id, &metadata))?;
         if client.secret != r.client_secret {
-            return Err(ErrorCode::OauthClientSecretMismatch.into());
+            return Err(ErrorCode::OauthClientSecretMismatch.to_status_for(&metadata));
         }
         let code = data.codes.get(&r.code).ok_or_else(|| {
             ErrorCode::ApiInvalidRequest
                 .builder()
+                .locale(&metadata)
                 .field_violation("code", "unknown or used authorization code")
                 .build()
                 .unwrap_or_else(Status::from)
         })?;
         if code.client_id != r.client_id {
-            return Err(ErrorCode::OauthClientIdMismatch.into());
+            return Err(ErrorCode::OauthClientIdMismatch.to_status_for(&metadata));
         }
         if code.redirect_uri != r.redirect_uri {
-            return Err(ErrorCode::OauthClientRedirectUriMismatch.into());
+            return Err(ErrorCode::OauthClientRedirectUriMismatch.to_status_for(&metadata));
         }
         Ok(Response::new(pb::ExchangeCodeResponse {
             user_id: code.user_id.clone(),
@@ -602,6 +611,80 @@ mod tests {
             again.error_code(),
             Some(ErrorCode::EmailConfirmationAlreadyConfirmed)
         );
+        server.stop().await;
+    }
+
+    /// A Russian-speaking client: every handler error comes back with a
+    /// ru-RU `LocalizedMessage`; grpc-message stays English.
+    #[tokio::test]
+    async fn errors_answer_in_the_callers_language() {
+        let server = Running::start().await;
+        let mut accounts = AccountsClient::new(server.channel.clone());
+        fn in_russian<T>(message: T) -> Request<T> {
+            let mut request = Request::new(message);
+            request.metadata_mut().insert(
+                "accept-language",
+                "ru-RU,ru;q=0.9,en-US;q=0.8,en;q=0.7".parse().unwrap(),
+            );
+            request
+        }
+        let check = |status: &Status, code: ErrorCode, locale: &str| {
+            assert_eq!(status.error_code(), Some(code), "{status:?}");
+            let details = status.check_error_details().unwrap();
+            let localized = details.localized_message().unwrap();
+            assert_eq!(localized.locale, locale);
+            assert_eq!(
+                Some(localized.message.as_str()),
+                code.entry().message_in(locale)
+            );
+            assert_eq!(status.message(), code.entry().message());
+        };
+
+        let status = accounts
+            .register(in_russian(register("al", "bad", "x")))
+            .await
+            .unwrap_err();
+        check(&status, ErrorCode::AuthUsernameInvalid, "ru-RU");
+        assert_eq!(fields(&status), ["username", "email", "password"]);
+
+        let status = accounts
+            .register(in_russian(register(
+                "alice",
+                "new@example.com",
+                "longenough",
+            )))
+            .await
+            .unwrap_err();
+        check(&status, ErrorCode::AuthUsernameTaken, "ru-RU");
+
+        let status = accounts
+            .login(in_russian(pb::LoginRequest {
+                login: "banned".into(),
+                password: "password".into(),
+            }))
+            .await
+            .unwrap_err();
+        check(&status, ErrorCode::UserDeactivated, "ru-RU");
+
+        // The interceptor, then a handler behind it.
+        let mut oauth = OAuthClientsClient::new(server.channel.clone());
+        let status = oauth
+            .get_client(in_russian(pb::GetClientRequest {
+                client_id: "client-alice".into(),
+            }))
+            .await
+            .unwrap_err();
+        check(&status, ErrorCode::AuthRequired, "ru-RU");
+
+        // Without the header: en-US.
+        let status = accounts
+            .login(pb::LoginRequest {
+                login: "banned".into(),
+                password: "password".into(),
+            })
+            .await
+            .unwrap_err();
+        check(&status, ErrorCode::UserDeactivated, "en-US");
         server.stop().await;
     }
 

@@ -132,6 +132,8 @@ pub async fn call_probe(
 /// - `Special` / `PlainSpecial`: fail with the interop suite's special
 ///   message, as a catalog status / as a plain INVALID_ARGUMENT;
 /// - `Unimplemented`: fails with a bare UNIMPLEMENTED, as a handler may;
+/// - `Localized`: fails with 47 built in the caller's locale, with a
+///   developer message;
 /// - `Return`: fails with the status put in [`Probe::next`];
 /// - `Peer`: answers the verified client certificate's subject and SANs;
 /// - `Forward`: calls the errmap server whose URL is the request and
@@ -312,6 +314,9 @@ async fn forward_downstream_error(url: String) -> Status {
     }
 }
 
+/// The developer message of the `Localized` method.
+pub const LOCALIZED_DEVELOPER_MESSAGE: &str = "no order 7 for this account";
+
 /// The message of the `Internal` method; it must never reach a client.
 pub const INTERNAL_SECRET: &str = "internal: table users_v2 is locked by pid 4242";
 
@@ -361,6 +366,13 @@ impl UnaryService<String> for ProbeHandler {
                     .build()
                     .unwrap()),
                 "PlainSpecial" => Err(Status::invalid_argument(SPECIAL_MESSAGE)),
+                "Localized" => Err(errmap::ErrorCode::ApiItemNotFound
+                    .builder()
+                    .locale(&request)
+                    .message(LOCALIZED_DEVELOPER_MESSAGE)
+                    .metadata("orderId", "7")
+                    .build()
+                    .unwrap()),
                 "Unimplemented" => Err(Status::unimplemented("")),
                 "Peer" => Ok(Response::new(
                     request

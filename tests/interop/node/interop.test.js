@@ -66,6 +66,9 @@ const spec = (name) => {
     category: o['(errmap.v1.error).category'],
     message: o['(errmap.v1.error).message'],
     retrySeconds: o['(errmap.v1.error).retry_delay.seconds'],
+    // protobufjs flattens option maps into one key and one value: with one
+    // translation (ru-RU), that is the whole map.
+    messages: { [o['(errmap.v1.error).messages.key']]: o['(errmap.v1.error).messages.value'] },
   };
 };
 
@@ -115,7 +118,7 @@ const failure = async (promise) => {
 };
 
 /** Decodes the error's grpc-status-details-bin and checks it against docs/design.md §2. */
-function assertCatalogError(error, name) {
+function assertCatalogError(error, name, locale = 'en-US') {
   const s = spec(name);
   assert.equal(error.code, grpc.status[s.grpcCode], `${name}: ${error.message}`);
   const [raw] = error.metadata.get('grpc-status-details-bin');
@@ -133,8 +136,11 @@ function assertCatalogError(error, name) {
   assert.equal(info.reason, name);
   assert.equal(info.domain, DOMAIN);
   assert.equal(info.metadata.code, String(s.number));
-  assert.equal(found['google.rpc.LocalizedMessage'].locale, 'en-US');
-  assert.equal(found['google.rpc.LocalizedMessage'].message, s.message);
+  assert.equal(found['google.rpc.LocalizedMessage'].locale, locale);
+  assert.equal(
+    found['google.rpc.LocalizedMessage'].message,
+    locale === 'en-US' ? s.message : s.messages[locale],
+  );
   const retry = found['google.rpc.RetryInfo'];
   if (s.retrySeconds) {
     assert.equal(Number(retry.retry_delay.seconds), s.retrySeconds);
@@ -191,6 +197,36 @@ test('lookup errors carry their catalog details', async () => {
     error = await failure(unary(server.catalog, 'ListErrors', { category: 'nope' }));
     found = assertCatalogError(error, 'API_INVALID_REQUEST');
     assert.equal(found['google.rpc.BadRequest'].field_violations[0].field, 'category');
+  } finally {
+    assert.equal(await server.stop(), 0);
+  }
+});
+
+test('a Russian-speaking client reads ru-RU details and lookups', async () => {
+  const server = await Server.start();
+  const russian = (value) => {
+    const metadata = new grpc.Metadata();
+    metadata.set('accept-language', value);
+    return metadata;
+  };
+  try {
+    for (const value of ['ru-RU,ru;q=0.9,en-US;q=0.8,en;q=0.7', 'fr-CH, ru;q=0.5', 'ru']) {
+      const error = await failure(unary(server.catalog, 'GetError', { code: 48 }, russian(value)));
+      assertCatalogError(error, 'API_ITEM_NOT_FOUND', 'ru-RU');
+      // grpc-message stays the English developer message.
+      assert.match(error.details, /^[\x20-\x7e]*$/);
+    }
+    const error = await failure(unary(server.catalog, 'GetError', {}, russian('de-DE')));
+    assertCatalogError(error, 'API_INVALID_REQUEST', 'en-US');
+
+    const { errors } = await unary(server.catalog, 'ListErrors', {}, russian('ru'));
+    assert.equal(errors.length, 27);
+    for (const d of errors) {
+      const s = spec(d.name);
+      assert.equal(d.locale, 'ru-RU');
+      assert.equal(d.localized_message, s.messages['ru-RU']);
+      assert.equal(d.message, s.message);
+    }
   } finally {
     assert.equal(await server.stop(), 0);
   }

@@ -120,8 +120,9 @@ def rich(error):
     return status, found
 
 
-def assert_catalog_error(error, name):
-    """The call failed with catalog code `name`, as docs/design.md says."""
+def assert_catalog_error(error, name, locale="en-US"):
+    """The call failed with catalog code `name`, as docs/design.md says, its
+    LocalizedMessage in `locale` with the text the proto gives for it."""
     _, facts = spec(error_code_pb2.ErrorCode.Value(name))
     assert error.code() == getattr(grpc.StatusCode, facts.grpc_code)
     status, found = rich(error)
@@ -129,8 +130,9 @@ def assert_catalog_error(error, name):
     assert info.reason == name
     assert info.domain == DOMAIN
     assert info.metadata["code"] == str(error_code_pb2.ErrorCode.Value(name))
-    assert found["LocalizedMessage"].locale == "en-US"
-    assert found["LocalizedMessage"].message == facts.message
+    assert found["LocalizedMessage"].locale == locale
+    text = facts.message if locale == "en-US" else facts.messages[locale]
+    assert found["LocalizedMessage"].message == text
     if facts.HasField("retry_delay"):
         assert found["RetryInfo"].retry_delay == facts.retry_delay
     else:
@@ -190,6 +192,43 @@ def test_missing_key_is_40_with_a_field_violation(server, request_, field):
         server.stub.GetError(request_, timeout=10)
     _, found = assert_catalog_error(caught.value, "API_INVALID_REQUEST")
     assert [v.field for v in found["BadRequest"].field_violations] == [field]
+
+
+RUSSIAN_BROWSER = [("accept-language", "ru-RU,ru;q=0.9,en-US;q=0.8,en;q=0.7")]
+
+
+def test_errors_in_russian_pass_the_from_call_check(server):
+    # rich() runs rpc_status.from_call, which compares the details' code and
+    # message with the status's own: grpc-message stays English, only the
+    # LocalizedMessage is Russian, and its text is the one in the proto.
+    for metadata in (RUSSIAN_BROWSER, [("accept-language", "fr-CH, ru;q=0.5")]):
+        with pytest.raises(grpc.RpcError) as caught:
+            server.stub.GetError(catalog_pb2.GetErrorRequest(code=48), metadata=metadata, timeout=10)
+        status, _ = assert_catalog_error(caught.value, "API_ITEM_NOT_FOUND", locale="ru-RU")
+        assert caught.value.details() == status.message
+        assert status.message.isascii(), status.message
+    # A language the catalog lacks falls back to English.
+    with pytest.raises(grpc.RpcError) as caught:
+        server.stub.GetError(
+            catalog_pb2.GetErrorRequest(), metadata=[("accept-language", "de-DE")], timeout=10
+        )
+    assert_catalog_error(caught.value, "API_INVALID_REQUEST", locale="en-US")
+
+
+def test_lookups_in_russian_match_the_proto(server):
+    listed = server.stub.ListErrors(
+        catalog_pb2.ListErrorsRequest(), metadata=[("accept-language", "ru")], timeout=10
+    ).errors
+    assert len(listed) == 27
+    for d in listed:
+        _, facts = spec(d.code)
+        assert d.locale == "ru-RU"
+        assert d.localized_message == facts.messages["ru-RU"]
+        assert d.message == facts.message
+    english = server.stub.GetError(catalog_pb2.GetErrorRequest(code=11), timeout=10).error
+    assert (english.locale, english.localized_message) == ("en-US", english.message)
+    catalogs = server.stub.ListCatalogs(catalog_pb2.ListCatalogsRequest(), timeout=10).catalogs
+    assert list(catalogs[0].locales) == ["en-US", "ru-RU"]
 
 
 def test_unknown_category_is_40(server):
@@ -312,6 +351,10 @@ def test_tokens_on_a_protected_server():
             with pytest.raises(grpc.RpcError) as caught:
                 s.stub.GetError(request, metadata=metadata, timeout=10)
             assert_catalog_error(caught.value, name)
+        # The interceptor answers in the caller's language too.
+        with pytest.raises(grpc.RpcError) as caught:
+            s.stub.GetError(request, metadata=RUSSIAN_BROWSER, timeout=10)
+        assert_catalog_error(caught.value, "AUTH_REQUIRED", locale="ru-RU")
         good = _jwt(secret, {"sub": "py", "exp": now + 60, "aud": "errmap", "iat": now})
         reply = s.stub.GetError(request, metadata=[("token", good)], timeout=10)
         assert reply.error.name == "AUTH_REQUIRED"

@@ -47,18 +47,21 @@ impl pb::checkout_server::Checkout for Checkout {
         &self,
         request: Request<pb::PlaceOrderRequest>,
     ) -> Result<Response<pb::PlaceOrderResponse>, Status> {
-        let order = request.into_inner();
+        // Errors answer in the caller's accept-language: de-DE or en-US.
+        let (caller, _, order) = request.into_parts();
         if order.quantity <= 0 {
             return Err(ShopError::QuantityInvalid
                 .builder()
+                .locale(&caller)
                 .field_violation("quantity", "must be 1 or more")
                 .build()?);
         }
+        let fail = |code: ShopError| Err(code.to_status_for(&caller));
         match (order.cart_id.as_str(), order.card.as_str()) {
-            ("" | "missing", _) => Err(ShopError::CartNotFound.into()),
-            ("sold-out", _) => Err(ShopError::OutOfStock.into()),
-            (_, "declined") => Err(ShopError::CardDeclined.into()),
-            (_, "provider-down") => Err(ShopError::PaymentProviderDown.into()),
+            ("" | "missing", _) => fail(ShopError::CartNotFound),
+            ("sold-out", _) => fail(ShopError::OutOfStock),
+            (_, "declined") => fail(ShopError::CardDeclined),
+            (_, "provider-down") => fail(ShopError::PaymentProviderDown),
             (cart, _) => Ok(Response::new(pb::PlaceOrderResponse {
                 order_id: format!("order-{cart}"),
             })),

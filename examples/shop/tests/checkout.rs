@@ -96,6 +96,59 @@ async fn every_code_the_service_returns_reads_back() {
     let _ = stop.send(());
 }
 
+/// Each catalog has its own locales: the shop's are en-US and de-DE, the
+/// auth catalog's en-US and ru-RU. One accept-language, two answers.
+#[tokio::test]
+async fn each_catalog_answers_in_the_locales_it_has() {
+    assert_eq!(ShopError::table().locales(), ["en-US", "de-DE"]);
+    let (_addr, stop, channel) = start().await;
+    let mut client = CheckoutClient::new(channel.clone());
+    let asking = |value: &str, request: PlaceOrderRequest| {
+        let mut request = tonic::Request::new(request);
+        request
+            .metadata_mut()
+            .insert("accept-language", value.parse().unwrap());
+        request
+    };
+    for (accept_language, locale) in [
+        ("de-CH, de;q=0.9, en;q=0.5", "de-DE"),
+        ("ru-RU, de;q=0.3", "de-DE"),
+        ("ru-RU", "en-US"),
+    ] {
+        for (request, code) in [
+            (order("c1", 0, "ok"), ShopError::QuantityInvalid),
+            (order("sold-out", 1, "ok"), ShopError::OutOfStock),
+        ] {
+            let status = client
+                .place_order(asking(accept_language, request))
+                .await
+                .unwrap_err();
+            assert_eq!(status.error_code::<ShopError>(), Some(code));
+            let details = status.check_error_details().unwrap();
+            let localized = details.localized_message().unwrap();
+            assert_eq!(localized.locale, locale, "{accept_language}");
+            assert_eq!(
+                Some(localized.message.as_str()),
+                code.entry().message_in(locale)
+            );
+            assert_eq!(status.message(), code.entry().message());
+        }
+    }
+    // The same header on the server's own lookup service: ru-RU there.
+    let mut lookup = ErrorCatalogClient::new(channel);
+    let mut request = tonic::Request::new(GetErrorRequest {
+        key: Some(Key::Code(9999)),
+        domain: None,
+    });
+    request
+        .metadata_mut()
+        .insert("accept-language", "ru-RU, de;q=0.3".parse().unwrap());
+    let status = lookup.get_error(request).await.unwrap_err();
+    let details = status.check_error_details().unwrap();
+    assert_eq!(details.localized_message().unwrap().locale, "ru-RU");
+    let _ = stop.send(());
+}
+
 #[tokio::test]
 async fn the_lookup_service_answers_for_the_shop_and_lists_both_catalogs() {
     let (_addr, stop, channel) = start().await;

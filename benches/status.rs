@@ -4,7 +4,7 @@
 //!
 //! `cargo bench --bench status`
 
-use std::{collections::HashMap, hint::black_box, time::Duration};
+use std::{collections::HashMap, future::Future as _, hint::black_box, time::Duration};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use errmap::Catalog as _;
@@ -209,11 +209,109 @@ fn runtime_catalog(c: &mut Criterion) {
     group.finish();
 }
 
+/// What a Russian-first browser sends.
+const BROWSER_RU: &str = "ru-RU,ru;q=0.9,en-US;q=0.8,en;q=0.7";
+
+fn metadata(accept_language: &str) -> tonic::metadata::MetadataMap {
+    let mut m = tonic::metadata::MetadataMap::new();
+    m.insert("accept-language", accept_language.parse().unwrap());
+    m
+}
+
+fn locales(c: &mut Criterion) {
+    let table = ErrorCode::table();
+    // Negotiation alone.
+    let mut group = c.benchmark_group("negotiate");
+    let long = vec!["de-DE;q=0.5"; 80].join(",");
+    for (name, header) in [
+        ("browser_ru", BROWSER_RU),
+        ("second_choice", "fr-CH, ru;q=0.5"),
+        ("no_match", "de-DE,de;q=0.9,fr;q=0.8,it;q=0.7"),
+        ("hostile_q", "*;q=abc"),
+        ("many_members", long.as_str()),
+        ("over_the_limit", &",".repeat(8 * 1024)),
+    ] {
+        group.bench_function(name, |b| b.iter(|| table.negotiate(black_box(header))));
+    }
+    group.finish();
+
+    // A bare status: today's en-US build, against one negotiated from the
+    // request metadata (negotiation included).
+    let russian = metadata(BROWSER_RU);
+    let mut group = c.benchmark_group("build_bare_in_locale");
+    group.bench_function("en_us", |b| b.iter(|| black_box(CODE).to_status()));
+    group.bench_function("negotiated_ru", |b| {
+        b.iter(|| black_box(CODE).to_status_for(black_box(&russian)))
+    });
+    // The locale negotiated once per request, then used for the status.
+    let negotiated = table.negotiate(&russian);
+    group.bench_function("ru_negotiated_before", |b| {
+        b.iter(|| black_box(CODE).to_status_for(black_box(negotiated)))
+    });
+    group.finish();
+
+    // The builder with caller data, with and without a locale.
+    let mut group = c.benchmark_group("build_metadata_and_message_in_locale");
+    group.bench_function("en_us", |b| b.iter(|| errmap_rich(black_box("u-42"))));
+    group.bench_function("negotiated_ru", |b| {
+        b.iter(|| {
+            CODE.builder()
+                .locale(black_box(&russian))
+                .message(format!("user {} is over quota", black_box("u-42")))
+                .metadata("userId", "u-42".to_owned())
+                .build()
+                .unwrap()
+        })
+    });
+    group.finish();
+
+    // The response layer on the OK path, with and without an
+    // accept-language header: the header is kept, never negotiated.
+    let mut group = c.benchmark_group("layer_ok_path");
+    for (name, header) in [("without_header", None), ("with_header", Some(BROWSER_RU))] {
+        let mut service = tower::Layer::layer(
+            &errmap::layer::ErrorLayer::new(),
+            tower::service_fn(|_: http::Request<()>| {
+                let mut response =
+                    http::Response::new(http_body_util::Empty::<bytes::Bytes>::new());
+                response.headers_mut().insert(
+                    "content-type",
+                    http::HeaderValue::from_static("application/grpc"),
+                );
+                std::future::ready(Ok::<_, std::convert::Infallible>(response))
+            }),
+        );
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                || {
+                    let mut request = http::Request::new(());
+                    if let Some(value) = header {
+                        request
+                            .headers_mut()
+                            .insert("accept-language", http::HeaderValue::from_static(value));
+                    }
+                    request
+                },
+                |request| {
+                    let mut future = tower::Service::call(&mut service, request);
+                    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                    match std::pin::Pin::new(&mut future).poll(&mut cx) {
+                        std::task::Poll::Ready(Ok(response)) => black_box(response),
+                        _ => unreachable!("a ready service answers at once"),
+                    }
+                },
+                criterion::BatchSize::SmallInput,
+            )
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    targets = build, read, lookup, round_trip, runtime_catalog
+    targets = build, read, lookup, round_trip, runtime_catalog, locales
 }
 criterion_main!(benches);

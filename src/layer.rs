@@ -723,6 +723,68 @@ mod tests {
         }
     }
 
+    /// The OK path keeps the caller's accept-language but never negotiates;
+    /// a status the layer makes is in the negotiated locale.
+    #[tokio::test(flavor = "current_thread")]
+    async fn only_a_status_the_layer_makes_negotiates() {
+        let negotiations = || crate::locale::NEGOTIATIONS.with(|n| n.get());
+        let call = |response: http::Response<Full>| {
+            let service = ServiceBuilder::new().layer(ErrorLayer::new()).service_fn(
+                move |_req: http::Request<()>| {
+                    let response = response.clone();
+                    async move { Ok::<_, Infallible>(response) }
+                },
+            );
+            let mut request = http::Request::new(());
+            request
+                .headers_mut()
+                .insert("accept-language", HeaderValue::from_static("ru"));
+            service.oneshot(request)
+        };
+        let mut ok = http::Response::new(Full::default());
+        ok.headers_mut()
+            .insert(GRPC_STATUS, HeaderValue::from_static("0"));
+        let before = negotiations();
+        let response = call(ok).await.unwrap();
+        assert_eq!(response.headers()[GRPC_STATUS], "0");
+        let response = call(http::Response::new(Full::default())).await.unwrap();
+        drop(response);
+        // A catalog status passes untouched, in the locale it was built in.
+        let passed = call(trailers_only(ErrorCode::ApiItemNotFound.to_status()))
+            .await
+            .unwrap();
+        let passed = status_of(passed.headers());
+        let localized = passed
+            .error_details()
+            .unwrap()
+            .localized_message()
+            .unwrap()
+            .clone();
+        assert_eq!(localized.locale, "en-US");
+        assert_eq!(
+            negotiations(),
+            before,
+            "no negotiation on OK or pass-through"
+        );
+
+        let rewritten = call(trailers_only(Status::internal("secret")))
+            .await
+            .unwrap();
+        assert_eq!(negotiations(), before + 1);
+        let status = status_of(rewritten.headers());
+        let localized = status
+            .error_details()
+            .unwrap()
+            .localized_message()
+            .unwrap()
+            .clone();
+        assert_eq!(localized.locale, "ru-RU");
+        assert_eq!(
+            status.message(),
+            ErrorCode::ApiInternalServerError.entry().message()
+        );
+    }
+
     #[tokio::test]
     async fn catalog_statuses_pass_byte_for_byte() {
         let status = ErrorCode::AuthExpiredToken

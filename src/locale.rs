@@ -137,6 +137,13 @@ impl<T: AcceptLanguage> AcceptLanguage for Option<T> {
     }
 }
 
+#[cfg(test)]
+thread_local! {
+    /// How many negotiations this thread ran: tests check that the OK path
+    /// runs none.
+    pub(crate) static NEGOTIATIONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// The locales of one catalog, parsed once: `en-US` first, then the
 /// catalog's translations by tag.
 #[derive(Debug)]
@@ -170,8 +177,19 @@ impl Locales {
     /// The index of the locale `accept_language` asks for; 0 (`en-US`) when
     /// nothing matches.
     pub(crate) fn negotiate(&self, accept_language: &[u8]) -> usize {
+        #[cfg(test)]
+        NEGOTIATIONS.with(|n| n.set(n.get() + 1));
         if accept_language.len() > MAX_HEADER_LEN {
             return 0;
+        }
+        // A locale negotiated before (or a client that names exactly one of
+        // ours) costs one comparison per locale.
+        if let Some(at) = self
+            .tags
+            .iter()
+            .position(|t| t.as_bytes().eq_ignore_ascii_case(accept_language))
+        {
+            return at;
         }
         // (quality in thousandths, locale index) of the best match so far.
         let mut best: Option<(u16, usize)> = None;
@@ -202,6 +220,15 @@ impl Locales {
     pub(crate) fn lookup(&self, tag: &[u8]) -> Option<usize> {
         if tag.len() > MAX_TAG_LEN {
             return None;
+        }
+        // The common case needs no parsing: the tag is one of ours, in any
+        // case (BCP 47 tags compare case-blind).
+        if let Some(at) = self
+            .tags
+            .iter()
+            .position(|t| t.as_bytes().eq_ignore_ascii_case(tag))
+        {
+            return Some(at);
         }
         let wanted = LanguageIdentifier::from_bytes(tag).ok()?;
         if wanted.language.is_empty() {

@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::{call_probe, TestServer, INTERNAL_SECRET, LOCALIZED_DEVELOPER_MESSAGE};
 use errmap::{
@@ -221,21 +221,7 @@ async fn admission_refusals_follow_the_callers_locale() {
     config.concurrency_limit = 1;
     let server = TestServer::start(config).await;
     let channel = server.channel().await;
-    let slow = tokio::spawn(call_probe(
-        channel.clone(),
-        "Slow",
-        Request::new("3000".to_owned()),
-    ));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while server
-        .probe
-        .current
-        .load(std::sync::atomic::Ordering::SeqCst)
-        == 0
-    {
-        assert!(tokio::time::Instant::now() < deadline, "the slow call runs");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let slow = server.start_slow(&channel, 3000, 1).await;
     let status = call_probe(
         channel.clone(),
         "Echo",
@@ -250,7 +236,9 @@ async fn admission_refusals_follow_the_callers_locale() {
         .unwrap()
         .retry_info()
         .is_some_and(|r| r.retry_delay.is_some()));
-    slow.await.unwrap().unwrap();
+    for call in slow {
+        call.await.unwrap().unwrap();
+    }
     server.stop().await;
 }
 

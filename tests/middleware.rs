@@ -3,10 +3,7 @@
 
 mod common;
 
-use std::{
-    sync::atomic::Ordering,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{call_probe, TestServer, INTERNAL_SECRET, PANIC_SECRET, SPECIAL_MESSAGE};
 use errmap::Catalog as _;
@@ -188,18 +185,7 @@ async fn load_is_shed_with_44_and_retry_info() {
     config.concurrency_limit = 2;
     let server = TestServer::start(config).await;
     let channel = server.channel().await;
-    let slow: Vec<_> = (0..2)
-        .map(|_| {
-            tokio::spawn(call_probe(
-                channel.clone(),
-                "Slow",
-                Request::new("800".into()),
-            ))
-        })
-        .collect();
-    while server.probe.started.load(Ordering::SeqCst) < 2 {
-        tokio::task::yield_now().await;
-    }
+    let slow = server.start_slow(&channel, 800, 2).await;
     let status = call_probe(channel.clone(), "Slow", Request::new("0".into()))
         .await
         .unwrap_err();
@@ -228,14 +214,7 @@ async fn load_is_shed_with_44_and_retry_info() {
 async fn calls_during_shutdown_get_49_while_in_flight_calls_finish() {
     let mut server = TestServer::start_default().await;
     let channel = server.channel().await;
-    let slow = tokio::spawn(call_probe(
-        channel.clone(),
-        "Slow",
-        Request::new("800".into()),
-    ));
-    while server.probe.started.load(Ordering::SeqCst) == 0 {
-        tokio::task::yield_now().await;
-    }
+    let slow = server.start_slow(&channel, 800, 1).await;
     server.begin_shutdown();
     // The drain has begun once health says NOT_SERVING.
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
@@ -263,7 +242,16 @@ async fn calls_during_shutdown_get_49_while_in_flight_calls_finish() {
         status.error_details().unwrap().retry_delay(),
         Some(Duration::from_secs(5))
     );
-    assert_eq!(slow.await.unwrap().unwrap().into_inner(), "800");
+    assert_eq!(
+        slow.into_iter()
+            .next()
+            .unwrap()
+            .await
+            .unwrap()
+            .unwrap()
+            .into_inner(),
+        "800"
+    );
     server.join().await.unwrap();
 }
 

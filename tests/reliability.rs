@@ -182,21 +182,14 @@ async fn client_cancellation_releases_the_handler_and_its_place() {
     config.concurrency_limit = 1;
     let server = TestServer::start(config).await;
     let channel = server.channel().await;
-    let slow = tokio::spawn(call_probe(
-        channel.clone(),
-        "Slow",
-        Request::new("30000".into()),
-    ));
-    while server.probe.current.load(Ordering::SeqCst) == 0 {
-        tokio::task::yield_now().await;
-    }
+    let slow = server.start_slow(&channel, 30_000, 1).await;
     // The place is taken.
     let shed = call_probe(channel.clone(), "Slow", Request::new("0".into()))
         .await
         .unwrap_err();
     assert_eq!(shed.error_code(), Some(ErrorCode::ApiTooManyRequests));
     // The client gives up.
-    slow.abort();
+    slow[0].abort();
     server.probe.wait_dropped().await;
     assert_eq!(
         server.probe.dropped.load(Ordering::SeqCst),

@@ -85,6 +85,36 @@ impl TestServer {
         }
     }
 
+    /// Starts `count` `Slow` calls of `ms` milliseconds on `channel` and
+    /// waits (at most 10 s) until their handlers run, so that they hold
+    /// their places.
+    pub async fn start_slow(
+        &self,
+        channel: &Channel,
+        ms: u64,
+        count: usize,
+    ) -> Vec<JoinHandle<Result<Response<String>, Status>>> {
+        let before = self.probe.started.load(Ordering::SeqCst);
+        let calls = (0..count)
+            .map(|_| {
+                tokio::spawn(call_probe(
+                    channel.clone(),
+                    "Slow",
+                    Request::new(ms.to_string()),
+                ))
+            })
+            .collect();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while self.probe.started.load(Ordering::SeqCst) < before + count {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the slow calls did not start within 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        calls
+    }
+
     /// Signals shutdown and waits (at most 30 s) for the server to stop.
     pub async fn stop(mut self) {
         self.begin_shutdown();

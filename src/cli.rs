@@ -15,9 +15,11 @@ use errmap::{
     catalog::{Catalog, CatalogEntry, CatalogTable},
     catalogs::{self, Catalogs},
     pb::{self, get_error_request::Key},
+    sanitize,
     server::{self, ServerConfig},
     service::grpc_code_name,
     tls::TlsConfig,
+    web::CorsConfig,
     ErrorCode, ErrorDetails, ErrorStatusExt,
 };
 
@@ -327,6 +329,12 @@ struct ServeArgs {
     /// With a JWT option: how far past `exp` a token is still accepted.
     #[arg(long, default_value = "0s", value_parser = parse_duration, value_name = "DURATION")]
     auth_leeway: Duration,
+    /// Let pages of this origin call the server from a browser, with gRPC-Web
+    /// (repeatable; `*` for any origin): CORS allows the gRPC-Web request
+    /// headers and exposes grpc-status, grpc-message and grpc-status-details-bin.
+    /// Without it, no cross-origin access is granted.
+    #[arg(long = "cors-allow-origin", value_name = "ORIGIN")]
+    cors_allow_origins: Vec<String>,
 }
 
 impl ServeArgs {
@@ -553,6 +561,13 @@ fn serve(args: ServeArgs) -> u8 {
         Ok(catalogs) => catalogs,
         Err(e) => return bad_input(&e),
     };
+    if !args.cors_allow_origins.is_empty() {
+        config.cors = match CorsConfig::new(&args.cors_allow_origins) {
+            Ok(cors) => Some(cors),
+            Err(e) => return bad_input(&e.to_string()),
+        };
+    }
+    let cors_origins = args.cors_allow_origins.join(" ");
     if let Err(e) = config.validate() {
         eprintln!("error: {e}");
         return EXIT_BAD_INPUT;
@@ -589,7 +604,12 @@ fn serve(args: ServeArgs) -> u8 {
         let _ = writeln!(stdout, "{bound}");
         let _ = stdout.flush();
         drop(stdout);
-        tracing::info!(%bound, auth = auth_on, "serving errmap.v1.ErrorCatalog, health and reflection");
+        tracing::info!(
+            %bound,
+            auth = auth_on,
+            cors = %sanitize::escape(&cors_origins),
+            "serving errmap.v1.ErrorCatalog, health and reflection, over gRPC and gRPC-Web"
+        );
         match server::serve(listener, &config, shutdown).await {
             Ok(()) => {
                 tracing::info!("stopped");

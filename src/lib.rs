@@ -82,6 +82,7 @@ pub mod service;
 mod spec;
 pub mod status;
 pub mod tls;
+pub mod web;
 mod wire;
 
 pub use catalog::{Catalog, CatalogEntry, CatalogTable, ErrorCode, DOMAIN};

@@ -36,6 +36,7 @@ use crate::{
     pb::{self, error_catalog_server::ErrorCatalogServer},
     service::CatalogService,
     tls::TlsConfig,
+    web::{CorsConfig, CorsLayer},
 };
 
 /// The name the lookup service is registered under, for health checks.
@@ -96,6 +97,11 @@ pub struct ServerConfig {
     /// TLS (and, with a client CA, mutual TLS); plaintext when `None`, the
     /// default. Reload it with [`TlsConfig::reload`].
     pub tls: Option<TlsConfig>,
+    /// The origins whose pages may call the server from a browser
+    /// (gRPC-Web with CORS, see [`crate::web`]). gRPC-Web itself is always
+    /// served, over HTTP/1.1 and HTTP/2, on the same port; without this no
+    /// cross-origin access is granted. Default `None`.
+    pub cors: Option<CorsConfig>,
 }
 
 impl Default for ServerConfig {
@@ -118,6 +124,7 @@ impl Default for ServerConfig {
             auth: None,
             catalogs: Catalogs::default(),
             tls: None,
+            cors: None,
         }
     }
 }
@@ -442,7 +449,13 @@ async fn run(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
 
+    let cors = match &config.cors {
+        Some(cors) => cors.layer(),
+        None => CorsLayer::disabled(),
+    };
     let router = tonic::transport::Server::builder()
+        // Browsers' gRPC-Web may come over HTTP/1.1.
+        .accept_http1(true)
         .max_concurrent_streams(config.max_concurrent_streams)
         .http2_max_header_list_size(config.max_header_list_size)
         .http2_keepalive_interval(Some(config.keepalive_interval))
@@ -452,6 +465,8 @@ async fn run(
         .max_frame_size(16 * 1024)
         .layer(
             tower::ServiceBuilder::new()
+                .layer(cors)
+                .layer(tonic_web::GrpcWebLayer::new())
                 .layer(ErrorLayer::new().with_catalogs(config.catalogs.clone()))
                 .layer(admission.layer())
                 .layer(CatchPanicLayer::new())

@@ -153,7 +153,8 @@ fn build(files: &TlsFiles) -> Result<rustls::ServerConfig, TlsError> {
             what: format!("{} with {}", files.cert.display(), files.key.display()),
             source,
         })?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    // h2 first; http/1.1 for browsers' gRPC-Web over HTTP/1.1.
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }
 

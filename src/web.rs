@@ -1,0 +1,440 @@
+//! Browsers: gRPC-Web on the gRPC port, and CORS that lets the error
+//! details through.
+//!
+//! A browser cannot speak gRPC (it cannot read HTTP/2 trailers), so it
+//! speaks gRPC-Web: `application/grpc-web`, `application/grpc-web+proto`
+//! or `application/grpc-web-text` (base64) over HTTP/1.1 or HTTP/2.
+//! `tonic-web` translates it; [`ErrmapServer`](crate::server::ErrmapServer)
+//! puts it in front of every service, so that admission, auth, the
+//! response layer and the limits hold for it as for gRPC.
+//!
+//! A handler's error goes out trailers-only: `grpc-status`, `grpc-message`
+//! and `grpc-status-details-bin` are HTTP response headers. A script on
+//! another origin can read a response header only if CORS exposes it, and
+//! a front-end that cannot read them sees "unknown" instead of the code.
+//! [`CorsConfig`] allows the request headers a gRPC-Web client sends
+//! ([`ALLOW_HEADERS`]) and exposes the status headers ([`EXPOSE_HEADERS`]).
+//!
+//! CORS is answered only for the origins allowed:
+//! - a request without `Origin` (any non-browser client) is not touched:
+//!   no CORS header is added to it;
+//! - an origin that is not allowed gets no CORS header at all, and its
+//!   preflight gets `403`;
+//! - without a [`CorsConfig`], no origin is allowed.
+//!
+//! CORS is not authentication: it tells browsers what a page of another
+//! origin may read. Tokens still go through the auth interceptor.
+//!
+//! ```
+//! use errmap::server::{ErrmapServer, ServerConfig};
+//! use errmap::web::CorsConfig;
+//!
+//! let mut config = ServerConfig::default();
+//! config.cors = Some(CorsConfig::new(["https://app.example.com"]).unwrap());
+//! let server = ErrmapServer::new(config);
+//! # drop(server);
+//! ```
+//!
+//! In a tonic server of your own, the same two layers (the router must
+//! accept HTTP/1.1 for browsers that use it):
+//!
+//! ```
+//! use errmap::web::CorsConfig;
+//!
+//! let cors = CorsConfig::new(["https://app.example.com"]).unwrap();
+//! let router = tonic::transport::Server::builder()
+//!     .accept_http1(true)
+//!     .layer(
+//!         tower::ServiceBuilder::new()
+//!             .layer(cors.layer())
+//!             .layer(tonic_web::GrpcWebLayer::new())
+//!             .into_inner(),
+//!     )
+//!     .add_service(errmap::service::CatalogService::new().into_server());
+//! # drop(router);
+//! ```
+
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use http::{header, HeaderName, HeaderValue, Method, StatusCode};
+use tower::{Layer, Service};
+
+/// The request headers a gRPC-Web client may send cross-origin: the
+/// content type, gRPC-Web's own (`x-grpc-web`, `x-user-agent`), the
+/// deadline (`grpc-timeout`), a token (`authorization`, or `token` as the
+/// legacy API took it), and the locale (`accept-language`).
+pub const ALLOW_HEADERS: [HeaderName; 7] = [
+    header::CONTENT_TYPE,
+    HeaderName::from_static("x-grpc-web"),
+    HeaderName::from_static("x-user-agent"),
+    HeaderName::from_static("grpc-timeout"),
+    header::AUTHORIZATION,
+    HeaderName::from_static("token"),
+    header::ACCEPT_LANGUAGE,
+];
+
+/// The response headers a page may read: the status, its message and its
+/// details, which a trailers-only error carries as headers.
+pub const EXPOSE_HEADERS: [HeaderName; 3] = [
+    HeaderName::from_static("grpc-status"),
+    HeaderName::from_static("grpc-message"),
+    HeaderName::from_static("grpc-status-details-bin"),
+];
+
+/// How long a browser may cache a preflight answer. Chromium caps it at
+/// two hours.
+pub const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(2 * 60 * 60);
+
+/// Why an origin could not be allowed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("--cors-allow-origin {origin:?}: {problem}")]
+pub struct CorsError {
+    /// The origin given.
+    pub origin: String,
+    /// What is wrong with it.
+    pub problem: &'static str,
+}
+
+#[derive(Debug, Clone)]
+enum Origins {
+    Any,
+    List(Arc<[HeaderValue]>),
+}
+
+/// Which origins may call the server from a browser; see the
+/// [module docs](self).
+#[derive(Debug, Clone)]
+pub struct CorsConfig {
+    origins: Origins,
+}
+
+impl CorsConfig {
+    /// Allows `origins`: each is `*` (any origin) or a serialized origin,
+    /// `scheme://host[:port]` with `http` or `https` and nothing after it
+    /// (`https://app.example.com`, `http://127.0.0.1:8080`). Scheme and
+    /// host are compared case-blind, as browsers send them in lower case.
+    ///
+    /// ```
+    /// use errmap::web::CorsConfig;
+    ///
+    /// let cors = CorsConfig::new(["https://app.example.com", "http://localhost:8080"]).unwrap();
+    /// assert!(cors.allows("https://app.example.com"));
+    /// assert!(!cors.allows("https://evil.example.com"));
+    /// assert!(CorsConfig::new(["https://app.example.com/"]).is_err());
+    /// assert!(CorsConfig::new(["*"]).unwrap().allows("https://anyone.example"));
+    /// ```
+    pub fn new<I>(origins: I) -> Result<Self, CorsError>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        let mut list = Vec::new();
+        let mut any = false;
+        for origin in origins {
+            let origin = origin.as_ref().trim();
+            if origin == "*" {
+                any = true;
+                continue;
+            }
+            list.push(parse_origin(origin)?);
+        }
+        if list.is_empty() && !any {
+            return Err(CorsError {
+                origin: String::new(),
+                problem: "give at least one origin, or * for any",
+            });
+        }
+        Ok(Self {
+            origins: if any {
+                Origins::Any
+            } else {
+                Origins::List(list.into())
+            },
+        })
+    }
+
+    /// Allows any origin (`*`).
+    pub fn any_origin() -> Self {
+        Self {
+            origins: Origins::Any,
+        }
+    }
+
+    /// Whether a request from `origin` gets CORS headers.
+    pub fn allows(&self, origin: impl AsRef<[u8]>) -> bool {
+        let origin = origin.as_ref();
+        match &self.origins {
+            Origins::Any => true,
+            Origins::List(list) => list
+                .iter()
+                .any(|allowed| allowed.as_bytes().eq_ignore_ascii_case(origin)),
+        }
+    }
+
+    /// tower-http's `CorsLayer` with errmap's lists: the allowed origins,
+    /// `POST`, [`ALLOW_HEADERS`], [`EXPOSE_HEADERS`] and
+    /// [`PREFLIGHT_MAX_AGE`]. It answers every request it sees, origin
+    /// allowed or not; [`layer`](Self::layer) sends it only the allowed
+    /// ones.
+    pub fn tower_http_layer(&self) -> tower_http::cors::CorsLayer {
+        let origins = match &self.origins {
+            Origins::Any => tower_http::cors::AllowOrigin::any(),
+            Origins::List(list) => tower_http::cors::AllowOrigin::list(list.iter().cloned()),
+        };
+        tower_http::cors::CorsLayer::new()
+            .allow_origin(origins)
+            .allow_methods([Method::POST])
+            .allow_headers(ALLOW_HEADERS)
+            .expose_headers(EXPOSE_HEADERS)
+            .max_age(PREFLIGHT_MAX_AGE)
+    }
+
+    /// The CORS layer to put in front of `tonic_web::GrpcWebLayer`.
+    pub fn layer(&self) -> CorsLayer {
+        CorsLayer {
+            config: Some(self.clone()),
+        }
+    }
+}
+
+/// `scheme://host[:port]`, lower-cased, as a header value.
+fn parse_origin(origin: &str) -> Result<HeaderValue, CorsError> {
+    let fail = |problem| CorsError {
+        origin: origin.to_owned(),
+        problem,
+    };
+    let (scheme, rest) = origin
+        .split_once("://")
+        .ok_or_else(|| fail("an origin is scheme://host[:port], e.g. https://app.example.com"))?;
+    if !matches!(scheme.to_ascii_lowercase().as_str(), "http" | "https") {
+        return Err(fail("the scheme must be http or https"));
+    }
+    if rest.is_empty() {
+        return Err(fail("the host is missing"));
+    }
+    if rest.contains(['/', '?', '#']) {
+        return Err(fail(
+            "an origin has no path: drop everything after the host and port",
+        ));
+    }
+    if rest.contains('@') {
+        return Err(fail("an origin has no user name or password"));
+    }
+    if let Some((_, port)) = rest
+        .rsplit_once(':')
+        .filter(|(host, _)| !host.ends_with(']'))
+    {
+        if port.is_empty() || port.parse::<u16>().is_err() {
+            return Err(fail("the port is not a number from 0 to 65535"));
+        }
+    }
+    if !rest
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+    {
+        return Err(fail(
+            "the host has characters an origin cannot have (write IDNs in punycode)",
+        ));
+    }
+    HeaderValue::from_str(&origin.to_ascii_lowercase())
+        .map_err(|_| fail("not a valid header value"))
+}
+
+/// CORS for the allowed origins only; see the [module docs](self). Made by
+/// [`CorsConfig::layer`], or [`CorsLayer::disabled`] for no cross-origin
+/// access at all.
+#[derive(Debug, Clone)]
+pub struct CorsLayer {
+    config: Option<CorsConfig>,
+}
+
+impl CorsLayer {
+    /// A layer that grants no cross-origin access: requests pass untouched,
+    /// and a preflight gets `403`.
+    pub fn disabled() -> Self {
+        Self { config: None }
+    }
+}
+
+impl<S: Clone> Layer<S> for CorsLayer {
+    type Service = Cors<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        let cors = self
+            .config
+            .as_ref()
+            .map(|c| Arc::new(c.clone()))
+            .map(|config| {
+                (
+                    config.clone(),
+                    config.tower_http_layer().layer(inner.clone()),
+                )
+            });
+        Cors { inner, cors }
+    }
+}
+
+/// The service made by [`CorsLayer`].
+#[derive(Clone)]
+pub struct Cors<S> {
+    inner: S,
+    cors: Option<(Arc<CorsConfig>, tower_http::cors::Cors<S>)>,
+}
+
+impl<S> fmt::Debug for Cors<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cors")
+            .field("config", &self.cors.as_ref().map(|(c, _)| c))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for Cors<S>
+where
+    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>> + Clone,
+    ResBody: Default,
+{
+    type Response = http::Response<ResBody>;
+    type Error = S::Error;
+    type Future = CorsFuture<S::Future, ResBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Both paths lead to the same inner service (tower-http's wraps a
+        // clone); each must be ready for the call it may get.
+        if let Some((_, cors)) = &mut self.cors {
+            if cors.poll_ready(cx)?.is_pending() {
+                return Poll::Pending;
+            }
+        }
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+        let Some(origin) = request.headers().get(header::ORIGIN) else {
+            // Not a browser's cross-origin request: not CORS's business.
+            return CorsFuture::inner(self.inner.call(request));
+        };
+        match &mut self.cors {
+            Some((config, cors)) if config.allows(origin.as_bytes()) => CorsFuture {
+                kind: Kind::Cors {
+                    future: cors.call(request),
+                },
+            },
+            _ if request.method() == Method::OPTIONS => {
+                // A preflight from an origin that is not allowed: no CORS
+                // headers, so the browser stops here.
+                CorsFuture {
+                    kind: Kind::Refused {
+                        response: Some(forbidden()),
+                    },
+                }
+            }
+            _ => CorsFuture::inner(self.inner.call(request)),
+        }
+    }
+}
+
+fn forbidden<B: Default>() -> http::Response<B> {
+    let mut response = http::Response::new(B::default());
+    *response.status_mut() = StatusCode::FORBIDDEN;
+    response
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`Cors`].
+    pub struct CorsFuture<F, B> {
+        #[pin]
+        kind: Kind<F, B>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = KindProj]
+    enum Kind<F, B> {
+        // Passed through without CORS.
+        Inner { #[pin] future: F },
+        // Through tower-http's CORS.
+        Cors { #[pin] future: tower_http::cors::ResponseFuture<F> },
+        // A refused preflight.
+        Refused { response: Option<http::Response<B>> },
+    }
+}
+
+impl<F, B> CorsFuture<F, B> {
+    fn inner(future: F) -> Self {
+        Self {
+            kind: Kind::Inner { future },
+        }
+    }
+}
+
+impl<F, B, E> Future for CorsFuture<F, B>
+where
+    F: Future<Output = Result<http::Response<B>, E>>,
+    B: Default,
+{
+    type Output = Result<http::Response<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Inner { future } => future.poll(cx),
+            KindProj::Cors { future } => future.poll(cx),
+            KindProj::Refused { response } => {
+                Poll::Ready(Ok(response.take().unwrap_or_else(forbidden)))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_are_checked() {
+        for good in [
+            "https://app.example.com",
+            "http://127.0.0.1:8080",
+            "HTTPS://App.Example.com",
+            "http://[::1]:3000",
+            "http://localhost",
+        ] {
+            assert!(CorsConfig::new([good]).is_ok(), "{good}");
+        }
+        for (bad, words) in [
+            ("app.example.com", "scheme://host"),
+            ("ftp://app.example.com", "http or https"),
+            ("https://", "host is missing"),
+            ("https://app.example.com/", "no path"),
+            ("https://app.example.com/x", "no path"),
+            ("https://user@app.example.com", "user name"),
+            ("https://app.example.com:99999", "port"),
+            ("https://app.example.com:", "port"),
+            ("https://app example.com", "characters"),
+            ("https://прил.example", "punycode"),
+        ] {
+            let error = CorsConfig::new([bad]).unwrap_err();
+            assert!(error.to_string().contains(words), "{bad}: {error}");
+        }
+        assert!(CorsConfig::new(Vec::<String>::new()).is_err());
+    }
+
+    #[test]
+    fn allowed_origins_compare_case_blind() {
+        let cors = CorsConfig::new(["https://App.example.com"]).unwrap();
+        assert!(cors.allows("https://app.example.com"));
+        assert!(cors.allows("HTTPS://APP.EXAMPLE.COM"));
+        assert!(!cors.allows("https://app.example.com:443"));
+        assert!(!cors.allows("http://app.example.com"));
+        assert!(!cors.allows("null"));
+        let any = CorsConfig::new(["https://a.example", "*"]).unwrap();
+        assert!(any.allows("null"));
+    }
+}

@@ -8,7 +8,9 @@
 //! on a server with errmap's layers and the auth interceptor (`errmap`),
 //! and the hit and noop on a bare tonic server without them (`bare`), and
 //! the hit on errmap's server over TLS (`errmap-tls`, certificates made at
-//! start), with the cost of opening a new connection with and without TLS.
+//! start), with the cost of opening a new connection with and without TLS,
+//! and the hit over gRPC-Web on HTTP/1.1 (`errmap-web`, tonic-web's client
+//! layer on hyper's pooled HTTP/1.1 client) against the same server.
 //! Then it measures the `errmap serve` binary: start-up time to accepting
 //! connections, and RSS with 1,000 calls in flight.
 //!
@@ -129,6 +131,12 @@ enum Target {
     Bare,
     /// errmap's layers and auth, over TLS.
     ErrmapTls,
+    /// errmap's server (the `Errmap` one), over gRPC-Web on HTTP/1.1.
+    ErrmapWeb,
+    /// errmap's layers and auth with gRPC-Web turned off
+    /// (`ServerConfig::grpc_web = false`): the gRPC path without the
+    /// gRPC-Web and CORS layers.
+    ErrmapGrpcOnly,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -138,7 +146,7 @@ struct Scenario {
     target: Target,
 }
 
-const SCENARIOS: [Scenario; 6] = [
+const SCENARIOS: [Scenario; 8] = [
     Scenario {
         name: "errmap/noop",
         kind: Kind::Noop,
@@ -169,7 +177,64 @@ const SCENARIOS: [Scenario; 6] = [
         kind: Kind::Hit,
         target: Target::ErrmapTls,
     },
+    Scenario {
+        name: "errmap-web/hit",
+        kind: Kind::Hit,
+        target: Target::ErrmapWeb,
+    },
+    Scenario {
+        name: "grpc-only/hit",
+        kind: Kind::Hit,
+        target: Target::ErrmapGrpcOnly,
+    },
 ];
+
+/// A gRPC-Web client: tonic-web's layer over hyper's pooled HTTP/1.1
+/// client, as a browser's plaintext gRPC-Web goes.
+type WebService = tonic_web::GrpcWebClientService<
+    hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        tonic_web::GrpcWebCall<tonic::body::Body>,
+    >,
+>;
+
+/// What a scenario's tasks call through.
+#[derive(Clone)]
+enum Clients<'a> {
+    Grpc(&'a [Channel]),
+    Web(&'a WebService, &'a http::Uri),
+}
+
+/// One task's catalog client, over gRPC or gRPC-Web.
+enum CatalogClient {
+    Grpc(ErrorCatalogClient<Channel>, HealthClient<Channel>),
+    Web(ErrorCatalogClient<WebService>),
+}
+
+impl CatalogClient {
+    async fn get_error(&mut self, request: Request<GetErrorRequest>) -> Result<(), tonic::Status> {
+        match self {
+            CatalogClient::Grpc(client, _) => client.get_error(request).await.map(drop),
+            CatalogClient::Web(client) => client.get_error(request).await.map(drop),
+        }
+    }
+
+    async fn noop(&mut self) -> bool {
+        match self {
+            CatalogClient::Grpc(_, health) => {
+                health.check(HealthCheckRequest::default()).await.is_ok()
+            }
+            CatalogClient::Web(_) => false,
+        }
+    }
+}
+
+fn web_client(addr: SocketAddr) -> (WebService, http::Uri) {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    let uri = format!("http://{addr}").parse().expect("uri");
+    (tonic_web::GrpcWebClientService::new(client), uri)
+}
 
 struct Totals {
     histogram: Histogram<u64>,
@@ -199,6 +264,14 @@ async fn start_server(
     errmap: bool,
     tls: Option<errmap::tls::TlsConfig>,
 ) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    start_server_with(errmap, tls, true).await
+}
+
+async fn start_server_with(
+    errmap: bool,
+    tls: Option<errmap::tls::TlsConfig>,
+    grpc_web: bool,
+) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -212,6 +285,7 @@ async fn start_server(
         config.auth = Some(AuthInterceptor::new(JwtVerifier::hs256(SECRET)));
         config.concurrency_limit = 4096;
         config.tls = tls;
+        config.grpc_web = grpc_web;
         tokio::spawn(async move {
             let _ = ErrmapServer::new(config).serve(listener, stop).await;
         });
@@ -244,10 +318,10 @@ fn token() -> String {
     .expect("sign the token")
 }
 
-/// Runs one scenario for `slice` with `concurrency` tasks over `channels`.
+/// Runs one scenario for `slice` with `concurrency` tasks over `clients`.
 async fn run_slice(
     scenario: Scenario,
-    channels: &[Channel],
+    clients: Clients<'_>,
     concurrency: usize,
     slice: Duration,
     bearer: &MetadataValue<tonic::metadata::Ascii>,
@@ -256,16 +330,26 @@ async fn run_slice(
     let end = started + slice;
     let mut tasks = Vec::with_capacity(concurrency);
     for i in 0..concurrency {
-        let channel = channels[i % channels.len()].clone();
+        let mut client = match &clients {
+            Clients::Grpc(channels) => {
+                let channel = channels[i % channels.len()].clone();
+                CatalogClient::Grpc(
+                    ErrorCatalogClient::new(channel.clone()),
+                    HealthClient::new(channel),
+                )
+            }
+            Clients::Web(service, uri) => CatalogClient::Web(ErrorCatalogClient::with_origin(
+                (*service).clone(),
+                (*uri).clone(),
+            )),
+        };
         let bearer = bearer.clone();
         tasks.push(tokio::spawn(async move {
             let mut totals = Totals::new();
-            let mut catalog = ErrorCatalogClient::new(channel.clone());
-            let mut health = HealthClient::new(channel);
             while Instant::now() < end {
                 let t = Instant::now();
                 let ok = match scenario.kind {
-                    Kind::Noop => health.check(HealthCheckRequest::default()).await.is_ok(),
+                    Kind::Noop => client.noop().await,
                     Kind::Hit | Kind::Miss => {
                         let code = if scenario.kind == Kind::Hit { 11 } else { 48 };
                         let mut request = Request::new(GetErrorRequest {
@@ -275,8 +359,8 @@ async fn run_slice(
                         request
                             .metadata_mut()
                             .insert("authorization", bearer.clone());
-                        match catalog.get_error(request).await {
-                            Ok(_) => scenario.kind == Kind::Hit,
+                        match client.get_error(request).await {
+                            Ok(()) => scenario.kind == Kind::Hit,
                             Err(status) => {
                                 scenario.kind == Kind::Miss
                                     && status.error_code() == Some(ErrorCode::ApiItemNotFound)
@@ -525,19 +609,24 @@ async fn run(options: Options) -> Result<serde_json::Value, String> {
     let errmap_channels = connect(errmap_addr, options.channels).await;
     let bare_channels = connect(bare_addr, options.channels).await;
     let tls_channels = connect_with(tls_addr, options.channels, Some(&tls_ca)).await;
+    let (grpc_only_addr, stop_grpc_only) = start_server_with(true, None, false).await;
+    let grpc_only_channels = connect(grpc_only_addr, options.channels).await;
+    let (web, web_uri) = web_client(errmap_addr);
+    let clients = |target: Target| match target {
+        Target::Errmap => Clients::Grpc(&errmap_channels),
+        Target::Bare => Clients::Grpc(&bare_channels),
+        Target::ErrmapTls => Clients::Grpc(&tls_channels),
+        Target::ErrmapWeb => Clients::Web(&web, &web_uri),
+        Target::ErrmapGrpcOnly => Clients::Grpc(&grpc_only_channels),
+    };
     let bearer: MetadataValue<_> = format!("Bearer {}", token()).parse().map_err(|_| "token")?;
 
     let slice = options.duration / (options.rounds * SCENARIOS.len() as u32);
     // Warm-up, not recorded.
     for s in SCENARIOS {
-        let channels = match s.target {
-            Target::Errmap => &errmap_channels,
-            Target::Bare => &bare_channels,
-            Target::ErrmapTls => &tls_channels,
-        };
         run_slice(
             s,
-            channels,
+            clients(s.target),
             options.concurrency,
             slice.min(Duration::from_millis(200)),
             &bearer,
@@ -550,12 +639,7 @@ async fn run(options: Options) -> Result<serde_json::Value, String> {
     for round in 0..options.rounds {
         let mut this_round = Vec::with_capacity(SCENARIOS.len());
         for (i, s) in SCENARIOS.iter().enumerate() {
-            let channels = match s.target {
-                Target::Errmap => &errmap_channels,
-                Target::Bare => &bare_channels,
-                Target::ErrmapTls => &tls_channels,
-            };
-            let t = run_slice(*s, channels, options.concurrency, slice, &bearer).await;
+            let t = run_slice(*s, clients(s.target), options.concurrency, slice, &bearer).await;
             this_round.push(t.throughput());
             let total = &mut totals[i];
             let _ = total.histogram.add(&t.histogram);
@@ -580,6 +664,7 @@ async fn run(options: Options) -> Result<serde_json::Value, String> {
     let _ = stop_errmap.send(());
     let _ = stop_bare.send(());
     let _ = stop_tls.send(());
+    let _ = stop_grpc_only.send(());
 
     let index = |name: &str| SCENARIOS.iter().position(|s| s.name == name).unwrap_or(0);
     // The median over the rounds of the per-round ratio a/b.
@@ -602,6 +687,8 @@ async fn run(options: Options) -> Result<serde_json::Value, String> {
     let layers_noop = ratio("errmap/noop", "bare/noop");
     let bare_hit_vs_noop = ratio("bare/hit", "bare/noop");
     let tls_hit_vs_plain = ratio("errmap-tls/hit", "errmap/hit");
+    let web_hit_vs_grpc = ratio("errmap-web/hit", "errmap/hit");
+    let web_support_cost = ratio("errmap/hit", "grpc-only/hit");
     let (largest_code, largest_size) = largest_bare_status();
 
     let serve = match &options.serve_binary {
@@ -643,6 +730,8 @@ async fn run(options: Options) -> Result<serde_json::Value, String> {
             "layers_noop": layers_noop,
             "bare_hit_vs_noop": bare_hit_vs_noop,
             "tls_hit_vs_plaintext_hit": tls_hit_vs_plain,
+            "grpc_web_hit_vs_grpc_hit": web_hit_vs_grpc,
+            "grpc_hit_with_vs_without_grpc_web": web_support_cost,
         },
         "new_connection_median_us": {
             "plaintext": plain_connection.as_micros() as u64,
@@ -673,14 +762,14 @@ async fn run(options: Options) -> Result<serde_json::Value, String> {
 
 fn print_text(report: &serde_json::Value) {
     println!(
-        "{:<13} {:>9} {:>12} {:>9} {:>9} {:>9}",
+        "{:<15} {:>9} {:>12} {:>9} {:>9} {:>9}",
         "scenario", "calls", "calls/s", "p50 µs", "p99 µs", "max µs"
     );
     if let Some(scenarios) = report["scenarios"].as_object() {
         for (name, s) in scenarios {
             let n = |k: &str| s[k].as_u64().unwrap_or(0);
             println!(
-                "{:<13} {:>9} {:>12.0} {:>9} {:>9} {:>9}",
+                "{:<15} {:>9} {:>12.0} {:>9} {:>9} {:>9}",
                 name,
                 n("calls"),
                 s["throughput"].as_f64().unwrap_or(0.0),
@@ -706,13 +795,15 @@ fn print_text(report: &serde_json::Value) {
         String::new()
     };
     println!(
-        "summary: hit/noop={:.3} (bare tonic {:.3}) miss/noop={:.3} layers+auth(hit)={:.3} layers(noop)={:.3} tls/plaintext(hit)={:.3} new connection: plaintext {}us, TLS {}us largest_status={}B{}",
+        "summary: hit/noop={:.3} (bare tonic {:.3}) miss/noop={:.3} layers+auth(hit)={:.3} layers(noop)={:.3} tls/plaintext(hit)={:.3} grpc-web/grpc(hit)={:.3} grpc(hit) with/without gRPC-Web={:.3} new connection: plaintext {}us, TLS {}us largest_status={}B{}",
         f(&r["hit_vs_noop"]),
         f(&r["bare_hit_vs_noop"]),
         f(&r["miss_vs_noop"]),
         f(&r["layers_and_auth_hit"]),
         f(&r["layers_noop"]),
         f(&r["tls_hit_vs_plaintext_hit"]),
+        f(&r["grpc_web_hit_vs_grpc_hit"]),
+        f(&r["grpc_hit_with_vs_without_grpc_web"]),
         report["new_connection_median_us"]["plaintext"],
         report["new_connection_median_us"]["tls"],
         report["largest_bare_status"]["bytes"],

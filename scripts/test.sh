@@ -4,7 +4,8 @@
 # of the proto contract. This is the README's test command; .ci/run calls it
 # as is. It installs what it needs: Python packages from PyPI into
 # target/interop/venv, Node packages from the npm registry into
-# tests/interop/node/node_modules (buf included).
+# tests/interop/node/node_modules (buf included) and examples/web/node_modules,
+# and Debian's chromium (apt-get) when /usr/bin/chromium is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -46,3 +47,22 @@ BUF="$ROOT/tests/interop/node/node_modules/.bin/buf"
 "$BUF" format --diff --exit-code
 "$BUF" breaking --against buf/errmap-v1.binpb
 echo "buf: lint, format and breaking passed"
+
+echo "==> Browser: examples/web in Debian's chromium (puppeteer-core, @connectrpc/connect-web)"
+CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
+if [ ! -x "$CHROMIUM" ]; then
+  echo "installing Debian's chromium (apt-get)"
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  CHROMIUM=/usr/bin/chromium
+fi
+"$CHROMIUM" --version
+export CHROMIUM
+(
+  cd examples/web
+  npm ci --no-audit --no-fund --loglevel=error
+  npm run build
+  npm test
+)

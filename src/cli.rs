@@ -333,8 +333,15 @@ struct ServeArgs {
     /// (repeatable; `*` for any origin): CORS allows the gRPC-Web request
     /// headers and exposes grpc-status, grpc-message and grpc-status-details-bin.
     /// Without it, no cross-origin access is granted.
-    #[arg(long = "cors-allow-origin", value_name = "ORIGIN")]
+    #[arg(
+        long = "cors-allow-origin",
+        value_name = "ORIGIN",
+        conflicts_with = "no_grpc_web"
+    )]
     cors_allow_origins: Vec<String>,
+    /// Serve gRPC only, over HTTP/2: no gRPC-Web, no HTTP/1.1.
+    #[arg(long)]
+    no_grpc_web: bool,
 }
 
 impl ServeArgs {
@@ -561,6 +568,7 @@ fn serve(args: ServeArgs) -> u8 {
         Ok(catalogs) => catalogs,
         Err(e) => return bad_input(&e),
     };
+    config.grpc_web = !args.no_grpc_web;
     if !args.cors_allow_origins.is_empty() {
         config.cors = match CorsConfig::new(&args.cors_allow_origins) {
             Ok(cors) => Some(cors),

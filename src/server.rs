@@ -36,7 +36,7 @@ use crate::{
     pb::{self, error_catalog_server::ErrorCatalogServer},
     service::CatalogService,
     tls::TlsConfig,
-    web::{CorsConfig, CorsLayer},
+    web::{CorsConfig, CorsLayer, WebLayer},
 };
 
 /// The name the lookup service is registered under, for health checks.
@@ -97,10 +97,13 @@ pub struct ServerConfig {
     /// TLS (and, with a client CA, mutual TLS); plaintext when `None`, the
     /// default. Reload it with [`TlsConfig::reload`].
     pub tls: Option<TlsConfig>,
-    /// The origins whose pages may call the server from a browser
-    /// (gRPC-Web with CORS, see [`crate::web`]). gRPC-Web itself is always
-    /// served, over HTTP/1.1 and HTTP/2, on the same port; without this no
-    /// cross-origin access is granted. Default `None`.
+    /// Whether browsers' gRPC-Web is served, over HTTP/1.1 and HTTP/2, on
+    /// the same port as gRPC (see [`crate::web`]). Off, the server speaks
+    /// HTTP/2 only. Default on.
+    pub grpc_web: bool,
+    /// The origins whose pages may call the server from a browser (CORS,
+    /// see [`crate::web`]); without this no cross-origin access is
+    /// granted. Default `None`.
     pub cors: Option<CorsConfig>,
 }
 
@@ -124,6 +127,7 @@ impl Default for ServerConfig {
             auth: None,
             catalogs: Catalogs::default(),
             tls: None,
+            grpc_web: true,
             cors: None,
         }
     }
@@ -142,7 +146,8 @@ pub struct ConfigError {
 impl ServerConfig {
     /// Checks every limit: a zero count or a zero duration would make the
     /// server unusable (no stream, no call, no message) or busy (a ping
-    /// loop), so each is refused with the flag that sets it.
+    /// loop), so each is refused with the flag that sets it. CORS without
+    /// gRPC-Web is refused too.
     ///
     /// ```
     /// let mut config = errmap::server::ServerConfig::default();
@@ -152,6 +157,10 @@ impl ServerConfig {
     ///     config.validate().unwrap_err().to_string(),
     ///     "--concurrency-limit must be at least 1"
     /// );
+    /// config.concurrency_limit = 1;
+    /// config.cors = Some(errmap::web::CorsConfig::any_origin());
+    /// config.grpc_web = false;
+    /// assert!(config.validate().unwrap_err().to_string().starts_with("--cors-allow-origin needs gRPC-Web"));
     /// ```
     pub fn validate(&self) -> Result<(), ConfigError> {
         let positive = |setting, ok: bool| {
@@ -188,6 +197,12 @@ impl ServerConfig {
             return Err(ConfigError {
                 setting: "--max-request-size",
                 problem: "must fit a gRPC message length (at most 4 GiB - 1)",
+            });
+        }
+        if self.cors.is_some() && !self.grpc_web {
+            return Err(ConfigError {
+                setting: "--cors-allow-origin",
+                problem: "needs gRPC-Web: browsers cannot call gRPC without it",
             });
         }
         Ok(())
@@ -455,7 +470,7 @@ async fn run(
     };
     let router = tonic::transport::Server::builder()
         // Browsers' gRPC-Web may come over HTTP/1.1.
-        .accept_http1(true)
+        .accept_http1(config.grpc_web)
         .max_concurrent_streams(config.max_concurrent_streams)
         .http2_max_header_list_size(config.max_header_list_size)
         .http2_keepalive_interval(Some(config.keepalive_interval))
@@ -466,7 +481,11 @@ async fn run(
         .layer(
             tower::ServiceBuilder::new()
                 .layer(cors)
-                .layer(tonic_web::GrpcWebLayer::new())
+                .layer(if config.grpc_web {
+                    WebLayer::new()
+                } else {
+                    WebLayer::disabled()
+                })
                 .layer(ErrorLayer::new().with_catalogs(config.catalogs.clone()))
                 .layer(admission.layer())
                 .layer(CatchPanicLayer::new())

@@ -393,6 +393,213 @@ where
     }
 }
 
+/// Sends browsers' gRPC-Web requests through `tonic_web` and gRPC straight
+/// to the inner service, so that a gRPC call pays one header check for
+/// gRPC-Web support and nothing more (`tonic_web::GrpcWebService` alone
+/// would box the bodies of every gRPC call). A request that is neither
+/// HTTP/2 nor gRPC-Web goes to `tonic_web` too, which answers it with 400.
+///
+/// [`ErrmapServer`](crate::server::ErrmapServer) puts it in front of
+/// errmap's layers; [`WebLayer::disabled`] turns gRPC-Web off.
+#[derive(Debug, Clone, Copy)]
+pub struct WebLayer {
+    enabled: bool,
+}
+
+impl WebLayer {
+    /// gRPC-Web on.
+    pub fn new() -> Self {
+        Self { enabled: true }
+    }
+
+    /// gRPC-Web off: every request goes straight to the inner service.
+    pub fn disabled() -> Self {
+        Self { enabled: false }
+    }
+}
+
+impl Default for WebLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<S: Clone> Layer<S> for WebLayer {
+    type Service = Web<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Web {
+            web: self
+                .enabled
+                .then(|| tonic_web::GrpcWebLayer::new().layer(inner.clone())),
+            grpc: inner,
+        }
+    }
+}
+
+/// The service made by [`WebLayer`].
+#[derive(Debug, Clone)]
+pub struct Web<S> {
+    web: Option<tonic_web::GrpcWebService<S>>,
+    grpc: S,
+}
+
+/// The error of a [`WebBody`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Whether `headers` carry one of the gRPC-Web content types.
+fn is_grpc_web(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc-web"))
+}
+
+impl<S, ResBody> Service<http::Request<tonic::body::Body>> for Web<S>
+where
+    S: Service<http::Request<tonic::body::Body>, Response = http::Response<ResBody>>,
+    ResBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError> + fmt::Display,
+{
+    type Response = http::Response<WebBody<ResBody>>;
+    type Error = S::Error;
+    type Future = WebFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        if let Some(web) = &mut self.web {
+            let web_ready = <tonic_web::GrpcWebService<S> as Service<
+                http::Request<tonic::body::Body>,
+            >>::poll_ready(web, cx)?;
+            if web_ready.is_pending() {
+                return Poll::Pending;
+            }
+        }
+        self.grpc.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        let kind = match &mut self.web {
+            Some(web)
+                if request.version() != http::Version::HTTP_2 || is_grpc_web(request.headers()) =>
+            {
+                WebKind::Web {
+                    future: web.call(request),
+                }
+            }
+            _ => WebKind::Grpc {
+                future: self.grpc.call(request),
+            },
+        };
+        WebFuture { kind }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`Web`].
+    pub struct WebFuture<F> {
+        #[pin]
+        kind: WebKind<F>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = WebKindProj]
+    enum WebKind<F> {
+        Web { #[pin] future: tonic_web::ResponseFuture<F> },
+        Grpc { #[pin] future: F },
+    }
+}
+
+impl<F, B, E> Future for WebFuture<F>
+where
+    F: Future<Output = Result<http::Response<B>, E>>,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<BoxError> + fmt::Display,
+{
+    type Output = Result<http::Response<WebBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            WebKindProj::Web { future } => future
+                .poll(cx)
+                .map_ok(|response| response.map(|body| WebBody::web(body))),
+            WebKindProj::Grpc { future } => future
+                .poll(cx)
+                .map_ok(|response| response.map(|body| WebBody::grpc(body))),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response body of [`Web`]: gRPC-Web's, or the inner service's
+    /// as it was.
+    pub struct WebBody<B> {
+        #[pin]
+        kind: WebBodyKind<B>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = WebBodyProj]
+    enum WebBodyKind<B> {
+        Web { #[pin] body: tonic::body::Body },
+        Grpc { #[pin] body: B },
+    }
+}
+
+impl<B> WebBody<B> {
+    fn web(body: tonic::body::Body) -> Self {
+        Self {
+            kind: WebBodyKind::Web { body },
+        }
+    }
+
+    fn grpc(body: B) -> Self {
+        Self {
+            kind: WebBodyKind::Grpc { body },
+        }
+    }
+}
+
+impl<B> Default for WebBody<B> {
+    /// An empty body (what a CORS preflight answer carries).
+    fn default() -> Self {
+        Self::web(tonic::body::Body::default())
+    }
+}
+
+impl<B> http_body::Body for WebBody<B>
+where
+    B: http_body::Body<Data = bytes::Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = bytes::Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        match self.project().kind.project() {
+            WebBodyProj::Web { body } => body.poll_frame(cx).map_err(Into::into),
+            WebBodyProj::Grpc { body } => body.poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            WebBodyKind::Web { body } => body.is_end_stream(),
+            WebBodyKind::Grpc { body } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match &self.kind {
+            WebBodyKind::Web { body } => body.size_hint(),
+            WebBodyKind::Grpc { body } => body.size_hint(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

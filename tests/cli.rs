@@ -419,6 +419,32 @@ fn a_jwt_key_needs_an_audience_and_a_long_enough_secret() {
 }
 
 #[test]
+fn serve_checks_cors_origins() {
+    for (origin, words) in [
+        ("app.example.com", "scheme://host"),
+        ("https://app.example.com/", "no path"),
+        ("ftp://app.example.com", "http or https"),
+    ] {
+        let (code, err) = serve_refused(&["--cors-allow-origin", origin]);
+        assert_eq!(code, Some(2), "{origin}: {err}");
+        assert!(
+            err.contains(words) && err.contains("--cors-allow-origin"),
+            "{origin}: {err}"
+        );
+    }
+    let (code, err) = serve_refused(&["--cors-allow-origin", "*", "--no-grpc-web"]);
+    assert_eq!(code, Some(2), "{err}");
+    // Good origins start.
+    let mut served = serve(&[
+        "--cors-allow-origin",
+        "https://app.example.com",
+        "--cors-allow-origin",
+        "http://127.0.0.1:8080",
+    ]);
+    served.stop();
+}
+
+#[test]
 fn serve_takes_a_host_name() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_errmap"))
         .args(["serve", "--addr", "localhost:0"])

@@ -414,3 +414,32 @@ async fn every_catalog_code_reads_back_through_grpc_web() {
     assert_eq!(seen.len(), ErrorCode::all().len());
     server.stop().await;
 }
+
+#[tokio::test]
+async fn grpc_web_can_be_turned_off() {
+    let mut config = ServerConfig::default();
+    config.grpc_web = false;
+    let server = TestServer::start(config).await;
+    // HTTP/1.1 is not spoken: the connection closes without an answer.
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let request = format!(
+        "{}\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+        post("application/grpc-web", &[])
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
+        .await
+        .expect("the server closes the connection within 10 s");
+    assert!(
+        !raw.starts_with(b"HTTP/1.1"),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
+    // gRPC works as before.
+    let mut client =
+        errmap::pb::error_catalog_client::ErrorCatalogClient::new(server.channel().await);
+    let found = client.get_error(get_error(11)).await.unwrap().into_inner();
+    assert_eq!(found.error.unwrap().name, "AUTH_EXPIRED_TOKEN");
+    server.stop().await;
+}

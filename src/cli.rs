@@ -342,6 +342,15 @@ struct ServeArgs {
     /// Serve gRPC only, over HTTP/2: no gRPC-Web, no HTTP/1.1.
     #[arg(long)]
     no_grpc_web: bool,
+    /// The shape of the HTTP/JSON API's errors when Accept does not ask for
+    /// application/problem+json: legacy ({"v", "error": {...}}), google (AIP-193)
+    /// or problem (RFC 9457).
+    #[arg(long, default_value = "legacy", value_parser = ["legacy", "google", "problem"])]
+    http_error_format: String,
+    /// The public URL of this server's catalog pages (e.g.
+    /// https://errors.example.com): every error links to URL/errors/NAME.
+    #[arg(long, value_name = "URL")]
+    public_url: Option<String>,
 }
 
 impl ServeArgs {
@@ -531,6 +540,24 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("the tokio runtime starts")
 }
 
+/// `--public-url`: an absolute http(s) URL without query or fragment,
+/// returned without a trailing slash.
+fn check_public_url(url: &str) -> Result<String, String> {
+    let url = url.trim().trim_end_matches('/');
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("--public-url {url:?}: not a URL: {e}"))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+        return Err(format!(
+            "--public-url {url:?}: give an absolute http:// or https:// URL, e.g. https://errors.example.com"
+        ));
+    }
+    if uri.query().is_some() || url.contains('#') {
+        return Err(format!("--public-url {url:?}: no query or fragment"));
+    }
+    Ok(url.to_owned())
+}
+
 fn serve(args: ServeArgs) -> u8 {
     let verifier = match args.verifier() {
         Ok(verifier) => verifier,
@@ -569,6 +596,14 @@ fn serve(args: ServeArgs) -> u8 {
         Err(e) => return bad_input(&e),
     };
     config.grpc_web = !args.no_grpc_web;
+    config.http_error_format =
+        errmap::http_error::Shape::from_name(&args.http_error_format).unwrap_or_default();
+    if let Some(url) = &args.public_url {
+        match check_public_url(url) {
+            Ok(url) => config.public_url = Some(url),
+            Err(e) => return bad_input(&e),
+        }
+    }
     if !args.cors_allow_origins.is_empty() {
         config.cors = match CorsConfig::new(&args.cors_allow_origins) {
             Ok(cors) => Some(cors),

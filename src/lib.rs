@@ -68,6 +68,7 @@ pub mod auth;
 pub mod catalog;
 pub mod catalogs;
 pub mod details;
+pub mod http_api;
 pub mod http_error;
 pub mod layer;
 pub mod listener;

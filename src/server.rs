@@ -30,6 +30,8 @@ use crate::{
     admission::{Admission, AdmissionConfig, RouteTable},
     auth::AuthInterceptor,
     catalogs::Catalogs,
+    http_api::HttpApi,
+    http_error::{HttpErrors, Shape},
     layer::ErrorLayer,
     listener::{self, ListenerConfig},
     panic::CatchPanicLayer,
@@ -105,6 +107,13 @@ pub struct ServerConfig {
     /// see [`crate::web`]); without this no cross-origin access is
     /// granted. Default `None`.
     pub cors: Option<CorsConfig>,
+    /// The shape of the HTTP/JSON API's errors when `Accept` does not ask
+    /// for RFC 9457 (see [`crate::http_api`]). Default the legacy body.
+    pub http_error_format: Shape,
+    /// The public URL of this server's catalog pages, e.g.
+    /// `https://errors.example.com`: RFC 9457's `type` links to
+    /// `{url}/errors/{NAME}`. Default none.
+    pub public_url: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -129,6 +138,8 @@ impl Default for ServerConfig {
             tls: None,
             grpc_web: true,
             cors: None,
+            http_error_format: Shape::Legacy,
+            public_url: None,
         }
     }
 }
@@ -464,6 +475,11 @@ async fn run(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
 
+    let mut http_errors =
+        HttpErrors::new(config.catalogs.clone()).with_default_shape(config.http_error_format);
+    if let Some(url) = &config.public_url {
+        http_errors = http_errors.with_public_url(url.clone());
+    }
     let cors = match &config.cors {
         Some(cors) => cors.layer(),
         None => CorsLayer::disabled(),
@@ -481,11 +497,14 @@ async fn run(
         .layer(
             tower::ServiceBuilder::new()
                 .layer(cors)
-                .layer(if config.grpc_web {
-                    WebLayer::new()
-                } else {
-                    WebLayer::disabled()
-                })
+                .layer(
+                    if config.grpc_web {
+                        WebLayer::new()
+                    } else {
+                        WebLayer::disabled()
+                    }
+                    .with_http_api(HttpApi::new(config.catalogs.clone(), http_errors)),
+                )
                 .layer(ErrorLayer::new().with_catalogs(config.catalogs.clone()))
                 .layer(admission.layer())
                 .layer(CatchPanicLayer::new())

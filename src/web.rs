@@ -64,6 +64,8 @@ use std::{
 };
 
 use http::{header, HeaderName, HeaderValue, Method, StatusCode};
+
+use crate::http_api::HttpApi;
 use tower::{Layer, Service};
 
 /// The request headers a gRPC-Web client may send cross-origin: the
@@ -401,20 +403,34 @@ where
 ///
 /// [`ErrmapServer`](crate::server::ErrmapServer) puts it in front of
 /// errmap's layers; [`WebLayer::disabled`] turns gRPC-Web off.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct WebLayer {
     enabled: bool,
+    http: Option<Arc<HttpApi>>,
 }
 
 impl WebLayer {
     /// gRPC-Web on.
     pub fn new() -> Self {
-        Self { enabled: true }
+        Self {
+            enabled: true,
+            http: None,
+        }
     }
 
     /// gRPC-Web off: every request goes straight to the inner service.
     pub fn disabled() -> Self {
-        Self { enabled: false }
+        Self {
+            enabled: false,
+            http: None,
+        }
+    }
+
+    /// Also serves the HTTP/JSON lookup API and the catalog pages
+    /// ([`HttpApi`]) on `GET`s of their paths.
+    pub fn with_http_api(mut self, api: HttpApi) -> Self {
+        self.http = Some(Arc::new(api));
+        self
     }
 }
 
@@ -432,6 +448,7 @@ impl<S: Clone> Layer<S> for WebLayer {
             web: self
                 .enabled
                 .then(|| tonic_web::GrpcWebLayer::new().layer(inner.clone())),
+            http: self.http.clone(),
             grpc: inner,
         }
     }
@@ -441,6 +458,7 @@ impl<S: Clone> Layer<S> for WebLayer {
 #[derive(Debug, Clone)]
 pub struct Web<S> {
     web: Option<tonic_web::GrpcWebService<S>>,
+    http: Option<Arc<HttpApi>>,
     grpc: S,
 }
 
@@ -456,7 +474,11 @@ fn is_grpc_web(headers: &http::HeaderMap) -> bool {
 
 impl<S, ResBody> Service<http::Request<tonic::body::Body>> for Web<S>
 where
-    S: Service<http::Request<tonic::body::Body>, Response = http::Response<ResBody>>,
+    S: Service<http::Request<tonic::body::Body>, Response = http::Response<ResBody>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
     ResBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     ResBody::Error: Into<BoxError> + fmt::Display,
 {
@@ -477,6 +499,18 @@ where
     }
 
     fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        if let Some(api) = self.http.as_ref().filter(|_| HttpApi::handles(&request)) {
+            let api = api.clone();
+            // The clone takes the place of the service that was polled
+            // ready; the gRPC calls the API makes go through it.
+            let clone = self.grpc.clone();
+            let grpc = std::mem::replace(&mut self.grpc, clone);
+            return WebFuture {
+                kind: WebKind::Http {
+                    future: Box::pin(async move { api.call(grpc, request).await }),
+                },
+            };
+        }
         let kind = match &mut self.web {
             Some(web)
                 if request.version() != http::Version::HTTP_2 || is_grpc_web(request.headers()) =>
@@ -506,6 +540,7 @@ pin_project_lite::pin_project! {
     enum WebKind<F> {
         Web { #[pin] future: tonic_web::ResponseFuture<F> },
         Grpc { #[pin] future: F },
+        Http { future: Pin<Box<dyn Future<Output = http::Response<String>> + Send>> },
     }
 }
 
@@ -525,6 +560,9 @@ where
             WebKindProj::Grpc { future } => future
                 .poll(cx)
                 .map_ok(|response| response.map(|body| WebBody::grpc(body))),
+            WebKindProj::Http { future } => future.as_mut().poll(cx).map(|response| {
+                Ok(response.map(|body| WebBody::web(tonic::body::Body::new(body))))
+            }),
         }
     }
 }

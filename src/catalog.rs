@@ -461,6 +461,7 @@ impl CatalogTable {
     /// into [`locales`](Self::locales)); all of them are made on first use.
     pub(crate) fn prebuilt(&self, index: usize, locale: usize) -> &Prebuilt {
         let all = self.prebuilt.get_or_init(|| {
+            crate::status::PREBUILT_STARTED.store(true, std::sync::atomic::Ordering::SeqCst);
             self.locales
                 .tags()
                 .iter()

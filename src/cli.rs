@@ -600,7 +600,13 @@ fn serve(args: ServeArgs) -> u8 {
         errmap::http_error::Shape::from_name(&args.http_error_format).unwrap_or_default();
     if let Some(url) = &args.public_url {
         match check_public_url(url) {
-            Ok(url) => config.public_url = Some(url),
+            Ok(url) => {
+                // Before any status is built: the link is pre-encoded.
+                if let Err(e) = errmap::status::set_help_base_url(&url) {
+                    return bad_input(&format!("--public-url: {e}"));
+                }
+                config.public_url = Some(url);
+            }
             Err(e) => return bad_input(&e),
         }
     }

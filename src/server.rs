@@ -111,8 +111,11 @@ pub struct ServerConfig {
     /// for RFC 9457 (see [`crate::http_api`]). Default the legacy body.
     pub http_error_format: Shape,
     /// The public URL of this server's catalog pages, e.g.
-    /// `https://errors.example.com`: RFC 9457's `type` links to
-    /// `{url}/errors/{NAME}`. Default none.
+    /// `https://errors.example.com`: every catalog status carries a
+    /// `google.rpc.Help` link to `{url}/errors/{NAME}` (see
+    /// [`set_help_base_url`](crate::status::set_help_base_url), which must
+    /// run before the first status is built), and RFC 9457's `type` is that
+    /// page. Default none.
     pub public_url: Option<String>,
 }
 
@@ -479,6 +482,9 @@ async fn run(
         HttpErrors::new(config.catalogs.clone()).with_default_shape(config.http_error_format);
     if let Some(url) = &config.public_url {
         http_errors = http_errors.with_public_url(url.clone());
+        if let Err(error) = crate::status::set_help_base_url(url) {
+            tracing::warn!(%error, "statuses carry no Help link to the catalog pages");
+        }
     }
     let cors = match &config.cors {
         Some(cors) => cors.layer(),

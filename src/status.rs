@@ -40,7 +40,13 @@
 //! # }
 //! ```
 
-use std::borrow::Cow;
+use std::{
+    borrow::Cow,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        OnceLock,
+    },
+};
 
 use bytes::Bytes;
 use prost::Message as _;
@@ -123,6 +129,68 @@ pub fn is_valid_metadata_key(key: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'_')
 }
 
+/// The base URL of the catalog pages, set once by
+/// [`set_help_base_url`].
+static HELP_BASE_URL: OnceLock<String> = OnceLock::new();
+
+/// Whether a status has been pre-encoded yet (the base URL must be set
+/// before).
+pub(crate) static PREBUILT_STARTED: AtomicBool = AtomicBool::new(false);
+
+/// Why [`set_help_base_url`] refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HelpUrlError {
+    /// A different base URL was set before.
+    #[error("the help base URL is already {0:?}")]
+    AlreadySet(String),
+    /// Statuses were built before: they are pre-encoded once, without the
+    /// link.
+    #[error("statuses were built before the help base URL was set; set it first, at start-up")]
+    TooLate,
+}
+
+/// Makes every catalog status carry a `google.rpc.Help` link to the page
+/// of its code, `{url}/errors/{NAME}` (the pages of `errmap serve`, at
+/// `--public-url`). The link is pre-encoded with the rest of the status, so
+/// call this once at start-up, before any status is built; setting the
+/// same URL again is a no-op.
+///
+/// A builder's own [`help_link`](StatusBuilder::help_link)s go into the
+/// same `Help` detail, after the catalog's.
+pub fn set_help_base_url(url: &str) -> Result<(), HelpUrlError> {
+    let url = url.trim().trim_end_matches('/');
+    if let Some(current) = HELP_BASE_URL.get() {
+        return if current == url {
+            Ok(())
+        } else {
+            Err(HelpUrlError::AlreadySet(current.clone()))
+        };
+    }
+    if PREBUILT_STARTED.load(Ordering::SeqCst) {
+        return Err(HelpUrlError::TooLate);
+    }
+    let _ = HELP_BASE_URL.set(url.to_owned());
+    match HELP_BASE_URL.get() {
+        Some(current) if current == url => Ok(()),
+        Some(current) => Err(HelpUrlError::AlreadySet(current.clone())),
+        None => Err(HelpUrlError::TooLate),
+    }
+}
+
+/// The base URL set by [`set_help_base_url`], if any.
+pub fn help_base_url() -> Option<&'static str> {
+    HELP_BASE_URL.get().map(String::as_str)
+}
+
+/// The catalog's `Help` link of `entry`, when a base URL is set.
+fn catalog_link(entry: &CatalogEntry) -> Option<Link> {
+    help_base_url().map(|base| Link {
+        description: format!("{} ({}) in the error catalog", entry.name(), entry.number()),
+        url: format!("{base}/errors/{}", entry.name()),
+    })
+}
+
 /// The parts of a code's status that never change, encoded once per code
 /// and locale and kept for the life of the process (catalogs are never
 /// unloaded).
@@ -134,6 +202,8 @@ pub(crate) struct Prebuilt {
     /// The `details` entries that follow it: `LocalizedMessage`, and
     /// `RetryInfo` where the code has a delay.
     rest: &'static [u8],
+    /// The `Help` entry with the catalog link, or nothing.
+    help: &'static [u8],
 }
 
 fn leak(buf: Vec<u8>) -> &'static [u8] {
@@ -161,18 +231,25 @@ impl Prebuilt {
             wire::put_any_detail(&mut rest, wire::RETRY_INFO, &retry);
         }
         let rest = leak(rest);
+        let mut help = Vec::new();
+        if let Some(link) = catalog_link(entry) {
+            let detail = Help { links: vec![link] };
+            wire::put_any_detail(&mut help, wire::HELP, &detail.encode_to_vec());
+        }
+        let help = leak(help);
 
         let status = leak(encode_status(
             entry.grpc_code(),
             entry.message(),
             error_info,
             rest,
-            &[],
+            help,
         ));
         Prebuilt {
             status: Bytes::from_static(status),
             error_info,
             rest,
+            help,
         }
     }
 }
@@ -384,29 +461,35 @@ impl StatusBuilder {
             };
             wire::put_any_detail(&mut extra, wire::BAD_REQUEST, &bad_request.encode_to_vec());
         }
+        // One Help detail: the catalog's link, then the caller's.
+        let mut help: &[u8] = pre.help;
         if !self.links.is_empty() {
-            let help = Help { links: self.links };
-            wire::put_any_detail(&mut extra, wire::HELP, &help.encode_to_vec());
+            let mut links: Vec<Link> = catalog_link(entry).into_iter().collect();
+            links.extend(self.links);
+            let detail = Help { links };
+            wire::put_any_detail(&mut extra, wire::HELP, &detail.encode_to_vec());
+            help = &[];
         }
 
         let details = if self.message.is_none() && self.metadata.is_empty() && extra.is_empty() {
             pre.status.clone()
-        } else if self.metadata.is_empty() {
-            Bytes::from(encode_status(
-                entry.grpc_code(),
-                message,
-                pre.error_info,
-                pre.rest,
-                &extra,
-            ))
         } else {
-            let info = encode_error_info_detail(self.table.domain(), entry, &self.metadata);
+            let info;
+            let error_info: &[u8] = if self.metadata.is_empty() {
+                pre.error_info
+            } else {
+                info = encode_error_info_detail(self.table.domain(), entry, &self.metadata);
+                &info
+            };
+            let mut tail = Vec::with_capacity(help.len() + extra.len());
+            tail.extend_from_slice(help);
+            tail.extend_from_slice(&extra);
             Bytes::from(encode_status(
                 entry.grpc_code(),
                 message,
-                &info,
+                error_info,
                 pre.rest,
-                &extra,
+                &tail,
             ))
         };
 
@@ -447,7 +530,13 @@ pub(crate) fn with_grpc_code<C: Catalog>(
     }
     let table = C::table();
     let pre = table.prebuilt(code.index(), table.negotiate_index(from));
-    let details = encode_status(grpc_code, entry.message(), pre.error_info, pre.rest, &[]);
+    let details = encode_status(
+        grpc_code,
+        entry.message(),
+        pre.error_info,
+        pre.rest,
+        pre.help,
+    );
     Status::with_details(grpc_code, entry.message(), Bytes::from(details))
 }
 

@@ -121,3 +121,17 @@ fn the_api_version_and_default_shape_are_settings() {
     let body: serde_json::Value = serde_json::from_str(response.body()).unwrap();
     assert_eq!(body["error"]["status"], "NOT_FOUND");
 }
+
+#[test]
+fn the_help_url_must_be_set_before_the_first_status() {
+    let _ = ErrorCode::ApiItemNotFound.to_status();
+    assert_eq!(
+        errmap::status::set_help_base_url("https://late.example.com"),
+        Err(errmap::status::HelpUrlError::TooLate)
+    );
+    assert_eq!(errmap::status::help_base_url(), None);
+    // So statuses carry no Help link.
+    let details =
+        errmap::ErrorDetails::decode(ErrorCode::ApiItemNotFound.to_status().details()).unwrap();
+    assert!(details.help().is_none());
+}

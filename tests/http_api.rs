@@ -1,0 +1,348 @@
+//! Issue 15 on a real server: the HTTP/JSON lookup API and the catalog
+//! pages on the gRPC port, read with hyper's HTTP/1.1 client, and the Help
+//! links of `--public-url`.
+
+mod common;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::{binary, TestServer};
+use errmap::{
+    auth::{AuthInterceptor, JwtVerifier},
+    http_error::Shape,
+    pb::{error_catalog_client::ErrorCatalogClient, get_error_request::Key, GetErrorRequest},
+    server::ServerConfig,
+    Catalog as _, ErrorCode, ErrorStatusExt as _,
+};
+use http_body_util::BodyExt as _;
+use serde_json::Value;
+
+struct Reply {
+    status: u16,
+    headers: http::HeaderMap,
+    body: String,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+}
+
+/// A GET over HTTP/1.1 with hyper's client.
+async fn get(url: &str, headers: &[(&str, &str)]) -> Reply {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let mut request = http::Request::get(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.request(request.body(http_body_util::Empty::new()).unwrap()),
+    )
+    .await
+    .expect("an answer within 10 s")
+    .unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8(body.to_vec()).unwrap(),
+    }
+}
+
+fn base(server: &TestServer) -> String {
+    format!("http://{}", server.addr)
+}
+
+#[tokio::test]
+async fn lookup_hit_miss_and_list_over_http() {
+    let server = TestServer::start_default().await;
+    let url = base(&server);
+
+    // A hit, by number and by name (any case): the descriptor as proto3 JSON.
+    for key in ["11", "AUTH_EXPIRED_TOKEN", "auth_expired_token"] {
+        let hit = get(&format!("{url}/v1/errors/{key}"), &[]).await;
+        assert_eq!(hit.status, 200, "{key}: {}", hit.body);
+        assert_eq!(hit.headers["content-type"], "application/json");
+        let d = &hit.json()["error"];
+        assert_eq!(d["name"], "AUTH_EXPIRED_TOKEN");
+        assert_eq!(
+            d["code"], "AUTH_EXPIRED_TOKEN",
+            "proto3 JSON writes enums by name"
+        );
+        assert_eq!(d["httpStatus"], 400);
+        assert_eq!(d["locale"], "en-US");
+    }
+    // In the caller's language.
+    let hit = get(&format!("{url}/v1/errors/11"), &[("accept-language", "ru")]).await;
+    assert_eq!(hit.json()["error"]["locale"], "ru-RU");
+
+    // A miss: the legacy body by default, 404 from the catalog.
+    let miss = get(&format!("{url}/v1/errors/48"), &[]).await;
+    assert_eq!(miss.status, 404);
+    let body = miss.json();
+    assert_eq!(body["v"], "1");
+    assert_eq!(body["error"]["code"], 47);
+    assert_eq!(body["error"]["status"], 404);
+
+    // A list, filtered, checked against the catalog.
+    let listed = get(&format!("{url}/v1/errors?category=oauth"), &[]).await;
+    assert_eq!(listed.status, 200);
+    let names: Vec<String> = listed.json()["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap().to_owned())
+        .collect();
+    let oauth: Vec<String> = ErrorCode::all()
+        .filter(|c| c.entry().category() == "oauth")
+        .map(|c| c.entry().name().to_owned())
+        .collect();
+    assert_eq!(names, oauth);
+    let all = get(&format!("{url}/v1/errors"), &[]).await;
+    assert_eq!(
+        all.json()["errors"].as_array().unwrap().len(),
+        ErrorCode::all().len()
+    );
+
+    // A bad category and a bad domain are mapped errors too.
+    let bad = get(&format!("{url}/v1/errors?category=nope"), &[]).await;
+    assert_eq!(bad.status, 400);
+    assert_eq!(bad.json()["error"]["code"], 40);
+    let bad = get(&format!("{url}/v1/errors/1?domain=no.such.domain"), &[]).await;
+    assert_eq!(bad.status, 404);
+    assert_eq!(bad.json()["error"]["code"], 47);
+
+    // gRPC still works on the same port.
+    let mut client = ErrorCatalogClient::new(server.channel().await);
+    let found = client
+        .get_error(GetErrorRequest {
+            key: Some(Key::Code(11)),
+            domain: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(found.error.unwrap().name, "AUTH_EXPIRED_TOKEN");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn accept_and_the_default_format_pick_the_shape() {
+    let mut config = ServerConfig::default();
+    config.http_error_format = Shape::Google;
+    let server = TestServer::start(config).await;
+    let url = format!("{}/v1/errors/48", base(&server));
+
+    let google = get(&url, &[]).await;
+    assert_eq!(google.headers["content-type"], "application/json");
+    let body = google.json();
+    assert_eq!(body["error"]["status"], "NOT_FOUND");
+    assert_eq!(
+        body["error"]["details"][0]["@type"],
+        "type.googleapis.com/google.rpc.ErrorInfo"
+    );
+
+    let problem = get(&url, &[("accept", "application/problem+json")]).await;
+    assert_eq!(problem.headers["content-type"], "application/problem+json");
+    let body = problem.json();
+    assert_eq!(body["reason"], "API_ITEM_NOT_FOUND");
+    assert_eq!(body["status"], 404);
+    assert_eq!(body["type"], "about:blank");
+
+    // q=0 refuses problem+json: the default again.
+    let refused = get(&url, &[("accept", "application/problem+json;q=0")]).await;
+    assert_eq!(refused.headers["content-type"], "application/json");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn tokens_come_from_the_header_or_the_query() {
+    let secret: &[u8] = b"http api secret, 32 bytes or more";
+    let mut config = ServerConfig::default();
+    config.auth = Some(AuthInterceptor::new(JwtVerifier::hs256(secret)));
+    let server = TestServer::start(config).await;
+    let url = format!("{}/v1/errors/11", base(&server));
+    let token = |offset: i64| {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &serde_json::json!({"sub": "http", "exp": now + offset}),
+            &jsonwebtoken::EncodingKey::from_secret(secret),
+        )
+        .unwrap()
+    };
+
+    let anonymous = get(&url, &[]).await;
+    assert_eq!(anonymous.status, 401);
+    assert_eq!(anonymous.headers["www-authenticate"], "Bearer");
+    assert_eq!(anonymous.json()["error"]["code"], 21);
+
+    let expired = get(
+        &url,
+        &[("authorization", &format!("Bearer {}", token(-600)))],
+    )
+    .await;
+    assert_eq!(expired.status, 400, "11 was 400 in the legacy API");
+    assert_eq!(
+        expired.headers["www-authenticate"],
+        "Bearer error=\"invalid_token\""
+    );
+    assert_eq!(expired.json()["error"]["code"], 11);
+
+    let by_header = get(
+        &url,
+        &[("authorization", &format!("Bearer {}", token(600)))],
+    )
+    .await;
+    assert_eq!(by_header.status, 200, "{}", by_header.body);
+    let by_query = get(&format!("{url}?token={}", token(600)), &[]).await;
+    assert_eq!(by_query.status, 200, "{}", by_query.body);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn admission_limits_apply_to_the_http_api() {
+    let mut config = ServerConfig::default();
+    config.concurrency_limit = 1;
+    let server = TestServer::start(config).await;
+    let channel = server.channel().await;
+    let slow = server.start_slow(&channel, 3000, 1).await;
+    let shed = get(&format!("{}/v1/errors/11", base(&server)), &[]).await;
+    assert_eq!(shed.status, 429);
+    assert_eq!(shed.headers["retry-after"], "1");
+    assert_eq!(shed.json()["error"]["code"], 44);
+    for call in slow {
+        call.await.unwrap().unwrap();
+    }
+    server.stop().await;
+}
+
+/// The `<tr id="NAME">` rows of a catalog page.
+fn rows(page: &str) -> Vec<String> {
+    page.split("<tr id=\"")
+        .skip(1)
+        .map(|rest| rest[..rest.find('"').unwrap()].to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_catalog_pages() {
+    let server = TestServer::start_default().await;
+    let url = base(&server);
+
+    let index = get(&format!("{url}/"), &[]).await;
+    assert_eq!(index.status, 200);
+    assert_eq!(index.headers["content-type"], "text/html; charset=utf-8");
+    assert!(index.body.len() < 50 * 1024, "{} bytes", index.body.len());
+    let listed = rows(&index.body);
+    let catalog: Vec<String> = ErrorCode::all()
+        .map(|c| c.entry().name().to_owned())
+        .collect();
+    assert_eq!(listed, catalog, "every code, in code order");
+    for code in ErrorCode::all() {
+        assert!(index
+            .body
+            .contains(&format!("href=\"/errors/{}\"", code.entry().name())));
+    }
+
+    // Filters, without JavaScript: by category, by text, both.
+    let oauth = get(&format!("{url}/?category=oauth"), &[]).await;
+    let want: Vec<String> = ErrorCode::all()
+        .filter(|c| c.entry().category() == "oauth")
+        .map(|c| c.entry().name().to_owned())
+        .collect();
+    assert_eq!(rows(&oauth.body), want);
+    let text = get(&format!("{url}/?q=Expired"), &[]).await;
+    let want: Vec<String> = ErrorCode::all()
+        .map(|c| c.entry())
+        .filter(|e| {
+            e.name().to_lowercase().contains("expired")
+                || e.message().to_lowercase().contains("expired")
+        })
+        .map(|e| e.name().to_owned())
+        .collect();
+    assert!(want.contains(&"AUTH_EXPIRED_TOKEN".to_owned()));
+    assert_eq!(rows(&text.body), want);
+    let none = get(&format!("{url}/?category=oauth&q=expired"), &[]).await;
+    assert!(rows(&none.body).is_empty());
+
+    // In Russian: by Accept-Language, or by the switch's ?lang=.
+    let russian = get(&format!("{url}/?q=expired"), &[("accept-language", "ru")]).await;
+    assert!(russian.body.contains("<html lang=\"ru-RU\">"));
+    assert!(russian.body.contains(
+        ErrorCode::AuthExpiredToken
+            .entry()
+            .message_in("ru-RU")
+            .unwrap()
+    ));
+    let switched = get(&format!("{url}/errors/AUTH_EXPIRED_TOKEN?lang=ru-RU"), &[]).await;
+    assert!(switched.body.contains("<html lang=\"ru-RU\">"));
+    assert!(switched.body.contains("hreflang=\"en-US\""));
+
+    // One code's page, with what a client should do.
+    let page = get(&format!("{url}/errors/API_TOO_MANY_REQUESTS"), &[]).await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.len() < 50 * 1024);
+    assert!(page
+        .body
+        .contains("<h1><code>API_TOO_MANY_REQUESTS</code> (44)</h1>"));
+    assert!(page.body.contains("Wait at least 1 s"));
+
+    // An unknown code's page: 404, mapped.
+    let missing = get(&format!("{url}/errors/NO_SUCH_CODE"), &[]).await;
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.json()["error"]["code"], 47);
+
+    // Peer text never reaches the page unescaped.
+    let hostile = get(&format!("{url}/?q=%3Cscript%3Ealert(1)%3C/script%3E"), &[]).await;
+    assert!(!hostile.body.contains("<script>"));
+    assert!(hostile.body.contains("&#60;script&#62;") || hostile.body.contains("&lt;script&gt;"));
+    server.stop().await;
+}
+
+#[test]
+fn with_public_url_every_error_links_to_its_page_and_the_link_resolves() {
+    let mut served = binary::serve(&["--public-url", "http://errors.example.test/"]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let url = served.url();
+        let mut client = ErrorCatalogClient::connect(url.clone()).await.unwrap();
+        let status = client
+            .get_error(GetErrorRequest {
+                key: Some(Key::Code(48)),
+                domain: None,
+            })
+            .await
+            .unwrap_err();
+        let details = status.check_error_details().unwrap();
+        let links = &details.help().expect("a Help detail").links;
+        assert_eq!(links.len(), 1);
+        assert_eq!(
+            links[0].url,
+            "http://errors.example.test/errors/API_ITEM_NOT_FOUND"
+        );
+        // The link's path resolves on the running server.
+        let path = links[0]
+            .url
+            .trim_start_matches("http://errors.example.test");
+        let page = get(&format!("{url}{path}"), &[]).await;
+        assert_eq!(page.status, 200);
+        assert!(page.body.contains("API_ITEM_NOT_FOUND"));
+        // RFC 9457's type is the same page.
+        let problem = get(
+            &format!("{url}/v1/errors/48"),
+            &[("accept", "application/problem+json")],
+        )
+        .await;
+        assert_eq!(problem.json()["type"], links[0].url);
+    });
+    served.stop();
+}

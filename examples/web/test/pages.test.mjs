@@ -1,0 +1,131 @@
+// The catalog pages of `errmap serve` (issue 15) in Debian's Chromium:
+// the DOM of `/` and of one code's page, the filter, a phone-sized
+// viewport, screenshots kept as test artifacts (target/test-artifacts/),
+// and the HTML checked by html-validate.
+//
+// ERRMAP_BIN: the errmap binary (default ../../target/debug/errmap);
+// CHROMIUM: the browser (default /usr/bin/chromium).
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import puppeteer from 'puppeteer-core';
+import { HtmlValidate } from 'html-validate';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const ROOT = path.resolve(HERE, '../../..');
+const BIN = process.env.ERRMAP_BIN ?? path.join(ROOT, 'target/debug/errmap');
+const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+const ARTIFACTS = path.join(ROOT, 'target/test-artifacts');
+
+let server;
+let proc;
+let browser;
+
+before(async () => {
+  proc = spawn(BIN, ['serve', '--addr', '127.0.0.1:0'], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
+  });
+  const addr = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('errmap serve printed no address')), 30000);
+    createInterface({ input: proc.stdout }).once('line', (line) => {
+      clearTimeout(timer);
+      resolve(line.trim());
+    });
+  });
+  server = `http://${addr}`;
+  fs.mkdirSync(ARTIFACTS, { recursive: true });
+  browser = await puppeteer.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    userDataDir: fs.mkdtempSync(path.join(os.tmpdir(), 'errmap-pages-')),
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  proc?.kill('SIGTERM');
+});
+
+/** The catalog, from the server's own HTTP API. */
+async function catalog() {
+  const response = await fetch(`${server}/v1/errors`);
+  assert.equal(response.status, 200);
+  return (await response.json()).errors;
+}
+
+const rowNames = (page) =>
+  page.$$eval('tbody tr', (rows) => rows.map((r) => r.id));
+
+test('the index lists every code, filters, and fits a phone', async () => {
+  const codes = await catalog();
+  const page = await browser.newPage();
+  await page.setViewport({ width: 375, height: 812, deviceScaleFactor: 1 });
+  await page.goto(`${server}/`, { waitUntil: 'load' });
+  assert.equal(await page.$eval('h1', (h) => h.textContent), 'Error codes');
+  assert.deepEqual(await rowNames(page), codes.map((d) => d.name));
+  // No horizontal scrolling of the page itself: the table scrolls in its box.
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(overflow <= 0, `the page is ${overflow}px wider than the phone`);
+  await page.screenshot({ path: path.join(ARTIFACTS, 'catalog-phone.png'), fullPage: true });
+
+  // The filter is a plain form: choose a category, submit.
+  await page.select('#category', 'oauth');
+  await Promise.all([page.waitForNavigation(), page.click('button[type=submit]')]);
+  assert.match(page.url(), /category=oauth/);
+  assert.deepEqual(
+    await rowNames(page),
+    codes.filter((d) => d.category === 'oauth').map((d) => d.name),
+  );
+  // A row links to the code's page.
+  await Promise.all([page.waitForNavigation(), page.click('tbody tr th a')]);
+  assert.match(page.url(), /\/errors\/OAUTH_/);
+  await page.close();
+});
+
+test('one code page, in English and in Russian', async () => {
+  const page = await browser.newPage();
+  await page.setViewport({ width: 1024, height: 768 });
+  await page.goto(`${server}/errors/API_TOO_MANY_REQUESTS`, { waitUntil: 'load' });
+  assert.equal(await page.$eval('html', (h) => h.lang), 'en-US');
+  assert.equal(await page.$eval('#code', (d) => d.textContent), '44');
+  assert.match(await page.$eval('#advice', (p) => p.textContent), /Wait at least 1 s/);
+  await page.screenshot({ path: path.join(ARTIFACTS, 'error-page.png'), fullPage: true });
+  // The language switch.
+  await Promise.all([page.waitForNavigation(), page.click('nav a[hreflang="ru-RU"]')]);
+  assert.equal(await page.$eval('html', (h) => h.lang), 'ru-RU');
+  assert.match(await page.$eval('#message', (p) => p.textContent), /[а-яё]/i);
+  await page.close();
+  for (const name of ['catalog-phone.png', 'error-page.png']) {
+    assert.ok(fs.statSync(path.join(ARTIFACTS, name)).size > 1000, `${name} saved`);
+  }
+});
+
+test('the pages are valid HTML and small', async () => {
+  const validator = new HtmlValidate({ extends: ['html-validate:recommended'] });
+  for (const url of ['/', '/?category=auth_token&q=token', '/errors/AUTH_EXPIRED_TOKEN', '/errors/AUTH_EXPIRED_TOKEN?lang=ru-RU']) {
+    const response = await fetch(`${server}${url}`);
+    assert.equal(response.status, 200, url);
+    const html = await response.text();
+    assert.ok(Buffer.byteLength(html) < 50 * 1024, `${url}: ${Buffer.byteLength(html)} bytes`);
+    const report = await validator.validateString(html);
+    const problems = report.results.flatMap((r) => r.messages.map((m) => `${m.ruleId} ${m.line}:${m.column} ${m.message}`));
+    assert.equal(report.valid, true, `${url}:\n${problems.join('\n')}`);
+  }
+});

@@ -307,11 +307,71 @@ fn locales(c: &mut Criterion) {
     group.finish();
 }
 
+/// Polls a future once; the pages and the mapping never wait.
+fn ready<F: std::future::Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(output) => output,
+        std::task::Poll::Pending => unreachable!("a page is rendered without waiting"),
+    }
+}
+
+fn http(c: &mut Criterion) {
+    // Rendering the catalog pages (askama), as the server answers them.
+    let api = errmap::http_api::HttpApi::new(
+        errmap::catalogs::Catalogs::default(),
+        errmap::http_error::HttpErrors::default(),
+    );
+    let grpc = tower::service_fn(|_: http::Request<tonic::body::Body>| async {
+        Ok::<_, std::convert::Infallible>(http::Response::new(
+            http_body_util::Empty::<bytes::Bytes>::new(),
+        ))
+    });
+    let mut group = c.benchmark_group("pages");
+    for (name, uri, lang) in [
+        ("index", "/", None),
+        ("index_filtered", "/?category=oauth&q=client", None),
+        ("error_page", "/errors/API_TOO_MANY_REQUESTS", None),
+        ("error_page_ru", "/errors/API_TOO_MANY_REQUESTS", Some("ru")),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let mut request = http::Request::get(uri)
+                    .body(tonic::body::Body::empty())
+                    .unwrap();
+                if let Some(lang) = lang {
+                    request
+                        .headers_mut()
+                        .insert("accept-language", http::HeaderValue::from_static(lang));
+                }
+                black_box(ready(api.call(grpc, request)))
+            })
+        });
+    }
+    group.finish();
+
+    // A status as an HTTP error, in each shape.
+    let errors = errmap::http_error::HttpErrors::default();
+    let status = ErrorCode::ApiTooManyRequests.to_status();
+    let mut group = c.benchmark_group("http_error");
+    for (name, shape) in [
+        ("legacy", errmap::http_error::Shape::Legacy),
+        ("google", errmap::http_error::Shape::Google),
+        ("problem", errmap::http_error::Shape::Problem),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter(|| errors.response(black_box(&status), shape))
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    targets = build, read, lookup, round_trip, runtime_catalog, locales
+    targets = build, read, lookup, round_trip, runtime_catalog, locales, http
 }
 criterion_main!(benches);

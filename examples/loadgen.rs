@@ -10,7 +10,9 @@
 //! the hit on errmap's server over TLS (`errmap-tls`, certificates made at
 //! start), with the cost of opening a new connection with and without TLS,
 //! and the hit over gRPC-Web on HTTP/1.1 (`errmap-web`, tonic-web's client
-//! layer on hyper's pooled HTTP/1.1 client) against the same server.
+//! layer on hyper's pooled HTTP/1.1 client) against the same server, the
+//! hit over the HTTP/JSON API (`errmap-http/hit`, `GET /v1/errors/11`) and
+//! the catalog page (`errmap-http/page`, `GET /`).
 //! Then it measures the `errmap serve` binary: start-up time to accepting
 //! connections, and RSS with 1,000 calls in flight.
 //!
@@ -120,6 +122,8 @@ enum Kind {
     Noop,
     Hit,
     Miss,
+    /// `GET /`, the catalog page.
+    Page,
 }
 
 /// Which server a scenario calls.
@@ -133,6 +137,9 @@ enum Target {
     ErrmapTls,
     /// errmap's server (the `Errmap` one), over gRPC-Web on HTTP/1.1.
     ErrmapWeb,
+    /// errmap's server (the `Errmap` one), over HTTP/1.1: the JSON lookup
+    /// API and the pages.
+    ErrmapHttp,
     /// errmap's layers and auth with gRPC-Web turned off
     /// (`ServerConfig::grpc_web = false`): the gRPC path without the
     /// gRPC-Web and CORS layers.
@@ -146,7 +153,7 @@ struct Scenario {
     target: Target,
 }
 
-const SCENARIOS: [Scenario; 8] = [
+const SCENARIOS: [Scenario; 10] = [
     Scenario {
         name: "errmap/noop",
         kind: Kind::Noop,
@@ -187,7 +194,24 @@ const SCENARIOS: [Scenario; 8] = [
         kind: Kind::Hit,
         target: Target::ErrmapGrpcOnly,
     },
+    Scenario {
+        name: "errmap-http/hit",
+        kind: Kind::Hit,
+        target: Target::ErrmapHttp,
+    },
+    Scenario {
+        name: "errmap-http/page",
+        kind: Kind::Page,
+        target: Target::ErrmapHttp,
+    },
 ];
+
+/// A plain HTTP/1.1 client (hyper's pooled one), for the JSON API and the
+/// pages.
+type HttpClient = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Empty<bytes::Bytes>,
+>;
 
 /// A gRPC-Web client: tonic-web's layer over hyper's pooled HTTP/1.1
 /// client, as a browser's plaintext gRPC-Web goes.
@@ -203,12 +227,14 @@ type WebService = tonic_web::GrpcWebClientService<
 enum Clients<'a> {
     Grpc(&'a [Channel]),
     Web(&'a WebService, &'a http::Uri),
+    Http(&'a HttpClient, &'a str),
 }
 
 /// One task's catalog client, over gRPC or gRPC-Web.
 enum CatalogClient {
     Grpc(ErrorCatalogClient<Channel>, HealthClient<Channel>),
     Web(ErrorCatalogClient<WebService>),
+    Http(HttpClient, String),
 }
 
 impl CatalogClient {
@@ -216,6 +242,30 @@ impl CatalogClient {
         match self {
             CatalogClient::Grpc(client, _) => client.get_error(request).await.map(drop),
             CatalogClient::Web(client) => client.get_error(request).await.map(drop),
+            CatalogClient::Http(client, base) => {
+                let code = match request.get_ref().key {
+                    Some(Key::Code(code)) => code,
+                    _ => 0,
+                };
+                let mut get = http::Request::get(format!("{base}/v1/errors/{code}"));
+                if let Some(token) = request.metadata().get("authorization") {
+                    get = get.header("authorization", token.as_bytes());
+                }
+                let get = get
+                    .body(http_body_util::Empty::new())
+                    .map_err(|e| tonic::Status::internal(e.to_string()))?;
+                let response = client
+                    .request(get)
+                    .await
+                    .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+                let ok = response.status() == http::StatusCode::OK;
+                let _ = http_body_util::BodyExt::collect(response.into_body()).await;
+                if ok {
+                    Ok(())
+                } else {
+                    Err(tonic::Status::not_found("miss"))
+                }
+            }
         }
     }
 
@@ -224,7 +274,26 @@ impl CatalogClient {
             CatalogClient::Grpc(_, health) => {
                 health.check(HealthCheckRequest::default()).await.is_ok()
             }
-            CatalogClient::Web(_) => false,
+            CatalogClient::Web(_) | CatalogClient::Http(..) => false,
+        }
+    }
+
+    /// `GET /`, over HTTP.
+    async fn page(&mut self) -> bool {
+        let CatalogClient::Http(client, base) = self else {
+            return false;
+        };
+        let Ok(get) = http::Request::get(format!("{base}/")).body(http_body_util::Empty::new())
+        else {
+            return false;
+        };
+        match client.request(get).await {
+            Ok(response) => {
+                let ok = response.status() == http::StatusCode::OK;
+                let body = http_body_util::BodyExt::collect(response.into_body()).await;
+                ok && body.is_ok_and(|b| b.to_bytes().len() > 1000)
+            }
+            Err(_) => false,
         }
     }
 }
@@ -342,6 +411,7 @@ async fn run_slice(
                 (*service).clone(),
                 (*uri).clone(),
             )),
+            Clients::Http(client, base) => CatalogClient::Http((*client).clone(), base.to_string()),
         };
         let bearer = bearer.clone();
         tasks.push(tokio::spawn(async move {
@@ -350,6 +420,7 @@ async fn run_slice(
                 let t = Instant::now();
                 let ok = match scenario.kind {
                     Kind::Noop => client.noop().await,
+                    Kind::Page => client.page().await,
                     Kind::Hit | Kind::Miss => {
                         let code = if scenario.kind == Kind::Hit { 11 } else { 48 };
                         let mut request = Request::new(GetErrorRequest {
@@ -612,12 +683,17 @@ async fn run(options: Options) -> Result<serde_json::Value, String> {
     let (grpc_only_addr, stop_grpc_only) = start_server_with(true, None, false).await;
     let grpc_only_channels = connect(grpc_only_addr, options.channels).await;
     let (web, web_uri) = web_client(errmap_addr);
+    let http_client: HttpClient =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    let http_base = format!("http://{errmap_addr}");
     let clients = |target: Target| match target {
         Target::Errmap => Clients::Grpc(&errmap_channels),
         Target::Bare => Clients::Grpc(&bare_channels),
         Target::ErrmapTls => Clients::Grpc(&tls_channels),
         Target::ErrmapWeb => Clients::Web(&web, &web_uri),
         Target::ErrmapGrpcOnly => Clients::Grpc(&grpc_only_channels),
+        Target::ErrmapHttp => Clients::Http(&http_client, &http_base),
     };
     let bearer: MetadataValue<_> = format!("Bearer {}", token()).parse().map_err(|_| "token")?;
 
@@ -689,6 +765,7 @@ async fn run(options: Options) -> Result<serde_json::Value, String> {
     let tls_hit_vs_plain = ratio("errmap-tls/hit", "errmap/hit");
     let web_hit_vs_grpc = ratio("errmap-web/hit", "errmap/hit");
     let web_support_cost = ratio("errmap/hit", "grpc-only/hit");
+    let http_hit_vs_grpc = ratio("errmap-http/hit", "errmap/hit");
     let (largest_code, largest_size) = largest_bare_status();
 
     let serve = match &options.serve_binary {
@@ -732,6 +809,7 @@ async fn run(options: Options) -> Result<serde_json::Value, String> {
             "tls_hit_vs_plaintext_hit": tls_hit_vs_plain,
             "grpc_web_hit_vs_grpc_hit": web_hit_vs_grpc,
             "grpc_hit_with_vs_without_grpc_web": web_support_cost,
+            "http_json_hit_vs_grpc_hit": http_hit_vs_grpc,
         },
         "new_connection_median_us": {
             "plaintext": plain_connection.as_micros() as u64,
@@ -795,7 +873,7 @@ fn print_text(report: &serde_json::Value) {
         String::new()
     };
     println!(
-        "summary: hit/noop={:.3} (bare tonic {:.3}) miss/noop={:.3} layers+auth(hit)={:.3} layers(noop)={:.3} tls/plaintext(hit)={:.3} grpc-web/grpc(hit)={:.3} grpc(hit) with/without gRPC-Web={:.3} new connection: plaintext {}us, TLS {}us largest_status={}B{}",
+        "summary: hit/noop={:.3} (bare tonic {:.3}) miss/noop={:.3} layers+auth(hit)={:.3} layers(noop)={:.3} tls/plaintext(hit)={:.3} grpc-web/grpc(hit)={:.3} grpc(hit) with/without gRPC-Web={:.3} http-json/grpc(hit)={:.3} new connection: plaintext {}us, TLS {}us largest_status={}B{}",
         f(&r["hit_vs_noop"]),
         f(&r["bare_hit_vs_noop"]),
         f(&r["miss_vs_noop"]),
@@ -804,6 +882,7 @@ fn print_text(report: &serde_json::Value) {
         f(&r["tls_hit_vs_plaintext_hit"]),
         f(&r["grpc_web_hit_vs_grpc_hit"]),
         f(&r["grpc_hit_with_vs_without_grpc_web"]),
+        f(&r["http_json_hit_vs_grpc_hit"]),
         report["new_connection_median_us"]["plaintext"],
         report["new_connection_median_us"]["tls"],
         report["largest_bare_status"]["bytes"],

@@ -83,11 +83,14 @@ pub const ALLOW_HEADERS: [HeaderName; 7] = [
 ];
 
 /// The response headers a page may read: the status, its message and its
-/// details, which a trailers-only error carries as headers.
-pub const EXPOSE_HEADERS: [HeaderName; 3] = [
+/// details, which a trailers-only error carries as headers; and, for the
+/// HTTP/JSON API, `Retry-After` and `WWW-Authenticate`.
+pub const EXPOSE_HEADERS: [HeaderName; 5] = [
     HeaderName::from_static("grpc-status"),
     HeaderName::from_static("grpc-message"),
     HeaderName::from_static("grpc-status-details-bin"),
+    header::RETRY_AFTER,
+    header::WWW_AUTHENTICATE,
 ];
 
 /// How long a browser may cache a preflight answer. Chromium caps it at
@@ -181,7 +184,7 @@ impl CorsConfig {
     }
 
     /// tower-http's `CorsLayer` with errmap's lists: the allowed origins,
-    /// `POST`, [`ALLOW_HEADERS`], [`EXPOSE_HEADERS`] and
+    /// `GET` (the HTTP/JSON API) and `POST` (gRPC-Web), [`ALLOW_HEADERS`], [`EXPOSE_HEADERS`] and
     /// [`PREFLIGHT_MAX_AGE`]. It answers every request it sees, origin
     /// allowed or not; [`layer`](Self::layer) sends it only the allowed
     /// ones.
@@ -192,7 +195,7 @@ impl CorsConfig {
         };
         tower_http::cors::CorsLayer::new()
             .allow_origin(origins)
-            .allow_methods([Method::POST])
+            .allow_methods([Method::GET, Method::POST])
             .allow_headers(ALLOW_HEADERS)
             .expose_headers(EXPOSE_HEADERS)
             .max_age(PREFLIGHT_MAX_AGE)

@@ -185,7 +185,10 @@ async fn preflight_is_answered_for_allowed_origins_only() {
     let allowed = http1(server.addr, &preflight(APP), b"").await;
     assert_eq!(allowed.status, 200, "{allowed:?}");
     assert_eq!(allowed.header("access-control-allow-origin"), Some(APP));
-    assert_eq!(allowed.header("access-control-allow-methods"), Some("POST"));
+    assert_eq!(
+        allowed.header("access-control-allow-methods"),
+        Some("GET,POST")
+    );
     assert_eq!(allowed.header("access-control-max-age"), Some("7200"));
     let allow_headers = allowed.header("access-control-allow-headers").unwrap();
     for name in ALLOW_HEADERS {
@@ -385,9 +388,22 @@ async fn a_refused_origin_gets_no_cors_headers_and_non_browsers_none_at_all() {
         .any(|k| format!("{k:?}").contains("access-control")));
     assert_eq!(status.error_code(), Some(ErrorCode::ApiItemNotFound));
 
-    // HTTP/1.1 that is not gRPC-Web: refused by tonic-web, not a crash.
-    let reply = http1(server.addr, "GET / HTTP/1.1", b"").await;
+    // HTTP/1.1 that is neither gRPC-Web nor the HTTP API: refused by
+    // tonic-web, not a crash.
+    let reply = http1(
+        server.addr,
+        "POST /anything HTTP/1.1\r\nContent-Type: text/plain",
+        b"hello",
+    )
+    .await;
     assert_eq!(reply.status, 400);
+    // GET / is the catalog page.
+    let reply = http1(server.addr, "GET / HTTP/1.1", b"").await;
+    assert_eq!(reply.status, 200);
+    assert!(reply
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/html"));
     server.stop().await;
 }
 

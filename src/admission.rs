@@ -146,6 +146,12 @@ impl RouteTable {
         Ok(())
     }
 
+    /// The paths of the methods known from descriptors
+    /// (`/pkg.Service/Method`).
+    pub fn method_paths(&self) -> impl Iterator<Item = &str> + '_ {
+        self.methods.keys().map(String::as_str)
+    }
+
     /// Marks the service `name` (e.g. `errmap.v1.ErrorCatalog`) as served.
     /// With its descriptors known, only its methods are; without, every
     /// path under it is.
@@ -240,6 +246,7 @@ struct Shared {
     in_flight: AtomicUsize,
     idle: Notify,
     draining: AtomicBool,
+    shed: std::sync::atomic::AtomicU64,
 }
 
 /// The shared state of the admission layer; cheap to clone.
@@ -272,6 +279,7 @@ impl Admission {
                 in_flight: AtomicUsize::new(0),
                 idle: Notify::new(),
                 draining: AtomicBool::new(false),
+                shed: std::sync::atomic::AtomicU64::new(0),
             }),
         }
     }
@@ -292,6 +300,12 @@ impl Admission {
     /// not counted). Right while draining too.
     pub fn in_flight(&self) -> usize {
         self.shared.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Calls shed so far with 44 because no place was free (calls or
+    /// long-lived streams).
+    pub fn shed(&self) -> u64 {
+        self.shared.shed.load(Ordering::Relaxed)
     }
 
     /// From now on, new calls get 49 `API_TRY_AGAIN_LATER`.
@@ -763,6 +777,7 @@ where
                             match permit {
                                 Err(_) => {
                                     tracing::debug!("load shed");
+                                    admission.shared.shed.fetch_add(1, Ordering::Relaxed);
                                     in_flight.take();
                                     State::Refused {
                                         code: ErrorCode::ApiTooManyRequests,

@@ -502,6 +502,8 @@ impl<V: TokenVerifier> TokenVerifier for Arc<V> {
 pub struct AuthInterceptor {
     verifier: Arc<dyn TokenVerifier>,
     refused: Arc<RateLimit>,
+    /// Refusals by code: 21, 10, 11.
+    by_code: Arc<[std::sync::atomic::AtomicU64; 3]>,
 }
 
 impl fmt::Debug for AuthInterceptor {
@@ -521,12 +523,33 @@ impl AuthInterceptor {
         Self {
             verifier,
             refused: Arc::new(RateLimit::new(20, Duration::from_secs(1))),
+            by_code: Arc::new(Default::default()),
         }
     }
 
     /// Calls refused so far (no token, or a bad one), over every clone.
     pub fn refusals(&self) -> u64 {
         self.refused.total()
+    }
+
+    /// Calls refused so far, by the reason sent: `AUTH_REQUIRED`,
+    /// `AUTH_INVALID_TOKEN`, `AUTH_EXPIRED_TOKEN`.
+    pub fn refusals_by_reason(&self) -> [(&'static str, u64); 3] {
+        let n = |i: usize| self.by_code[i].load(std::sync::atomic::Ordering::Relaxed);
+        [
+            ("AUTH_REQUIRED", n(0)),
+            ("AUTH_INVALID_TOKEN", n(1)),
+            ("AUTH_EXPIRED_TOKEN", n(2)),
+        ]
+    }
+
+    fn count(&self, code: ErrorCode) {
+        let at = match code {
+            ErrorCode::AuthRequired => 0,
+            ErrorCode::AuthExpiredToken => 2,
+            _ => 1,
+        };
+        self.by_code[at].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -590,12 +613,14 @@ impl Interceptor for AuthInterceptor {
                 if let Some(suppressed) = self.refused.check() {
                     tracing::info!(suppressed, "call without a token refused");
                 }
+                self.count(ErrorCode::AuthRequired);
                 return Err(ErrorCode::AuthRequired.to_status_for(request.metadata()));
             }
             Err(refusal) => {
                 if let Some(suppressed) = self.refused.check() {
                     tracing::info!(?refusal, suppressed, "token refused before verification");
                 }
+                self.count(ErrorCode::AuthInvalidToken);
                 return Err(refuse(
                     ErrorCode::AuthInvalidToken,
                     match refusal {
@@ -621,6 +646,7 @@ impl Interceptor for AuthInterceptor {
                         "token refused"
                     );
                 }
+                self.count(error.code());
                 Err(error.code().to_status_for(request.metadata()))
             }
         }

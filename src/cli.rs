@@ -347,6 +347,11 @@ struct ServeArgs {
     /// or problem (RFC 9457).
     #[arg(long, default_value = "legacy", value_parser = ["legacy", "google", "problem"])]
     http_error_format: String,
+    /// Serve GET /metrics (Prometheus text; OpenMetrics when asked), /healthz and
+    /// /readyz on this address, apart from the gRPC port. Its bound address is
+    /// printed as the second line of stdout.
+    #[arg(long, value_name = "HOST:PORT")]
+    admin_addr: Option<SocketAddr>,
     /// The public URL of this server's catalog pages (e.g.
     /// https://errors.example.com): every error links to URL/errors/NAME.
     #[arg(long, value_name = "URL")]
@@ -596,6 +601,10 @@ fn serve(args: ServeArgs) -> u8 {
         Err(e) => return bad_input(&e),
     };
     config.grpc_web = !args.no_grpc_web;
+    let admin_addr = args.admin_addr;
+    if admin_addr.is_some() {
+        config.metrics = Some(errmap::metrics::Metrics::new());
+    }
     config.http_error_format =
         errmap::http_error::Shape::from_name(&args.http_error_format).unwrap_or_default();
     if let Some(url) = &args.public_url {
@@ -649,10 +658,35 @@ fn serve(args: ServeArgs) -> u8 {
                 return EXIT_FAILURE;
             }
         };
+        let admin = match admin_addr {
+            Some(addr) => match server::bind(addr).await {
+                Ok(listener) => Some(listener),
+                Err(e) => {
+                    eprintln!("error: cannot listen on --admin-addr {addr}: {e}");
+                    return EXIT_FAILURE;
+                }
+            },
+            None => None,
+        };
         let mut stdout = std::io::stdout().lock();
         let _ = writeln!(stdout, "{bound}");
+        if let Some(admin) = &admin {
+            match admin.local_addr() {
+                Ok(addr) => {
+                    let _ = writeln!(stdout, "{addr}");
+                    tracing::info!(%addr, "admin: /metrics, /healthz, /readyz");
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return EXIT_FAILURE;
+                }
+            }
+        }
         let _ = stdout.flush();
         drop(stdout);
+        if let (Some(admin), Some(metrics)) = (admin, config.metrics.clone()) {
+            tokio::spawn(errmap::admin::serve(admin, metrics, std::future::pending()));
+        }
         tracing::info!(
             %bound,
             auth = auth_on,

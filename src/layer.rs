@@ -68,6 +68,7 @@ use std::{
     borrow::Cow,
     future::Future,
     pin::Pin,
+    sync::{Arc, OnceLock},
     task::{ready, Context, Poll},
     time::Duration,
 };
@@ -94,6 +95,51 @@ const GRPC_MESSAGE: &str = "grpc-message";
 /// name, value and 32 bytes per entry. gRPC implementations may refuse a
 /// block over 8 KiB; this leaves room for what proxies add.
 pub const MAX_TRAILER_BLOCK: usize = 7 * 1024;
+
+/// What the response layer found or made of a call's status: its gRPC code
+/// and, for a catalog status, the catalog's domain and the reason (empty
+/// otherwise). Read by the [`metrics`](crate::metrics) layer, so that no
+/// one decodes the details a second time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// The gRPC code sent.
+    pub code: Code,
+    /// The `ErrorInfo.domain`, or `""`.
+    pub domain: &'static str,
+    /// The `ErrorInfo.reason`, or `""`.
+    pub reason: &'static str,
+}
+
+impl Outcome {
+    fn plain(code: Code) -> Self {
+        Self {
+            code,
+            domain: "",
+            reason: "",
+        }
+    }
+}
+
+/// A slot for a call's [`Outcome`]: put one into a request's extensions
+/// before the response layer, and read it once the status is known.
+#[derive(Debug, Clone, Default)]
+pub struct OutcomeSlot(Arc<OnceLock<Outcome>>);
+
+impl OutcomeSlot {
+    /// An empty slot.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The outcome, once the response layer has seen the status.
+    pub fn get(&self) -> Option<Outcome> {
+        self.0.get().copied()
+    }
+
+    fn set(&self, outcome: Outcome) {
+        let _ = self.0.set(outcome);
+    }
+}
 
 /// What a status that slipped through becomes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -278,6 +324,7 @@ where
         let uri = request.uri().clone();
         // Kept, not negotiated: only a status the layer makes needs it.
         let accept_language = request.headers().get(locale::ACCEPT_LANGUAGE).cloned();
+        let slot = request.extensions().get::<OutcomeSlot>().cloned();
         ResponseFuture {
             future: self.inner.call(request),
             state: Some(State {
@@ -285,6 +332,7 @@ where
                 uri,
                 catalogs: self.catalogs.clone(),
                 accept_language,
+                slot,
             }),
         }
     }
@@ -297,17 +345,22 @@ struct State<P> {
     catalogs: Catalogs,
     /// The caller's `accept-language`, for the statuses the layer makes.
     accept_language: Option<HeaderValue>,
+    /// Where the outcome goes, if someone asked for it.
+    slot: Option<OutcomeSlot>,
 }
 
 impl<P: ClassifyStatus> State<P> {
     fn normalize(&self, headers: &mut HeaderMap) {
-        normalize(
+        let outcome = normalize(
             headers,
             &self.policy,
             self.uri.path(),
             &self.catalogs,
             self.accept_language.as_ref(),
         );
+        if let (Some(slot), Some(outcome)) = (&self.slot, outcome) {
+            slot.set(outcome);
+        }
     }
 }
 
@@ -463,18 +516,19 @@ pub(crate) fn percent_decode(value: &[u8]) -> Cow<'_, str> {
 /// Whether the status in `headers` is a catalog status: its details are
 /// well-formed, match its code and message, and hold exactly one
 /// `ErrorInfo` of one of `catalogs`.
-fn is_catalog_status(headers: &HeaderMap, code: Code, catalogs: &Catalogs) -> bool {
-    let Some(details) = headers
+fn catalog_status(
+    headers: &HeaderMap,
+    code: Code,
+    catalogs: &Catalogs,
+) -> Option<(&'static crate::CatalogTable, &'static crate::CatalogEntry)> {
+    let details = headers
         .get(details::DETAILS_HEADER)
-        .and_then(|v| details::decode_base64(v.as_bytes()).ok())
-    else {
-        return false;
-    };
+        .and_then(|v| details::decode_base64(v.as_bytes()).ok())?;
     let message = headers
         .get(GRPC_MESSAGE)
         .map(|v| percent_decode(v.as_bytes()))
         .unwrap_or_default();
-    details::catalog_entry_of_parts(code, &message, &details, catalogs).is_ok()
+    details::catalog_entry_of_parts(code, &message, &details, catalogs).ok()
 }
 
 /// Rewrites of statuses that slipped through, logged at a bounded rate.
@@ -482,32 +536,36 @@ static REWRITES: RateLimit = RateLimit::new(20, Duration::from_secs(1));
 
 /// Makes the status in `headers` (response headers of a trailers-only
 /// response, or trailers) a catalog error within the trailer budget. A
-/// status the layer makes is in the caller's locale.
+/// status the layer makes is in the caller's locale. Returns what was
+/// sent, when there is a status.
 fn normalize<P: ClassifyStatus>(
     headers: &mut HeaderMap,
     policy: &P,
     path: &str,
     catalogs: &Catalogs,
     accept_language: Option<&HeaderValue>,
-) {
-    let Some(code) = headers
+) -> Option<Outcome> {
+    let code = headers
         .get(GRPC_STATUS)
-        .map(|v| Code::from_bytes(v.as_bytes()))
-    else {
-        return;
-    };
+        .map(|v| Code::from_bytes(v.as_bytes()))?;
     if code == Code::Ok {
         // Only a handler's own response metadata can make an OK block large.
-        fit_budget(headers, code, path, accept_language);
-        return;
+        return Some(
+            fit_budget(headers, code, path, accept_language).unwrap_or(Outcome::plain(code)),
+        );
     }
-    if is_catalog_status(headers, code, catalogs) {
-        fit_budget(headers, code, path, accept_language);
-        return;
+    if let Some((table, entry)) = catalog_status(headers, code, catalogs) {
+        let outcome = Outcome {
+            code,
+            domain: table.domain(),
+            reason: entry.name(),
+        };
+        return Some(fit_budget(headers, code, path, accept_language).unwrap_or(outcome));
     }
     let Some(classified) = policy.classify(code) else {
-        fit_budget(headers, code, path, accept_language);
-        return;
+        return Some(
+            fit_budget(headers, code, path, accept_language).unwrap_or(Outcome::plain(code)),
+        );
     };
 
     if let Some(suppressed) = REWRITES.check() {
@@ -536,7 +594,12 @@ fn normalize<P: ClassifyStatus>(
     headers.remove(GRPC_MESSAGE);
     headers.remove(details::DETAILS_HEADER);
     let _ = status.add_header(headers);
-    fit_budget(headers, grpc_code, path, accept_language);
+    let outcome = Outcome {
+        code: grpc_code,
+        domain: crate::DOMAIN,
+        reason: classified.code.entry().name(),
+    };
+    Some(fit_budget(headers, grpc_code, path, accept_language).unwrap_or(outcome))
 }
 
 /// The detail types of a details header, for the log.
@@ -572,16 +635,17 @@ fn is_own_header(name: &http::HeaderName) -> bool {
 /// Cuts the status in `headers` until the block fits [`MAX_TRAILER_BLOCK`]:
 /// first the message (at a character boundary, in `grpc-message` and in
 /// the details alike), then the details errmap does not send itself, then
-/// the response metadata of the handler's.
+/// the response metadata of the handler's. Returns the outcome when, as a
+/// last resort, it replaced the status with 42.
 fn fit_budget(
     headers: &mut HeaderMap,
     code: Code,
     path: &str,
     accept_language: Option<&HeaderValue>,
-) {
+) -> Option<Outcome> {
     let size = block_size(headers);
     if size <= MAX_TRAILER_BLOCK {
-        return;
+        return None;
     }
     let details = headers
         .get(details::DETAILS_HEADER)
@@ -652,7 +716,7 @@ fn fit_budget(
                     "a status over the trailer budget was cut"
                 );
             }
-            return;
+            return None;
         }
     }
     // Nothing of the handler's is left but a status that still does not
@@ -663,6 +727,11 @@ fn fit_budget(
     let _ = ErrorCode::ApiInternalServerError
         .to_status_for(accept_language)
         .add_header(headers);
+    Some(Outcome {
+        code: Code::Internal,
+        domain: crate::DOMAIN,
+        reason: ErrorCode::ApiInternalServerError.entry().name(),
+    })
 }
 
 #[cfg(test)]

@@ -63,6 +63,7 @@
 //! }
 //! ```
 
+pub mod admin;
 pub mod admission;
 pub mod auth;
 pub mod catalog;
@@ -73,6 +74,7 @@ pub mod http_error;
 pub mod layer;
 pub mod listener;
 pub mod locale;
+pub mod metrics;
 mod name_hash;
 pub mod panic;
 pub mod pb;

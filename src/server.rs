@@ -34,6 +34,7 @@ use crate::{
     http_error::{HttpErrors, Shape},
     layer::ErrorLayer,
     listener::{self, ListenerConfig},
+    metrics::{Metrics, MetricsLayer},
     panic::CatchPanicLayer,
     pb::{self, error_catalog_server::ErrorCatalogServer},
     service::CatalogService,
@@ -110,6 +111,10 @@ pub struct ServerConfig {
     /// The shape of the HTTP/JSON API's errors when `Accept` does not ask
     /// for RFC 9457 (see [`crate::http_api`]). Default the legacy body.
     pub http_error_format: Shape,
+    /// The server's metrics (see [`crate::metrics`]): every call is timed
+    /// and counted by method, code and reason. Serve them with
+    /// [`crate::admin::serve`]. Default none.
+    pub metrics: Option<Metrics>,
     /// The public URL of this server's catalog pages, e.g.
     /// `https://errors.example.com`: every catalog status carries a
     /// `google.rpc.Help` link to `{url}/errors/{NAME}` (see
@@ -143,6 +148,7 @@ impl Default for ServerConfig {
             cors: None,
             http_error_format: Shape::Legacy,
             public_url: None,
+            metrics: None,
         }
     }
 }
@@ -455,6 +461,7 @@ async fn run(
             routes.add_service(catalog);
         }
     }
+    let methods: Vec<String> = table.method_paths().map(str::to_owned).collect();
     let admission = Admission::with_config(AdmissionConfig {
         concurrency_limit: config.concurrency_limit,
         stream_limit: config.stream_limit,
@@ -478,6 +485,18 @@ async fn run(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
 
+    let metrics_layer = match &config.metrics {
+        Some(metrics) => {
+            metrics.attach(
+                methods,
+                &config.catalogs,
+                admission.clone(),
+                config.auth.clone(),
+            );
+            metrics.layer()
+        }
+        None => MetricsLayer::disabled(),
+    };
     let mut http_errors =
         HttpErrors::new(config.catalogs.clone()).with_default_shape(config.http_error_format);
     if let Some(url) = &config.public_url {
@@ -511,6 +530,7 @@ async fn run(
                     }
                     .with_http_api(HttpApi::new(config.catalogs.clone(), http_errors)),
                 )
+                .layer(metrics_layer)
                 .layer(ErrorLayer::new().with_catalogs(config.catalogs.clone()))
                 .layer(admission.layer())
                 .layer(CatchPanicLayer::new())

@@ -1,0 +1,548 @@
+//! Metrics: calls counted by method, gRPC code, and catalog reason and
+//! domain, in the Prometheus text format.
+//!
+//! [`MetricsLayer`] goes outside the response layer
+//! ([`ErrorLayer`](crate::layer::ErrorLayer)). It puts an
+//! [`OutcomeSlot`] into each request, and the response layer fills it with
+//! the code, domain and reason it found or made. So a reason is read from
+//! the status that layer already holds, never by decoding the details a
+//! second time. The families, in OpenTelemetry's names:
+//!
+//! - `rpc_server_call_duration_seconds` (histogram), labelled
+//!   `rpc_method` (`/pkg.Service/Method`), `rpc_status_code` (`OK`,
+//!   `NOT_FOUND`, …), `error_reason` (empty on OK) and `error_domain`;
+//! - `errmap_calls_in_flight`, `errmap_admission_shed_total`,
+//!   `errmap_auth_refusals_total{reason}`, `errmap_catalog_info{domain,hash}`;
+//! - `process_resident_memory_bytes`, `process_open_fds`,
+//!   `process_cpu_seconds_total`, read from `/proc` at each scrape.
+//!
+//! Cardinality is bounded:
+//! - a method the server does not serve is `rpc_method="other"`;
+//! - a reason or domain is always one of a loaded catalog, or empty.
+//!
+//! The crate is `prometheus-client`: the Prometheus project's own Rust
+//! client. It is OpenMetrics-native, its label sets are typed, and it keeps
+//! no global registry, so every server, and every test, has its own.
+
+use std::{
+    collections::HashSet,
+    future::Future,
+    pin::Pin,
+    sync::{Arc, Mutex, OnceLock},
+    task::{ready, Context, Poll},
+    time::Instant,
+};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{exponential_buckets, Histogram},
+    },
+    registry::Registry,
+};
+use tonic::Code;
+use tower::{Layer, Service};
+
+use crate::{
+    admission::Admission,
+    auth::AuthInterceptor,
+    catalog::grpc_code_name,
+    catalogs::Catalogs,
+    layer::{Outcome, OutcomeSlot},
+};
+
+/// The labels of a call.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    rpc_method: &'static str,
+    rpc_status_code: &'static str,
+    error_reason: &'static str,
+    error_domain: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CatalogLabels {
+    domain: String,
+    hash: String,
+}
+
+fn call_histogram() -> Histogram {
+    // 100 µs to ~13 s.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 18))
+}
+
+/// The parts of the server the scrape reads.
+#[derive(Debug, Clone)]
+struct Sources {
+    admission: Admission,
+    auth: Option<AuthInterceptor>,
+}
+
+struct Inner {
+    registry: Registry,
+    calls: Family<CallLabels, Histogram, fn() -> Histogram>,
+    in_flight: Gauge,
+    shed: Counter,
+    auth_refusals: Family<ReasonLabel, Counter>,
+    catalog_info: Family<CatalogLabels, Gauge>,
+    resident: Gauge,
+    open_fds: Gauge,
+    cpu: Counter<f64, std::sync::atomic::AtomicU64>,
+    /// What the counters of the sources read last, to add the difference.
+    last: Mutex<Last>,
+    /// The served methods, interned; other paths are "other".
+    methods: OnceLock<HashSet<&'static str>>,
+    sources: OnceLock<Sources>,
+}
+
+#[derive(Default)]
+struct Last {
+    shed: u64,
+    auth: [u64; 3],
+    cpu: f64,
+}
+
+/// A server's metrics: see the [module docs](self). Cheap to clone.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Empty metrics; [`ErrmapServer`](crate::server::ErrmapServer) attaches
+    /// its methods, catalogs, admission and auth when it starts.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let calls = Family::<CallLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            call_histogram,
+        );
+        registry.register(
+            "rpc_server_call_duration_seconds",
+            "Duration of calls, by method, gRPC code and catalog reason",
+            calls.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "errmap_calls_in_flight",
+            "Calls in intake, running or streaming",
+            in_flight.clone(),
+        );
+        let shed = Counter::default();
+        registry.register(
+            "errmap_admission_shed",
+            "Calls shed with 44 because no place was free",
+            shed.clone(),
+        );
+        let auth_refusals = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "errmap_auth_refusals",
+            "Calls the auth interceptor refused, by reason",
+            auth_refusals.clone(),
+        );
+        let catalog_info = Family::<CatalogLabels, Gauge>::default();
+        registry.register(
+            "errmap_catalog_info",
+            "The catalogs served, by domain and content hash",
+            catalog_info.clone(),
+        );
+        let resident = Gauge::default();
+        registry.register(
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes",
+            resident.clone(),
+        );
+        let open_fds = Gauge::default();
+        registry.register(
+            "process_open_fds",
+            "Number of open file descriptors",
+            open_fds.clone(),
+        );
+        let cpu = Counter::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "process_cpu_seconds",
+            "User and system CPU time spent in seconds",
+            cpu.clone(),
+        );
+        Self {
+            inner: Arc::new(Inner {
+                registry,
+                calls,
+                in_flight,
+                shed,
+                auth_refusals,
+                catalog_info,
+                resident,
+                open_fds,
+                cpu,
+                last: Mutex::new(Last::default()),
+                methods: OnceLock::new(),
+                sources: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// Attaches what the server serves. Called once by the server; later
+    /// calls are ignored.
+    pub(crate) fn attach(
+        &self,
+        methods: impl IntoIterator<Item = String>,
+        catalogs: &Catalogs,
+        admission: Admission,
+        auth: Option<AuthInterceptor>,
+    ) {
+        let methods: HashSet<&'static str> = methods
+            .into_iter()
+            .map(|m| &*Box::leak(m.into_boxed_str()))
+            .collect();
+        if self.inner.methods.set(methods).is_err() {
+            return;
+        }
+        for table in catalogs.tables() {
+            self.inner
+                .catalog_info
+                .get_or_create(&CatalogLabels {
+                    domain: table.domain().to_owned(),
+                    hash: format!("{:016x}", table.content_hash()),
+                })
+                .set(1);
+        }
+        let _ = self.inner.sources.set(Sources { admission, auth });
+    }
+
+    /// Whether the server is ready: attached and not draining.
+    pub fn is_ready(&self) -> bool {
+        self.inner
+            .sources
+            .get()
+            .is_some_and(|s| !s.admission.is_draining())
+    }
+
+    /// The layer that times calls; put it outside the response layer.
+    pub fn layer(&self) -> MetricsLayer {
+        MetricsLayer {
+            metrics: Some(self.clone()),
+        }
+    }
+
+    fn method_label(&self, path: &str) -> &'static str {
+        self.inner
+            .methods
+            .get()
+            .and_then(|m| m.get(path).copied())
+            .unwrap_or("other")
+    }
+
+    fn record(&self, method: &'static str, outcome: Outcome, started: Instant) {
+        let labels = CallLabels {
+            rpc_method: method,
+            rpc_status_code: grpc_code_name(outcome.code),
+            error_reason: outcome.reason,
+            error_domain: outcome.domain,
+        };
+        self.inner
+            .calls
+            .get_or_create(&labels)
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// The metrics in the OpenMetrics text format (ending in `# EOF`), or,
+    /// with `openmetrics` false, in the Prometheus text format 0.0.4.
+    pub fn encode(&self, openmetrics: bool) -> String {
+        self.refresh();
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.inner.registry).is_err() {
+            return String::new();
+        }
+        if !openmetrics {
+            // The 0.0.4 format has no EOF marker and no exemplars; the
+            // rest of what prometheus-client writes is common to both.
+            out = out
+                .lines()
+                .filter(|l| *l != "# EOF")
+                .map(|l| format!("{l}\n"))
+                .collect();
+        }
+        out
+    }
+
+    /// Reads the sources and `/proc` into the gauges and counters.
+    fn refresh(&self) {
+        let inner = &self.inner;
+        let Ok(mut last) = inner.last.lock() else {
+            return;
+        };
+        if let Some(sources) = inner.sources.get() {
+            inner.in_flight.set(sources.admission.in_flight() as i64);
+            let shed = sources.admission.shed();
+            inner.shed.inc_by(shed.saturating_sub(last.shed));
+            last.shed = shed;
+            if let Some(auth) = &sources.auth {
+                for (i, (reason, n)) in auth.refusals_by_reason().into_iter().enumerate() {
+                    let counter = inner.auth_refusals.get_or_create(&ReasonLabel { reason });
+                    counter.inc_by(n.saturating_sub(last.auth[i]));
+                    last.auth[i] = n;
+                }
+            }
+        }
+        if let Some(process) = read_process() {
+            inner.resident.set(process.resident_bytes as i64);
+            inner.open_fds.set(process.open_fds as i64);
+            if process.cpu_seconds > last.cpu {
+                inner.cpu.inc_by(process.cpu_seconds - last.cpu);
+                last.cpu = process.cpu_seconds;
+            }
+        }
+    }
+}
+
+struct Process {
+    resident_bytes: u64,
+    open_fds: u64,
+    cpu_seconds: f64,
+}
+
+/// This process's RSS, open descriptors and CPU time, from `/proc`.
+fn read_process() -> Option<Process> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let resident_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    let open_fds = std::fs::read_dir("/proc/self/fd").ok()?.count() as u64;
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces): utime and
+    // stime are the 12th and 13th after the closing parenthesis.
+    let after = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(Process {
+        resident_bytes: resident_kib * 1024,
+        open_fds,
+        cpu_seconds: ticks / 100.0,
+    })
+}
+
+/// Times every call and records it with its outcome; made by
+/// [`Metrics::layer`], or [`MetricsLayer::disabled`] for a layer that
+/// records nothing.
+#[derive(Debug, Clone)]
+pub struct MetricsLayer {
+    metrics: Option<Metrics>,
+}
+
+impl MetricsLayer {
+    /// A layer that passes every call through and records nothing.
+    pub fn disabled() -> Self {
+        Self { metrics: None }
+    }
+}
+
+impl<S> Layer<S> for MetricsLayer {
+    type Service = MetricsService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        MetricsService {
+            inner,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// The service made by [`MetricsLayer`].
+#[derive(Debug, Clone)]
+pub struct MetricsService<S> {
+    inner: S,
+    metrics: Option<Metrics>,
+}
+
+/// A call being timed: recorded once, when its status is known or when it
+/// is dropped before.
+struct Timing {
+    metrics: Metrics,
+    method: &'static str,
+    slot: OutcomeSlot,
+    started: Instant,
+    done: bool,
+}
+
+impl Timing {
+    fn finish(&mut self, fallback: Code) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        let outcome = self.slot.get().unwrap_or(Outcome {
+            code: fallback,
+            domain: "",
+            reason: "",
+        });
+        self.metrics.record(self.method, outcome, self.started);
+    }
+}
+
+impl Drop for Timing {
+    fn drop(&mut self) {
+        // Dropped before a status: the client went away.
+        self.finish(Code::Cancelled);
+    }
+}
+
+fn status_in(headers: &http::HeaderMap) -> Option<Code> {
+    headers
+        .get("grpc-status")
+        .map(|v| Code::from_bytes(v.as_bytes()))
+}
+
+impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for MetricsService<S>
+where
+    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    ResBody: Body<Data = Bytes>,
+{
+    type Response = http::Response<MetricsBody<ResBody>>;
+    type Error = S::Error;
+    type Future = MetricsFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
+        let timing = self.metrics.as_ref().map(|metrics| {
+            let slot = OutcomeSlot::new();
+            request.extensions_mut().insert(slot.clone());
+            Timing {
+                method: metrics.method_label(request.uri().path()),
+                metrics: metrics.clone(),
+                slot,
+                started: Instant::now(),
+                done: false,
+            }
+        });
+        MetricsFuture {
+            future: self.inner.call(request),
+            timing,
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`MetricsService`].
+    pub struct MetricsFuture<F> {
+        #[pin]
+        future: F,
+        timing: Option<Timing>,
+    }
+}
+
+impl<F, B, E> Future for MetricsFuture<F>
+where
+    F: Future<Output = Result<http::Response<B>, E>>,
+{
+    type Output = Result<http::Response<MetricsBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.future.poll(cx));
+        let mut timing = this.timing.take();
+        Poll::Ready(match result {
+            Ok(response) => {
+                if let (Some(code), Some(t)) = (status_in(response.headers()), timing.as_mut()) {
+                    // Trailers-only: the status is known now.
+                    t.finish(code);
+                }
+                Ok(response.map(|inner| MetricsBody { inner, timing }))
+            }
+            Err(error) => {
+                if let Some(t) = timing.as_mut() {
+                    t.finish(Code::Unknown);
+                }
+                Err(error)
+            }
+        })
+    }
+}
+
+pin_project! {
+    /// The response body of [`MetricsService`]: records the call when the
+    /// trailers pass.
+    pub struct MetricsBody<B> {
+        #[pin]
+        inner: B,
+        timing: Option<Timing>,
+    }
+}
+
+impl<B: Body<Data = Bytes>> Body for MetricsBody<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.project();
+        let frame = ready!(this.inner.poll_frame(cx));
+        match &frame {
+            Some(Ok(f)) => {
+                if let (Some(trailers), Some(t)) = (f.trailers_ref(), this.timing.as_mut()) {
+                    t.finish(status_in(trailers).unwrap_or(Code::Unknown));
+                }
+            }
+            Some(Err(_)) => {
+                if let Some(t) = this.timing.as_mut() {
+                    t.finish(Code::Unknown);
+                }
+            }
+            None => {
+                if let Some(t) = this.timing.as_mut() {
+                    t.finish(Code::Unknown);
+                }
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B: Default> Default for MetricsBody<B> {
+    fn default() -> Self {
+        Self {
+            inner: B::default(),
+            timing: None,
+        }
+    }
+}

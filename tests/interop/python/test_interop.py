@@ -30,6 +30,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 from grpc_status import rpc_status
 from grpc_tools import protoc
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 PROTO = ROOT / "proto"
@@ -566,3 +567,68 @@ def test_over_tls_with_the_test_ca_the_details_are_the_same():
         plain.close()
     finally:
         assert s.terminate() == 0
+
+
+def test_metrics_scraped_and_parsed_with_the_prometheus_client_parser():
+    """A known mix against `errmap serve --admin-addr`, then /metrics read
+    with the official Python client's parser."""
+    secret = b"python metrics secret, long enough!"
+    with tempfile.NamedTemporaryFile("wb", suffix=".key", delete=False) as f:
+        f.write(secret)
+    proc = subprocess.Popen(
+        [BIN, "serve", "--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0",
+         "--auth-jwt-secret-file", f.name, "--auth-audience", "errmap"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        addr = proc.stdout.readline().strip()
+        admin = proc.stdout.readline().strip()
+        assert addr and admin, "two addresses on stdout"
+        channel = grpc.insecure_channel(addr)
+        grpc.channel_ready_future(channel).result(timeout=30)
+        stub = catalog_pb2_grpc.ErrorCatalogStub(channel)
+        now = int(time.time())
+        good = [("authorization", "Bearer " + _jwt(secret, {"exp": now + 60, "aud": "errmap"}))]
+        hits, misses, bad, unknown = 4, 3, 2, 50
+        for _ in range(hits):
+            stub.GetError(catalog_pb2.GetErrorRequest(code=11), metadata=good, timeout=10)
+        for _ in range(misses):
+            with pytest.raises(grpc.RpcError):
+                stub.GetError(catalog_pb2.GetErrorRequest(code=48), metadata=good, timeout=10)
+        for _ in range(bad):
+            with pytest.raises(grpc.RpcError):
+                stub.GetError(catalog_pb2.GetErrorRequest(code=11),
+                              metadata=[("authorization", "Bearer nope")], timeout=10)
+        for i in range(unknown):
+            call = channel.unary_unary(f"/no.such.v1.Service/M{i}x{os.urandom(4).hex()}")
+            with pytest.raises(grpc.RpcError):
+                call(b"", timeout=10)
+        channel.close()
+
+        import urllib.request
+        with urllib.request.urlopen(f"http://{admin}/metrics", timeout=10) as response:
+            assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+            text = response.read().decode()
+        counts = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "rpc_server_call_duration_seconds_count":
+                    key = (sample.labels["rpc_method"], sample.labels["rpc_status_code"],
+                           sample.labels["error_reason"])
+                    counts[key] = counts.get(key, 0) + sample.value
+                if sample.name == "errmap_auth_refusals_total":
+                    counts[("refused", sample.labels["reason"])] = sample.value
+        get = "/errmap.v1.ErrorCatalog/GetError"
+        assert counts[(get, "OK", "")] == hits
+        assert counts[(get, "NOT_FOUND", "API_ITEM_NOT_FOUND")] == misses
+        assert counts[(get, "UNAUTHENTICATED", "AUTH_INVALID_TOKEN")] == bad
+        assert counts[("other", "UNIMPLEMENTED", "API_METHOD_NOT_FOUND")] == unknown
+        assert counts[("refused", "AUTH_INVALID_TOKEN")] == bad
+        with urllib.request.urlopen(f"http://{admin}/readyz", timeout=10) as response:
+            assert response.status == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        os.unlink(f.name)

@@ -347,6 +347,10 @@ struct ServeArgs {
     /// or problem (RFC 9457).
     #[arg(long, default_value = "legacy", value_parser = ["legacy", "google", "problem"])]
     http_error_format: String,
+    /// The log format on stderr: text, or json (one object per line: time,
+    /// level, message, the call's span fields).
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
     /// Serve GET /metrics (Prometheus text; OpenMetrics when asked), /healthz and
     /// /readyz on this address, apart from the gRPC port. Its bound address is
     /// printed as the second line of stdout.
@@ -631,15 +635,27 @@ fn serve(args: ServeArgs) -> u8 {
         return EXIT_BAD_INPUT;
     }
     let auth_on = config.auth.is_some();
-    // Colours only for a person at a terminal: never escape codes in a log file.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if args.log_format == "json" {
+        // One object per line: timestamp, level, fields (the message), and
+        // the fields of the call's span.
+        tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    } else {
+        // Colours only for a person at a terminal: never escape codes in a
+        // log file.
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .init();
+    }
 
     runtime().block_on(async move {
         let shutdown = shutdown_signal();

@@ -495,7 +495,12 @@ where
         HeaderValue::from_static("application/grpc"),
     );
     out.insert(header::TE, HeaderValue::from_static("trailers"));
-    for name in [header::AUTHORIZATION, header::ACCEPT_LANGUAGE] {
+    for name in [
+        header::AUTHORIZATION,
+        header::ACCEPT_LANGUAGE,
+        http::HeaderName::from_static("traceparent"),
+        http::HeaderName::from_static("tracestate"),
+    ] {
         if let Some(value) = headers.get(&name) {
             out.insert(name, value.clone());
         }

@@ -83,7 +83,7 @@ use tower::{Layer, Service};
 use crate::{
     catalogs::Catalogs,
     details, locale,
-    sanitize::{self, RateLimit},
+    sanitize::{self, RateLimit, RateLimitByKey},
     status, wire, Catalog as _, ErrorCode,
 };
 
@@ -531,7 +531,11 @@ fn catalog_status(
     details::catalog_entry_of_parts(code, &message, &details, catalogs).ok()
 }
 
-/// Rewrites of statuses that slipped through, logged at a bounded rate.
+/// Rewrites of statuses that slipped through, logged at a bounded rate:
+/// at most once a second per reason sent, with a count of the others.
+static REWRITES_BY_REASON: RateLimitByKey = RateLimitByKey::new(Duration::from_secs(1));
+
+/// Statuses cut to the trailer budget, logged at a bounded rate.
 static REWRITES: RateLimit = RateLimit::new(20, Duration::from_secs(1));
 
 /// Makes the status in `headers` (response headers of a trailers-only
@@ -568,7 +572,7 @@ fn normalize<P: ClassifyStatus>(
         );
     };
 
-    if let Some(suppressed) = REWRITES.check() {
+    if let Some(suppressed) = REWRITES_BY_REASON.check(classified.code.entry().name()) {
         let message = headers
             .get(GRPC_MESSAGE)
             .map(|v| percent_decode(v.as_bytes()).into_owned())

@@ -244,6 +244,7 @@ impl Metrics {
     pub fn layer(&self) -> MetricsLayer {
         MetricsLayer {
             metrics: Some(self.clone()),
+            trace: true,
         }
     }
 
@@ -349,18 +350,38 @@ fn read_process() -> Option<Process> {
     })
 }
 
-/// Times every call and records it with its outcome; made by
-/// [`Metrics::layer`], or [`MetricsLayer::disabled`] for a layer that
-/// records nothing.
+/// Observes every call: a `tracing` span with OpenTelemetry's attribute
+/// names, and, with metrics, its time and outcome. Made by
+/// [`Metrics::layer`], [`MetricsLayer::tracing_only`], or
+/// [`MetricsLayer::disabled`] for a layer that does nothing.
+///
+/// The span is `rpc` at INFO: `rpc.system = "grpc"`, `rpc.service`,
+/// `rpc.method`, `rpc.status_code` (the code's name), `error.type` (set only
+/// on error, to the code's name), and errmap's own `errmap.error.reason` and
+/// `errmap.error.domain`. An incoming W3C `traceparent` is recorded as
+/// `trace_id` and `parent_span_id`, so that logs can be joined to the
+/// caller's trace. Log lines made while the call runs carry these fields.
 #[derive(Debug, Clone)]
 pub struct MetricsLayer {
     metrics: Option<Metrics>,
+    trace: bool,
 }
 
 impl MetricsLayer {
     /// A layer that passes every call through and records nothing.
     pub fn disabled() -> Self {
-        Self { metrics: None }
+        Self {
+            metrics: None,
+            trace: false,
+        }
+    }
+
+    /// Spans, no metrics.
+    pub fn tracing_only() -> Self {
+        Self {
+            metrics: None,
+            trace: true,
+        }
     }
 }
 
@@ -371,6 +392,7 @@ impl<S> Layer<S> for MetricsLayer {
         MetricsService {
             inner,
             metrics: self.metrics.clone(),
+            trace: self.trace,
         }
     }
 }
@@ -380,12 +402,14 @@ impl<S> Layer<S> for MetricsLayer {
 pub struct MetricsService<S> {
     inner: S,
     metrics: Option<Metrics>,
+    trace: bool,
 }
 
-/// A call being timed: recorded once, when its status is known or when it
-/// is dropped before.
+/// A call being observed: recorded once, when its status is known or when
+/// it is dropped before.
 struct Timing {
-    metrics: Metrics,
+    metrics: Option<Metrics>,
+    span: tracing::Span,
     method: &'static str,
     slot: OutcomeSlot,
     started: Instant,
@@ -403,8 +427,55 @@ impl Timing {
             domain: "",
             reason: "",
         });
-        self.metrics.record(self.method, outcome, self.started);
+        if !self.span.is_disabled() {
+            let name = grpc_code_name(outcome.code);
+            self.span.record("rpc.status_code", name);
+            if outcome.code != Code::Ok {
+                self.span.record("error.type", name);
+            }
+            if !outcome.reason.is_empty() {
+                self.span.record("errmap.error.reason", outcome.reason);
+                self.span.record("errmap.error.domain", outcome.domain);
+            }
+        }
+        if let Some(metrics) = &self.metrics {
+            metrics.record(self.method, outcome, self.started);
+        }
     }
+}
+
+/// The trace and parent span ids of a W3C `traceparent`
+/// (`00-<32 hex>-<16 hex>-<2 hex>`), if it is well-formed.
+fn traceparent(headers: &http::HeaderMap) -> Option<(&str, &str)> {
+    let value = headers.get("traceparent")?.to_str().ok()?;
+    let mut parts = value.trim().split('-');
+    let (version, trace, parent, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    };
+    let valid = hex(version, 2)
+        && version != "ff"
+        && hex(trace, 32)
+        && trace.bytes().any(|b| b != b'0')
+        && hex(parent, 16)
+        && parent.bytes().any(|b| b != b'0')
+        && hex(flags, 2)
+        && (version != "00" || parts.next().is_none());
+    valid.then_some((trace, parent))
+}
+
+/// `rpc.service` and `rpc.method` of a path, escaped and bounded: peers
+/// choose paths.
+fn service_and_method(path: &str) -> (String, String) {
+    let path = crate::status::cut_at_char_boundary(path.trim_start_matches('/'), 200);
+    let (service, method) = path.split_once('/').unwrap_or((path, ""));
+    (
+        crate::sanitize::escape(service).into_owned(),
+        crate::sanitize::escape(method).into_owned(),
+    )
 }
 
 impl Drop for Timing {
@@ -434,20 +505,55 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
-        let timing = self.metrics.as_ref().map(|metrics| {
-            let slot = OutcomeSlot::new();
-            request.extensions_mut().insert(slot.clone());
-            Timing {
-                method: metrics.method_label(request.uri().path()),
-                metrics: metrics.clone(),
-                slot,
-                started: Instant::now(),
-                done: false,
+        if self.metrics.is_none() && !self.trace {
+            return MetricsFuture {
+                future: self.inner.call(request),
+                timing: None,
+            };
+        }
+        let slot = OutcomeSlot::new();
+        request.extensions_mut().insert(slot.clone());
+        let span = if self.trace {
+            let (service, method) = service_and_method(request.uri().path());
+            let span = tracing::info_span!(
+                "rpc",
+                otel.kind = "server",
+                rpc.system = "grpc",
+                rpc.service = %service,
+                rpc.method = %method,
+                rpc.status_code = tracing::field::Empty,
+                error.type = tracing::field::Empty,
+                errmap.error.reason = tracing::field::Empty,
+                errmap.error.domain = tracing::field::Empty,
+                trace_id = tracing::field::Empty,
+                parent_span_id = tracing::field::Empty,
+            );
+            if let Some((trace, parent)) = traceparent(request.headers()) {
+                span.record("trace_id", trace);
+                span.record("parent_span_id", parent);
             }
-        });
+            span
+        } else {
+            tracing::Span::none()
+        };
+        let timing = Timing {
+            method: self
+                .metrics
+                .as_ref()
+                .map_or("other", |m| m.method_label(request.uri().path())),
+            metrics: self.metrics.clone(),
+            span,
+            slot,
+            started: Instant::now(),
+            done: false,
+        };
+        let future = {
+            let _enter = timing.span.enter();
+            self.inner.call(request)
+        };
         MetricsFuture {
-            future: self.inner.call(request),
-            timing,
+            future,
+            timing: Some(timing),
         }
     }
 }
@@ -469,7 +575,11 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let result = ready!(this.future.poll(cx));
+        let polled = {
+            let _enter = this.timing.as_ref().map(|t| t.span.enter());
+            this.future.poll(cx)
+        };
+        let result = ready!(polled);
         let mut timing = this.timing.take();
         Poll::Ready(match result {
             Ok(response) => {
@@ -508,7 +618,11 @@ impl<B: Body<Data = Bytes>> Body for MetricsBody<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.project();
-        let frame = ready!(this.inner.poll_frame(cx));
+        let polled = {
+            let _enter = this.timing.as_ref().map(|t| t.span.enter());
+            this.inner.poll_frame(cx)
+        };
+        let frame = ready!(polled);
         match &frame {
             Some(Ok(f)) => {
                 if let (Some(trailers), Some(t)) = (f.trailers_ref(), this.timing.as_mut()) {
@@ -544,5 +658,47 @@ impl<B: Default> Default for MetricsBody<B> {
             inner: B::default(),
             timing: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_is_read_only_when_well_formed() {
+        let headers = |v: &str| {
+            let mut h = http::HeaderMap::new();
+            h.insert("traceparent", v.parse().unwrap());
+            h
+        };
+        let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(
+            traceparent(&headers(good)),
+            Some(("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"))
+        );
+        for bad in [
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4bf92f35-00f067aa0ba902b7-01",
+            "garbage",
+        ] {
+            assert_eq!(traceparent(&headers(bad)), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn paths_are_escaped_and_bounded_in_spans() {
+        let (service, method) = service_and_method("/errmap.v1.ErrorCatalog/GetError");
+        assert_eq!(
+            (service.as_str(), method.as_str()),
+            ("errmap.v1.ErrorCatalog", "GetError")
+        );
+        let (_, method) = service_and_method(&format!("/s/{}\u{1b}[31m", "m".repeat(500)));
+        assert!(method.len() < 260);
+        assert!(!method.contains('\u{1b}'));
     }
 }

@@ -157,9 +157,66 @@ impl RateLimit {
     }
 }
 
+/// One log line per key and window: the first event of a key in a window
+/// is logged (with the count of those suppressed since), the others are
+/// counted. Keys are `&'static str`s from a bounded set (catalog reasons),
+/// so the map stays small.
+#[derive(Debug)]
+pub struct RateLimitByKey {
+    window: Duration,
+    state: Mutex<Vec<(&'static str, Instant, u64)>>,
+}
+
+impl RateLimitByKey {
+    /// One event per key per `window`.
+    pub const fn new(window: Duration) -> Self {
+        Self {
+            window,
+            state: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Counts one event of `key`: `Some(n)` when it may be logged, with `n`
+    /// the events of that key suppressed since the last one logged.
+    pub fn check(&self, key: &'static str) -> Option<u64> {
+        let Ok(mut state) = self.state.lock() else {
+            return None;
+        };
+        let now = Instant::now();
+        match state.iter_mut().find(|(k, _, _)| *k == key) {
+            Some((_, last, suppressed)) if now.duration_since(*last) < self.window => {
+                *suppressed += 1;
+                None
+            }
+            Some((_, last, suppressed)) => {
+                *last = now;
+                Some(std::mem::take(suppressed))
+            }
+            None => {
+                if state.len() < 4096 {
+                    state.push((key, now, 0));
+                }
+                Some(0)
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn by_key_logs_once_a_window_per_key() {
+        let limit = RateLimitByKey::new(Duration::from_secs(3600));
+        assert_eq!(limit.check("A"), Some(0));
+        assert_eq!(limit.check("A"), None);
+        assert_eq!(limit.check("A"), None);
+        assert_eq!(limit.check("B"), Some(0));
+        let fast = RateLimitByKey::new(Duration::ZERO);
+        assert_eq!(fast.check("A"), Some(0));
+        assert_eq!(fast.check("A"), Some(0));
+    }
 
     #[test]
     fn control_characters_never_survive() {

@@ -495,7 +495,7 @@ async fn run(
             );
             metrics.layer()
         }
-        None => MetricsLayer::disabled(),
+        None => MetricsLayer::tracing_only(),
     };
     let mut http_errors =
         HttpErrors::new(config.catalogs.clone()).with_default_shape(config.http_error_format);

@@ -445,6 +445,65 @@ fn serve_checks_cors_origins() {
 }
 
 #[test]
+fn log_format_json_writes_one_object_per_line_with_the_span_fields() {
+    let secret = secret_file(b"a json log test secret of 32 bytes or more");
+    let mut served = common::binary::serve_with(
+        &[],
+        &[
+            "--log-format",
+            "json",
+            "--auth-jwt-secret-file",
+            secret.to_str().unwrap(),
+            "--auth-audience",
+            "errmap",
+        ],
+        "info",
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut client =
+            errmap::pb::error_catalog_client::ErrorCatalogClient::connect(served.url())
+                .await
+                .unwrap();
+        let mut request = tonic::Request::new(errmap::pb::GetErrorRequest {
+            key: Some(errmap::pb::get_error_request::Key::Code(11)),
+            domain: None,
+        });
+        request.metadata_mut().insert(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+                .parse()
+                .unwrap(),
+        );
+        let status = client.get_error(request).await.unwrap_err();
+        assert_eq!(status.error_code(), Some(ErrorCode::AuthRequired));
+    });
+    served.stop();
+    let stderr = String::from_utf8(served.stderr()).unwrap();
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
+    assert!(lines.len() >= 3, "{stderr}");
+    for line in &lines {
+        assert!(line["timestamp"].is_string(), "{line}");
+        assert!(line["level"].is_string(), "{line}");
+        assert!(line["fields"]["message"].is_string(), "{line}");
+    }
+    let refused = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "call without a token refused")
+        .unwrap_or_else(|| panic!("no refusal line in {stderr}"));
+    let span = &refused["span"];
+    assert_eq!(span["rpc.system"], "grpc");
+    assert_eq!(span["rpc.service"], "errmap.v1.ErrorCatalog");
+    assert_eq!(span["rpc.method"], "GetError");
+    assert_eq!(span["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(span["parent_span_id"], "00f067aa0ba902b7");
+    assert!(!stderr.contains('\u{1b}'), "no ANSI escapes");
+}
+
+#[test]
 fn serve_takes_a_host_name() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_errmap"))
         .args(["serve", "--addr", "localhost:0"])

@@ -140,6 +140,8 @@ enum Target {
     /// errmap's server (the `Errmap` one), over HTTP/1.1: the JSON lookup
     /// API and the pages.
     ErrmapHttp,
+    /// errmap's layers and auth, with metrics (`ServerConfig::metrics`).
+    ErrmapMetrics,
     /// errmap's layers and auth with gRPC-Web turned off
     /// (`ServerConfig::grpc_web = false`): the gRPC path without the
     /// gRPC-Web and CORS layers.
@@ -153,7 +155,7 @@ struct Scenario {
     target: Target,
 }
 
-const SCENARIOS: [Scenario; 10] = [
+const SCENARIOS: [Scenario; 11] = [
     Scenario {
         name: "errmap/noop",
         kind: Kind::Noop,
@@ -193,6 +195,11 @@ const SCENARIOS: [Scenario; 10] = [
         name: "grpc-only/hit",
         kind: Kind::Hit,
         target: Target::ErrmapGrpcOnly,
+    },
+    Scenario {
+        name: "errmap-metrics/hit",
+        kind: Kind::Hit,
+        target: Target::ErrmapMetrics,
     },
     Scenario {
         name: "errmap-http/hit",
@@ -341,6 +348,15 @@ async fn start_server_with(
     tls: Option<errmap::tls::TlsConfig>,
     grpc_web: bool,
 ) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    start_server_full(errmap, tls, grpc_web, None).await
+}
+
+async fn start_server_full(
+    errmap: bool,
+    tls: Option<errmap::tls::TlsConfig>,
+    grpc_web: bool,
+    metrics: Option<errmap::metrics::Metrics>,
+) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -355,6 +371,7 @@ async fn start_server_with(
         config.concurrency_limit = 4096;
         config.tls = tls;
         config.grpc_web = grpc_web;
+        config.metrics = metrics;
         tokio::spawn(async move {
             let _ = ErrmapServer::new(config).serve(listener, stop).await;
         });
@@ -657,6 +674,27 @@ async fn measure_binary(path: &PathBuf, in_flight: usize) -> Result<ServeFigures
     })
 }
 
+/// The memory `n` distinct label sets take in a metrics registry: RSS
+/// before and after recording one call for each (KiB).
+fn label_sets_memory(n: usize) -> (usize, u64) {
+    let metrics = errmap::metrics::Metrics::new();
+    let methods: Vec<&'static str> = (0..n)
+        .map(|i| &*Box::leak(format!("/bench.v1.Service/Method{i}").into_boxed_str()))
+        .collect();
+    let before = rss_kib(std::process::id());
+    for method in &methods {
+        metrics.record_labels(
+            method,
+            tonic::Code::NotFound,
+            "auth.errmap.dev",
+            "API_ITEM_NOT_FOUND",
+            0.001,
+        );
+    }
+    let after = rss_kib(std::process::id());
+    (n, after.saturating_sub(before))
+}
+
 fn largest_bare_status() -> (ErrorCode, usize) {
     ErrorCode::all()
         .map(|code| {
@@ -681,6 +719,10 @@ async fn run(options: Options) -> Result<serde_json::Value, String> {
     let bare_channels = connect(bare_addr, options.channels).await;
     let tls_channels = connect_with(tls_addr, options.channels, Some(&tls_ca)).await;
     let (grpc_only_addr, stop_grpc_only) = start_server_with(true, None, false).await;
+    let metrics = errmap::metrics::Metrics::new();
+    let (metrics_addr, stop_metrics) =
+        start_server_full(true, None, true, Some(metrics.clone())).await;
+    let metrics_channels = connect(metrics_addr, options.channels).await;
     let grpc_only_channels = connect(grpc_only_addr, options.channels).await;
     let (web, web_uri) = web_client(errmap_addr);
     let http_client: HttpClient =
@@ -693,6 +735,7 @@ async fn run(options: Options) -> Result<serde_json::Value, String> {
         Target::ErrmapTls => Clients::Grpc(&tls_channels),
         Target::ErrmapWeb => Clients::Web(&web, &web_uri),
         Target::ErrmapGrpcOnly => Clients::Grpc(&grpc_only_channels),
+        Target::ErrmapMetrics => Clients::Grpc(&metrics_channels),
         Target::ErrmapHttp => Clients::Http(&http_client, &http_base),
     };
     let bearer: MetadataValue<_> = format!("Bearer {}", token()).parse().map_err(|_| "token")?;
@@ -741,6 +784,9 @@ async fn run(options: Options) -> Result<serde_json::Value, String> {
     let _ = stop_bare.send(());
     let _ = stop_tls.send(());
     let _ = stop_grpc_only.send(());
+    let _ = stop_metrics.send(());
+    let scrape_bytes = metrics.encode(false).len();
+    let label_sets = label_sets_memory(10_000);
 
     let index = |name: &str| SCENARIOS.iter().position(|s| s.name == name).unwrap_or(0);
     // The median over the rounds of the per-round ratio a/b.
@@ -766,6 +812,7 @@ async fn run(options: Options) -> Result<serde_json::Value, String> {
     let web_hit_vs_grpc = ratio("errmap-web/hit", "errmap/hit");
     let web_support_cost = ratio("errmap/hit", "grpc-only/hit");
     let http_hit_vs_grpc = ratio("errmap-http/hit", "errmap/hit");
+    let metrics_cost = ratio("errmap-metrics/hit", "errmap/hit");
     let (largest_code, largest_size) = largest_bare_status();
 
     let serve = match &options.serve_binary {
@@ -810,6 +857,12 @@ async fn run(options: Options) -> Result<serde_json::Value, String> {
             "grpc_web_hit_vs_grpc_hit": web_hit_vs_grpc,
             "grpc_hit_with_vs_without_grpc_web": web_support_cost,
             "http_json_hit_vs_grpc_hit": http_hit_vs_grpc,
+            "hit_with_vs_without_metrics": metrics_cost,
+        },
+        "metrics": {
+            "scrape_bytes": scrape_bytes,
+            "label_sets": label_sets.0,
+            "label_sets_rss_kib": label_sets.1,
         },
         "new_connection_median_us": {
             "plaintext": plain_connection.as_micros() as u64,
@@ -873,7 +926,7 @@ fn print_text(report: &serde_json::Value) {
         String::new()
     };
     println!(
-        "summary: hit/noop={:.3} (bare tonic {:.3}) miss/noop={:.3} layers+auth(hit)={:.3} layers(noop)={:.3} tls/plaintext(hit)={:.3} grpc-web/grpc(hit)={:.3} grpc(hit) with/without gRPC-Web={:.3} http-json/grpc(hit)={:.3} new connection: plaintext {}us, TLS {}us largest_status={}B{}",
+        "summary: hit/noop={:.3} (bare tonic {:.3}) miss/noop={:.3} layers+auth(hit)={:.3} layers(noop)={:.3} tls/plaintext(hit)={:.3} grpc-web/grpc(hit)={:.3} grpc(hit) with/without gRPC-Web={:.3} http-json/grpc(hit)={:.3} metrics on/off(hit)={:.3} new connection: plaintext {}us, TLS {}us largest_status={}B{}",
         f(&r["hit_vs_noop"]),
         f(&r["bare_hit_vs_noop"]),
         f(&r["miss_vs_noop"]),
@@ -883,6 +936,7 @@ fn print_text(report: &serde_json::Value) {
         f(&r["grpc_web_hit_vs_grpc_hit"]),
         f(&r["grpc_hit_with_vs_without_grpc_web"]),
         f(&r["http_json_hit_vs_grpc_hit"]),
+        f(&r["hit_with_vs_without_metrics"]),
         report["new_connection_median_us"]["plaintext"],
         report["new_connection_median_us"]["tls"],
         report["largest_bare_status"]["bytes"],

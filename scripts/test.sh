@@ -5,7 +5,7 @@
 # as is. It installs what it needs: Python packages from PyPI into
 # target/interop/venv, Node packages from the npm registry into
 # tests/interop/node/node_modules (buf included) and examples/web/node_modules,
-# and Debian's chromium (apt-get) when /usr/bin/chromium is missing.
+# and Debian's chromium and prometheus (apt-get) when they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -24,6 +24,26 @@ cargo test --locked --workspace
 echo "==> Building the errmap binary for the interop tests"
 cargo build --locked --bin errmap
 export ERRMAP_BIN="$ROOT/target/debug/errmap"
+
+apt_install() {
+  local SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  if [ -z "${APT_UPDATED:-}" ]; then
+    $SUDO apt-get update -qq
+    APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+echo "==> Debian's prometheus, for the scrape test"
+PROMETHEUS="${PROMETHEUS:-/usr/bin/prometheus}"
+if [ ! -x "$PROMETHEUS" ]; then
+  echo "installing Debian's prometheus (apt-get)"
+  apt_install prometheus
+  PROMETHEUS=/usr/bin/prometheus
+fi
+"$PROMETHEUS" --version 2>&1 | sed -n 1p
+export PROMETHEUS
 
 echo "==> Python interop (grpcio, grpcio-status, grpcio-reflection, grpcio-health-checking)"
 if [ ! -x "$VENV/bin/python" ]; then
@@ -52,10 +72,7 @@ echo "==> Browser: examples/web in Debian's chromium (puppeteer-core, @connectrp
 CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
 if [ ! -x "$CHROMIUM" ]; then
   echo "installing Debian's chromium (apt-get)"
-  SUDO=""
-  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  apt_install chromium
   CHROMIUM=/usr/bin/chromium
 fi
 "$CHROMIUM" --version

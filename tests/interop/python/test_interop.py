@@ -632,3 +632,85 @@ def test_metrics_scraped_and_parsed_with_the_prometheus_client_parser():
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
         os.unlink(f.name)
+
+
+def _free_port():
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_debian_prometheus_scrapes_the_admin_listener():
+    """Debian's prometheus (PROMETHEUS, default /usr/bin/prometheus; the
+    test command installs it) scrapes `errmap serve --admin-addr` every
+    second; its query API then counts the calls by reason."""
+    import urllib.parse
+    import urllib.request
+
+    binary = os.environ.get("PROMETHEUS", "/usr/bin/prometheus")
+    assert os.path.exists(binary), f"{binary} is missing: scripts/test.sh installs it"
+    proc = subprocess.Popen(
+        [BIN, "serve", "--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    work = pathlib.Path(tempfile.mkdtemp(prefix="errmap-prometheus-"))
+    prom = None
+    try:
+        addr = proc.stdout.readline().strip()
+        admin = proc.stdout.readline().strip()
+        channel = grpc.insecure_channel(addr)
+        grpc.channel_ready_future(channel).result(timeout=30)
+        stub = catalog_pb2_grpc.ErrorCatalogStub(channel)
+        hits, misses, invalid = 6, 4, 3
+        for _ in range(hits):
+            stub.GetError(catalog_pb2.GetErrorRequest(code=11), timeout=10)
+        for _ in range(misses):
+            with pytest.raises(grpc.RpcError):
+                stub.GetError(catalog_pb2.GetErrorRequest(code=48), timeout=10)
+        for _ in range(invalid):
+            with pytest.raises(grpc.RpcError):
+                stub.GetError(catalog_pb2.GetErrorRequest(), timeout=10)
+        channel.close()
+
+        (work / "prometheus.yml").write_text(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+            "scrape_configs:\n  - job_name: errmap\n    static_configs:\n"
+            f"      - targets: ['{admin}']\n"
+        )
+        port = _free_port()
+        prom = subprocess.Popen(
+            [binary, f"--config.file={work / 'prometheus.yml'}",
+             f"--storage.tsdb.path={work / 'data'}",
+             f"--web.listen-address=127.0.0.1:{port}"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        query = urllib.parse.urlencode(
+            {"query": "sum by (error_reason) (rpc_server_call_duration_seconds_count)"}
+        )
+        url = f"http://127.0.0.1:{port}/api/v1/query?{query}"
+        want = {"": float(hits), "API_ITEM_NOT_FOUND": float(misses),
+                "API_INVALID_REQUEST": float(invalid)}
+        got = {}
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    body = json.load(response)
+                got = {r["metric"].get("error_reason", ""): float(r["value"][1])
+                       for r in body["data"]["result"]}
+                if got == want:
+                    break
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.5)
+        assert got == want, f"prometheus saw {got}"
+    finally:
+        if prom is not None:
+            prom.terminate()
+            prom.wait(timeout=20)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0

@@ -48,7 +48,7 @@ use serde_json::{Map, Value};
 use tonic::{service::Interceptor, Request, Status};
 
 use crate::{
-    sanitize::{self, RateLimit},
+    sanitize::{self, RateLimit, RateLimitByKey},
     Catalog as _, ErrorCode,
 };
 
@@ -504,6 +504,8 @@ pub struct AuthInterceptor {
     refused: Arc<RateLimit>,
     /// Refusals by code: 21, 10, 11.
     by_code: Arc<[std::sync::atomic::AtomicU64; 3]>,
+    /// Refusal logs, once a second per reason.
+    refused_by_reason: Arc<RateLimitByKey>,
 }
 
 impl fmt::Debug for AuthInterceptor {
@@ -524,6 +526,7 @@ impl AuthInterceptor {
             verifier,
             refused: Arc::new(RateLimit::new(20, Duration::from_secs(1))),
             by_code: Arc::new(Default::default()),
+            refused_by_reason: Arc::new(RateLimitByKey::new(Duration::from_secs(1))),
         }
     }
 
@@ -541,6 +544,15 @@ impl AuthInterceptor {
             ("AUTH_INVALID_TOKEN", n(1)),
             ("AUTH_EXPIRED_TOKEN", n(2)),
         ]
+    }
+
+    /// Whether a refusal sent as `code` may be logged: at most once a
+    /// second per reason (and 20 a second in all), with the number of
+    /// those of that reason suppressed since.
+    fn log_refusal(&self, code: ErrorCode) -> Option<u64> {
+        let overall = self.refused.check();
+        let mine = self.refused_by_reason.check(code.entry().name());
+        overall.and(mine)
     }
 
     fn count(&self, code: ErrorCode) {
@@ -610,14 +622,14 @@ impl Interceptor for AuthInterceptor {
         let token = match extract_token(request.metadata()) {
             Ok(Some(token)) => token,
             Ok(None) => {
-                if let Some(suppressed) = self.refused.check() {
+                if let Some(suppressed) = self.log_refusal(ErrorCode::AuthRequired) {
                     tracing::info!(suppressed, "call without a token refused");
                 }
                 self.count(ErrorCode::AuthRequired);
                 return Err(ErrorCode::AuthRequired.to_status_for(request.metadata()));
             }
             Err(refusal) => {
-                if let Some(suppressed) = self.refused.check() {
+                if let Some(suppressed) = self.log_refusal(ErrorCode::AuthInvalidToken) {
                     tracing::info!(?refusal, suppressed, "token refused before verification");
                 }
                 self.count(ErrorCode::AuthInvalidToken);
@@ -639,7 +651,7 @@ impl Interceptor for AuthInterceptor {
             }
             Err(error) => {
                 // The reason is logged, escaped, never the token.
-                if let Some(suppressed) = self.refused.check() {
+                if let Some(suppressed) = self.log_refusal(error.code()) {
                     tracing::info!(
                         error = %sanitize::escape(&error.to_string()),
                         suppressed,

@@ -577,7 +577,8 @@ def test_metrics_scraped_and_parsed_with_the_prometheus_client_parser():
         f.write(secret)
     proc = subprocess.Popen(
         [BIN, "serve", "--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0",
-         "--auth-jwt-secret-file", f.name, "--auth-audience", "errmap"],
+         "--auth-jwt-secret-file", f.name, "--auth-audience", "errmap",
+         "--stream-limit", "1"],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -605,6 +606,14 @@ def test_metrics_scraped_and_parsed_with_the_prometheus_client_parser():
             call = channel.unary_unary(f"/no.such.v1.Service/M{i}x{os.urandom(4).hex()}")
             with pytest.raises(grpc.RpcError):
                 call(b"", timeout=10)
+        # Sheds: the one stream place is held by a Watch.
+        held, _ = _watch(channel)
+        shed = 2
+        for _ in range(shed):
+            with pytest.raises(grpc.RpcError) as caught:
+                _watch(channel)
+            assert_catalog_error(caught.value, "API_TOO_MANY_REQUESTS")
+        held.cancel()
         channel.close()
 
         import urllib.request
@@ -620,12 +629,17 @@ def test_metrics_scraped_and_parsed_with_the_prometheus_client_parser():
                     counts[key] = counts.get(key, 0) + sample.value
                 if sample.name == "errmap_auth_refusals_total":
                     counts[("refused", sample.labels["reason"])] = sample.value
+                if sample.name == "errmap_admission_shed_total":
+                    counts["shed"] = sample.value
         get = "/errmap.v1.ErrorCatalog/GetError"
         assert counts[(get, "OK", "")] == hits
         assert counts[(get, "NOT_FOUND", "API_ITEM_NOT_FOUND")] == misses
         assert counts[(get, "UNAUTHENTICATED", "AUTH_INVALID_TOKEN")] == bad
         assert counts[("other", "UNIMPLEMENTED", "API_METHOD_NOT_FOUND")] == unknown
         assert counts[("refused", "AUTH_INVALID_TOKEN")] == bad
+        watch = "/grpc.health.v1.Health/Watch"
+        assert counts[(watch, "RESOURCE_EXHAUSTED", "API_TOO_MANY_REQUESTS")] == shed
+        assert counts["shed"] == shed
         with urllib.request.urlopen(f"http://{admin}/readyz", timeout=10) as response:
             assert response.status == 200
     finally:

@@ -592,7 +592,7 @@ def test_metrics_scraped_and_parsed_with_the_prometheus_client_parser():
         stub = catalog_pb2_grpc.ErrorCatalogStub(channel)
         now = int(time.time())
         good = [("authorization", "Bearer " + _jwt(secret, {"exp": now + 60, "aud": "errmap"}))]
-        hits, misses, bad, unknown = 4, 3, 2, 50
+        hits, misses, bad, unknown = 4, 3, 2, 1000
         for _ in range(hits):
             stub.GetError(catalog_pb2.GetErrorRequest(code=11), metadata=good, timeout=10)
         for _ in range(misses):
@@ -617,20 +617,33 @@ def test_metrics_scraped_and_parsed_with_the_prometheus_client_parser():
         channel.close()
 
         import urllib.request
-        with urllib.request.urlopen(f"http://{admin}/metrics", timeout=10) as response:
-            assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
-            text = response.read().decode()
-        counts = {}
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == "rpc_server_call_duration_seconds_count":
-                    key = (sample.labels["rpc_method"], sample.labels["rpc_status_code"],
-                           sample.labels["error_reason"])
-                    counts[key] = counts.get(key, 0) + sample.value
-                if sample.name == "errmap_auth_refusals_total":
-                    counts[("refused", sample.labels["reason"])] = sample.value
-                if sample.name == "errmap_admission_shed_total":
-                    counts["shed"] = sample.value
+
+        def scrape():
+            with urllib.request.urlopen(f"http://{admin}/metrics", timeout=10) as response:
+                assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+                text = response.read().decode()
+            counts = {}
+            for family in text_string_to_metric_families(text):
+                for sample in family.samples:
+                    if sample.name == "rpc_server_call_duration_seconds_count":
+                        key = (sample.labels["rpc_method"], sample.labels["rpc_status_code"],
+                               sample.labels["error_reason"])
+                        counts[key] = counts.get(key, 0) + sample.value
+                    if sample.name == "errmap_auth_refusals_total":
+                        counts[("refused", sample.labels["reason"])] = sample.value
+                    if sample.name == "errmap_admission_shed_total":
+                        counts["shed"] = sample.value
+            return counts
+
+        expected_calls = hits + misses + bad + unknown + shed + 1
+        deadline = time.monotonic() + 10
+        while True:
+            counts = scrape()
+            calls = {k: v for k, v in counts.items() if isinstance(k, tuple) and len(k) == 3}
+            # The held Watch is counted once the server sees it cancelled.
+            if sum(calls.values()) == expected_calls or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         get = "/errmap.v1.ErrorCatalog/GetError"
         assert counts[(get, "OK", "")] == hits
         assert counts[(get, "NOT_FOUND", "API_ITEM_NOT_FOUND")] == misses
@@ -640,6 +653,10 @@ def test_metrics_scraped_and_parsed_with_the_prometheus_client_parser():
         watch = "/grpc.health.v1.Health/Watch"
         assert counts[(watch, "RESOURCE_EXHAUSTED", "API_TOO_MANY_REQUESTS")] == shed
         assert counts["shed"] == shed
+        # A thousand random paths are one label value, and the histogram
+        # counts every call (the held Watch ended CANCELLED).
+        assert len({k[0] for k in calls}) <= 3, calls
+        assert sum(calls.values()) == expected_calls, calls
         with urllib.request.urlopen(f"http://{admin}/readyz", timeout=10) as response:
             assert response.status == 200
     finally:

@@ -277,7 +277,6 @@ impl HttpApi {
         let wanted = Self::wanted_language(query, headers);
         let lang = table.negotiate(wanted.as_str());
         let message = e.message_in(lang).unwrap_or(e.message());
-        let r = row(table, e, message, "");
         let page = ErrorPage {
             lang,
             languages: self.languages(lang, &format!("/errors/{}", e.name()), query),
@@ -285,14 +284,7 @@ impl HttpApi {
                 Some(l) => format!("/?{}", encode_query(&[("lang".to_owned(), l.clone())])),
                 None => "/".to_owned(),
             },
-            name: r.name,
-            number: r.number,
-            category: r.category,
-            grpc: r.grpc,
-            http: r.http,
-            message: r.message,
-            retry: r.retry,
-            domain: r.domain,
+            row: row(table, e, message, ""),
             advice: advice(e),
         };
         html(page.render())
@@ -427,14 +419,7 @@ struct ErrorPage {
     lang: &'static str,
     languages: Vec<Language>,
     back: String,
-    name: &'static str,
-    number: i32,
-    category: &'static str,
-    grpc: &'static str,
-    http: u16,
-    message: &'static str,
-    retry: String,
-    domain: &'static str,
+    row: Row,
     advice: String,
 }
 

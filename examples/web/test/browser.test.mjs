@@ -8,8 +8,6 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { createInterface } from 'node:readline';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
@@ -17,15 +15,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import puppeteer from 'puppeteer-core';
+import { errmap, launchChromium, stopAll } from './support.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
-const ROOT = path.resolve(HERE, '../../..');
 const DIST = path.resolve(HERE, '../dist');
-const BIN = process.env.ERRMAP_BIN ?? path.join(ROOT, 'target/debug/errmap');
-const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 
-const running = [];
 let site;
 let siteOrigin;
 let browser;
@@ -46,24 +40,6 @@ function serveDist() {
     });
   });
   return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
-}
-
-/** `errmap serve` on a free port; resolves to its address. */
-async function errmap(...args) {
-  const proc = spawn(BIN, ['serve', '--addr', '127.0.0.1:0', ...args], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
-  });
-  running.push(proc);
-  const addr = await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('errmap serve printed no address')), 30000);
-    proc.once('exit', (code) => reject(new Error(`errmap serve exited with ${code}`)));
-    createInterface({ input: proc.stdout }).once('line', (line) => {
-      clearTimeout(timer);
-      resolve(line.trim());
-    });
-  });
-  return `http://${addr}`;
 }
 
 /** Opens the page against `server`, looks `key` up, and returns what it rendered. */
@@ -106,26 +82,13 @@ before(async () => {
   assert.ok(fs.existsSync(path.join(DIST, 'app.js')), 'run `npm run build` first');
   site = await serveDist();
   siteOrigin = `http://127.0.0.1:${site.address().port}`;
-  browser = await puppeteer.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    userDataDir: fs.mkdtempSync(path.join(os.tmpdir(), 'errmap-chromium-')),
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {
   await browser?.close();
   site?.close();
-  for (const proc of running) proc.kill('SIGTERM');
+  stopAll();
 });
 
 test('a page of an allowed origin reads the code of a miss and the name of a hit', async () => {

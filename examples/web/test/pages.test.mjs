@@ -8,59 +8,27 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { createInterface } from 'node:readline';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 
-import puppeteer from 'puppeteer-core';
 import { HtmlValidate } from 'html-validate';
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-const ROOT = path.resolve(HERE, '../../..');
-const BIN = process.env.ERRMAP_BIN ?? path.join(ROOT, 'target/debug/errmap');
-const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+import { ROOT, errmap, launchChromium, stopAll } from './support.mjs';
+
 const ARTIFACTS = path.join(ROOT, 'target/test-artifacts');
 
 let server;
-let proc;
 let browser;
 
 before(async () => {
-  proc = spawn(BIN, ['serve', '--addr', '127.0.0.1:0'], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
-  });
-  const addr = await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('errmap serve printed no address')), 30000);
-    createInterface({ input: proc.stdout }).once('line', (line) => {
-      clearTimeout(timer);
-      resolve(line.trim());
-    });
-  });
-  server = `http://${addr}`;
+  server = await errmap();
   fs.mkdirSync(ARTIFACTS, { recursive: true });
-  browser = await puppeteer.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    userDataDir: fs.mkdtempSync(path.join(os.tmpdir(), 'errmap-pages-')),
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {
   await browser?.close();
-  proc?.kill('SIGTERM');
+  stopAll();
 });
 
 /** The catalog, from the server's own HTTP API. */

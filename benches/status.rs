@@ -66,6 +66,10 @@ fn build(c: &mut Criterion) {
     let mut group = c.benchmark_group("build_bare");
     group.bench_function("errmap", |b| b.iter(|| black_box(CODE).to_status()));
     group.bench_function("tonic_types", |b| b.iter(tonic_types_bare));
+    // A code that asks for no retry: no grpc-retry-pushback-ms metadata.
+    group.bench_function("errmap_no_retry", |b| {
+        b.iter(|| black_box(ErrorCode::ApiItemNotFound).to_status())
+    });
     group.finish();
 
     let mut group = c.benchmark_group("build_metadata_and_message");

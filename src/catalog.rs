@@ -479,11 +479,17 @@ impl CatalogTable {
     /// The bare status of entry `index` in locale `locale`.
     pub(crate) fn status(&self, index: usize, locale: usize) -> Status {
         let entry = &self.entries[index];
-        Status::with_details(
-            entry.grpc_code,
-            entry.message,
-            self.prebuilt(index, locale).status.clone(),
-        )
+        let pre = self.prebuilt(index, locale);
+        match &pre.pushback {
+            // gRFC A6 clients retry after grpc-retry-pushback-ms.
+            Some(value) => Status::with_details_and_metadata(
+                entry.grpc_code,
+                entry.message,
+                pre.status.clone(),
+                crate::status::pushback_metadata_of(value),
+            ),
+            None => Status::with_details(entry.grpc_code, entry.message, pre.status.clone()),
+        }
     }
 
     /// [`status_of`](Self::status_of) with the `LocalizedMessage` in the

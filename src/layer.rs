@@ -559,6 +559,13 @@ fn normalize<P: ClassifyStatus>(
         );
     }
     if let Some((table, entry)) = catalog_status(headers, code, catalogs) {
+        // gRFC A6 clients read the delay from grpc-retry-pushback-ms: a
+        // catalog status that asks for a retry carries it, whoever built it.
+        if let Some(delay) = entry.retry_delay() {
+            if !headers.contains_key(status::RETRY_PUSHBACK_MS) {
+                headers.extend(status::pushback_metadata(delay).into_headers());
+            }
+        }
         let outcome = Outcome {
             code,
             domain: table.domain(),
@@ -597,6 +604,7 @@ fn normalize<P: ClassifyStatus>(
     headers.remove(GRPC_STATUS);
     headers.remove(GRPC_MESSAGE);
     headers.remove(details::DETAILS_HEADER);
+    headers.remove(status::RETRY_PUSHBACK_MS);
     let _ = status.add_header(headers);
     let outcome = Outcome {
         code: grpc_code,

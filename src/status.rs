@@ -67,6 +67,34 @@ use crate::{
 /// made without a caller's locale ([`Catalog::to_status`], `.into()`).
 pub const LOCALE: &str = crate::locale::DEFAULT_LOCALE;
 
+/// The trailer that tells gRPC clients with a retry policy (gRFC A6) how
+/// long to wait before retrying, in milliseconds. errmap sends it with
+/// every status that carries a `RetryInfo`, with the same delay.
+pub const RETRY_PUSHBACK_MS: &str = "grpc-retry-pushback-ms";
+
+/// [`RETRY_PUSHBACK_MS`] as a header name, parsed once.
+const PUSHBACK_HEADER: http::HeaderName = http::HeaderName::from_static(RETRY_PUSHBACK_MS);
+
+/// The `grpc-retry-pushback-ms` value for `delay`: whole milliseconds,
+/// rounded up.
+pub(crate) fn pushback_value(delay: std::time::Duration) -> http::HeaderValue {
+    let millis = delay.as_millis() + u128::from(!delay.subsec_nanos().is_multiple_of(1_000_000));
+    http::HeaderValue::from(u64::try_from(millis).unwrap_or(u64::MAX))
+}
+
+/// The response metadata holding `grpc-retry-pushback-ms: value`.
+pub(crate) fn pushback_metadata_of(value: &http::HeaderValue) -> MetadataMap {
+    let mut headers = http::HeaderMap::with_capacity(1);
+    headers.insert(PUSHBACK_HEADER, value.clone());
+    MetadataMap::from_headers(headers)
+}
+
+/// The response metadata of a status whose code asks for a retry after
+/// `delay`: `grpc-retry-pushback-ms`, in whole milliseconds (rounded up).
+pub(crate) fn pushback_metadata(delay: std::time::Duration) -> MetadataMap {
+    pushback_metadata_of(&pushback_value(delay))
+}
+
 /// The ErrorInfo metadata key that carries the numeric code; callers may not
 /// set it.
 pub const CODE_METADATA_KEY: &str = "code";
@@ -204,6 +232,8 @@ pub(crate) struct Prebuilt {
     rest: &'static [u8],
     /// The `Help` entry with the catalog link, or nothing.
     help: &'static [u8],
+    /// The `grpc-retry-pushback-ms` value, for the codes with a delay.
+    pub(crate) pushback: Option<http::HeaderValue>,
 }
 
 fn leak(buf: Vec<u8>) -> &'static [u8] {
@@ -250,6 +280,7 @@ impl Prebuilt {
             error_info,
             rest,
             help,
+            pushback: entry.retry_delay().map(pushback_value),
         }
     }
 }
@@ -493,7 +524,17 @@ impl StatusBuilder {
             ))
         };
 
-        let size = trailer_size(message, details.len(), &self.response_metadata);
+        let mut response_metadata = self.response_metadata;
+        if let Some(value) = &pre.pushback {
+            if response_metadata.is_empty() {
+                response_metadata = pushback_metadata_of(value);
+            } else {
+                let mut headers = response_metadata.into_headers();
+                headers.insert(PUSHBACK_HEADER, value.clone());
+                response_metadata = MetadataMap::from_headers(headers);
+            }
+        }
+        let size = trailer_size(message, details.len(), &response_metadata);
         if size > MAX_STATUS_SIZE {
             return Err(BuildError::TooLarge {
                 size,
@@ -508,7 +549,7 @@ impl StatusBuilder {
             entry.grpc_code(),
             message,
             details,
-            self.response_metadata,
+            response_metadata,
         ))
     }
 }
@@ -537,7 +578,15 @@ pub(crate) fn with_grpc_code<C: Catalog>(
         pre.rest,
         pre.help,
     );
-    Status::with_details(grpc_code, entry.message(), Bytes::from(details))
+    match &pre.pushback {
+        Some(value) => Status::with_details_and_metadata(
+            grpc_code,
+            entry.message(),
+            Bytes::from(details),
+            pushback_metadata_of(value),
+        ),
+        None => Status::with_details(grpc_code, entry.message(), Bytes::from(details)),
+    }
 }
 
 /// Re-encodes a `google.rpc.Status` with another message and the given

@@ -745,3 +745,47 @@ def test_debian_prometheus_scrapes_the_admin_listener():
             prom.wait(timeout=20)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
+
+
+def test_a6_retry_policy_honours_the_pushback():
+    """A grpcio channel with a gRFC A6 retryPolicy (RESOURCE_EXHAUSTED
+    retryable, a 10 ms backoff) calls Watch on a server whose one stream
+    place is held for 300 ms: the 44 carries grpc-retry-pushback-ms 1000, so
+    the client waits a second, not 10 ms, and its retry succeeds."""
+    s = Server("--stream-limit", "1")
+    try:
+        held, _ = _watch(s.channel)
+        config = json.dumps({
+            "methodConfig": [{
+                "name": [{"service": "grpc.health.v1.Health"}],
+                "retryPolicy": {
+                    "maxAttempts": 3,
+                    "initialBackoff": "0.01s",
+                    "maxBackoff": "0.01s",
+                    "backoffMultiplier": 1,
+                    "retryableStatusCodes": ["RESOURCE_EXHAUSTED"],
+                },
+            }]
+        })
+        retrying = grpc.insecure_channel(
+            s.addr, options=[("grpc.enable_retries", 1), ("grpc.service_config", config)]
+        )
+        grpc.channel_ready_future(retrying).result(timeout=30)
+        threading.Timer(0.3, held.cancel).start()
+        started = time.monotonic()
+        stream, first = _watch(retrying)
+        elapsed = time.monotonic() - started
+        assert first.status == health_pb2.HealthCheckResponse.SERVING
+        assert elapsed >= 1.0, f"retried after {elapsed:.3f} s, before the 1 s pushback"
+        stream.cancel()
+        retrying.close()
+
+        # The trailer itself, as a client without a retry policy sees it.
+        held, _ = _watch(s.channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            _watch(s.channel)
+        md = dict(caught.value.trailing_metadata() or ())
+        assert md.get("grpc-retry-pushback-ms") == "1000"
+        held.cancel()
+    finally:
+        assert s.terminate() == 0

@@ -82,6 +82,10 @@ enum Command {
             requires = "server"
         )]
         token: Option<String>,
+        /// With --server: retry a call the server asks to retry (42, 44, 49,
+        /// and UNAVAILABLE) up to N times, after the delay it gives.
+        #[arg(long, value_name = "N", default_value_t = 2, requires = "server")]
+        retries: u32,
         #[command(flatten)]
         source: CatalogArgs,
     },
@@ -482,6 +486,7 @@ pub(crate) fn main() -> ExitCode {
             lang,
             tls,
             token,
+            retries,
             source,
         } => match server {
             None => match source
@@ -496,9 +501,12 @@ pub(crate) fn main() -> ExitCode {
                 json,
                 &url,
                 &tls,
-                source.domain,
-                token,
-                lang.as_deref(),
+                Ask {
+                    domain: source.domain,
+                    token,
+                    lang: lang.as_deref(),
+                    retries,
+                },
             ),
         },
         Command::List {
@@ -974,15 +982,21 @@ fn server_url(text: &str) -> Result<String, String> {
     Ok(format!("http://{text}"))
 }
 
-fn lookup_remote(
-    text: &str,
-    json: bool,
-    url: &str,
-    tls: &ClientTlsArgs,
+/// What `lookup --server` sends besides the code.
+struct Ask<'a> {
     domain: Option<String>,
     token: Option<String>,
-    lang: Option<&str>,
-) -> u8 {
+    lang: Option<&'a str>,
+    retries: u32,
+}
+
+fn lookup_remote(text: &str, json: bool, url: &str, tls: &ClientTlsArgs, ask: Ask<'_>) -> u8 {
+    let Ask {
+        domain,
+        token,
+        lang,
+        retries,
+    } = ask;
     let url = match server_url(url) {
         Ok(url) => url,
         Err(e) => return bad_input(&e),
@@ -1050,6 +1064,12 @@ fn lookup_remote(
                 return EXIT_FAILURE;
             }
         };
+        let policy = errmap::client::RetryPolicy::default()
+            .with_max_attempts(retries.saturating_add(1))
+            .with_max_server_delay(Duration::from_secs(10));
+        let channel = tower::ServiceBuilder::new()
+            .layer(errmap::client::RetryLayer::new(policy))
+            .service(channel);
         let mut client = pb::error_catalog_client::ErrorCatalogClient::new(channel);
         let mut request = tonic::Request::new(pb::GetErrorRequest {
             key: Some(key),

@@ -68,6 +68,7 @@ pub mod admission;
 pub mod auth;
 pub mod catalog;
 pub mod catalogs;
+pub mod client;
 pub mod details;
 pub mod http_api;
 pub mod http_error;

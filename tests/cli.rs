@@ -504,6 +504,33 @@ fn log_format_json_writes_one_object_per_line_with_the_span_fields() {
 }
 
 #[test]
+fn lookup_retries_what_the_server_asks_to_retry() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut config = errmap::server::ServerConfig::default();
+    config.concurrency_limit = 1;
+    let server = rt.block_on(common::TestServer::start(config));
+    let url = format!("http://{}", server.addr);
+    let channel = rt.block_on(server.channel());
+    // The only place is held for 1.5 s: without retries, 44.
+    let slow = rt.block_on(server.start_slow(&channel, 1500, 1));
+    let once = errmap(&["lookup", "11", "--server", &url, "--retries", "0"]);
+    assert_eq!(once.status.code(), Some(3), "{}", stderr(&once));
+    assert!(
+        stderr(&once).contains("ResourceExhausted"),
+        "{}",
+        stderr(&once)
+    );
+    // With retries, after the 1 s RetryInfo delay (twice if need be), found.
+    let retried = errmap(&["lookup", "11", "--server", &url, "--retries", "2"]);
+    assert_eq!(retried.status.code(), Some(0), "{}", stderr(&retried));
+    assert!(stdout(&retried).contains("AUTH_EXPIRED_TOKEN"));
+    for call in slow {
+        rt.block_on(call).unwrap().unwrap();
+    }
+    rt.block_on(server.stop());
+}
+
+#[test]
 fn serve_takes_a_host_name() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_errmap"))
         .args(["serve", "--addr", "localhost:0"])

@@ -156,3 +156,30 @@ async fn a_code_that_asks_for_no_retry_is_never_retried() {
     assert_eq!(previous(&status).as_deref(), Some("0"));
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_server_sees_the_attempt_count() {
+    let server = one_place_server().await;
+    let channel = server.channel().await;
+    let slow = server.start_slow(&channel, 300, 1).await;
+    let retrying = tower::ServiceBuilder::new()
+        .layer(RetryLayer::new(RetryPolicy::default()))
+        .service(channel.clone());
+    let mut grpc = tonic::client::Grpc::new(retrying);
+    grpc.ready().await.unwrap();
+    let response = grpc
+        .unary(
+            Request::new(String::new()),
+            http::uri::PathAndQuery::from_static("/test.v1.Probe/Attempts"),
+            tonic_prost::ProstCodec::<String, String>::default(),
+        )
+        .await
+        .unwrap();
+    // The first attempt was shed; the handler ran for the second.
+    assert_eq!(response.get_ref(), "1");
+    assert_eq!(response.extensions().get::<Attempts>(), Some(&Attempts(2)));
+    for call in slow {
+        call.await.unwrap().unwrap();
+    }
+    server.stop().await;
+}

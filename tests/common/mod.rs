@@ -164,6 +164,8 @@ pub async fn call_probe(
 /// - `Unimplemented`: fails with a bare UNIMPLEMENTED, as a handler may;
 /// - `Localized`: fails with 47 built in the caller's locale, with a
 ///   developer message;
+/// - `Attempts`: answers the request's `grpc-previous-rpc-attempts`, or
+///   `none`;
 /// - `Return`: fails with the status put in [`Probe::next`];
 /// - `Peer`: answers the verified client certificate's subject and SANs;
 /// - `Forward`: calls the errmap server whose URL is the request and
@@ -404,6 +406,14 @@ impl UnaryService<String> for ProbeHandler {
                     .build()
                     .unwrap()),
                 "Unimplemented" => Err(Status::unimplemented("")),
+                "Attempts" => Ok(Response::new(
+                    request
+                        .metadata()
+                        .get("grpc-previous-rpc-attempts")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("none")
+                        .to_owned(),
+                )),
                 "Peer" => Ok(Response::new(
                     request
                         .extensions()

@@ -12,7 +12,9 @@
 //!   `rpc_method` (`/pkg.Service/Method`), `rpc_status_code` (`OK`,
 //!   `NOT_FOUND`, …), `error_reason` (empty on OK) and `error_domain`;
 //! - `errmap_calls_in_flight`, `errmap_admission_shed_total`,
-//!   `errmap_auth_refusals_total{reason}`, `errmap_catalog_info{domain,hash}`;
+//!   `errmap_auth_refusals_total{reason}`, `errmap_catalog_info{domain,hash}`,
+//!   `errmap_retried_calls_total` (calls that arrived with
+//!   `grpc-previous-rpc-attempts` above 0: clients retrying);
 //! - `process_resident_memory_bytes`, `process_open_fds`,
 //!   `process_cpu_seconds_total`, read from `/proc` at each scrape.
 //!
@@ -95,6 +97,7 @@ struct Inner {
     in_flight: Gauge,
     shed: Counter,
     auth_refusals: Family<ReasonLabel, Counter>,
+    retries: Counter,
     catalog_info: Family<CatalogLabels, Gauge>,
     resident: Gauge,
     open_fds: Gauge,
@@ -156,6 +159,12 @@ impl Metrics {
             "Calls shed with 44 because no place was free",
             shed.clone(),
         );
+        let retries = Counter::default();
+        registry.register(
+            "errmap_retried_calls",
+            "Calls that arrived as retries (grpc-previous-rpc-attempts above 0)",
+            retries.clone(),
+        );
         let auth_refusals = Family::<ReasonLabel, Counter>::default();
         registry.register(
             "errmap_auth_refusals",
@@ -193,6 +202,7 @@ impl Metrics {
                 in_flight,
                 shed,
                 auth_refusals,
+                retries,
                 catalog_info,
                 resident,
                 open_fds,
@@ -533,6 +543,17 @@ where
         }
         let slot = OutcomeSlot::new();
         request.extensions_mut().insert(slot.clone());
+        if let Some(metrics) = &self.metrics {
+            let retried = request
+                .headers()
+                .get(crate::client::PREVIOUS_ATTEMPTS)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u32>().ok())
+                .is_some_and(|n| n > 0);
+            if retried {
+                metrics.inner.retries.inc();
+            }
+        }
         let span = if self.trace {
             let (service, method) = service_and_method(request.uri().path());
             let span = tracing::info_span!(

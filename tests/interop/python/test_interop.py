@@ -84,6 +84,9 @@ class Server:
         reader.join(timeout=30)
         assert line and line[0].strip(), "errmap serve printed no address"
         self.addr = line[0].strip()
+        self.admin = None
+        if "--admin-addr" in args:
+            self.admin = self.proc.stdout.readline().strip()
         if credentials is None:
             self.channel = grpc.insecure_channel(self.addr)
         else:
@@ -752,7 +755,7 @@ def test_a6_retry_policy_honours_the_pushback():
     retryable, a 10 ms backoff) calls Watch on a server whose one stream
     place is held for 300 ms: the 44 carries grpc-retry-pushback-ms 1000, so
     the client waits a second, not 10 ms, and its retry succeeds."""
-    s = Server("--stream-limit", "1")
+    s = Server("--stream-limit", "1", "--admin-addr", "127.0.0.1:0")
     try:
         held, _ = _watch(s.channel)
         config = json.dumps({
@@ -779,6 +782,16 @@ def test_a6_retry_policy_honours_the_pushback():
         assert elapsed >= 1.0, f"retried after {elapsed:.3f} s, before the 1 s pushback"
         stream.cancel()
         retrying.close()
+        # The retry told the server it was one: grpc-previous-rpc-attempts,
+        # counted in errmap_retried_calls_total.
+        import urllib.request
+        with urllib.request.urlopen(f"http://{s.admin}/metrics", timeout=10) as response:
+            samples = {
+                sample.name: sample.value
+                for family in text_string_to_metric_families(response.read().decode())
+                for sample in family.samples
+            }
+        assert samples["errmap_retried_calls_total"] == 1
 
         # The trailer itself, as a client without a retry policy sees it.
         held, _ = _watch(s.channel)

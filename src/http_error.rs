@@ -220,16 +220,14 @@ impl HttpErrors {
     /// The HTTP status of `status`: its catalog entry's, else the
     /// `google/rpc/code.proto` mapping of its gRPC code.
     pub fn http_status(&self, status: &Status) -> StatusCode {
-        self.entry_of(status)
-            .and_then(|(_, e)| StatusCode::from_u16(e.http_status()).ok())
-            .unwrap_or_else(|| http_status_of_code(status.code()))
+        http_status_from(status, self.entry_of(status))
     }
 
     /// The response for `status` in `shape`: HTTP status, headers and JSON
     /// body.
     pub fn response(&self, status: &Status, shape: Shape) -> http::Response<String> {
-        let http_status = self.http_status(status);
         let entry = self.entry_of(status);
+        let http_status = http_status_from(status, entry);
         let details = ErrorDetails::decode(status.details()).ok();
         let body = self.body_with(status, shape, http_status, entry, details.as_ref());
         let mut response = http::Response::new(body.to_string());
@@ -262,11 +260,12 @@ impl HttpErrors {
     /// The JSON body for `status` in `shape`.
     pub fn body(&self, status: &Status, shape: Shape) -> Value {
         let details = ErrorDetails::decode(status.details()).ok();
+        let entry = self.entry_of(status);
         self.body_with(
             status,
             shape,
-            self.http_status(status),
-            self.entry_of(status),
+            http_status_from(status, entry),
+            entry,
             details.as_ref(),
         )
     }
@@ -341,6 +340,16 @@ impl HttpErrors {
             errors: self.clone(),
         }
     }
+}
+
+/// The catalog entry's HTTP status, else `code.proto`'s for the gRPC code.
+fn http_status_from(
+    status: &Status,
+    entry: Option<(&'static CatalogTable, &'static CatalogEntry)>,
+) -> StatusCode {
+    entry
+        .and_then(|(_, e)| StatusCode::from_u16(e.http_status()).ok())
+        .unwrap_or_else(|| http_status_of_code(status.code()))
 }
 
 fn sorted(map: Map<String, Value>) -> Map<String, Value> {

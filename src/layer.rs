@@ -563,7 +563,7 @@ fn normalize<P: ClassifyStatus>(
         // catalog status that asks for a retry carries it, whoever built it.
         if let Some(delay) = entry.retry_delay() {
             if !headers.contains_key(status::RETRY_PUSHBACK_MS) {
-                headers.extend(status::pushback_metadata(delay).into_headers());
+                status::insert_pushback(headers, delay);
             }
         }
         let outcome = Outcome {

@@ -555,13 +555,12 @@ where
             }
         }
         let span = if self.trace {
-            let (service, method) = service_and_method(request.uri().path());
             let span = tracing::info_span!(
                 "rpc",
                 otel.kind = "server",
                 rpc.system = "grpc",
-                rpc.service = %service,
-                rpc.method = %method,
+                rpc.service = tracing::field::Empty,
+                rpc.method = tracing::field::Empty,
                 rpc.status_code = tracing::field::Empty,
                 error.type = tracing::field::Empty,
                 errmap.error.reason = tracing::field::Empty,
@@ -569,9 +568,16 @@ where
                 trace_id = tracing::field::Empty,
                 parent_span_id = tracing::field::Empty,
             );
-            if let Some((trace, parent)) = traceparent(request.headers()) {
-                span.record("trace_id", trace);
-                span.record("parent_span_id", parent);
+            // The fields cost an escape and two strings: only for a span
+            // someone listens to.
+            if !span.is_disabled() {
+                let (service, method) = service_and_method(request.uri().path());
+                span.record("rpc.service", service.as_str());
+                span.record("rpc.method", method.as_str());
+                if let Some((trace, parent)) = traceparent(request.headers()) {
+                    span.record("trace_id", trace);
+                    span.record("parent_span_id", parent);
+                }
             }
             span
         } else {

@@ -89,10 +89,9 @@ pub(crate) fn pushback_metadata_of(value: &http::HeaderValue) -> MetadataMap {
     MetadataMap::from_headers(headers)
 }
 
-/// The response metadata of a status whose code asks for a retry after
-/// `delay`: `grpc-retry-pushback-ms`, in whole milliseconds (rounded up).
-pub(crate) fn pushback_metadata(delay: std::time::Duration) -> MetadataMap {
-    pushback_metadata_of(&pushback_value(delay))
+/// Sets `grpc-retry-pushback-ms` for `delay` in a header block.
+pub(crate) fn insert_pushback(headers: &mut http::HeaderMap, delay: std::time::Duration) {
+    headers.insert(PUSHBACK_HEADER, pushback_value(delay));
 }
 
 /// The ErrorInfo metadata key that carries the numeric code; callers may not

@@ -19,6 +19,10 @@ use tokio::net::TcpListener;
 
 use crate::metrics::Metrics;
 
+/// Admin connections open at once; more are closed at once. Scrapers and
+/// probes need a handful.
+pub const MAX_ADMIN_CONNECTIONS: usize = 64;
+
 /// The content type of the Prometheus text format.
 pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// The content type of OpenMetrics text.
@@ -67,8 +71,10 @@ pub fn answer<B>(metrics: &Metrics, request: &http::Request<B>) -> http::Respons
 }
 
 /// Serves the admin endpoints on `listener` (HTTP/1.1) until `shutdown`
-/// completes.
+/// completes. At most [`MAX_ADMIN_CONNECTIONS`] connections are served at
+/// once, each with 10 s to send a request head.
 pub async fn serve(listener: TcpListener, metrics: Metrics, shutdown: impl Future<Output = ()>) {
+    let places = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_ADMIN_CONNECTIONS));
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -80,8 +86,14 @@ pub async fn serve(listener: TcpListener, metrics: Metrics, shutdown: impl Futur
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             continue;
         };
+        let Ok(place) = places.clone().try_acquire_owned() else {
+            // Full: close this one rather than queue without bound.
+            drop(stream);
+            continue;
+        };
         let metrics = metrics.clone();
         tokio::spawn(async move {
+            let _place = place;
             let service = hyper::service::service_fn(move |request| {
                 let response = answer(&metrics, &request);
                 async move { Ok::<_, Infallible>(response) }

@@ -291,3 +291,48 @@ async fn a_known_mix_is_counted_by_its_labels() {
     }
     server.join().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_admin_listener_caps_its_connections() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = listener.local_addr().unwrap();
+    tokio::spawn(errmap::admin::serve(
+        listener,
+        Metrics::new(),
+        std::future::pending(),
+    ));
+    // Idle connections up to the cap, and some more.
+    let mut idle = Vec::new();
+    for _ in 0..errmap::admin::MAX_ADMIN_CONNECTIONS + 20 {
+        idle.push(tokio::net::TcpStream::connect(admin).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // One past the cap is closed at once: a read ends without data.
+    use tokio::io::AsyncReadExt as _;
+    let mut late = tokio::net::TcpStream::connect(admin).await.unwrap();
+    let mut buf = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(5), late.read(&mut buf))
+        .await
+        .expect("closed, not held");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    // Once the idle ones go, it answers again.
+    drop(idle);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    loop {
+        let request = http::Request::get(format!("http://{admin}/healthz"))
+            .body(http_body_util::Empty::new())
+            .unwrap();
+        if let Ok(response) = client.request(request).await {
+            if response.status() == 200 {
+                break;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never answered again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

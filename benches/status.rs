@@ -371,11 +371,84 @@ fn http(c: &mut Criterion) {
     group.finish();
 }
 
+/// A transport that answers every call with one OK `HealthCheckResponse`
+/// (headers, a data frame, trailers), after reading the whole request as a
+/// real one sends it. Both clients below pay the same for it.
+fn answering_transport() -> impl tower::Service<
+    http::Request<tonic::body::Body>,
+    Response = http::Response<tonic::body::Body>,
+    Error = std::convert::Infallible,
+    Future = impl std::future::Future<
+        Output = Result<http::Response<tonic::body::Body>, std::convert::Infallible>,
+    > + Send,
+> + Clone
+       + Send
+       + 'static {
+    use http_body_util::BodyExt as _;
+    use prost::Message as _;
+    let message = tonic_health::pb::HealthCheckResponse { status: 1 }.encode_to_vec();
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&message);
+    let frame = bytes::Bytes::from(frame);
+    tower::service_fn(move |request: http::Request<tonic::body::Body>| {
+        let frame = frame.clone();
+        async move {
+            let _ = request.into_body().collect().await;
+            let mut trailers = HeaderMap::new();
+            trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+            let frames = vec![
+                Ok::<_, std::convert::Infallible>(http_body::Frame::data(frame)),
+                Ok(http_body::Frame::trailers(trailers)),
+            ];
+            let mut response = http::Response::new(tonic::body::Body::new(
+                http_body_util::StreamBody::new(tokio_stream::iter(frames)),
+            ));
+            response.headers_mut().insert(
+                "content-type",
+                http::HeaderValue::from_static("application/grpc"),
+            );
+            Ok(response)
+        }
+    })
+}
+
+/// A unary call that succeeds at once, through tonic's client over the
+/// transport above, bare and behind `errmap::client::RetryLayer`: what the
+/// layer adds to every call (buffering the request, the attempt header,
+/// the throttle), without a network to hide it.
+fn client(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let mut bare = tonic_health::pb::health_client::HealthClient::new(answering_transport());
+    let mut retrying = tonic_health::pb::health_client::HealthClient::new(tower::Layer::layer(
+        &errmap::client::RetryLayer::new(errmap::client::RetryPolicy::default()),
+        answering_transport(),
+    ));
+    let mut group = c.benchmark_group("client_first_try_ok");
+    group.bench_function("bare", |b| {
+        b.iter(|| {
+            runtime
+                .block_on(bare.check(tonic_health::pb::HealthCheckRequest::default()))
+                .unwrap()
+        })
+    });
+    group.bench_function("retry_layer", |b| {
+        b.iter(|| {
+            runtime
+                .block_on(retrying.check(tonic_health::pb::HealthCheckRequest::default()))
+                .unwrap()
+        })
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    targets = build, read, lookup, round_trip, runtime_catalog, locales, http
+    targets = build, read, lookup, round_trip, runtime_catalog, locales, http, client
 }
 criterion_main!(benches);

@@ -12,7 +12,10 @@
 //! and the hit over gRPC-Web on HTTP/1.1 (`errmap-web`, tonic-web's client
 //! layer on hyper's pooled HTTP/1.1 client) against the same server, the
 //! hit over the HTTP/JSON API (`errmap-http/hit`, `GET /v1/errors/11`) and
-//! the catalog page (`errmap-http/page`, `GET /`).
+//! the catalog page (`errmap-http/page`, `GET /`), and the hit on the
+//! `errmap` server through the client retry layer
+//! (`errmap-retry/hit`, `errmap::client::RetryLayer` over the same
+//! channels), against the bare client on those channels.
 //! Then it measures the `errmap serve` binary: start-up time to accepting
 //! connections, and RSS with 1,000 calls in flight.
 //!
@@ -37,6 +40,7 @@ use std::{
 use errmap::Catalog as _;
 use errmap::{
     auth::{AuthInterceptor, JwtVerifier},
+    client::{Retry, RetryLayer, RetryPolicy},
     pb::{error_catalog_client::ErrorCatalogClient, get_error_request::Key, GetErrorRequest},
     server::{ErrmapServer, ServerConfig},
     service::CatalogService,
@@ -46,6 +50,7 @@ use hdrhistogram::Histogram;
 use serde_json::json;
 use tonic::{metadata::MetadataValue, transport::Channel, Request};
 use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+use tower::Layer as _;
 
 const SECRET: &[u8] = b"loadgen secret: only for 127.0.0.1";
 
@@ -146,6 +151,9 @@ enum Target {
     /// (`ServerConfig::grpc_web = false`): the gRPC path without the
     /// gRPC-Web and CORS layers.
     ErrmapGrpcOnly,
+    /// errmap's server (the `Errmap` one, its channels), called through
+    /// the client retry layer (`errmap::client::RetryLayer`).
+    ErrmapRetry,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -155,7 +163,7 @@ struct Scenario {
     target: Target,
 }
 
-const SCENARIOS: [Scenario; 11] = [
+const SCENARIOS: [Scenario; 12] = [
     Scenario {
         name: "errmap/noop",
         kind: Kind::Noop,
@@ -165,6 +173,13 @@ const SCENARIOS: [Scenario; 11] = [
         name: "errmap/hit",
         kind: Kind::Hit,
         target: Target::Errmap,
+    },
+    // Right after `errmap/hit`, on the same channels: the pair differs
+    // only by the client layer.
+    Scenario {
+        name: "errmap-retry/hit",
+        kind: Kind::Hit,
+        target: Target::ErrmapRetry,
     },
     Scenario {
         name: "errmap/miss",
@@ -235,6 +250,8 @@ enum Clients<'a> {
     Grpc(&'a [Channel]),
     Web(&'a WebService, &'a http::Uri),
     Http(&'a HttpClient, &'a str),
+    /// Channels, each wrapped by one shared retry layer (one throttle).
+    Retry(&'a [Channel], &'a RetryLayer),
 }
 
 /// One task's catalog client, over gRPC or gRPC-Web.
@@ -242,6 +259,7 @@ enum CatalogClient {
     Grpc(ErrorCatalogClient<Channel>, HealthClient<Channel>),
     Web(ErrorCatalogClient<WebService>),
     Http(HttpClient, String),
+    Retry(ErrorCatalogClient<Retry<Channel>>),
 }
 
 impl CatalogClient {
@@ -249,6 +267,7 @@ impl CatalogClient {
         match self {
             CatalogClient::Grpc(client, _) => client.get_error(request).await.map(drop),
             CatalogClient::Web(client) => client.get_error(request).await.map(drop),
+            CatalogClient::Retry(client) => client.get_error(request).await.map(drop),
             CatalogClient::Http(client, base) => {
                 let code = match request.get_ref().key {
                     Some(Key::Code(code)) => code,
@@ -281,7 +300,7 @@ impl CatalogClient {
             CatalogClient::Grpc(_, health) => {
                 health.check(HealthCheckRequest::default()).await.is_ok()
             }
-            CatalogClient::Web(_) | CatalogClient::Http(..) => false,
+            CatalogClient::Web(_) | CatalogClient::Http(..) | CatalogClient::Retry(_) => false,
         }
     }
 
@@ -429,6 +448,9 @@ async fn run_slice(
                 (*uri).clone(),
             )),
             Clients::Http(client, base) => CatalogClient::Http((*client).clone(), base.to_string()),
+            Clients::Retry(channels, layer) => CatalogClient::Retry(ErrorCatalogClient::new(
+                layer.layer(channels[i % channels.len()].clone()),
+            )),
         };
         let bearer = bearer.clone();
         tasks.push(tokio::spawn(async move {
@@ -729,6 +751,7 @@ async fn run(options: Options) -> Result<serde_json::Value, String> {
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .build_http();
     let http_base = format!("http://{errmap_addr}");
+    let retry_layer = RetryLayer::new(RetryPolicy::default());
     let clients = |target: Target| match target {
         Target::Errmap => Clients::Grpc(&errmap_channels),
         Target::Bare => Clients::Grpc(&bare_channels),
@@ -737,6 +760,7 @@ async fn run(options: Options) -> Result<serde_json::Value, String> {
         Target::ErrmapGrpcOnly => Clients::Grpc(&grpc_only_channels),
         Target::ErrmapMetrics => Clients::Grpc(&metrics_channels),
         Target::ErrmapHttp => Clients::Http(&http_client, &http_base),
+        Target::ErrmapRetry => Clients::Retry(&errmap_channels, &retry_layer),
     };
     let bearer: MetadataValue<_> = format!("Bearer {}", token()).parse().map_err(|_| "token")?;
 
@@ -813,6 +837,7 @@ async fn run(options: Options) -> Result<serde_json::Value, String> {
     let web_support_cost = ratio("errmap/hit", "grpc-only/hit");
     let http_hit_vs_grpc = ratio("errmap-http/hit", "errmap/hit");
     let metrics_cost = ratio("errmap-metrics/hit", "errmap/hit");
+    let retry_layer_cost = ratio("errmap-retry/hit", "errmap/hit");
     let (largest_code, largest_size) = largest_bare_status();
 
     let serve = match &options.serve_binary {
@@ -858,6 +883,7 @@ async fn run(options: Options) -> Result<serde_json::Value, String> {
             "grpc_hit_with_vs_without_grpc_web": web_support_cost,
             "http_json_hit_vs_grpc_hit": http_hit_vs_grpc,
             "hit_with_vs_without_metrics": metrics_cost,
+            "hit_with_vs_without_retry_layer": retry_layer_cost,
         },
         "metrics": {
             "scrape_bytes": scrape_bytes,
@@ -926,7 +952,7 @@ fn print_text(report: &serde_json::Value) {
         String::new()
     };
     println!(
-        "summary: hit/noop={:.3} (bare tonic {:.3}) miss/noop={:.3} layers+auth(hit)={:.3} layers(noop)={:.3} tls/plaintext(hit)={:.3} grpc-web/grpc(hit)={:.3} grpc(hit) with/without gRPC-Web={:.3} http-json/grpc(hit)={:.3} metrics on/off(hit)={:.3} new connection: plaintext {}us, TLS {}us largest_status={}B{}",
+        "summary: hit/noop={:.3} (bare tonic {:.3}) miss/noop={:.3} layers+auth(hit)={:.3} layers(noop)={:.3} tls/plaintext(hit)={:.3} grpc-web/grpc(hit)={:.3} grpc(hit) with/without gRPC-Web={:.3} http-json/grpc(hit)={:.3} metrics on/off(hit)={:.3} retry layer on/off(hit)={:.3} new connection: plaintext {}us, TLS {}us largest_status={}B{}",
         f(&r["hit_vs_noop"]),
         f(&r["bare_hit_vs_noop"]),
         f(&r["miss_vs_noop"]),
@@ -937,6 +963,7 @@ fn print_text(report: &serde_json::Value) {
         f(&r["grpc_hit_with_vs_without_grpc_web"]),
         f(&r["http_json_hit_vs_grpc_hit"]),
         f(&r["hit_with_vs_without_metrics"]),
+        f(&r["hit_with_vs_without_retry_layer"]),
         report["new_connection_median_us"]["plaintext"],
         report["new_connection_median_us"]["tls"],
         report["largest_bare_status"]["bytes"],
@@ -1006,6 +1033,12 @@ mod tests {
             );
         }
         assert!(report["ratios"]["hit_vs_noop"].as_f64().unwrap() > 0.0);
+        assert!(
+            report["ratios"]["hit_with_vs_without_retry_layer"]
+                .as_f64()
+                .unwrap()
+                > 0.0
+        );
         assert!(report["largest_bare_status"]["bytes"].as_u64().unwrap() < 1024);
     }
 

@@ -23,7 +23,9 @@
 //!
 //! What is retried: a failure whose status is a catalog status with a
 //! retry delay (42, 44, 49), or whose gRPC code is in
-//! [`RetryPolicy::retryable_codes`]. Only answers that carry their status
+//! [`RetryPolicy::retryable_codes`], unless its `grpc-retry-pushback-ms`
+//! is not a non-negative integer: by gRFC A6 that asks for no retry at
+//! all. Only answers that carry their status
 //! in the headers (trailers-only) are retried: once response data has
 //! arrived, the answer is the caller's. The request is buffered (up to
 //! [`RetryPolicy::max_request_size`]) so that it can be sent again: the
@@ -272,10 +274,29 @@ fn request_timeout(headers: &HeaderMap) -> Option<Duration> {
 }
 
 /// What the server said about retrying a trailers-only failure.
+#[derive(Debug, PartialEq)]
 struct Verdict {
     retryable: bool,
+    /// A `grpc-retry-pushback-ms` that is not a non-negative integer: by
+    /// gRFC A6, the server asks not to be retried at all, and that counts
+    /// as a failure for the throttle.
+    refused: bool,
     /// RetryInfo's delay, else the pushback.
     server_delay: Option<Duration>,
+}
+
+/// The pushback trailer: absent (`Ok(None)`), a delay, or (`Err`) a value
+/// that is no non-negative integer, which asks for no retry.
+fn pushback(headers: &HeaderMap) -> Result<Option<Duration>, ()> {
+    let Some(value) = headers.get(crate::status::RETRY_PUSHBACK_MS) else {
+        return Ok(None);
+    };
+    let millis = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .ok_or(())?;
+    Ok(Some(Duration::from_millis(millis)))
 }
 
 fn verdict(headers: &HeaderMap, policy: &RetryPolicy) -> Option<Verdict> {
@@ -290,16 +311,13 @@ fn verdict(headers: &HeaderMap, policy: &RetryPolicy) -> Option<Verdict> {
     let retry_info = details::ErrorDetails::decode(status.details())
         .ok()
         .and_then(|d| d.retry_delay());
-    let pushback = headers
-        .get(crate::status::RETRY_PUSHBACK_MS)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_millis);
+    let pushback = pushback(headers);
     let retryable = catalog.is_some_and(|(_, e)| e.retry_delay().is_some())
         || policy.retryable_codes.contains(&status.code());
     Some(Verdict {
         retryable,
-        server_delay: retry_info.or(pushback),
+        refused: pushback.is_err(),
+        server_delay: retry_info.or(pushback.ok().flatten()),
     })
 }
 
@@ -441,6 +459,10 @@ where
                 throttle.success();
                 return Ok(finish(response));
             };
+            if verdict.refused {
+                throttle.failure();
+                return Ok(finish(response));
+            }
             if !verdict.retryable {
                 return Ok(finish(response));
             }
@@ -543,6 +565,95 @@ mod tests {
             |cx| Pin::new(&mut empty).poll_frame(cx)
         ))
         .is_none());
+    }
+
+    fn trailers_only(code: &str, pushback: Option<&'static str>) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("grpc-status", HeaderValue::from_str(code).unwrap());
+        if let Some(value) = pushback {
+            headers.insert(
+                crate::status::RETRY_PUSHBACK_MS,
+                HeaderValue::from_static(value),
+            );
+        }
+        headers
+    }
+
+    #[test]
+    fn the_pushback_is_read_as_a6_says() {
+        let policy = RetryPolicy::default();
+        let unavailable = |pushback| verdict(&trailers_only("14", pushback), &policy).unwrap();
+        assert_eq!(
+            unavailable(None),
+            Verdict {
+                retryable: true,
+                refused: false,
+                server_delay: None
+            }
+        );
+        assert_eq!(
+            unavailable(Some("250")).server_delay,
+            Some(Duration::from_millis(250))
+        );
+        assert!(!unavailable(Some("250")).refused);
+        // Negative or unparseable: the server asks for no retry.
+        for refusal in ["-1", "soon", "1.5", "", "99999999999999999999999"] {
+            let v = unavailable(Some(refusal));
+            assert!(v.refused, "{refusal:?}");
+            assert_eq!(v.server_delay, None, "{refusal:?}");
+        }
+        // An OK answer, or one with data, gives no verdict.
+        assert_eq!(verdict(&trailers_only("0", Some("-1")), &policy), None);
+        assert_eq!(verdict(&HeaderMap::new(), &policy), None);
+    }
+
+    /// A server that refuses every call with UNAVAILABLE and `pushback`.
+    fn refusing(
+        pushback: &'static str,
+        calls: Arc<AtomicU64>,
+    ) -> impl Service<
+        http::Request<Body>,
+        Response = http::Response<Body>,
+        Error = std::convert::Infallible,
+        Future = std::future::Ready<Result<http::Response<Body>, std::convert::Infallible>>,
+    > + Clone {
+        tower::service_fn(move |_: http::Request<Body>| {
+            calls.fetch_add(1, Ordering::Relaxed);
+            let mut response = http::Response::new(Body::empty());
+            *response.headers_mut() = trailers_only("14", Some(pushback));
+            std::future::ready(Ok(response))
+        })
+    }
+
+    #[tokio::test]
+    async fn a_refusing_pushback_stops_the_retries_and_costs_a_token() {
+        let calls = Arc::new(AtomicU64::new(0));
+        let layer = RetryLayer::new(RetryPolicy::default().with_max_attempts(5));
+        let mut service = layer.layer(refusing("-1", calls.clone()));
+        let response = service
+            .ready()
+            .await
+            .unwrap()
+            .call(http::Request::new(Body::empty()))
+            .await
+            .unwrap();
+        assert_eq!(calls.load(Ordering::Relaxed), 1, "retried a refusal");
+        assert_eq!(response.extensions().get::<Attempts>(), Some(&Attempts(1)));
+        assert_eq!(layer.throttle.milli_tokens.load(Ordering::Relaxed), 9_000);
+
+        // The same server with a valid pushback is retried, after it.
+        let calls = Arc::new(AtomicU64::new(0));
+        let layer = RetryLayer::new(RetryPolicy::default().with_max_attempts(3));
+        let mut service = layer.layer(refusing("1", calls.clone()));
+        let response = service
+            .ready()
+            .await
+            .unwrap()
+            .call(http::Request::new(Body::empty()))
+            .await
+            .unwrap();
+        assert_eq!(calls.load(Ordering::Relaxed), 3);
+        assert_eq!(response.extensions().get::<Attempts>(), Some(&Attempts(3)));
     }
 
     #[test]

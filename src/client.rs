@@ -422,7 +422,8 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    let deadline = request_timeout(request.headers()).map(|t| Instant::now() + t);
+    // A timeout too far away to be an instant is no deadline at all.
+    let deadline = request_timeout(request.headers()).and_then(|t| Instant::now().checked_add(t));
     let (parts, body) = request.into_parts();
     async move {
         let bytes = buffer(body, policy.max_request_size).await?;
@@ -481,7 +482,12 @@ where
                 .server_delay
                 .map_or(backoff, |d| d.min(policy.max_server_delay));
             if let Some(deadline) = deadline {
-                if Instant::now() + delay >= deadline {
+                // A delay too long to add (a hostile RetryInfo under a cap
+                // of `Duration::MAX`) ends after any deadline.
+                if Instant::now()
+                    .checked_add(delay)
+                    .is_none_or(|wake| wake >= deadline)
+                {
                     // Sleeping would pass the deadline: give up now.
                     return Ok(deadline_exceeded(attempt));
                 }
@@ -654,6 +660,64 @@ mod tests {
             .unwrap();
         assert_eq!(calls.load(Ordering::Relaxed), 3);
         assert_eq!(response.extensions().get::<Attempts>(), Some(&Attempts(3)));
+    }
+
+    /// A server whose every answer is UNAVAILABLE with a `RetryInfo` delay of
+    /// `i64::MAX` seconds.
+    fn forever(
+        calls: Arc<AtomicU64>,
+    ) -> impl Service<
+        http::Request<Body>,
+        Response = http::Response<Body>,
+        Error = std::convert::Infallible,
+        Future = std::future::Ready<Result<http::Response<Body>, std::convert::Infallible>>,
+    > + Clone {
+        let status = Code::Unavailable;
+        tower::service_fn(move |_: http::Request<Body>| {
+            calls.fetch_add(1, Ordering::Relaxed);
+            let details = tonic_types::ErrorDetails::with_retry_info(Some(Duration::from_secs(
+                i64::MAX as u64,
+            )));
+            let status = <Status as tonic_types::StatusExt>::with_error_details(
+                status,
+                "slow down",
+                details,
+            );
+            std::future::ready(Ok(status.into_http::<Body>()))
+        })
+    }
+
+    #[tokio::test]
+    async fn huge_delays_and_timeouts_never_panic() {
+        let policy = RetryPolicy::default().with_max_server_delay(Duration::MAX);
+        let calls = Arc::new(AtomicU64::new(0));
+        let mut service = RetryLayer::new(policy).layer(forever(calls.clone()));
+        // A deadline the delay would pass: given up at once.
+        let mut request = http::Request::new(Body::empty());
+        request
+            .headers_mut()
+            .insert("grpc-timeout", HeaderValue::from_static("5S"));
+        let response = service.ready().await.unwrap().call(request).await.unwrap();
+        assert_eq!(
+            Status::from_header_map(response.headers()).map(|s| s.code()),
+            Some(Code::DeadlineExceeded)
+        );
+        assert_eq!(calls.load(Ordering::Relaxed), 1);
+        // A timeout too large for an instant is no deadline; the wait is
+        // then the server's (cut to the cap), so the call is left waiting.
+        let mut request = http::Request::new(Body::empty());
+        request.headers_mut().insert(
+            "grpc-timeout",
+            HeaderValue::from_static("18446744073709551615H"),
+        );
+        let call = service.ready().await.unwrap().call(request);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), call)
+                .await
+                .is_err(),
+            "a call waiting i64::MAX seconds answered"
+        );
+        assert_eq!(calls.load(Ordering::Relaxed), 2);
     }
 
     #[test]

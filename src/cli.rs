@@ -472,7 +472,11 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         "m" => value * 60.0,
         _ => return Err(format!("unknown unit {unit:?}; use ms, s or m")),
     };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+    let duration = Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))?;
+    if duration > errmap::server::MAX_DURATION {
+        return Err(format!("{text:?} is longer than a day; use at most 1440m"));
+    }
+    Ok(duration)
 }
 
 pub(crate) fn main() -> ExitCode {
@@ -1355,6 +1359,10 @@ mod tests {
         assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5h").is_err());
+        assert_eq!(parse_duration("1440m"), Ok(Duration::from_secs(86_400)));
+        let too_long = parse_duration("9999999999999999999s").unwrap_err();
+        assert!(too_long.contains("longer than a day"), "{too_long}");
+        assert!(parse_duration("1441m").is_err());
         assert!(parse_duration("").is_err());
     }
 

@@ -163,11 +163,16 @@ pub struct ConfigError {
     pub problem: &'static str,
 }
 
+/// The longest duration [`ServerConfig`] takes for a timeout, an interval
+/// or the grace period: a day.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
 impl ServerConfig {
     /// Checks every limit: a zero count or a zero duration would make the
     /// server unusable (no stream, no call, no message) or busy (a ping
-    /// loop), so each is refused with the flag that sets it. CORS without
-    /// gRPC-Web is refused too.
+    /// loop), so each is refused with the flag that sets it, and so is a
+    /// duration over [`MAX_DURATION`] (`Duration::MAX` is no instant from
+    /// now). CORS without gRPC-Web is refused too.
     ///
     /// ```
     /// let mut config = errmap::server::ServerConfig::default();
@@ -193,6 +198,19 @@ impl ServerConfig {
                 })
             }
         };
+        // Each duration becomes an instant from now (here, in hyper's
+        // keep-alive, in tonic's timers), and `Duration::MAX` is no
+        // instant: a day is far longer than any of them needs.
+        let at_most_a_day = |setting, d: Duration| {
+            if d > MAX_DURATION {
+                Err(ConfigError {
+                    setting,
+                    problem: "must be at most a day (24h)",
+                })
+            } else {
+                Ok(())
+            }
+        };
         let nonzero = |setting, d: Duration| {
             if d.is_zero() {
                 Err(ConfigError {
@@ -200,7 +218,7 @@ impl ServerConfig {
                     problem: "must be longer than zero",
                 })
             } else {
-                Ok(())
+                at_most_a_day(setting, d)
             }
         };
         positive("--max-concurrent-streams", self.max_concurrent_streams > 0)?;
@@ -213,6 +231,7 @@ impl ServerConfig {
         nonzero("--keepalive-timeout", self.keepalive_timeout)?;
         nonzero("--request-body-timeout", self.request_body_timeout)?;
         nonzero("--handshake-timeout", self.handshake_timeout)?;
+        at_most_a_day("--grace-period", self.grace_period)?;
         if self.max_request_size > (u32::MAX as usize) {
             return Err(ConfigError {
                 setting: "--max-request-size",

@@ -87,6 +87,61 @@ async fn empty_request_messages_are_answered() {
     server.stop().await;
 }
 
+/// `Duration::MAX` reads as "no limit" to a library user, and is no
+/// instant from now: hyper's keep-alive panicked on it, per connection.
+/// Each duration of the configuration is refused at start with its flag
+/// instead, and a day is still served.
+#[tokio::test]
+async fn a_duration_of_duration_max_is_refused_at_start_and_a_day_is_served() {
+    type Setter = fn(&mut ServerConfig, Duration);
+    let settings: [(&str, Setter); 5] = [
+        ("--grace-period", |c, d| c.grace_period = d),
+        ("--keepalive-interval", |c, d| c.keepalive_interval = d),
+        ("--keepalive-timeout", |c, d| c.keepalive_timeout = d),
+        ("--request-body-timeout", |c, d| c.request_body_timeout = d),
+        ("--handshake-timeout", |c, d| c.handshake_timeout = d),
+    ];
+    for (flag, set) in settings {
+        let mut config = ServerConfig::default();
+        set(&mut config, Duration::MAX);
+        let error = config.validate().unwrap_err();
+        assert_eq!(error.setting, flag);
+        assert!(error.to_string().contains("at most a day"), "{error}");
+        let listener = errmap::server::bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let served = errmap::server::ErrmapServer::new(config)
+            .serve(listener, std::future::pending())
+            .await;
+        assert!(served.is_err(), "{flag}: served with Duration::MAX");
+    }
+
+    let mut config = ServerConfig::default();
+    for (_, set) in settings {
+        set(&mut config, errmap::server::MAX_DURATION);
+    }
+    let server = TestServer::start(config).await;
+    let channel = server.channel().await;
+    let hit = ErrorCatalogClient::new(channel.clone())
+        .get_error(GetErrorRequest {
+            key: Some(Key::Code(21)),
+            domain: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(hit.error.unwrap().name, "AUTH_REQUIRED");
+    assert_eq!(
+        call_probe(channel, "Echo", Request::new("still up".to_owned()))
+            .await
+            .unwrap()
+            .into_inner(),
+        "still up"
+    );
+    // Nothing is in flight, so a day's grace period ends at once.
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn status_code_and_message_round_trip_for_every_code() {
     let server = TestServer::start_default().await;

@@ -50,12 +50,10 @@ impl HttpApi {
         Self { errors, catalogs }
     }
 
-    /// Whether `request` is one of ours: a `GET` of `/`, `/errors/…` or
-    /// `/v1/errors…`.
+    /// Whether `request` is one of ours: any method on `/`, `/errors/…` or
+    /// `/v1/errors…` (no gRPC method has such a path). `GET` and `HEAD`
+    /// are answered; any other method gets 405 with `Allow`.
     pub fn handles<B>(request: &http::Request<B>) -> bool {
-        if request.method() != Method::GET {
-            return false;
-        }
         let path = request.uri().path();
         path == "/"
             || path.starts_with("/errors/")
@@ -74,6 +72,15 @@ impl HttpApi {
         S: Service<http::Request<tonic::body::Body>, Response = http::Response<B>>,
         B: http_body::Body<Data = Bytes>,
     {
+        if request.method() != Method::GET && request.method() != Method::HEAD {
+            // hyper sends no body for HEAD, so HEAD is GET here.
+            let mut response = http::Response::new(String::new());
+            *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return response;
+        }
         let path = request.uri().path().to_owned();
         let query = parse_query(request.uri().query().unwrap_or(""));
         let headers = request.headers().clone();

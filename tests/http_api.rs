@@ -31,9 +31,14 @@ impl Reply {
 
 /// A GET over HTTP/1.1 with hyper's client.
 async fn get(url: &str, headers: &[(&str, &str)]) -> Reply {
+    send(http::Method::GET, url, headers).await
+}
+
+/// A request with `method` and no body over HTTP/1.1 with hyper's client.
+async fn send(method: http::Method, url: &str, headers: &[(&str, &str)]) -> Reply {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<http_body_util::Empty<bytes::Bytes>>();
-    let mut request = http::Request::get(url);
+    let mut request = http::Request::builder().method(method).uri(url);
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
@@ -56,6 +61,50 @@ async fn get(url: &str, headers: &[(&str, &str)]) -> Reply {
 
 fn base(server: &TestServer) -> String {
     format!("http://{}", server.addr)
+}
+
+/// HEAD is GET without the body; other methods get 405 with `Allow`,
+/// not the 400 of a broken gRPC-Web call.
+#[tokio::test]
+async fn head_is_served_and_other_methods_get_405() {
+    let server = TestServer::start_default().await;
+    let url = base(&server);
+    for path in ["/", "/errors/AUTH_REQUIRED", "/v1/errors/21", "/v1/errors"] {
+        let got = get(&format!("{url}{path}"), &[]).await;
+        let head = send(http::Method::HEAD, &format!("{url}{path}"), &[]).await;
+        assert_eq!(head.status, 200, "HEAD {path}");
+        assert_eq!(head.body, "", "HEAD {path} sent a body");
+        assert_eq!(
+            head.headers["content-type"], got.headers["content-type"],
+            "HEAD {path}"
+        );
+        assert_eq!(
+            head.headers["content-length"],
+            got.body.len().to_string().as_str(),
+            "HEAD {path}"
+        );
+        for method in [
+            http::Method::POST,
+            http::Method::PUT,
+            http::Method::DELETE,
+            http::Method::OPTIONS,
+        ] {
+            let refused = send(method.clone(), &format!("{url}{path}"), &[]).await;
+            assert_eq!(refused.status, 405, "{method} {path}");
+            assert_eq!(refused.headers["allow"], "GET, HEAD", "{method} {path}");
+        }
+    }
+    // gRPC on the same port still works.
+    let hit = ErrorCatalogClient::new(server.channel().await)
+        .get_error(GetErrorRequest {
+            key: Some(Key::Code(21)),
+            domain: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(hit.error.unwrap().name, "AUTH_REQUIRED");
+    server.stop().await;
 }
 
 #[tokio::test]

@@ -613,10 +613,11 @@ mod tests {
         assert_eq!(verdict(&HeaderMap::new(), &policy), None);
     }
 
-    /// A server that refuses every call with UNAVAILABLE and `pushback`.
-    fn refusing(
-        pushback: &'static str,
+    /// A server that counts its calls in `calls` and answers each with
+    /// `answer()`.
+    fn answering(
         calls: Arc<AtomicU64>,
+        answer: impl Fn() -> http::Response<Body> + Clone,
     ) -> impl Service<
         http::Request<Body>,
         Response = http::Response<Body>,
@@ -625,10 +626,34 @@ mod tests {
     > + Clone {
         tower::service_fn(move |_: http::Request<Body>| {
             calls.fetch_add(1, Ordering::Relaxed);
+            std::future::ready(Ok(answer()))
+        })
+    }
+
+    /// A server that refuses every call with UNAVAILABLE and `pushback`.
+    fn refusing(
+        pushback: &'static str,
+        calls: Arc<AtomicU64>,
+    ) -> impl Clone
+           + Service<
+        http::Request<Body>,
+        Response = http::Response<Body>,
+        Error = std::convert::Infallible,
+        Future = std::future::Ready<Result<http::Response<Body>, std::convert::Infallible>>,
+    > {
+        answering(calls, move || {
             let mut response = http::Response::new(Body::empty());
             *response.headers_mut() = trailers_only("14", Some(pushback));
-            std::future::ready(Ok(response))
+            response
         })
+    }
+
+    /// One call through `service`.
+    async fn call_once<S>(service: &mut S, request: http::Request<Body>) -> http::Response<Body>
+    where
+        S: Service<http::Request<Body>, Response = http::Response<Body>, Error = BoxError>,
+    {
+        service.ready().await.unwrap().call(request).await.unwrap()
     }
 
     #[tokio::test]
@@ -636,13 +661,7 @@ mod tests {
         let calls = Arc::new(AtomicU64::new(0));
         let layer = RetryLayer::new(RetryPolicy::default().with_max_attempts(5));
         let mut service = layer.layer(refusing("-1", calls.clone()));
-        let response = service
-            .ready()
-            .await
-            .unwrap()
-            .call(http::Request::new(Body::empty()))
-            .await
-            .unwrap();
+        let response = call_once(&mut service, http::Request::new(Body::empty())).await;
         assert_eq!(calls.load(Ordering::Relaxed), 1, "retried a refusal");
         assert_eq!(response.extensions().get::<Attempts>(), Some(&Attempts(1)));
         assert_eq!(layer.throttle.milli_tokens.load(Ordering::Relaxed), 9_000);
@@ -651,53 +670,34 @@ mod tests {
         let calls = Arc::new(AtomicU64::new(0));
         let layer = RetryLayer::new(RetryPolicy::default().with_max_attempts(3));
         let mut service = layer.layer(refusing("1", calls.clone()));
-        let response = service
-            .ready()
-            .await
-            .unwrap()
-            .call(http::Request::new(Body::empty()))
-            .await
-            .unwrap();
+        let response = call_once(&mut service, http::Request::new(Body::empty())).await;
         assert_eq!(calls.load(Ordering::Relaxed), 3);
         assert_eq!(response.extensions().get::<Attempts>(), Some(&Attempts(3)));
-    }
-
-    /// A server whose every answer is UNAVAILABLE with a `RetryInfo` delay of
-    /// `i64::MAX` seconds.
-    fn forever(
-        calls: Arc<AtomicU64>,
-    ) -> impl Service<
-        http::Request<Body>,
-        Response = http::Response<Body>,
-        Error = std::convert::Infallible,
-        Future = std::future::Ready<Result<http::Response<Body>, std::convert::Infallible>>,
-    > + Clone {
-        let status = Code::Unavailable;
-        tower::service_fn(move |_: http::Request<Body>| {
-            calls.fetch_add(1, Ordering::Relaxed);
-            let details = tonic_types::ErrorDetails::with_retry_info(Some(Duration::from_secs(
-                i64::MAX as u64,
-            )));
-            let status = <Status as tonic_types::StatusExt>::with_error_details(
-                status,
-                "slow down",
-                details,
-            );
-            std::future::ready(Ok(status.into_http::<Body>()))
-        })
     }
 
     #[tokio::test]
     async fn huge_delays_and_timeouts_never_panic() {
         let policy = RetryPolicy::default().with_max_server_delay(Duration::MAX);
         let calls = Arc::new(AtomicU64::new(0));
-        let mut service = RetryLayer::new(policy).layer(forever(calls.clone()));
+        // Every answer is UNAVAILABLE with a RetryInfo of i64::MAX seconds.
+        let forever = answering(calls.clone(), || {
+            let details = tonic_types::ErrorDetails::with_retry_info(Some(Duration::from_secs(
+                i64::MAX as u64,
+            )));
+            <Status as tonic_types::StatusExt>::with_error_details(
+                Code::Unavailable,
+                "slow down",
+                details,
+            )
+            .into_http::<Body>()
+        });
+        let mut service = RetryLayer::new(policy).layer(forever);
         // A deadline the delay would pass: given up at once.
         let mut request = http::Request::new(Body::empty());
         request
             .headers_mut()
             .insert("grpc-timeout", HeaderValue::from_static("5S"));
-        let response = service.ready().await.unwrap().call(request).await.unwrap();
+        let response = call_once(&mut service, request).await;
         assert_eq!(
             Status::from_header_map(response.headers()).map(|s| s.code()),
             Some(Code::DeadlineExceeded)

@@ -122,15 +122,8 @@ async fn a_duration_of_duration_max_is_refused_at_start_and_a_day_is_served() {
     }
     let server = TestServer::start(config).await;
     let channel = server.channel().await;
-    let hit = ErrorCatalogClient::new(channel.clone())
-        .get_error(GetErrorRequest {
-            key: Some(Key::Code(21)),
-            domain: None,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(hit.error.unwrap().name, "AUTH_REQUIRED");
+    let name = common::error_name(channel.clone(), 21).await;
+    assert_eq!(name.unwrap(), "AUTH_REQUIRED");
     assert_eq!(
         call_probe(channel, "Echo", Request::new("still up".to_owned()))
             .await

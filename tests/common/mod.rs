@@ -149,6 +149,22 @@ pub async fn call_probe(
         .await
 }
 
+/// `GetError` for `code` on `channel`: the name of the code the server
+/// answers with.
+pub async fn error_name(channel: Channel, code: i32) -> Result<String, Status> {
+    let response = errmap::pb::error_catalog_client::ErrorCatalogClient::new(channel)
+        .get_error(errmap::pb::GetErrorRequest {
+            key: Some(errmap::pb::get_error_request::Key::Code(code)),
+            domain: None,
+        })
+        .await?;
+    Ok(response
+        .into_inner()
+        .error
+        .map(|e| e.name)
+        .unwrap_or_default())
+}
+
 /// `test.v1.Probe`: every method takes and returns a string.
 ///
 /// - `Slow`: sleeps the number of milliseconds in the request, then echoes it;

@@ -10,18 +10,29 @@
 //! `errmap serve --admin-addr HOST:PORT` runs it; nothing listens unless
 //! the flag is given.
 
-use std::{convert::Infallible, future::Future};
+use std::{convert::Infallible, future::Future, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, StatusCode};
 use http_body_util::Full;
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::Semaphore};
 
-use crate::metrics::Metrics;
+use crate::{
+    connections::{self, ProtocolConfig},
+    listener::{self, ListenerConfig, Places},
+    metrics::Metrics,
+};
 
-/// Admin connections open at once; more are closed at once. Scrapers and
-/// probes need a handful.
+/// Admin connections open at once. At the cap, the idlest yields to a
+/// newcomer, as on the gRPC port; scrapers and probes need a handful.
 pub const MAX_ADMIN_CONNECTIONS: usize = 64;
+
+/// Open admin connections past which `/metrics` is refused (503 with
+/// `Retry-After`), so that the places left go to `/healthz` and `/readyz`.
+pub const METRICS_UNTIL_CONNECTIONS: usize = MAX_ADMIN_CONNECTIONS * 3 / 4;
+
+/// Scrapes encoded at once; another gets 503 until one is done.
+pub const MAX_SCRAPES_AT_ONCE: usize = 2;
 
 /// The content type of the Prometheus text format.
 pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -30,20 +41,64 @@ pub const OPENMETRICS_TEXT: &str = "application/openmetrics-text; version=1.0.0;
 
 /// The answer to one admin request.
 pub fn answer<B>(metrics: &Metrics, request: &http::Request<B>) -> http::Response<Full<Bytes>> {
-    let text = |status: StatusCode, body: &'static str| {
-        let mut response = http::Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-        *response.status_mut() = status;
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        response
-    };
+    answer_with(metrics, request, &Scrapes::unlimited())
+}
+
+/// Who may encode the metrics now: probes are answered first when places
+/// are short.
+#[derive(Debug, Clone)]
+struct Scrapes {
+    places: Option<Places>,
+    at_once: Arc<Semaphore>,
+}
+
+impl Scrapes {
+    fn unlimited() -> Self {
+        Self {
+            places: None,
+            at_once: Arc::new(Semaphore::new(Semaphore::MAX_PERMITS)),
+        }
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> http::Response<Full<Bytes>> {
+    let mut response = http::Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+fn answer_with<B>(
+    metrics: &Metrics,
+    request: &http::Request<B>,
+    scrapes: &Scrapes,
+) -> http::Response<Full<Bytes>> {
     if request.method() != Method::GET {
         return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
     }
     match request.uri().path() {
         "/metrics" => {
+            let busy = scrapes
+                .places
+                .as_ref()
+                .is_some_and(|p| p.open_connections() > METRICS_UNTIL_CONNECTIONS);
+            let permit = scrapes.at_once.clone().try_acquire_owned();
+            let Ok(_permit) = permit
+                .map_err(|_| ())
+                .and_then(|p| if busy { Err(()) } else { Ok(p) })
+            else {
+                let mut response = text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "busy: the admin port answers probes first; scrape again\n",
+                );
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return response;
+            };
             let openmetrics = request.headers().get_all(header::ACCEPT).iter().any(|v| {
                 v.to_str()
                     .is_ok_and(|v| v.contains("application/openmetrics-text"))
@@ -71,38 +126,38 @@ pub fn answer<B>(metrics: &Metrics, request: &http::Request<B>) -> http::Respons
 }
 
 /// Serves the admin endpoints on `listener` (HTTP/1.1) until `shutdown`
-/// completes. At most [`MAX_ADMIN_CONNECTIONS`] connections are served at
-/// once, each with 10 s to send a request head.
+/// completes, with places and deadlines of its own, never shared with the
+/// gRPC port: at most [`MAX_ADMIN_CONNECTIONS`] connections, the idlest
+/// yielding to a newcomer; 5 s for a whole request head (and for an idle
+/// keep-alive connection's next one); 10 s for a write to make progress;
+/// 8 KiB of headers. Probes are answered before `/metrics` when places are
+/// short.
 pub async fn serve(listener: TcpListener, metrics: Metrics, shutdown: impl Future<Output = ()>) {
-    let places = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_ADMIN_CONNECTIONS));
-    tokio::pin!(shutdown);
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = &mut shutdown => return,
-        };
-        let Ok((stream, _)) = accepted else {
-            // Out of descriptors, say: do not spin.
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            continue;
-        };
-        let Ok(place) = places.clone().try_acquire_owned() else {
-            // Full: close this one rather than queue without bound.
-            drop(stream);
-            continue;
-        };
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let _place = place;
-            let service = hyper::service::service_fn(move |request| {
-                let response = answer(&metrics, &request);
-                async move { Ok::<_, Infallible>(response) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .header_read_timeout(std::time::Duration::from_secs(10))
-                .timer(hyper_util::rt::TokioTimer::new())
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                .await;
-        });
-    }
+    let incoming = listener::incoming(
+        listener,
+        ListenerConfig {
+            max_connections: MAX_ADMIN_CONNECTIONS,
+            oversized_head_response: listener::oversized_head_response(
+                "text/plain; charset=utf-8",
+                b"request head too large\n",
+            ),
+            ..ListenerConfig::default()
+        },
+    );
+    let scrapes = Scrapes {
+        places: Some(incoming.places()),
+        at_once: Arc::new(Semaphore::new(MAX_SCRAPES_AT_ONCE)),
+    };
+    let protocol = ProtocolConfig {
+        http1: true,
+        http2: false,
+        head_timeout: Duration::from_secs(5),
+        max_header_size: 8 * 1024,
+        ..ProtocolConfig::default()
+    };
+    let service = tower::service_fn(move |request: http::Request<tonic::body::Body>| {
+        let response = answer_with(&metrics, &request, &scrapes);
+        std::future::ready(Ok::<_, Infallible>(response))
+    });
+    connections::serve(incoming, &protocol, service, shutdown).await;
 }

@@ -49,14 +49,14 @@
 //! ```
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     future::Future,
     pin::Pin,
     sync::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
-        Arc,
+        Arc, Mutex, Weak,
     },
-    task::{ready, Context, Poll},
+    task::{ready, Context, Poll, Waker},
     time::Duration,
 };
 
@@ -211,6 +211,11 @@ pub struct AdmissionConfig {
     /// How long a request may take to arrive (its first message, or all of
     /// it for single-request methods) before it gets 40. Default 10 s.
     pub request_body_timeout: Duration,
+    /// The memory budget of calls in intake, over all connections: the
+    /// header bytes and buffered body bytes of every call whose request has
+    /// not arrived. Past it, the oldest unfinished intake is refused first
+    /// with 44, then, if that is not enough, the newcomer. Default 64 MiB.
+    pub intake_memory: usize,
     /// Whether compressed requests are passed on; when false (the default,
     /// as errmap's services accept none) they get 40.
     pub accept_compressed: bool,
@@ -230,6 +235,7 @@ impl Default for AdmissionConfig {
             stream_limit: 128,
             max_request_size: 64 * 1024,
             request_body_timeout: Duration::from_secs(10),
+            intake_memory: 64 * 1024 * 1024,
             accept_compressed: false,
             routes: None,
             exempt: DEFAULT_EXEMPT.iter().map(|s| s.to_string()).collect(),
@@ -247,6 +253,7 @@ struct Shared {
     idle: Notify,
     draining: AtomicBool,
     shed: std::sync::atomic::AtomicU64,
+    intake: IntakeBudget,
 }
 
 /// The shared state of the admission layer; cheap to clone.
@@ -275,11 +282,15 @@ impl Admission {
             shared: Arc::new(Shared {
                 places: Arc::new(Semaphore::new(permits(config.concurrency_limit))),
                 stream_places: Arc::new(Semaphore::new(permits(config.stream_limit))),
-                config,
                 in_flight: AtomicUsize::new(0),
                 idle: Notify::new(),
                 draining: AtomicBool::new(false),
                 shed: std::sync::atomic::AtomicU64::new(0),
+                intake: IntakeBudget {
+                    limit: config.intake_memory.max(1),
+                    ..IntakeBudget::default()
+                },
+                config,
             }),
         }
     }
@@ -300,6 +311,18 @@ impl Admission {
     /// not counted). Right while draining too.
     pub fn in_flight(&self) -> usize {
         self.shared.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Bytes held now by calls in intake (headers and buffered body), as
+    /// the intake memory budget counts them.
+    pub fn intake_bytes(&self) -> usize {
+        self.shared.intake.used.load(Ordering::Relaxed)
+    }
+
+    /// Calls in intake refused so far with 44 to keep within the intake
+    /// memory budget.
+    pub fn intake_refused(&self) -> u64 {
+        self.shared.intake.refused.load(Ordering::Relaxed)
     }
 
     /// Calls shed so far with 44 because no place was free (calls or
@@ -359,6 +382,131 @@ impl Drop for InFlight {
             self.shared.idle.notify_waiters();
         }
     }
+}
+
+/// The intake memory budget: what the calls still arriving hold, oldest
+/// first. Only a call whose request did not arrive in its first poll is
+/// charged, so the common unary call never takes the lock.
+#[derive(Debug, Default)]
+struct IntakeBudget {
+    limit: usize,
+    used: AtomicUsize,
+    refused: std::sync::atomic::AtomicU64,
+    next: std::sync::atomic::AtomicU64,
+    waiting: Mutex<BTreeMap<u64, Weak<Ticket>>>,
+}
+
+/// One call's share of the intake budget.
+#[derive(Debug, Default)]
+struct Ticket {
+    charged: AtomicUsize,
+    refused: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+}
+
+/// A call's place in the intake budget, given back when its intake ends.
+#[derive(Debug)]
+struct IntakeCharge {
+    shared: Arc<Shared>,
+    seq: u64,
+    ticket: Arc<Ticket>,
+}
+
+impl IntakeBudget {
+    /// Charges `bytes` to a new ticket, then refuses the oldest intakes
+    /// (this one last) until the budget holds.
+    fn charge(shared: &Arc<Shared>, bytes: usize) -> IntakeCharge {
+        let budget = &shared.intake;
+        let ticket = Arc::new(Ticket {
+            charged: AtomicUsize::new(bytes),
+            ..Ticket::default()
+        });
+        let seq = budget.next.fetch_add(1, Ordering::Relaxed);
+        budget.used.fetch_add(bytes, Ordering::AcqRel);
+        if let Ok(mut waiting) = budget.waiting.lock() {
+            waiting.insert(seq, Arc::downgrade(&ticket));
+        }
+        budget.enforce();
+        IntakeCharge {
+            shared: shared.clone(),
+            seq,
+            ticket,
+        }
+    }
+
+    fn enforce(&self) {
+        while self.used.load(Ordering::Acquire) > self.limit {
+            let oldest = match self.waiting.lock() {
+                Ok(mut waiting) => waiting.pop_first(),
+                Err(_) => return,
+            };
+            let Some((_, ticket)) = oldest else { return };
+            let Some(ticket) = ticket.upgrade() else {
+                continue;
+            };
+            if ticket.refused.swap(true, Ordering::AcqRel) {
+                continue;
+            }
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            // Given back now: the call is answered at its next poll.
+            let charged = ticket.charged.swap(0, Ordering::AcqRel);
+            self.used.fetch_sub(charged, Ordering::AcqRel);
+            let waker = ticket.waker.lock().ok().and_then(|mut w| w.take());
+            if let Some(waker) = waker {
+                waker.wake();
+            }
+        }
+    }
+}
+
+impl IntakeCharge {
+    /// Charges the call `total` bytes now, and waits to be woken if it is
+    /// refused. Returns whether it was refused.
+    fn update(&self, total: usize, waker: &Waker) -> bool {
+        let budget = &self.shared.intake;
+        if self.ticket.refused.load(Ordering::Acquire) {
+            return true;
+        }
+        if let Ok(mut slot) = self.ticket.waker.lock() {
+            if !slot.as_ref().is_some_and(|w| w.will_wake(waker)) {
+                *slot = Some(waker.clone());
+            }
+        }
+        let before = self.ticket.charged.swap(total, Ordering::AcqRel);
+        if total > before {
+            budget.used.fetch_add(total - before, Ordering::AcqRel);
+            budget.enforce();
+        } else {
+            budget.used.fetch_sub(before - total, Ordering::AcqRel);
+        }
+        self.ticket.refused.load(Ordering::Acquire)
+    }
+
+    fn is_refused(&self) -> bool {
+        self.ticket.refused.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for IntakeCharge {
+    fn drop(&mut self) {
+        let budget = &self.shared.intake;
+        let charged = self.ticket.charged.swap(0, Ordering::AcqRel);
+        budget.used.fetch_sub(charged, Ordering::AcqRel);
+        if let Ok(mut waiting) = budget.waiting.lock() {
+            waiting.remove(&self.seq);
+        }
+    }
+}
+
+/// What a request's head costs the intake budget: each header as HTTP/2's
+/// header list size counts it (name, value and 32), and the target.
+fn head_bytes(parts: &http::request::Parts) -> usize {
+    parts
+        .headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 32)
+        .sum::<usize>()
+        + parts.uri.path_and_query().map_or(0, |p| p.as_str().len())
 }
 
 /// The layer made by [`Admission::layer`].
@@ -472,6 +620,7 @@ where
                 long_lived,
                 in_flight,
                 admission: admission.clone(),
+                charge: None,
                 caller_deadline: call_timeout
                     .is_some_and(|t| t < shared.config.request_body_timeout),
                 deadline: tokio::time::sleep_until(
@@ -517,6 +666,9 @@ pin_project! {
             long_lived: bool,
             in_flight: Option<InFlight>,
             admission: Admission,
+            // The call's share of the intake budget, once it has had to
+            // wait for its request.
+            charge: Option<IntakeCharge>,
             // Whether `deadline` is the caller's (grpc-timeout) rather than
             // the body timeout.
             caller_deadline: bool,
@@ -703,9 +855,17 @@ where
                     long_lived,
                     in_flight,
                     admission,
+                    charge,
                     caller_deadline,
                     deadline,
                 } => {
+                    if charge.as_ref().is_some_and(IntakeCharge::is_refused) {
+                        in_flight.take();
+                        self.as_mut().project().state.set(State::Refused {
+                            code: ErrorCode::ApiTooManyRequests,
+                        });
+                        continue;
+                    }
                     let max = admission.shared.config.max_request_size;
                     // Read what is there.
                     let verdict = loop {
@@ -743,7 +903,22 @@ where
                     match verdict {
                         Intake::More => {
                             if deadline.poll(cx).is_pending() {
-                                return Poll::Pending;
+                                let total = buffered.as_slice().len()
+                                    + parts.as_ref().map_or(0, head_bytes);
+                                let charge = charge.get_or_insert_with(|| {
+                                    IntakeBudget::charge(&admission.shared, total)
+                                });
+                                if !charge.update(total, cx.waker()) {
+                                    return Poll::Pending;
+                                }
+                                tracing::debug!(
+                                    "intake memory budget: the oldest intake is refused"
+                                );
+                                in_flight.take();
+                                self.as_mut().project().state.set(State::Refused {
+                                    code: ErrorCode::ApiTooManyRequests,
+                                });
+                                continue;
                             }
                             in_flight.take();
                             if *caller_deadline {
@@ -833,7 +1008,7 @@ where
 
 /// A `grpc-timeout` header value (at most 8 digits and a unit: H, M, S, m,
 /// u, n), as a duration.
-fn grpc_timeout(value: &[u8]) -> Option<Duration> {
+pub(crate) fn grpc_timeout(value: &[u8]) -> Option<Duration> {
     let (unit, digits) = value.split_last()?;
     if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
         return None;

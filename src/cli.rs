@@ -282,12 +282,25 @@ struct ServeArgs {
     /// How long a request may take to arrive before it is answered with 40.
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     request_body_timeout: Duration,
-    /// Connections open at once; more wait until one closes.
+    /// Connections open at once. At the cap the connection idle longest yields
+    /// to a newcomer (GOAWAY on HTTP/2, a close on HTTP/1.1); a connection with
+    /// a call in flight is never evicted.
     #[arg(long, default_value_t = 1024, value_name = "N")]
     max_connections: usize,
-    /// How long a new connection may take to send the HTTP/2 preface before it is closed.
+    /// How long a new connection may take to send its first request head (the
+    /// HTTP/2 preface, or a whole HTTP/1.1 head) before it is closed; also the
+    /// deadline of every HTTP/1.1 head, and so an HTTP/1.1 keep-alive's idle time.
     #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
     handshake_timeout: Duration,
+    /// How long a write may make no progress (the peer reads nothing while bytes
+    /// are queued) before the connection is closed; on the admin port too.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    write_timeout: Duration,
+    /// The memory budget of requests still arriving (headers and buffered bodies
+    /// of every call in intake), in bytes or with KiB, MiB or GiB. Past it the
+    /// oldest unfinished intake is refused first, with 44 API_TOO_MANY_REQUESTS.
+    #[arg(long, default_value = "64MiB", value_parser = parse_size, value_name = "SIZE")]
+    intake_memory: usize,
     /// Require an HS256 JWT for errmap.v1.ErrorCatalog, signed with the secret in
     /// this file (at least 32 bytes; a trailing newline is ignored). Health and
     /// reflection stay open. Needs --auth-audience or --auth-allow-any-audience.
@@ -456,6 +469,29 @@ fn parse_addr(text: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{host:?} resolves to no address"))
 }
 
+/// Parses `65536`, `64KiB`, `64MiB` or `1GiB`.
+fn parse_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, ""),
+    };
+    let value: usize = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size like 65536, 64KiB or 64MiB"))?;
+    let scale: usize = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        other => return Err(format!("unknown unit {other:?}; use KiB, MiB or GiB")),
+    };
+    value
+        .checked_mul(scale)
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("{text:?} must be at least 1 byte and fit in memory"))
+}
+
 /// Parses `500ms`, `5s`, `2m` or a bare number of seconds.
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -600,6 +636,8 @@ fn serve(args: ServeArgs) -> u8 {
     config.request_body_timeout = args.request_body_timeout;
     config.max_connections = args.max_connections;
     config.handshake_timeout = args.handshake_timeout;
+    config.write_timeout = args.write_timeout;
+    config.intake_memory = args.intake_memory;
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
             match TlsConfig::from_files(cert, key, args.tls_client_ca.as_ref()) {
@@ -647,6 +685,9 @@ fn serve(args: ServeArgs) -> u8 {
         return EXIT_BAD_INPUT;
     }
     let auth_on = config.auth.is_some();
+    // Dependencies log through `log` (rustls names a peer's SNI at WARN on
+    // every hello): their records reach the log rate-limited and cut.
+    errmap::sanitize::install_log_bridge();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     if args.log_format == "json" {

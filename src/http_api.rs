@@ -81,14 +81,39 @@ impl HttpApi {
                 .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
             return response;
         }
-        let path = request.uri().path().to_owned();
         let query = parse_query(request.uri().query().unwrap_or(""));
+        let credentials =
+            request.headers().contains_key(header::AUTHORIZATION) || query.contains_key("token");
+        let mut response = self.answer(grpc, request, &query).await;
+        if credentials {
+            // What a request with credentials gets back is the caller's
+            // alone: no shared cache may keep it, whether or not auth is
+            // on.
+            response.headers_mut().insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("private, no-store"),
+            );
+        }
+        response
+    }
+
+    async fn answer<S, B>(
+        &self,
+        grpc: S,
+        request: http::Request<tonic::body::Body>,
+        query: &HashMap<String, String>,
+    ) -> http::Response<String>
+    where
+        S: Service<http::Request<tonic::body::Body>, Response = http::Response<B>>,
+        B: http_body::Body<Data = Bytes>,
+    {
+        let path = request.uri().path().to_owned();
         let headers = request.headers().clone();
         if path == "/" {
-            return self.catalog_page(&query, &headers);
+            return self.catalog_page(query, &headers);
         }
         if let Some(name) = path.strip_prefix("/errors/") {
-            return self.error_page(name, &query, &headers);
+            return self.error_page(name, query, &headers);
         }
         let key = path
             .strip_prefix("/v1/errors")
@@ -191,7 +216,8 @@ impl HttpApi {
             .map(|tag| {
                 let mut params: Vec<(String, String)> = query
                     .iter()
-                    .filter(|(k, _)| k.as_str() != "lang")
+                    // A token is a credential: never echoed into a link.
+                    .filter(|(k, _)| k.as_str() != "lang" && k.as_str() != "token")
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect();
                 params.sort();

@@ -69,6 +69,7 @@ pub mod auth;
 pub mod catalog;
 pub mod catalogs;
 pub mod client;
+pub mod connections;
 pub mod details;
 pub mod http_api;
 pub mod http_error;

@@ -249,3 +249,57 @@ mod tests {
         assert_eq!(limit.check(), Some(2));
     }
 }
+
+/// The most bytes of a dependency's log record that reach the log.
+pub const MAX_PEER_LOG_BYTES: usize = 200;
+
+/// Dependency log records let through per second, in all.
+static DEPENDENCY_LOG_LIMIT: RateLimit = RateLimit::new(5, Duration::from_secs(1));
+
+/// The bridge from the `log` crate, which dependencies such as rustls log
+/// through, to `tracing`: a record at WARN or above becomes an event with
+/// target `errmap::dependency`, its text escaped and cut to
+/// [`MAX_PEER_LOG_BYTES`], at most 5 a second (with the count suppressed).
+#[derive(Debug)]
+struct LogBridge;
+
+impl log::Log for LogBridge {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::Level::Warn
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let Some(suppressed) = DEPENDENCY_LOG_LIMIT.check() else {
+            return;
+        };
+        let text = record.args().to_string();
+        let text = escape_controls(&text);
+        let text = crate::status::cut_at_char_boundary(&text, MAX_PEER_LOG_BYTES);
+        let from = record.target();
+        let from = crate::status::cut_at_char_boundary(from, 64);
+        match record.level() {
+            log::Level::Error => {
+                tracing::error!(target: "errmap::dependency", from, since_last_line = suppressed, "{text}")
+            }
+            _ => {
+                tracing::warn!(target: "errmap::dependency", from, since_last_line = suppressed, "{text}")
+            }
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// Installs the bridge that brings dependencies' `log` records (rustls')
+/// into `tracing` at WARN and above, escaped, cut to
+/// [`MAX_PEER_LOG_BYTES`] and at most 5 a second. `errmap serve` calls it
+/// before it sets up its subscriber; a second call does nothing.
+pub fn install_log_bridge() {
+    static BRIDGE: LogBridge = LogBridge;
+    if log::set_logger(&BRIDGE).is_ok() {
+        log::set_max_level(log::LevelFilter::Warn);
+    }
+}

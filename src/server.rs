@@ -21,6 +21,7 @@
 
 use std::{convert::Infallible, future::Future, io, net::SocketAddr, time::Duration};
 
+use crate::Catalog as _;
 use prost::Message as _;
 use tokio::net::TcpListener;
 use tonic::{body::Body, codegen::Service, server::NamedService, service::RoutesBuilder};
@@ -30,6 +31,7 @@ use crate::{
     admission::{Admission, AdmissionConfig, RouteTable},
     auth::AuthInterceptor,
     catalogs::Catalogs,
+    connections::{self, ProtocolConfig},
     http_api::HttpApi,
     http_error::{HttpErrors, Shape},
     layer::ErrorLayer,
@@ -86,11 +88,24 @@ pub struct ServerConfig {
     /// How long a request may take to arrive before it is answered with
     /// 40. Default 10 s.
     pub request_body_timeout: Duration,
-    /// Connections open at once; more wait in the backlog. Default 1024.
+    /// Connections open at once; at the cap, the connection idle longest
+    /// (no call in flight) yields to a newcomer, and when none is idle the
+    /// newcomer waits. Default 1024.
     pub max_connections: usize,
-    /// How long a new connection may take to send the HTTP/2 preface
-    /// before it is closed. Default 5 s.
+    /// How long a new connection may take to send its first request head
+    /// (the HTTP/2 preface, or a whole HTTP/1.1 head) before it is closed;
+    /// also the deadline of every later HTTP/1.1 head, and so how long an
+    /// HTTP/1.1 keep-alive connection may stay idle. Default 5 s.
     pub handshake_timeout: Duration,
+    /// How long a write may make no progress (the peer reads nothing while
+    /// the server has bytes queued) before the connection is closed.
+    /// Default 10 s.
+    pub write_timeout: Duration,
+    /// The memory budget of requests still arriving: the header bytes and
+    /// buffered body bytes of every call in intake, over all connections.
+    /// Past it, the oldest unfinished intake is refused first, with 44
+    /// `API_TOO_MANY_REQUESTS`. Default 64 MiB.
+    pub intake_memory: usize,
     /// When set, `errmap.v1.ErrorCatalog` requires a valid token. Health and
     /// reflection stay open. Default none.
     pub auth: Option<AuthInterceptor>,
@@ -141,6 +156,8 @@ impl Default for ServerConfig {
             request_body_timeout: Duration::from_secs(10),
             max_connections: 1024,
             handshake_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(10),
+            intake_memory: 64 * 1024 * 1024,
             auth: None,
             catalogs: Catalogs::default(),
             tls: None,
@@ -231,6 +248,8 @@ impl ServerConfig {
         nonzero("--keepalive-timeout", self.keepalive_timeout)?;
         nonzero("--request-body-timeout", self.request_body_timeout)?;
         nonzero("--handshake-timeout", self.handshake_timeout)?;
+        nonzero("--write-timeout", self.write_timeout)?;
+        positive("--intake-memory", self.intake_memory > 0)?;
         at_most_a_day("--grace-period", self.grace_period)?;
         if self.max_request_size > (u32::MAX as usize) {
             return Err(ConfigError {
@@ -486,18 +505,10 @@ async fn run(
         stream_limit: config.stream_limit,
         max_request_size: config.max_request_size,
         request_body_timeout: config.request_body_timeout,
+        intake_memory: config.intake_memory,
         routes: Some(table),
         ..AdmissionConfig::default()
     });
-
-    let incoming = listener::incoming(
-        listener,
-        ListenerConfig {
-            max_connections: config.max_connections,
-            handshake_timeout: config.handshake_timeout,
-            tls: config.tls.clone(),
-        },
-    );
 
     routes
         .add_service(health_service)
@@ -524,46 +535,71 @@ async fn run(
             tracing::warn!(%error, "statuses carry no Help link to the catalog pages");
         }
     }
+    // An HTTP/1.1 head over the header budget: 431, with the catalog's 40
+    // in the configured JSON shape.
+    let oversized = http_errors.response_for(
+        &crate::ErrorCode::ApiInvalidRequest.to_status(),
+        &http::HeaderMap::new(),
+    );
+    let content_type = oversized
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_owned();
+    let incoming = listener::incoming(
+        listener,
+        ListenerConfig {
+            max_connections: config.max_connections,
+            handshake_timeout: config.handshake_timeout,
+            write_timeout: config.write_timeout,
+            oversized_head_response: listener::oversized_head_response(
+                &content_type,
+                oversized.body().as_bytes(),
+            ),
+            tls: config.tls.clone(),
+        },
+    );
     let cors = match &config.cors {
         Some(cors) => cors.layer(),
         None => CorsLayer::disabled(),
     };
-    let router = tonic::transport::Server::builder()
-        // Browsers' gRPC-Web may come over HTTP/1.1.
-        .accept_http1(config.grpc_web)
-        .max_concurrent_streams(config.max_concurrent_streams)
-        .http2_max_header_list_size(config.max_header_list_size)
-        .http2_keepalive_interval(Some(config.keepalive_interval))
-        .http2_keepalive_timeout(Some(config.keepalive_timeout))
-        .http2_max_pending_accept_reset_streams(Some(config.max_pending_accept_reset_streams))
-        .http2_max_local_error_reset_streams(Some(config.max_local_error_reset_streams))
-        .max_frame_size(16 * 1024)
+    let stack = tower::ServiceBuilder::new()
+        .layer(cors)
         .layer(
-            tower::ServiceBuilder::new()
-                .layer(cors)
-                .layer(
-                    if config.grpc_web {
-                        WebLayer::new()
-                    } else {
-                        WebLayer::disabled()
-                    }
-                    .with_http_api(HttpApi::new(config.catalogs.clone(), http_errors)),
-                )
-                .layer(metrics_layer)
-                .layer(ErrorLayer::new().with_catalogs(config.catalogs.clone()))
-                .layer(admission.layer())
-                .layer(CatchPanicLayer::new())
-                .into_inner(),
+            if config.grpc_web {
+                WebLayer::new()
+            } else {
+                WebLayer::disabled()
+            }
+            .with_http_api(HttpApi::new(config.catalogs.clone(), http_errors)),
         )
-        .add_routes(routes.routes());
+        .layer(metrics_layer)
+        .layer(ErrorLayer::new().with_catalogs(config.catalogs.clone()))
+        .layer(admission.layer())
+        .layer(CatchPanicLayer::new())
+        .service(routes.routes().prepare());
+    let protocol = ProtocolConfig {
+        // Browsers' gRPC-Web may come over HTTP/1.1.
+        http1: config.grpc_web,
+        http2: true,
+        head_timeout: config.handshake_timeout,
+        max_header_size: config.max_header_list_size,
+        max_concurrent_streams: config.max_concurrent_streams,
+        keepalive_interval: config.keepalive_interval,
+        keepalive_timeout: config.keepalive_timeout,
+        max_pending_accept_reset_streams: config.max_pending_accept_reset_streams,
+        max_local_error_reset_streams: config.max_local_error_reset_streams,
+        max_frame_size: 16 * 1024,
+    };
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = router.serve_with_incoming_shutdown(incoming, async {
+    let server = connections::serve(incoming, &protocol, stack, async {
         let _ = stop_rx.await;
     });
     tokio::pin!(server);
     tokio::select! {
-        result = &mut server => return Ok(result?),
+        () = &mut server => return Ok(()),
         () = shutdown => {}
     }
 
@@ -592,7 +628,7 @@ async fn run(
     let _ = stop_tx.send(());
 
     match tokio::time::timeout_at(deadline, server).await {
-        Ok(result) => Ok(result?),
+        Ok(()) => Ok(()),
         Err(_) => {
             tracing::warn!("grace period over; dropping the connections still open");
             Ok(())

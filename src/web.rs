@@ -179,7 +179,9 @@ impl CorsConfig {
             Origins::Any => true,
             Origins::List(list) => list
                 .iter()
-                .any(|allowed| allowed.as_bytes().eq_ignore_ascii_case(origin)),
+                // Byte for byte: browsers serialize origins in lower case
+                // (RFC 6454), and the list is stored so.
+                .any(|allowed| allowed.as_bytes() == origin),
         }
     }
 
@@ -675,10 +677,14 @@ mod tests {
     }
 
     #[test]
-    fn allowed_origins_compare_case_blind() {
+    fn the_list_is_stored_lower_case_and_origins_compare_byte_for_byte() {
+        // The configured list is case-blind (stored in lower case, as
+        // browsers send origins); what a request sends is matched exactly,
+        // so a case variant is refused like any origin not on the list.
         let cors = CorsConfig::new(["https://App.example.com"]).unwrap();
         assert!(cors.allows("https://app.example.com"));
-        assert!(cors.allows("HTTPS://APP.EXAMPLE.COM"));
+        assert!(!cors.allows("HTTPS://APP.EXAMPLE.COM"));
+        assert!(!cors.allows("https://App.example.com"));
         assert!(!cors.allows("https://app.example.com:443"));
         assert!(!cors.allows("http://app.example.com"));
         assert!(!cors.allows("null"));

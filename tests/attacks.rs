@@ -306,7 +306,7 @@ fn connections_that_never_finish_their_handshake_are_closed() {
 }
 
 #[test]
-fn connections_past_the_cap_wait_until_one_closes() {
+fn at_the_cap_the_idlest_connection_yields_and_a_busy_one_never_does() {
     let _serial = one_at_a_time();
     let served = serve(&["--max-connections", "20"]);
     let addr = addr_of(&served);
@@ -326,18 +326,57 @@ fn connections_past_the_cap_wait_until_one_closes() {
                 Ok(Ok(n)) if n > 0
             )
         }
-        let mut first = Vec::new();
+        // 20 idle connections: a 21st evicts the one idle longest, the
+        // first, with GOAWAY then a close.
+        let mut idle = Vec::new();
         for _ in 0..20 {
             let mut tcp = open(addr).await;
             assert!(taken(&mut tcp, Duration::from_secs(5)).await);
-            first.push(tcp);
+            idle.push(tcp);
+        }
+        let mut newcomer = open(addr).await;
+        assert!(
+            taken(&mut newcomer, Duration::from_secs(5)).await,
+            "a 21st connection is taken at once: an idle one yields"
+        );
+        let until = Instant::now() + Duration::from_secs(5);
+        assert!(
+            closed_by_server(&mut idle[0], until).await,
+            "the connection idle longest was closed"
+        );
+        drop(idle);
+        drop(newcomer);
+
+        // 20 connections with a call in flight (a health Watch each): none
+        // is evicted, so a 21st waits until one closes.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut busy = Vec::new();
+        for _ in 0..20 {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+            let driver = tokio::spawn(connection);
+            let mut ready = client.ready().await.unwrap();
+            let request = http::Request::post(format!("http://{addr}/grpc.health.v1.Health/Watch"))
+                .header("content-type", "application/grpc")
+                .header("te", "trailers")
+                .body(())
+                .unwrap();
+            let (response, mut body) = ready.send_request(request, false).unwrap();
+            body.send_data(grpc_frame(&[], false), true).unwrap();
+            let response = tokio::time::timeout(Duration::from_secs(5), response)
+                .await
+                .expect("the watch is answered")
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            busy.push((ready, response, driver));
         }
         let mut waiting = open(addr).await;
         assert!(
             !taken(&mut waiting, Duration::from_millis(1500)).await,
-            "a 21st connection is not taken while 20 are open"
+            "a 21st connection is not taken while 20 have calls in flight"
         );
-        drop(first.pop());
+        let (_, _, driver) = busy.pop().unwrap();
+        driver.abort();
         assert!(
             taken(&mut waiting, Duration::from_secs(5)).await,
             "it is taken once one closes"
@@ -595,4 +634,620 @@ fn every_answer_fits_the_trailer_budget_even_for_a_huge_name() {
         assert!(block_size(&reply.headers) <= 8 * 1024);
         let _ = Bytes::new();
     });
+}
+
+// ---------------------------------------------------------------------------
+// The doors opened beside HTTP/2: HTTP/1.1, the admin port, memory while
+// requests arrive, and TLS logs. Each victim opens a fresh connection per
+// call, as an attacker's neighbours do, and the flood is larger than the
+// connection cap (1,024) where the table says so.
+// ---------------------------------------------------------------------------
+
+/// How long each of these attacks is held.
+const HOLD: Duration = Duration::from_secs(16);
+
+/// A well-behaved client that opens a fresh connection per call:
+/// `GetError(21)` with a 2 s deadline (connecting included), every 250 ms,
+/// until `until`. Gives (answered, sent).
+async fn fresh_victim(url: String, until: Instant) -> (usize, usize) {
+    let (mut ok, mut sent) = (0, 0);
+    while Instant::now() < until && sent < 1_000 {
+        sent += 1;
+        let call = async {
+            let channel = Channel::from_shared(url.clone())
+                .ok()?
+                .connect_timeout(Duration::from_secs(2))
+                .connect()
+                .await
+                .ok()?;
+            let mut request = tonic::Request::new(GetErrorRequest {
+                key: Some(Key::Code(21)),
+                domain: None,
+            });
+            request.set_timeout(Duration::from_secs(2));
+            let reply = ErrorCatalogClient::new(channel)
+                .get_error(request)
+                .await
+                .ok()?;
+            Some(reply.into_inner().error?.name == "AUTH_REQUIRED")
+        };
+        if let Ok(Some(true)) = tokio::time::timeout(Duration::from_secs(2), call).await {
+            ok += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    (ok, sent)
+}
+
+/// A liveness probe on a fresh connection per call: `GET /healthz` on the
+/// admin port with a 2 s deadline, every 250 ms. Gives (answered, sent).
+async fn fresh_probe(admin: SocketAddr, until: Instant) -> (usize, usize) {
+    let (mut ok, mut sent) = (0, 0);
+    while Instant::now() < until && sent < 1_000 {
+        sent += 1;
+        let probe = async {
+            let mut tcp = TcpStream::connect(admin).await.ok()?;
+            tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n")
+                .await
+                .ok()?;
+            let mut answer = Vec::new();
+            tcp.read_to_end(&mut answer).await.ok()?;
+            Some(answer.starts_with(b"HTTP/1.1 200"))
+        };
+        if let Ok(Some(true)) = tokio::time::timeout(Duration::from_secs(2), probe).await {
+            ok += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    (ok, sent)
+}
+
+/// Peak RSS of `pid` until `until`, sampled every 100 ms.
+fn watch_rss(pid: u32, until: Instant) -> tokio::task::JoinHandle<u64> {
+    tokio::spawn(async move {
+        let mut peak = 0;
+        while Instant::now() < until {
+            peak = peak.max(common::binary::rss_kib(pid));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        peak
+    })
+}
+
+/// Whether the peer closed `tcp` (EOF or reset) before `until`, reading and
+/// dropping whatever it sends.
+async fn closed_by_server(tcp: &mut TcpStream, until: Instant) -> bool {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, tcp.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Pipelines GETs on `addr` and never reads, until the server closes the
+/// connection (a write fails) or `until`. Gives whether it was closed, and
+/// when.
+async fn pipeliner(addr: SocketAddr, request: &'static [u8], until: Instant) -> Option<Duration> {
+    let mut tcp = TcpStream::connect(addr).await.ok()?;
+    let began = Instant::now();
+    let burst = request.repeat(64);
+    while Instant::now() < until {
+        let left = until.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, tcp.write_all(&burst)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Some(began.elapsed()),
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+const PIPELINED_GET: &[u8] = b"GET /v1/errors/21 HTTP/1.1\r\nHost: attacker\r\n\r\n";
+const PIPELINED_HEALTHZ: &[u8] = b"GET /metrics HTTP/1.1\r\nHost: attacker\r\n\r\n";
+
+#[test]
+#[ignore = "open defect (#21): 1,100 pipeliners keep both cores busy answering what fits in the socket buffers; the victim gets 2/7"]
+fn http1_pipeliners_that_never_read_are_closed_and_a_client_is_served() {
+    let _serial = one_at_a_time();
+    let served = serve(&[]);
+    let addr = addr_of(&served);
+    let (closed, slowest, ok, sent) = runtime().block_on(async {
+        let until = Instant::now() + HOLD;
+        let attackers: Vec<_> = (0..1_100)
+            .map(|_| tokio::spawn(pipeliner(addr, PIPELINED_GET, until)))
+            .collect();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (ok, sent) = fresh_victim(served.url(), until).await;
+        let (mut closed, mut slowest) = (0, Duration::ZERO);
+        for attacker in attackers {
+            if let Ok(Some(after)) = attacker.await {
+                closed += 1;
+                slowest = slowest.max(after);
+            }
+        }
+        (closed, slowest, ok, sent)
+    });
+    eprintln!(
+        "HTTP/1.1 pipeliners: {closed}/1100 closed by the server within {:.0} s (the last after {:.1} s); fresh victim {ok}/{sent}",
+        HOLD.as_secs_f64(),
+        slowest.as_secs_f64()
+    );
+    assert!(sent >= 40, "the victim kept calling: {sent}");
+    assert!(ok * 100 >= sent * 90, "victim {ok}/{sent}");
+    // The write timeout is 10 s; evicted ones close sooner.
+    assert!(closed >= 1_000, "only {closed} pipeliners were closed");
+}
+
+#[test]
+fn http1_partial_heads_are_closed_at_the_head_deadline() {
+    let _serial = one_at_a_time();
+    let served = serve(&[]);
+    let addr = addr_of(&served);
+    let (closes, slowest_ms, ok, sent) = runtime().block_on(async {
+        let until = Instant::now() + HOLD;
+        let closes = Arc::new(AtomicUsize::new(0));
+        let slowest = Arc::new(AtomicUsize::new(0));
+        let attackers: Vec<_> = (0..1_100)
+            .map(|_| {
+                let closes = closes.clone();
+                let slowest = slowest.clone();
+                tokio::spawn(async move {
+                    // A request line and a header, then a byte a second;
+                    // opened again when the server closes it.
+                    while Instant::now() < until {
+                        let Ok(Ok(mut tcp)) =
+                            tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr))
+                                .await
+                        else {
+                            continue;
+                        };
+                        let at = Instant::now();
+                        if tcp
+                            .write_all(b"GET /v1/errors/21 HTTP/1.1\r\nHost: attacker\r\nX-Slow: ")
+                            .await
+                            .is_err()
+                        {
+                            continue;
+                        }
+                        let mut closed = false;
+                        while Instant::now() < until {
+                            let mut buf = [0u8; 512];
+                            match tokio::time::timeout(Duration::from_secs(1), tcp.read(&mut buf))
+                                .await
+                            {
+                                Ok(Ok(0)) | Ok(Err(_)) => {
+                                    closed = true;
+                                    break;
+                                }
+                                Ok(Ok(_)) => {}
+                                Err(_) => {
+                                    if tcp.write_all(b"a").await.is_err() {
+                                        closed = true;
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                        if closed {
+                            closes.fetch_add(1, Ordering::Relaxed);
+                            slowest.fetch_max(at.elapsed().as_millis() as usize, Ordering::Relaxed);
+                        }
+                    }
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (ok, sent) = fresh_victim(served.url(), until).await;
+        for attacker in attackers {
+            let _ = attacker.await;
+        }
+        (
+            closes.load(Ordering::Relaxed),
+            slowest.load(Ordering::Relaxed),
+            ok,
+            sent,
+        )
+    });
+    eprintln!(
+        "HTTP/1.1 partial heads: {closes} connections closed by the server in {:.0} s, none kept over {slowest_ms} ms; fresh victim {ok}/{sent}",
+        HOLD.as_secs_f64()
+    );
+    assert!(ok * 100 >= sent * 90, "victim {ok}/{sent}");
+    // 1,100 heads, each closed within 5 s (or evicted sooner): at least
+    // two rounds of them in the hold.
+    assert!(closes >= 2_000, "only {closes} partial heads were closed");
+    assert!(slowest_ms < 8_000, "a partial head stayed {slowest_ms} ms");
+}
+
+#[test]
+fn http1_keep_alive_connections_that_idle_are_closed_and_yield() {
+    let _serial = one_at_a_time();
+    let served = serve(&[]);
+    let addr = addr_of(&served);
+    let (closed, ok, sent) = runtime().block_on(async {
+        let until = Instant::now() + HOLD;
+        let attackers: Vec<_> = (0..1_100)
+            .map(|_| {
+                tokio::spawn(async move {
+                    // One keep-alive request, its answer read, then idle
+                    // (the next would come in 25 s).
+                    let mut tcp = TcpStream::connect(addr).await.ok()?;
+                    tcp.write_all(PIPELINED_GET).await.ok()?;
+                    let mut buf = [0u8; 4096];
+                    let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+                        .await
+                        .ok()?
+                        .ok()?;
+                    if n == 0 {
+                        return Some(true);
+                    }
+                    Some(closed_by_server(&mut tcp, until).await)
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (ok, sent) = fresh_victim(served.url(), until).await;
+        let mut closed = 0;
+        for attacker in attackers {
+            if let Ok(Some(true)) = attacker.await {
+                closed += 1;
+            }
+        }
+        (closed, ok, sent)
+    });
+    eprintln!(
+        "HTTP/1.1 idle keep-alives: {closed}/1100 closed by the server within {:.0} s; fresh victim {ok}/{sent}",
+        HOLD.as_secs_f64()
+    );
+    assert!(ok * 100 >= sent * 90, "victim {ok}/{sent}");
+    assert!(
+        closed >= 1_000,
+        "only {closed} idle keep-alives were closed"
+    );
+}
+
+#[test]
+fn http1_heads_over_the_budget_get_431_and_memory_stays_bounded() {
+    let _serial = one_at_a_time();
+    let served = serve(&[]);
+    let addr = addr_of(&served);
+    let before = served.rss_kib();
+    let (answers, peak, ok, sent, sample) = runtime().block_on(async {
+        let until = Instant::now() + HOLD;
+        let peak = watch_rss(served.pid(), until);
+        let answers = Arc::new(AtomicUsize::new(0));
+        let sample = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let attackers: Vec<_> = (0..1_024)
+            .map(|_| {
+                let answers = answers.clone();
+                let sample = sample.clone();
+                tokio::spawn(async move {
+                    // A 390 KB head sent slowly, 4 KB every 100 ms; opened
+                    // again once answered.
+                    while Instant::now() < until {
+                        let Ok(Ok(mut tcp)) =
+                            tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr))
+                                .await
+                        else {
+                            continue;
+                        };
+                        let _ = tcp
+                            .write_all(b"GET /v1/errors/21 HTTP/1.1\r\nHost: attacker\r\n")
+                            .await;
+                        let line = format!("X-Pad: {}\r\n", "p".repeat(4_000));
+                        for _ in 0..100 {
+                            if Instant::now() >= until
+                                || tcp.write_all(line.as_bytes()).await.is_err()
+                            {
+                                break;
+                            }
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                        let mut answer = Vec::new();
+                        let _ = tokio::time::timeout(
+                            Duration::from_secs(2),
+                            tcp.read_to_end(&mut answer),
+                        )
+                        .await;
+                        if answer.starts_with(b"HTTP/1.1 431") {
+                            answers.fetch_add(1, Ordering::Relaxed);
+                            let mut sample = sample.lock().unwrap();
+                            if sample.is_empty() {
+                                *sample = answer;
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (ok, sent) = fresh_victim(served.url(), until).await;
+        for attacker in attackers {
+            let _ = attacker.await;
+        }
+        let sample = String::from_utf8_lossy(&sample.lock().unwrap()).into_owned();
+        (
+            answers.load(Ordering::Relaxed),
+            peak.await.unwrap(),
+            ok,
+            sent,
+            sample,
+        )
+    });
+    eprintln!(
+        "HTTP/1.1 oversized heads: {answers} answered 431; RSS {before} KiB before, {peak} KiB peak; fresh victim {ok}/{sent}"
+    );
+    assert!(answers >= 1_024, "only {answers} heads got 431");
+    assert!(sample.contains("connection: close"), "{sample}");
+    assert!(
+        sample.contains(r#""code":40"#),
+        "the 431 carries the catalog's 40: {sample}"
+    );
+    assert!(peak < 256 * 1024, "peak RSS {peak} KiB");
+    assert!(ok * 100 >= sent * 90, "victim {ok}/{sent}");
+}
+
+#[test]
+#[ignore = "open defect (#21): RSS holds at about 250 MiB, but the refused streams' churn starves the victim (0/7)"]
+fn half_open_streams_with_big_heads_stay_within_the_intake_memory_budget() {
+    let _serial = one_at_a_time();
+    let served = serve(&[]);
+    let addr = addr_of(&served);
+    let before = served.rss_kib();
+    let (opened, refused, peak, ok, sent) = runtime().block_on(async {
+        let until = Instant::now() + HOLD;
+        let peak = watch_rss(served.pid(), until);
+        let opened = Arc::new(AtomicUsize::new(0));
+        let refused = Arc::new(AtomicUsize::new(0));
+        let pad = "h".repeat(15_000);
+        let attackers: Vec<_> = (0..96)
+            .map(|_| {
+                let opened = opened.clone();
+                let refused = refused.clone();
+                let pad = pad.clone();
+                tokio::spawn(async move {
+                    while Instant::now() < until {
+                        let Ok(Ok(tcp)) =
+                            tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr))
+                                .await
+                        else {
+                            continue;
+                        };
+                        let Ok((client, connection)) = h2::client::handshake(tcp).await else {
+                            continue;
+                        };
+                        let driver = tokio::spawn(connection);
+                        let mut streams = Vec::new();
+                        for _ in 0..256 {
+                            let client = client.clone();
+                            let opened = opened.clone();
+                            let refused = refused.clone();
+                            let pad = pad.clone();
+                            streams.push(tokio::spawn(async move {
+                                while Instant::now() < until {
+                                    let Ok(mut ready) = client.clone().ready().await else {
+                                        return;
+                                    };
+                                    let request = http::Request::post(format!(
+                                        "http://{addr}/errmap.v1.ErrorCatalog/GetError"
+                                    ))
+                                    .header("content-type", "application/grpc")
+                                    .header("te", "trailers")
+                                    .header("x-pad", pad.as_str())
+                                    .body(())
+                                    .unwrap();
+                                    // Headers only; the body never comes.
+                                    let Ok((response, _body)) = ready.send_request(request, false)
+                                    else {
+                                        return;
+                                    };
+                                    opened.fetch_add(1, Ordering::Relaxed);
+                                    let left = until.saturating_duration_since(Instant::now());
+                                    match tokio::time::timeout(left, response).await {
+                                        Ok(Ok(response)) => {
+                                            if response
+                                                .headers()
+                                                .get("grpc-status")
+                                                .map(|v| v.as_bytes())
+                                                == Some(b"8")
+                                            {
+                                                refused.fetch_add(1, Ordering::Relaxed);
+                                            }
+                                        }
+                                        Ok(Err(_)) => return,
+                                        Err(_) => return,
+                                    }
+                                }
+                            }));
+                        }
+                        for stream in streams {
+                            let _ = stream.await;
+                        }
+                        driver.abort();
+                    }
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (ok, sent) = fresh_victim(served.url(), until).await;
+        for attacker in attackers {
+            let _ = attacker.await;
+        }
+        (
+            opened.load(Ordering::Relaxed),
+            refused.load(Ordering::Relaxed),
+            peak.await.unwrap(),
+            ok,
+            sent,
+        )
+    });
+    let after = served.rss_kib();
+    eprintln!(
+        "HTTP/2 half-open streams with 15 KB heads: {opened} opened, {refused} refused with 44 by the intake budget; \
+         RSS {before} KiB before, {peak} KiB peak, {after} KiB after; fresh victim {ok}/{sent}"
+    );
+    assert!(opened > 24_576, "the flood filled every stream: {opened}");
+    assert!(refused > 0, "the budget refused the oldest intakes");
+    assert!(peak < 256 * 1024, "peak RSS {peak} KiB");
+    assert!(ok * 100 >= sent * 95, "victim {ok}/{sent}");
+}
+
+#[test]
+fn the_admin_port_answers_probes_under_idle_and_pipelining_floods() {
+    let _serial = one_at_a_time();
+    let served = serve(&["--admin-addr", "127.0.0.1:0"]);
+    let admin: SocketAddr = served.next_stdout_line().parse().unwrap();
+    let (idle_ok, idle_sent, pipe_ok, pipe_sent, pipe_closed) = runtime().block_on(async {
+        // 70 idle connections, opened again when closed.
+        let half = HOLD / 2;
+        let until = Instant::now() + half;
+        let idlers: Vec<_> = (0..70)
+            .map(|_| {
+                tokio::spawn(async move {
+                    while Instant::now() < until {
+                        let Ok(Ok(mut tcp)) =
+                            tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(admin))
+                                .await
+                        else {
+                            continue;
+                        };
+                        closed_by_server(&mut tcp, until).await;
+                    }
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (idle_ok, idle_sent) = fresh_probe(admin, until).await;
+        for idler in idlers {
+            let _ = idler.await;
+        }
+        // 70 connections that pipeline scrapes and never read.
+        let until = Instant::now() + half;
+        let pipeliners: Vec<_> = (0..70)
+            .map(|_| tokio::spawn(pipeliner(admin, PIPELINED_HEALTHZ, until)))
+            .collect();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (pipe_ok, pipe_sent) = fresh_probe(admin, until).await;
+        let mut pipe_closed = 0;
+        for pipeliner in pipeliners {
+            if let Ok(Some(_)) = pipeliner.await {
+                pipe_closed += 1;
+            }
+        }
+        (idle_ok, idle_sent, pipe_ok, pipe_sent, pipe_closed)
+    });
+    eprintln!(
+        "admin port: /healthz {idle_ok}/{idle_sent} beside 70 idle connections; \
+         {pipe_ok}/{pipe_sent} beside 70 pipeliners that never read ({pipe_closed} of them closed)"
+    );
+    assert!(
+        idle_ok * 100 >= idle_sent * 90,
+        "probe {idle_ok}/{idle_sent}"
+    );
+    assert!(
+        pipe_ok * 100 >= pipe_sent * 90,
+        "probe {pipe_ok}/{pipe_sent}"
+    );
+}
+
+/// A TLS 1.3 ClientHello naming `sni` (not checked for validity).
+fn client_hello(sni: &[u8]) -> Vec<u8> {
+    let u16be = |n: usize| (n as u16).to_be_bytes();
+    let mut sni_ext = Vec::new();
+    let entry_len = 3 + sni.len();
+    sni_ext.extend_from_slice(&u16be(entry_len));
+    sni_ext.push(0);
+    sni_ext.extend_from_slice(&u16be(sni.len()));
+    sni_ext.extend_from_slice(sni);
+    let mut extensions = Vec::new();
+    let mut ext = |kind: u16, body: &[u8]| {
+        extensions.extend_from_slice(&kind.to_be_bytes());
+        extensions.extend_from_slice(&u16be(body.len()));
+        extensions.extend_from_slice(body);
+    };
+    ext(0x0000, &sni_ext);
+    ext(0x002b, &[2, 3, 4]); // supported_versions: TLS 1.3
+    ext(0x000a, &[0, 2, 0, 0x1d]); // supported_groups: x25519
+    ext(0x000d, &[0, 4, 4, 3, 8, 4]); // signature_algorithms
+    let mut share = vec![0, 0x24, 0, 0x1d, 0, 0x20];
+    share.extend_from_slice(&[7u8; 32]);
+    ext(0x0033, &share); // key_share
+    let mut hello = vec![3, 3];
+    hello.extend_from_slice(&[1u8; 32]); // random
+    hello.push(0); // session id
+    hello.extend_from_slice(&[0, 2, 0x13, 0x01]); // TLS_AES_128_GCM_SHA256
+    hello.extend_from_slice(&[1, 0]); // no compression
+    hello.extend_from_slice(&u16be(extensions.len()));
+    hello.extend_from_slice(&extensions);
+    let mut handshake = vec![1];
+    handshake.extend_from_slice(&(hello.len() as u32).to_be_bytes()[1..]);
+    handshake.extend_from_slice(&hello);
+    let mut record = vec![0x16, 3, 1];
+    record.extend_from_slice(&u16be(handshake.len()));
+    record.extend_from_slice(&handshake);
+    record
+}
+
+#[test]
+fn a_flood_of_hellos_with_huge_names_cannot_grow_the_log() {
+    let _serial = one_at_a_time();
+    let dir = std::env::temp_dir().join(format!("errmap-attacks-sni-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
+    let served = common::binary::serve_with(
+        &[],
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+        "info",
+    );
+    let addr = addr_of(&served);
+    let hello = client_hello(&[b'a'; 15_000]);
+    let answered = runtime().block_on(async {
+        let mut answered = 0;
+        for _ in 0..300 {
+            let Ok(mut tcp) = TcpStream::connect(addr).await else {
+                continue;
+            };
+            let _ = tcp.write_all(&hello).await;
+            let mut buf = [0u8; 1024];
+            // The server's alert, or its close.
+            if let Ok(Ok(_)) =
+                tokio::time::timeout(Duration::from_secs(2), tcp.read(&mut buf)).await
+            {
+                answered += 1;
+            }
+        }
+        answered
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let stderr = served.stderr();
+    let _ = std::fs::remove_dir_all(&dir);
+    let longest = stderr
+        .split(|&b| b == b'\n')
+        .map(<[u8]>::len)
+        .max()
+        .unwrap_or(0);
+    eprintln!(
+        "SNI flood: 300 hellos with a 15 KB name ({answered} answered); {} bytes of stderr at info, the longest line {longest} bytes",
+        stderr.len()
+    );
+    assert_eq!(answered, 300, "every hello was answered");
+    assert!(
+        stderr.len() < 64 * 1024,
+        "stderr grew to {} bytes",
+        stderr.len()
+    );
+    assert!(longest < 1024, "a log line of {longest} bytes");
 }

@@ -15,6 +15,7 @@ pub struct Served {
     pub child: Child,
     pub addr: String,
     stderr: Arc<Mutex<Vec<u8>>>,
+    stdout: Mutex<mpsc::Receiver<String>>,
 }
 
 impl Drop for Served {
@@ -81,10 +82,10 @@ pub fn serve_with(launcher: &[&str], extra: &[&str], log: &str) -> Served {
         child,
         addr,
         stderr,
+        stdout: Mutex::new(rx),
     };
     assert!(served.addr.starts_with("127.0.0.1:"), "{}", served.addr);
     assert_ne!(served.addr, "127.0.0.1:0");
-    std::mem::forget(rx);
     served
 }
 
@@ -93,6 +94,16 @@ impl Served {
     pub fn stop(&mut self) {
         sigterm(&self.child);
         assert_eq!(wait_exit(&mut self.child, Duration::from_secs(10)), Some(0));
+    }
+
+    /// The next line on stdout after the address (the admin listener's
+    /// address, with `--admin-addr`), waiting at most 30 s.
+    pub fn next_stdout_line(&self) -> String {
+        self.stdout
+            .lock()
+            .unwrap()
+            .recv_timeout(Duration::from_secs(30))
+            .expect("serve prints another line")
     }
 
     /// The server's process id.

@@ -1,0 +1,364 @@
+//! Serving accepted connections with hyper: HTTP/2 and HTTP/1.1 on one
+//! port, each connection with its calls counted, so that the listener can
+//! evict the idlest, and each shut down gracefully on a signal.
+//!
+//! The settings that tonic's own server does not expose for HTTP/1.1 are
+//! set here:
+//!
+//! - one deadline for a whole request head, the handshake deadline (5 s by
+//!   default), which is also how long an HTTP/1.1 keep-alive connection
+//!   may stay idle between requests;
+//! - one header budget, equal to HTTP/2's header list size (16 KiB by
+//!   default; hyper's HTTP/1.1 read buffer cannot be under 8 KiB): a head
+//!   over it is answered 431 (with the body the listener was given) and
+//!   the connection closes;
+//! - requests of a connection are answered one at a time and in order;
+//!   the pipelined ones wait, unparsed, within that same buffer.
+//!
+//! Every request gets the connection's [`PeerInfo`] in its extensions, and
+//! a `grpc-timeout` is enforced: a call still running at its deadline is
+//! dropped and answered `DEADLINE_EXCEEDED`.
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{ready, Context, Poll},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::conn::auto,
+    service::TowerToHyperService,
+};
+use pin_project_lite::pin_project;
+use tokio::{sync::watch, time::Sleep};
+use tonic::codegen::tokio_stream::StreamExt as _;
+use tower::Service;
+
+use crate::{
+    listener::{ConnectionState, Incoming},
+    tls::PeerInfo,
+};
+
+/// How long an evicted or shut-down connection may take to close after it
+/// was asked to; then it is dropped.
+pub const CLOSE_DEADLINE: Duration = Duration::from_secs(1);
+
+/// The protocol settings of served connections.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ProtocolConfig {
+    /// Whether HTTP/1.1 is served beside HTTP/2.
+    pub http1: bool,
+    /// Whether HTTP/2 is served.
+    pub http2: bool,
+    /// The deadline for a whole HTTP/1.1 request head, and for an idle
+    /// keep-alive connection's next one.
+    pub head_timeout: Duration,
+    /// The header budget of either protocol, in bytes.
+    pub max_header_size: u32,
+    /// HTTP/2: streams open at once per connection.
+    pub max_concurrent_streams: u32,
+    /// HTTP/2: ping interval of an idle connection.
+    pub keepalive_interval: Duration,
+    /// HTTP/2: how long a ping may go unanswered.
+    pub keepalive_timeout: Duration,
+    /// HTTP/2: the rapid-reset guard.
+    pub max_pending_accept_reset_streams: usize,
+    /// HTTP/2: resets caused by the peer's errors before GOAWAY.
+    pub max_local_error_reset_streams: usize,
+    /// HTTP/2: the largest frame.
+    pub max_frame_size: u32,
+}
+
+impl Default for ProtocolConfig {
+    /// The values `errmap serve` starts with.
+    fn default() -> Self {
+        Self {
+            http1: true,
+            http2: true,
+            head_timeout: Duration::from_secs(5),
+            max_header_size: 16 * 1024,
+            max_concurrent_streams: 256,
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
+            max_pending_accept_reset_streams: 100,
+            max_local_error_reset_streams: 1024,
+            max_frame_size: 16 * 1024,
+        }
+    }
+}
+
+impl ProtocolConfig {
+    fn builder(&self) -> auto::Builder<TokioExecutor> {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        if !self.http1 {
+            builder = builder.http2_only();
+        } else if !self.http2 {
+            builder = builder.http1_only();
+        }
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .keep_alive(true)
+            .header_read_timeout(self.head_timeout)
+            // hyper's floor for its read buffer is 8 KiB.
+            .max_buf_size((self.max_header_size as usize).max(8 * 1024));
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(self.max_concurrent_streams)
+            .keep_alive_interval(self.keepalive_interval)
+            .keep_alive_timeout(self.keepalive_timeout)
+            .max_pending_accept_reset_streams(self.max_pending_accept_reset_streams)
+            .max_local_error_reset_streams(self.max_local_error_reset_streams)
+            .max_frame_size(self.max_frame_size)
+            .max_header_list_size(self.max_header_size);
+        builder
+    }
+}
+
+/// Serves every connection of `incoming` with `service` until `shutdown`
+/// completes; then stops accepting, asks every connection to close
+/// gracefully (GOAWAY on HTTP/2, a close after the current answer on
+/// HTTP/1.1), and waits for them to close.
+pub async fn serve<S, B>(
+    mut incoming: Incoming,
+    protocol: &ProtocolConfig,
+    service: S,
+    shutdown: impl Future<Output = ()>,
+) where
+    S: Service<http::Request<tonic::body::Body>, Response = http::Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let builder = protocol.builder();
+    let (closing_tx, closing) = watch::channel(false);
+    // Dropping the set (the server's grace period is over) drops every
+    // connection still open.
+    let mut tasks = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let connection = tokio::select! {
+            () = &mut shutdown => break,
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
+            next = incoming.next() => match next {
+                Some(Ok(connection)) => connection,
+                Some(Err(_)) => continue,
+                None => break,
+            },
+        };
+        let state = connection.state();
+        let service = PerConnection {
+            inner: service.clone(),
+            peer: connection.peer_info(),
+            state: state.clone(),
+        };
+        let builder = builder.clone();
+        let mut closing = closing.clone();
+        tasks.spawn(async move {
+            let hyper_service = TowerToHyperService::new(service);
+            let served = builder.serve_connection(TokioIo::new(connection), hyper_service);
+            tokio::pin!(served);
+            let mut asked = false;
+            let close_by = tokio::time::sleep(crate::server::MAX_DURATION);
+            tokio::pin!(close_by);
+            loop {
+                tokio::select! {
+                    result = served.as_mut() => {
+                        if let Err(error) = result {
+                            tracing::debug!(error = %crate::sanitize::escape(&error.to_string()), "connection ended with an error");
+                        }
+                        return;
+                    }
+                    () = state.evicted(), if !asked => {
+                        tracing::debug!("idle connection yields its place");
+                        served.as_mut().graceful_shutdown();
+                        asked = true;
+                        close_by.as_mut().reset(tokio::time::Instant::now() + CLOSE_DEADLINE);
+                    }
+                    _ = closing.wait_for(|closing| *closing), if !asked => {
+                        served.as_mut().graceful_shutdown();
+                        asked = true;
+                        // Calls in flight finish within the server's grace
+                        // period, which drops this task when it is over.
+                    }
+                    () = close_by.as_mut() => return,
+                }
+            }
+        });
+    }
+    let closed = incoming.stop();
+    let _ = closing_tx.send(true);
+    while tasks.join_next().await.is_some() {}
+    // TLS handshakes still under way end by their deadline.
+    closed.all_closed().await;
+}
+
+/// The per-connection wrapper around the server's service: peer info in,
+/// calls counted, `grpc-timeout` enforced.
+#[derive(Debug, Clone)]
+struct PerConnection<S> {
+    inner: S,
+    peer: PeerInfo,
+    state: Arc<ConnectionState>,
+}
+
+/// A call counted on its connection until its answer is done.
+#[derive(Debug)]
+struct CallGuard(Arc<ConnectionState>);
+
+impl CallGuard {
+    fn new(state: &Arc<ConnectionState>) -> Self {
+        state.call_started();
+        Self(state.clone())
+    }
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        self.0.call_ended();
+    }
+}
+
+impl<S, B, ReqBody> Service<http::Request<ReqBody>> for PerConnection<S>
+where
+    S: Service<http::Request<tonic::body::Body>, Response = http::Response<B>, Error = Infallible>,
+    ReqBody: Body<Data = Bytes> + Send + 'static,
+    ReqBody::Error: Into<tonic::codegen::StdError>,
+{
+    type Response = http::Response<CountedBody<B>>;
+    type Error = Infallible;
+    type Future = CallFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+        let guard = CallGuard::new(&self.state);
+        let deadline = request
+            .headers()
+            .get("grpc-timeout")
+            .and_then(|v| crate::admission::grpc_timeout(v.as_bytes()))
+            .map(|t| Box::pin(tokio::time::sleep(t)));
+        let (mut parts, body) = request.into_parts();
+        parts.extensions.insert(self.peer.clone());
+        let request = http::Request::from_parts(parts, tonic::body::Body::new(body));
+        CallFuture {
+            future: self.inner.call(request),
+            deadline,
+            guard: Some(guard),
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`PerConnection`].
+    struct CallFuture<F> {
+        #[pin]
+        future: F,
+        deadline: Option<Pin<Box<Sleep>>>,
+        guard: Option<CallGuard>,
+    }
+}
+
+impl<F, B> Future for CallFuture<F>
+where
+    F: Future<Output = Result<http::Response<B>, Infallible>>,
+{
+    type Output = Result<http::Response<CountedBody<B>>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(result) = this.future.poll(cx) {
+            let guard = this.guard.take();
+            return Poll::Ready(result.map(|response| {
+                response.map(|inner| CountedBody {
+                    inner: Inner::Body { body: inner },
+                    guard,
+                })
+            }));
+        }
+        if let Some(deadline) = this.deadline {
+            ready!(deadline.as_mut().poll(cx));
+            let guard = this.guard.take();
+            let (parts, _) =
+                tonic::Status::deadline_exceeded("the deadline passed while the call was running")
+                    .into_http::<()>()
+                    .into_parts();
+            return Poll::Ready(Ok(http::Response::from_parts(
+                parts,
+                CountedBody {
+                    inner: Inner::Empty,
+                    guard,
+                },
+            )));
+        }
+        Poll::Pending
+    }
+}
+
+pin_project! {
+    #[project = InnerProj]
+    enum Inner<B> {
+        Body { #[pin] body: B },
+        Empty,
+    }
+}
+
+pin_project! {
+    /// A response body that keeps its call counted on the connection until
+    /// it is done or dropped.
+    struct CountedBody<B> {
+        #[pin]
+        inner: Inner<B>,
+        guard: Option<CallGuard>,
+    }
+}
+
+impl<B> Body for CountedBody<B>
+where
+    B: Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let polled = match this.inner.project() {
+            InnerProj::Body { body } => body.poll_frame(cx),
+            InnerProj::Empty => Poll::Ready(None),
+        };
+        if let Poll::Ready(None) = polled {
+            this.guard.take();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Body { body } => body.is_end_stream(),
+            Inner::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Body { body } => body.size_hint(),
+            Inner::Empty => SizeHint::with_exact(0),
+        }
+    }
+}

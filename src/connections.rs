@@ -17,7 +17,8 @@
 //!
 //! Every request gets the connection's [`PeerInfo`] in its extensions, and
 //! a `grpc-timeout` is enforced: a call still running at its deadline is
-//! dropped and answered `DEADLINE_EXCEEDED`.
+//! dropped and answered `CANCELLED` "Timeout expired", as tonic's own
+//! server loop answers it.
 
 use std::{
     convert::Infallible,
@@ -292,10 +293,10 @@ where
         if let Some(deadline) = this.deadline {
             ready!(deadline.as_mut().poll(cx));
             let guard = this.guard.take();
-            let (parts, _) =
-                tonic::Status::deadline_exceeded("the deadline passed while the call was running")
-                    .into_http::<()>()
-                    .into_parts();
+            // As tonic's own server loop answered it.
+            let (parts, _) = tonic::Status::cancelled("Timeout expired")
+                .into_http::<()>()
+                .into_parts();
             return Poll::Ready(Ok(http::Response::from_parts(
                 parts,
                 CountedBody {

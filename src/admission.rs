@@ -498,15 +498,22 @@ impl Drop for IntakeCharge {
     }
 }
 
-/// What a request's head costs the intake budget: each header as HTTP/2's
-/// header list size counts it (name, value and 32), and the target.
+/// What a waiting call costs the intake budget for its head: what it
+/// holds in memory, as measured, not only its bytes. With HTTP/2, a call
+/// waiting with a 15 KB head held about 57 KB of resident memory, and one
+/// with a small head about 2.5 KB (the stream, the task, the layers'
+/// futures): so each header counts four times its HTTP/2 size (name, value
+/// and 32), plus 2 KiB for the call.
 fn head_bytes(parts: &http::request::Parts) -> usize {
-    parts
+    const PER_CALL: usize = 2 * 1024;
+    const PER_HEADER_BYTE: usize = 4;
+    let head = parts
         .headers
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len() + 32)
         .sum::<usize>()
-        + parts.uri.path_and_query().map_or(0, |p| p.as_str().len())
+        + parts.uri.path_and_query().map_or(0, |p| p.as_str().len());
+    PER_CALL + PER_HEADER_BYTE * head
 }
 
 /// The layer made by [`Admission::layer`].
@@ -872,9 +879,13 @@ where
                         let Some(reading) = body.as_mut() else {
                             break judge(buffered.as_slice(), true, *want, *encoded, max);
                         };
+                        // A body that says it has ended is read to its
+                        // end all the same: gRPC-Web's decoder says so
+                        // while it still holds a trailers frame that may
+                        // be malformed (40, not the handler's 42).
                         match judge(
                             buffered.as_slice(),
-                            reading.is_end_stream(),
+                            reading.is_end_stream() && *want == Want::First,
                             *want,
                             *encoded,
                             max,
@@ -1219,6 +1230,66 @@ mod tests {
         assert_eq!(code_of(&response), None);
         assert_eq!(admission.in_flight(), 1, "the stuck call is in flight");
         stuck.abort();
+    }
+
+    #[tokio::test]
+    async fn past_the_intake_budget_the_oldest_intake_is_refused_first() {
+        // Room for three heads of 10 KiB (each counted at four times its
+        // size, plus 2 KiB), not four.
+        let admission = Admission::with_config(AdmissionConfig {
+            intake_memory: 140 * 1024,
+            ..AdmissionConfig::default()
+        });
+        let layered = admission.layer().layer(service(None));
+        let big = |n: usize| {
+            let mut r = request("/a.B/C", Never);
+            r.headers_mut().insert(
+                "x-pad",
+                HeaderValue::from_str(&"p".repeat(10 * 1024)).unwrap(),
+            );
+            r.headers_mut()
+                .insert("x-n", HeaderValue::from_str(&n.to_string()).unwrap());
+            r
+        };
+        let mut stuck = Vec::new();
+        for n in 0..3 {
+            stuck.push(tokio::spawn(layered.clone().oneshot(big(n))));
+            while admission.intake_bytes() < (n + 1) * 40 * 1024 {
+                tokio::task::yield_now().await;
+            }
+        }
+        assert_eq!(admission.intake_refused(), 0);
+        // A fourth: the first (the oldest) is refused with 44, at once.
+        let fourth = tokio::spawn(layered.clone().oneshot(big(3)));
+        let first = tokio::time::timeout(Duration::from_secs(5), stuck.remove(0))
+            .await
+            .expect("the oldest intake is answered at once")
+            .unwrap()
+            .unwrap();
+        assert_eq!(code_of(&first), Some(ErrorCode::ApiTooManyRequests));
+        assert_eq!(admission.intake_refused(), 1);
+        assert!(admission.intake_bytes() <= 140 * 1024);
+        // A whole request still goes through beside them: never charged.
+        let whole = layered
+            .clone()
+            .oneshot(request("/a.B/C", frame(b"x")))
+            .await
+            .unwrap();
+        assert_eq!(code_of(&whole), None);
+        for call in stuck {
+            call.abort();
+        }
+        fourth.abort();
+        // Aborted intakes give their bytes back.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while admission.intake_bytes() > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "{} bytes kept",
+                admission.intake_bytes()
+            );
+            tokio::task::yield_now().await;
+        }
     }
 
     #[tokio::test]

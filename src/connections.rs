@@ -13,7 +13,9 @@
 //!   over it is answered 431 (with the body the listener was given) and
 //!   the connection closes;
 //! - requests of a connection are answered one at a time and in order;
-//!   the pipelined ones wait, unparsed, within that same buffer.
+//!   the pipelined ones wait, unparsed, within that same buffer, and at
+//!   most [`MAX_PIPELINED`] are answered in a row without a new read: the
+//!   last of them closes the connection.
 //!
 //! Every request gets the connection's [`PeerInfo`] in its extensions, and
 //! a `grpc-timeout` is enforced: a call still running at its deadline is
@@ -32,7 +34,7 @@ use std::{
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper_util::{
-    rt::{TokioExecutor, TokioIo, TokioTimer},
+    rt::{TokioIo, TokioTimer},
     server::conn::auto,
     service::TowerToHyperService,
 };
@@ -45,6 +47,13 @@ use crate::{
     listener::{ConnectionState, Incoming},
     tls::PeerInfo,
 };
+
+/// HTTP/1.1 requests a connection may have answered in a row while more
+/// were already waiting (pipelined, with no read between them); the last
+/// of them is answered with `connection: close`, and the connection closes
+/// after it. A peer that pipelines and never reads so gets at most this
+/// many answers computed, instead of as many as the socket buffers hold.
+pub const MAX_PIPELINED: u64 = 16;
 
 /// How long an evicted or shut-down connection may take to close after it
 /// was asked to; then it is dropped.
@@ -95,9 +104,36 @@ impl Default for ProtocolConfig {
     }
 }
 
+/// The executor of HTTP/2 streams: each stream's future is polled once on
+/// the connection's own task, and spawned only if it has to wait.
+///
+/// So a stream's first step (its layers, the intake budget's charge, a
+/// request that is whole, most unary calls entirely) is paid for by the
+/// connection that opened it, in that connection's turn. A connection that
+/// opens thousands of streams cannot queue thousands of tasks ahead of
+/// everyone else's; and the intake budget sees each stream as it arrives,
+/// not when a task queue reaches it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FirstPollInline;
+
+impl<F> hyper::rt::Executor<F> for FirstPollInline
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    fn execute(&self, future: F) {
+        let mut future = Box::pin(future);
+        // A no-op waker is enough: a spawned task is always polled once,
+        // and that poll registers its own waker wherever this one was.
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        if future.as_mut().poll(&mut cx).is_pending() {
+            tokio::spawn(future);
+        }
+    }
+}
+
 impl ProtocolConfig {
-    fn builder(&self) -> auto::Builder<TokioExecutor> {
-        let mut builder = auto::Builder::new(TokioExecutor::new());
+    fn builder(&self) -> auto::Builder<FirstPollInline> {
+        let mut builder = auto::Builder::new(FirstPollInline);
         if !self.http1 {
             builder = builder.http2_only();
         } else if !self.http2 {
@@ -247,6 +283,11 @@ where
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
         let guard = CallGuard::new(&self.state);
+        let close = request.version() <= http::Version::HTTP_11
+            && self.state.http1_request_taken() >= MAX_PIPELINED - 1;
+        if close {
+            tracing::debug!("{MAX_PIPELINED} pipelined requests in a row; closing after this one");
+        }
         let deadline = request
             .headers()
             .get("grpc-timeout")
@@ -259,6 +300,7 @@ where
             future: self.inner.call(request),
             deadline,
             guard: Some(guard),
+            close,
         }
     }
 }
@@ -270,6 +312,8 @@ pin_project! {
         future: F,
         deadline: Option<Pin<Box<Sleep>>>,
         guard: Option<CallGuard>,
+        // Whether the answer closes the connection (too deep a pipeline).
+        close: bool,
     }
 }
 
@@ -283,7 +327,14 @@ where
         let this = self.project();
         if let Poll::Ready(result) = this.future.poll(cx) {
             let guard = this.guard.take();
-            return Poll::Ready(result.map(|response| {
+            let close = *this.close;
+            return Poll::Ready(result.map(|mut response| {
+                if close {
+                    response.headers_mut().insert(
+                        http::header::CONNECTION,
+                        http::HeaderValue::from_static("close"),
+                    );
+                }
                 response.map(|inner| CountedBody {
                     inner: Inner::Body { body: inner },
                     guard,

@@ -76,6 +76,7 @@ pub mod http_error;
 pub mod layer;
 pub mod listener;
 pub mod locale;
+pub mod memory;
 pub mod metrics;
 mod name_hash;
 pub mod panic;

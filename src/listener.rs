@@ -70,6 +70,12 @@ use crate::{
     tls::{PeerIdentity, PeerInfo, TlsConfig},
 };
 
+/// Bytes a connection may read in one turn: past them it yields to the
+/// other tasks (and reads on at its next turn). A peer that sends as fast
+/// as it can, thousands of 15 KB heads, cannot hold a worker thread for
+/// longer than this much of its input takes to process.
+pub const READ_PER_TURN: usize = 64 * 1024;
+
 /// The HTTP/2 client preface.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -147,6 +153,12 @@ pub struct ConnectionState {
     evicted: AtomicBool,
     evict: Notify,
     epoch: Instant,
+    /// Reads that brought bytes, so far.
+    reads: AtomicU64,
+    /// `reads` when the last HTTP/1.1 request was taken, and how many
+    /// requests in a row were taken with no read between them (pipelined).
+    last_reads: AtomicU64,
+    pipelined: AtomicU64,
     /// The connection's place under the cap: handed to the newcomer when
     /// the connection is evicted, so that the newcomer need not wait for
     /// it to finish closing.
@@ -192,6 +204,19 @@ impl ConnectionState {
         }
     }
 
+    /// An HTTP/1.1 request is taken: gives how many requests in a row
+    /// (this one included) were taken with no new bytes read between them,
+    /// that is pipelined behind an answer.
+    pub fn http1_request_taken(&self) -> u64 {
+        let reads = self.reads.load(Ordering::Acquire);
+        if self.last_reads.swap(reads, Ordering::AcqRel) == reads {
+            self.pipelined.fetch_add(1, Ordering::AcqRel) + 1
+        } else {
+            self.pipelined.store(0, Ordering::Release);
+            0
+        }
+    }
+
     /// Calls in flight now.
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Acquire)
@@ -230,6 +255,9 @@ impl Table {
             evict: Notify::new(),
             epoch: self.epoch,
             place: Mutex::new(Some(place)),
+            reads: AtomicU64::new(0),
+            last_reads: AtomicU64::new(0),
+            pipelined: AtomicU64::new(0),
         });
         if let Ok(mut open) = self.open.lock() {
             open.insert(id, state.clone());
@@ -482,6 +510,7 @@ async fn accept_loop(
             return;
         };
         let _ = stream.set_nodelay(true);
+        limit_unsent(&stream);
         let registration = table.register(permit);
         let Some(tls) = &config.tls else {
             let connection = Connection::new(Io::Tcp(stream), None, &config, registration);
@@ -527,6 +556,20 @@ async fn accept_loop(
     }
 }
 
+/// Unsent bytes the kernel queues for one connection (`TCP_NOTSENT_LOWAT`):
+/// beyond them a write waits. Without it, Linux grows a socket's send buffer
+/// to megabytes, so a peer that pipelines requests and reads nothing gets
+/// thousands of answers computed before its writes stall.
+pub const MAX_UNSENT_BYTES: u32 = 16 * 1024;
+
+#[cfg(target_os = "linux")]
+fn limit_unsent(stream: &TcpStream) {
+    let _ = socket2::SockRef::from(stream).set_tcp_notsent_lowat(MAX_UNSENT_BYTES);
+}
+
+#[cfg(not(target_os = "linux"))]
+fn limit_unsent(_: &TcpStream) {}
+
 /// The stream under a [`Connection`].
 #[derive(Debug)]
 enum Io {
@@ -566,6 +609,9 @@ pub struct Connection {
     identity: Option<Arc<PeerIdentity>>,
     read: usize,
     head: Head,
+    /// Bytes read since the socket last had nothing to read, or since the
+    /// connection last yielded.
+    read_this_turn: usize,
     handshake: Option<Pin<Box<Sleep>>>,
     write_timeout: Duration,
     write_stalled: Option<Pin<Box<Sleep>>>,
@@ -589,6 +635,7 @@ impl Connection {
             identity,
             read: 0,
             head: Head::Unknown,
+            read_this_turn: 0,
             handshake: Some(Box::pin(tokio::time::sleep(config.handshake_timeout))),
             write_timeout: config.write_timeout,
             write_stalled: None,
@@ -780,8 +827,25 @@ impl AsyncRead for Connection {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        if this.read_this_turn >= READ_PER_TURN {
+            // Enough for one turn: let the other connections run.
+            this.read_this_turn = 0;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
         let before = buf.filled().len();
         let polled = on_stream!(this, s => s.poll_read(cx, buf));
+        match polled {
+            Poll::Ready(Ok(())) if buf.filled().len() > before => {
+                this.read_this_turn += buf.filled().len() - before;
+                this.registration
+                    .state
+                    .reads
+                    .fetch_add(1, Ordering::Release);
+            }
+            Poll::Pending => this.read_this_turn = 0,
+            _ => {}
+        }
         if this.handshake.is_some() {
             if let Poll::Ready(Ok(())) = polled {
                 if this.first_head_done(&buf.filled()[before..]) {

@@ -12,6 +12,7 @@
 //!   `rpc_method` (`/pkg.Service/Method`), `rpc_status_code` (`OK`,
 //!   `NOT_FOUND`, …), `error_reason` (empty on OK) and `error_domain`;
 //! - `errmap_calls_in_flight`, `errmap_admission_shed_total`,
+//!   `errmap_intake_bytes`, `errmap_intake_refused_total`,
 //!   `errmap_auth_refusals_total{reason}`, `errmap_catalog_info{domain,hash}`,
 //!   `errmap_retried_calls_total` (calls that arrived with
 //!   `grpc-previous-rpc-attempts` above 0: clients retrying);
@@ -96,6 +97,8 @@ struct Inner {
     calls: Family<CallLabels, Histogram, fn() -> Histogram>,
     in_flight: Gauge,
     shed: Counter,
+    intake_bytes: Gauge,
+    intake_refused: Counter,
     auth_refusals: Family<ReasonLabel, Counter>,
     retries: Counter,
     catalog_info: Family<CatalogLabels, Gauge>,
@@ -112,6 +115,7 @@ struct Inner {
 #[derive(Default)]
 struct Last {
     shed: u64,
+    intake_refused: u64,
     auth: [u64; 3],
     cpu: f64,
 }
@@ -159,6 +163,18 @@ impl Metrics {
             "Calls shed with 44 because no place was free",
             shed.clone(),
         );
+        let intake_bytes = Gauge::default();
+        registry.register(
+            "errmap_intake_bytes",
+            "Header and body bytes held by calls whose request has not arrived, as the intake memory budget counts them",
+            intake_bytes.clone(),
+        );
+        let intake_refused = Counter::default();
+        registry.register(
+            "errmap_intake_refused",
+            "Calls in intake refused with 44 to keep within the intake memory budget",
+            intake_refused.clone(),
+        );
         let retries = Counter::default();
         registry.register(
             "errmap_retried_calls",
@@ -201,6 +217,8 @@ impl Metrics {
                 calls,
                 in_flight,
                 shed,
+                intake_bytes,
+                intake_refused,
                 auth_refusals,
                 retries,
                 catalog_info,
@@ -330,6 +348,14 @@ impl Metrics {
             let shed = sources.admission.shed();
             inner.shed.inc_by(shed.saturating_sub(last.shed));
             last.shed = shed;
+            inner
+                .intake_bytes
+                .set(sources.admission.intake_bytes() as i64);
+            let refused = sources.admission.intake_refused();
+            inner
+                .intake_refused
+                .inc_by(refused.saturating_sub(last.intake_refused));
+            last.intake_refused = refused;
             if let Some(auth) = &sources.auth {
                 for (i, (reason, n)) in auth.refusals_by_reason().into_iter().enumerate() {
                     let counter = inner.auth_refusals.get_or_create(&ReasonLabel { reason });

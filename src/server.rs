@@ -422,6 +422,15 @@ pub async fn serve(
         .await
 }
 
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 async fn run(
     server: ErrmapServer,
     listener: TcpListener,
@@ -593,6 +602,11 @@ async fn run(
         max_frame_size: 16 * 1024,
     };
 
+    // Memory a flood took is given back once the server is quiet again.
+    let trimmer = AbortOnDrop(tokio::spawn(crate::memory::trim_when_quiet(
+        admission.clone(),
+        incoming.places(),
+    )));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = connections::serve(incoming, &protocol, stack, async {
         let _ = stop_rx.await;
@@ -627,7 +641,9 @@ async fn run(
     }
     let _ = stop_tx.send(());
 
-    match tokio::time::timeout_at(deadline, server).await {
+    let stopped = tokio::time::timeout_at(deadline, server).await;
+    drop(trimmer);
+    match stopped {
         Ok(()) => Ok(()),
         Err(_) => {
             tracing::warn!("grace period over; dropping the connections still open");

@@ -360,6 +360,47 @@ async fn the_guarantees_hold_on_the_grpc_web_path() {
 }
 
 #[tokio::test]
+async fn a_malformed_request_frame_on_the_grpc_web_path_is_40() {
+    let server = TestServer::start_default().await;
+    let cases: [(&str, Vec<u8>); 3] = [
+        // A message, then a trailers frame that claims more than it has.
+        ("short trailers frame", {
+            let mut body = frame(&get_error(11));
+            body.extend_from_slice(&[0x80, 0, 0, 0, 99, b'x']);
+            body
+        }),
+        // A message, then a trailers frame that is not a header block.
+        ("garbled trailers", {
+            let mut body = frame(&get_error(11));
+            let garbage = b"\x00\x01 not: a\r\nheader\xff";
+            body.push(0x80);
+            body.extend_from_slice(&(garbage.len() as u32).to_be_bytes());
+            body.extend_from_slice(garbage);
+            body
+        }),
+        // A frame flag that gRPC-Web does not define.
+        ("unknown flag", {
+            let mut body = frame(&get_error(11));
+            body[0] = 0x40;
+            body
+        }),
+    ];
+    for (what, body) in cases {
+        let reply = http1(server.addr, &post("application/grpc-web", &[]), &body).await;
+        assert_eq!(reply.status, 200, "{what}: {reply:?}");
+        let status = tonic::Status::from_header_map(&reply.headers)
+            .or_else(|| tonic::Status::from_header_map(&frames(&reply.body).1))
+            .unwrap_or_else(|| panic!("{what}: no status in {reply:?}"));
+        assert_eq!(
+            status.error_code(),
+            Some(ErrorCode::ApiInvalidRequest),
+            "{what}: {status:?}"
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn a_refused_origin_gets_no_cors_headers_and_non_browsers_none_at_all() {
     let server = with_cors(&[APP]).await;
     // A page of another origin: served (CORS is not authentication), but

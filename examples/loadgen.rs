@@ -26,7 +26,9 @@
 //! Flags: `--duration D` (total, default 20s), `--rounds N` (default 5),
 //! `--concurrency N` tasks (default 64), `--channels M` (default 4),
 //! `--serve-binary PATH` (default: the `errmap` next to this example's
-//! directory), `--json`. Every loop is bounded by time and stops by itself;
+//! directory), `--json`, and `--compare-binaries BEFORE AFTER`: instead of
+//! the above, two `errmap serve` processes under the same load, alternated
+//! round by round, with each server's CPU time per call from `/proc`. Every loop is bounded by time and stops by itself;
 //! all traffic goes to 127.0.0.1.
 
 use std::{
@@ -61,6 +63,8 @@ struct Options {
     concurrency: usize,
     channels: usize,
     serve_binary: Option<PathBuf>,
+    /// Two `errmap` binaries to compare, each as its own `errmap serve`.
+    compare: Option<(PathBuf, PathBuf)>,
     json: bool,
 }
 
@@ -73,6 +77,7 @@ fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, String> 
         serve_binary: std::env::current_exe()
             .ok()
             .and_then(|p| Some(p.parent()?.parent()?.join("errmap"))),
+        compare: None,
         json: false,
     };
     let mut args = args.peekable();
@@ -91,11 +96,17 @@ fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, String> 
             }
             "--serve-binary" => o.serve_binary = Some(PathBuf::from(value()?)),
             "--no-serve-binary" => o.serve_binary = None,
+            "--compare-binaries" => {
+                let a = PathBuf::from(value()?);
+                let b = PathBuf::from(args.next().ok_or("--compare-binaries needs two paths")?);
+                o.compare = Some((a, b));
+            }
             "--json" => o.json = true,
             "--help" | "-h" => {
                 return Err(
                     "usage: loadgen [--duration 20s] [--rounds 5] [--concurrency 64] \
-                     [--channels 4] [--serve-binary PATH | --no-serve-binary] [--json]"
+                     [--channels 4] [--serve-binary PATH | --no-serve-binary] \
+                     [--compare-binaries BEFORE AFTER] [--json]"
                         .to_owned(),
                 )
             }
@@ -600,6 +611,164 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// User and system CPU time of a process so far, in seconds.
+fn cpu_seconds(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    let Some(close) = stat.rfind(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / clock_ticks()
+}
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// `errmap serve` from `path` on a free port: the child and its address.
+fn spawn_serve(path: &PathBuf) -> Result<(std::process::Child, SocketAddr), String> {
+    let mut child = Command::new(path)
+        .args([
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--concurrency-limit",
+            "4096",
+        ])
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", path.display()))?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
+    let addr = line
+        .trim()
+        .parse()
+        .map_err(|e| format!("address {line:?}: {e}"))?;
+    Ok((child, addr))
+}
+
+/// Two `errmap serve` binaries under the same load, alternated round by
+/// round (the order swapped every round): for the health check (`noop`)
+/// and a hit, each binary's throughput and its server's CPU time per call
+/// (from `/proc/<pid>/stat` over the slice), and this client's CPU per call.
+async fn compare_binaries(
+    options: &Options,
+    before: &PathBuf,
+    after: &PathBuf,
+) -> Result<serde_json::Value, String> {
+    let (mut child_a, addr_a) = spawn_serve(before)?;
+    let (mut child_b, addr_b) = spawn_serve(after)?;
+    let channels_a = connect(addr_a, options.channels).await;
+    let channels_b = connect(addr_b, options.channels).await;
+    let servers = [
+        ("before", child_a.id().to_string(), channels_a),
+        ("after", child_b.id().to_string(), channels_b),
+    ];
+    let kinds = [
+        Scenario {
+            name: "noop",
+            kind: Kind::Noop,
+            target: Target::Errmap,
+        },
+        Scenario {
+            name: "hit",
+            kind: Kind::Hit,
+            target: Target::Errmap,
+        },
+    ];
+    let slice = options.duration / (options.rounds * 4).max(1);
+    let bearer: MetadataValue<tonic::metadata::Ascii> = "Bearer none".parse().unwrap();
+    // rows[kind][server] = per-round (throughput, server µs/call, client µs/call)
+    let mut rows = vec![vec![Vec::new(), Vec::new()]; kinds.len()];
+    for round in 0..options.rounds {
+        for (k, scenario) in kinds.iter().enumerate() {
+            let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+            for s in order {
+                let (_, pid, channels) = &servers[s];
+                let (server_before, client_before) = (cpu_seconds(pid), cpu_seconds("self"));
+                let totals = run_slice(
+                    *scenario,
+                    Clients::Grpc(channels),
+                    options.concurrency,
+                    slice,
+                    &bearer,
+                )
+                .await;
+                let calls = totals.calls.max(1) as f64;
+                let server = (cpu_seconds(pid) - server_before) / calls * 1e6;
+                let client = (cpu_seconds("self") - client_before) / calls * 1e6;
+                rows[k][s].push((calls / totals.elapsed.as_secs_f64(), server, client));
+            }
+        }
+    }
+    let _ = child_a.kill();
+    let _ = child_b.kill();
+    let _ = child_a.wait();
+    let _ = child_b.wait();
+    let mut report = serde_json::Map::new();
+    for (k, scenario) in kinds.iter().enumerate() {
+        let pick =
+            |s: usize, f: fn(&(f64, f64, f64)) -> f64| median(rows[k][s].iter().map(f).collect());
+        let ratios: Vec<f64> = rows[k][0]
+            .iter()
+            .zip(&rows[k][1])
+            .map(|(a, b)| b.0 / a.0)
+            .collect();
+        report.insert(
+            scenario.name.to_owned(),
+            json!({
+                "before": {
+                    "throughput": pick(0, |r| r.0),
+                    "server_us_per_call": pick(0, |r| r.1),
+                    "client_us_per_call": pick(0, |r| r.2),
+                },
+                "after": {
+                    "throughput": pick(1, |r| r.0),
+                    "server_us_per_call": pick(1, |r| r.1),
+                    "client_us_per_call": pick(1, |r| r.2),
+                },
+                "throughput_after_vs_before_median_ratio": median(ratios),
+            }),
+        );
+    }
+    report.insert(
+        "options".to_owned(),
+        json!({
+            "duration_s": options.duration.as_secs_f64(),
+            "rounds": options.rounds,
+            "concurrency": options.concurrency,
+            "channels": options.channels,
+            "before": before.display().to_string(),
+            "after": after.display().to_string(),
+        }),
+    );
+    Ok(serde_json::Value::Object(report))
+}
+
 /// Start-up time and RSS of the real `errmap serve` process.
 async fn measure_binary(path: &PathBuf, in_flight: usize) -> Result<ServeFigures, String> {
     let started = Instant::now();
@@ -983,9 +1152,14 @@ fn main() -> std::process::ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    match runtime.block_on(run(options.clone())) {
+    let report = match &options.compare {
+        Some((before, after)) => runtime.block_on(compare_binaries(&options, before, after)),
+        None => runtime.block_on(run(options.clone())),
+    };
+    match report {
         Ok(report) => {
-            if options.json {
+            // The comparison has no table of its own: it prints its JSON.
+            if options.json || options.compare.is_some() {
                 println!("{report:#}");
             } else {
                 print_text(&report);

@@ -936,6 +936,20 @@ fn http1_keep_alive_connections_that_idle_are_closed_and_yield() {
         closed >= 1_000,
         "only {closed} idle keep-alives were closed"
     );
+    // 1,100 connections against a cap of 1,024: the cap's message is one
+    // line a second at most, with the count it stands for.
+    let stderr = String::from_utf8_lossy(&served.stderr()).into_owned();
+    let cap_lines = stderr
+        .lines()
+        .filter(|l| l.contains("connection cap reached"))
+        .count();
+    eprintln!("cap messages: {cap_lines} lines");
+    assert!(cap_lines >= 1, "the cap was reached and said so");
+    assert!(
+        cap_lines as u64 <= HOLD.as_secs() + 2,
+        "{cap_lines} cap lines in {} s",
+        HOLD.as_secs()
+    );
 }
 
 #[test]

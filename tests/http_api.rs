@@ -250,6 +250,50 @@ async fn tokens_come_from_the_header_or_the_query() {
     server.stop().await;
 }
 
+/// A token is a credential: the pages never copy it into a link, and what
+/// answers a request that carried one (or an `Authorization` header,
+/// whether or not auth is on) is for that caller alone.
+#[tokio::test]
+async fn credentials_are_never_echoed_nor_cached() {
+    let server = TestServer::start_default().await;
+    let base = base(&server);
+    for path in ["/", "/errors/AUTH_REQUIRED", "/v1/errors/21"] {
+        let plain = get(&format!("{base}{path}"), &[]).await;
+        assert_eq!(plain.status, 200, "{path}");
+        assert_ne!(
+            plain
+                .headers
+                .get("cache-control")
+                .map(|v| v.to_str().unwrap()),
+            Some("private, no-store"),
+            "{path}: a request without credentials may be cached"
+        );
+        let with_token = get(&format!("{base}{path}?lang=ru&token=s3cr3t-t0ken"), &[]).await;
+        assert_eq!(with_token.status, 200, "{path}");
+        assert!(
+            !with_token.body.contains("s3cr3t-t0ken"),
+            "{path} echoes the token: {}",
+            with_token.body
+        );
+        let bearer = get(
+            &format!("{base}{path}"),
+            &[("authorization", "Bearer s3cr3t-t0ken")],
+        )
+        .await;
+        for reply in [&with_token, &bearer] {
+            assert_eq!(
+                reply
+                    .headers
+                    .get("cache-control")
+                    .map(|v| v.to_str().unwrap()),
+                Some("private, no-store"),
+                "{path}"
+            );
+        }
+    }
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn admission_limits_apply_to_the_http_api() {
     let mut config = ServerConfig::default();

@@ -202,6 +202,12 @@ async fn preflight_is_answered_for_allowed_origins_only() {
     let refused = http1(server.addr, &preflight("http://evil.test"), b"").await;
     assert_eq!(refused.status, 403, "{refused:?}");
     assert!(refused.cors_headers().is_empty(), "{refused:?}");
+    // A case variant of an allowed origin is not that origin (browsers send
+    // origins in lower case): refused like any other, not half-answered.
+    let variant = APP.to_ascii_uppercase();
+    let refused = http1(server.addr, &preflight(&variant), b"").await;
+    assert_eq!(refused.status, 403, "{variant}: {refused:?}");
+    assert!(refused.cors_headers().is_empty(), "{refused:?}");
     server.stop().await;
 
     // Without --cors-allow-origin, nobody is allowed.

@@ -645,7 +645,10 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 /// `errmap serve` from `path` on a free port: the child and its address.
-fn spawn_serve(path: &PathBuf) -> Result<(std::process::Child, SocketAddr), String> {
+fn spawn_serve(
+    path: &PathBuf,
+    extra: &[&str],
+) -> Result<(std::process::Child, SocketAddr), String> {
     let mut child = Command::new(path)
         .args([
             "serve",
@@ -654,6 +657,7 @@ fn spawn_serve(path: &PathBuf) -> Result<(std::process::Child, SocketAddr), Stri
             "--concurrency-limit",
             "4096",
         ])
+        .args(extra)
         .env("RUST_LOG", "error")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -680,8 +684,8 @@ async fn compare_binaries(
     before: &PathBuf,
     after: &PathBuf,
 ) -> Result<serde_json::Value, String> {
-    let (mut child_a, addr_a) = spawn_serve(before)?;
-    let (mut child_b, addr_b) = spawn_serve(after)?;
+    let (mut child_a, addr_a) = spawn_serve(before, &[])?;
+    let (mut child_b, addr_b) = spawn_serve(after, &[])?;
     let channels_a = connect(addr_a, options.channels).await;
     let channels_b = connect(addr_b, options.channels).await;
     let servers = [
@@ -772,30 +776,7 @@ async fn compare_binaries(
 /// Start-up time and RSS of the real `errmap serve` process.
 async fn measure_binary(path: &PathBuf, in_flight: usize) -> Result<ServeFigures, String> {
     let started = Instant::now();
-    let mut child = Command::new(path)
-        .args([
-            "serve",
-            "--addr",
-            "127.0.0.1:0",
-            "--concurrency-limit",
-            "4096",
-            "--grace-period",
-            "2s",
-        ])
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", path.display()))?;
-    let stdout = child.stdout.take().ok_or("no stdout")?;
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .map_err(|e| e.to_string())?;
-    let addr: SocketAddr = line
-        .trim()
-        .parse()
-        .map_err(|e| format!("address {line:?}: {e}"))?;
+    let (mut child, addr) = spawn_serve(path, &["--grace-period", "2s"])?;
     tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|e| e.to_string())?;

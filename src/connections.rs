@@ -207,7 +207,10 @@ pub async fn serve<S, B>(
             let served = builder.serve_connection(TokioIo::new(connection), hyper_service);
             tokio::pin!(served);
             let mut asked = false;
-            let close_by = tokio::time::sleep(crate::server::MAX_DURATION);
+            // Armed on eviction only: never polled before, so it takes no
+            // place in the timer until then.
+            let mut evicted = false;
+            let close_by = tokio::time::sleep(CLOSE_DEADLINE);
             tokio::pin!(close_by);
             loop {
                 tokio::select! {
@@ -221,6 +224,7 @@ pub async fn serve<S, B>(
                         tracing::debug!("idle connection yields its place");
                         served.as_mut().graceful_shutdown();
                         asked = true;
+                        evicted = true;
                         close_by.as_mut().reset(tokio::time::Instant::now() + CLOSE_DEADLINE);
                     }
                     _ = closing.wait_for(|closing| *closing), if !asked => {
@@ -229,7 +233,7 @@ pub async fn serve<S, B>(
                         // Calls in flight finish within the server's grace
                         // period, which drops this task when it is over.
                     }
-                    () = close_by.as_mut() => return,
+                    () = close_by.as_mut(), if evicted => return,
                 }
             }
         });

@@ -162,13 +162,31 @@ impl ClientTlsArgs {
     }
 }
 
-/// A connection failure in words: the TLS causes a user can fix, named.
-fn connect_failure(error: &dyn std::error::Error) -> String {
+/// What a plaintext HTTP/2 client sees when the port speaks TLS: the TLS
+/// server answers the preface with an alert (read as a frame of a bad
+/// size) or closes the connection.
+const PLAINTEXT_ON_TLS: [&str; 4] = [
+    "frame with invalid size",
+    "Broken pipe",
+    "broken pipe",
+    "Connection reset by peer",
+];
+const PLAINTEXT_ON_TLS_HINT: &str =
+    "the server closed the connection; if it serves TLS at that address, use https://";
+
+/// A connection failure in words, each cause once: the TLS causes a user
+/// can fix, named; `plaintext` is whether the URL was `http://`.
+fn connect_failure(error: &dyn std::error::Error, plaintext: bool) -> String {
     let mut chain = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
-        chain.push_str(": ");
-        chain.push_str(&cause.to_string());
+        // Many errors print their source in their own text too
+        // ("tcp connect error: tcp connect error: ..."): say each once.
+        let text = cause.to_string();
+        if !chain.contains(&text) {
+            chain.push_str(": ");
+            chain.push_str(&text);
+        }
         source = cause.source();
     }
     let cause = if chain.contains("UnknownIssuer") || chain.contains("unknown issuer") {
@@ -184,6 +202,8 @@ fn connect_failure(error: &dyn std::error::Error) -> String {
         "the server refused the client certificate"
     } else if chain.contains("InvalidContentType") || chain.contains("CorruptMessage") {
         "the server does not speak TLS at that address (try http://)"
+    } else if plaintext && PLAINTEXT_ON_TLS.iter().any(|sign| chain.contains(sign)) {
+        PLAINTEXT_ON_TLS_HINT
     } else {
         ""
     };
@@ -326,6 +346,9 @@ struct ServeArgs {
     /// issuer sets none. Tokens minted for another service are then accepted too.
     #[arg(long, conflicts_with = "auth_audience")]
     auth_allow_any_audience: bool,
+    /// With a JWT option: how far past `exp` a token is still accepted.
+    #[arg(long, default_value = "0s", value_parser = parse_duration, value_name = "DURATION")]
+    auth_leeway: Duration,
     /// Serve TLS with this certificate chain (PEM), HTTP/2 through ALPN. SIGHUP
     /// re-reads it, with the key and the client CA.
     #[arg(long, value_name = "PEM", requires = "tls_key")]
@@ -343,9 +366,6 @@ struct ServeArgs {
     /// Do not serve the embedded catalog; the first --catalog becomes the default.
     #[arg(long, requires = "catalogs")]
     no_default_catalog: bool,
-    /// With a JWT option: how far past `exp` a token is still accepted.
-    #[arg(long, default_value = "0s", value_parser = parse_duration, value_name = "DURATION")]
-    auth_leeway: Duration,
     /// Let pages of this origin call the server from a browser, with gRPC-Web
     /// (repeatable; `*` for any origin): CORS allows the gRPC-Web request
     /// headers and exposes grpc-status, grpc-message and grpc-status-details-bin.
@@ -756,6 +776,13 @@ fn serve(args: ServeArgs) -> u8 {
         if let (Some(admin), Some(metrics)) = (admin, config.metrics.clone()) {
             tokio::spawn(errmap::admin::serve(admin, metrics, std::future::pending()));
         }
+        if !bound.ip().is_loopback() && config.tls.is_none() {
+            tracing::warn!(
+                %bound,
+                "listening beyond loopback without TLS: tokens and errors travel in clear text; \
+                 pass --tls-cert and --tls-key (or keep --addr on 127.0.0.1 behind a proxy that ends TLS)"
+            );
+        }
         tracing::info!(
             %bound,
             auth = auth_on,
@@ -931,7 +958,7 @@ fn entry_json(table: &CatalogTable, entry: &CatalogEntry) -> Value {
 
 fn descriptor_json(d: &pb::ErrorDescriptor) -> Value {
     let mut value = json!({
-        "code": d.code,
+        "code": d.number.or(d.code),
         "name": d.name,
         "message": d.message,
         "category": d.category,
@@ -1094,9 +1121,10 @@ fn lookup_remote(text: &str, json: bool, url: &str, tls: &ClientTlsArgs, ask: As
         None => endpoint,
         Some(config) => match endpoint.tls_config(config) {
             Ok(endpoint) => endpoint,
-            Err(e) => return bad_input(&format!("TLS settings: {}", connect_failure(&e))),
+            Err(e) => return bad_input(&format!("TLS settings: {}", connect_failure(&e, false))),
         },
     };
+    let by_code_in_default = domain.is_none() && matches!(query, Query::Code(_));
     let key = match query {
         Query::Code(code) => Key::Code(code),
         Query::Name(name) => Key::Name(name),
@@ -1105,7 +1133,10 @@ fn lookup_remote(text: &str, json: bool, url: &str, tls: &ClientTlsArgs, ask: As
         let channel = match endpoint.connect().await {
             Ok(channel) => channel,
             Err(e) => {
-                eprintln!("error: cannot reach {url}: {}", connect_failure(&e));
+                eprintln!(
+                    "error: cannot reach {url}: {}",
+                    connect_failure(&e, url.starts_with("http://"))
+                );
                 return EXIT_FAILURE;
             }
         };
@@ -1137,6 +1168,9 @@ fn lookup_remote(text: &str, json: bool, url: &str, tls: &ClientTlsArgs, ask: As
                         value["localizedMessage"] = json!(descriptor.localized_message);
                     }
                     print_value(&value, json);
+                    if by_code_in_default {
+                        note_other_catalogs(&mut client, &descriptor.domain).await;
+                    }
                     EXIT_OK
                 }
                 None => {
@@ -1150,7 +1184,17 @@ fn lookup_remote(text: &str, json: bool, url: &str, tls: &ClientTlsArgs, ask: As
                     EXIT_NOT_FOUND
                 }
                 Some(ErrorCode::ApiInvalidRequest) => {
-                    eprintln!("error: {}", safe(status.message()));
+                    let details = status.error_details().unwrap_or_default();
+                    let violations = details
+                        .bad_request()
+                        .map(|b| &b.field_violations[..])
+                        .unwrap_or(&[]);
+                    if violations.is_empty() {
+                        eprintln!("error: {}", safe(status.message()));
+                    }
+                    for v in violations {
+                        eprintln!("error: {}: {}", safe(&v.field), safe(&v.description));
+                    }
                     EXIT_BAD_INPUT
                 }
                 Some(ErrorCode::AuthRequired) => {
@@ -1168,7 +1212,9 @@ fn lookup_remote(text: &str, json: bool, url: &str, tls: &ClientTlsArgs, ask: As
                 }
                 _ => {
                     let mut cause = match std::error::Error::source(&status) {
-                        Some(source) => format!(" ({})", connect_failure(source)),
+                        Some(source) => {
+                            format!(" ({})", connect_failure(source, url.starts_with("http://")))
+                        }
                         None => String::new(),
                     };
                     // A TLS 1.3 server refuses a missing client certificate
@@ -1206,6 +1252,37 @@ fn lookup_remote(text: &str, json: bool, url: &str, tls: &ClientTlsArgs, ask: As
             },
         }
     })
+}
+
+/// After a lookup by number without `--domain`: when the server serves
+/// more than one catalog, says on stderr which one answered (the default)
+/// and how to ask another.
+async fn note_other_catalogs<T>(
+    client: &mut pb::error_catalog_client::ErrorCatalogClient<T>,
+    answered: &str,
+) where
+    T: tonic::client::GrpcService<tonic::body::Body>,
+    T::Error: Into<tonic::codegen::StdError>,
+    T::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+    <T::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
+{
+    let Ok(listed) = client.list_catalogs(pb::ListCatalogsRequest {}).await else {
+        return;
+    };
+    let others: Vec<String> = listed
+        .into_inner()
+        .catalogs
+        .into_iter()
+        .map(|c| safe(&c.domain))
+        .filter(|d| d != answered)
+        .collect();
+    if !others.is_empty() {
+        eprintln!(
+            "note: the default catalog ({}) answered; the server also serves {}: pass --domain DOMAIN to ask one of them",
+            safe(answered),
+            others.join(", ")
+        );
+    }
 }
 
 fn list(table: &CatalogTable, category: Option<&str>, json: bool) -> u8 {

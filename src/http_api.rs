@@ -33,6 +33,27 @@ use crate::{
     Catalog as _, ErrorCode,
 };
 
+fn is_api_path(path: &str) -> bool {
+    path == "/"
+        || path.starts_with("/errors/")
+        || path == "/v1/errors"
+        || path.starts_with("/v1/errors/")
+}
+
+/// `message` as proto3 JSON, enums as numbers: `ErrorDescriptor.code` is
+/// typed as errmap's own enum, and by name it would print errmap's value of
+/// that number for every other catalog (`"AUTH_EMAIL_TAKEN"` for the shop's
+/// 1). Fields that hold a code keep their explicit presence, so zero prints.
+fn proto_json(message: &DynamicMessage) -> Option<String> {
+    let options = prost_reflect::SerializeOptions::new().use_enum_numbers(true);
+    let mut out = Vec::with_capacity(256);
+    let mut serializer = serde_json::Serializer::new(&mut out);
+    message
+        .serialize_with_options(&mut serializer, &options)
+        .ok()?;
+    String::from_utf8(out).ok()
+}
+
 /// The longest query string read; the rest is ignored.
 const MAX_QUERY: usize = 2048;
 
@@ -54,11 +75,7 @@ impl HttpApi {
     /// `/v1/errors…` (no gRPC method has such a path). `GET` and `HEAD`
     /// are answered; any other method gets 405 with `Allow`.
     pub fn handles<B>(request: &http::Request<B>) -> bool {
-        let path = request.uri().path();
-        path == "/"
-            || path.starts_with("/errors/")
-            || path == "/v1/errors"
-            || path.starts_with("/v1/errors/")
+        is_api_path(request.uri().path())
     }
 
     /// Answers `request`; gRPC calls go through `grpc`, the server's
@@ -72,6 +89,14 @@ impl HttpApi {
         S: Service<http::Request<tonic::body::Body>, Response = http::Response<B>>,
         B: http_body::Body<Data = Bytes>,
     {
+        if !is_api_path(request.uri().path()) {
+            // A plain HTTP request for a path that is not ours: 404 with
+            // the catalog's 43, in the shape asked for.
+            return self.error(
+                &ErrorCode::ApiMethodNotFound.to_status_for(request.headers()),
+                request.headers(),
+            );
+        }
         if request.method() != Method::GET && request.method() != Method::HEAD {
             // hyper sends no body for HEAD, so HEAD is GET here.
             let mut response = http::Response::new(String::new());
@@ -169,7 +194,7 @@ impl HttpApi {
         let value = crate::http_error::pool()
             .get_message_by_name(name)
             .and_then(|d| DynamicMessage::decode(d, bytes).ok())
-            .and_then(|m| serde_json::to_string(&m).ok());
+            .and_then(|m| proto_json(&m));
         match value {
             Some(json) => {
                 let mut response = http::Response::new(json);

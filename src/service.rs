@@ -60,6 +60,7 @@ pub fn descriptor_in(table: &CatalogTable, entry: &CatalogEntry, locale: &str) -
         localized_message: localized.to_owned(),
         locale: locale.to_owned(),
         code: Some(entry.number()),
+        number: Some(entry.number()),
         name: entry.name().to_owned(),
         message: entry.message().to_owned(),
         category: entry.category().to_owned(),
@@ -122,6 +123,60 @@ impl CatalogService {
     }
 }
 
+impl CatalogService {
+    /// A lookup by name without a domain: the one catalog that has the
+    /// name answers, whichever it is; a name in several catalogs is 40,
+    /// naming their domains.
+    fn get_by_name_anywhere(
+        &self,
+        name: &str,
+        metadata: &MetadataMap,
+    ) -> Result<Response<GetErrorResponse>, Status> {
+        let mut holders = self
+            .catalogs
+            .tables()
+            .filter_map(|t| t.by_name(name).map(|e| (t, e)));
+        match (holders.next(), holders.next()) {
+            (Some((table, entry)), None) => Ok(Response::new(GetErrorResponse {
+                error: Some(descriptor_in(table, entry, table.negotiate(metadata))),
+            })),
+            (Some((first, _)), Some((second, _))) => {
+                let mut domains = vec![first.domain(), second.domain()];
+                domains.extend(holders.map(|(t, _)| t.domain()));
+                let description = format!(
+                    "{} is in several catalogs ({}); set the domain",
+                    clip(name.to_owned()),
+                    domains.join(", ")
+                );
+                Err(ErrorCode::ApiInvalidRequest
+                    .builder()
+                    .locale(metadata)
+                    .field_violation("domain", description)
+                    .metadata("domains", domains.join(","))
+                    .build()
+                    .unwrap_or_else(Status::from))
+            }
+            (None, _) => Err(not_found(
+                ("requestedName", clip(name.to_owned())),
+                metadata,
+            )),
+        }
+    }
+}
+
+/// 47 for a key that names no code: `asked` is the metadata key and value
+/// of what was asked.
+fn not_found((key, value): (&'static str, String), metadata: &MetadataMap) -> Status {
+    let message = format!("no catalog error has {key} {value:?}");
+    ErrorCode::ApiItemNotFound
+        .builder()
+        .locale(metadata)
+        .message(message)
+        .metadata(key, value)
+        .build()
+        .unwrap_or_else(Status::from)
+}
+
 fn invalid_field(field: &'static str, description: &'static str, metadata: &MetadataMap) -> Status {
     ErrorCode::ApiInvalidRequest
         .builder()
@@ -154,6 +209,11 @@ impl ErrorCatalog for CatalogService {
         request: Request<GetErrorRequest>,
     ) -> Result<Response<GetErrorResponse>, Status> {
         let (metadata, _, request) = request.into_parts();
+        if let (Some(Key::Name(name)), None) = (&request.key, &request.domain) {
+            if !name.is_empty() {
+                return self.get_by_name_anywhere(name, &metadata);
+            }
+        }
         let table = self.catalog(request.domain.as_deref(), &metadata)?;
         let (found, asked) = match request.key {
             None => {
@@ -177,17 +237,7 @@ impl ErrorCatalog for CatalogService {
             Some(entry) => Ok(Response::new(GetErrorResponse {
                 error: Some(descriptor_in(table, entry, table.negotiate(&metadata))),
             })),
-            None => {
-                let (key, value) = asked;
-                let message = format!("no catalog error has {key} {value:?}");
-                Err(ErrorCode::ApiItemNotFound
-                    .builder()
-                    .locale(&metadata)
-                    .message(message)
-                    .metadata(key, value)
-                    .build()
-                    .unwrap_or_else(Status::from))
-            }
+            None => Err(not_found(asked, &metadata)),
         }
     }
 

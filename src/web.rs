@@ -403,8 +403,10 @@ where
 /// Sends browsers' gRPC-Web requests through `tonic_web` and gRPC straight
 /// to the inner service, so that a gRPC call pays one header check for
 /// gRPC-Web support and nothing more (`tonic_web::GrpcWebService` alone
-/// would box the bodies of every gRPC call). A request that is neither
-/// HTTP/2 nor gRPC-Web goes to `tonic_web` too, which answers it with 400.
+/// would box the bodies of every gRPC call). With the HTTP API on, a request
+/// with no gRPC content type goes to it (an unknown path gets 404 and the
+/// catalog's 43); without it, a request that is neither HTTP/2 nor gRPC-Web
+/// goes to `tonic_web` too, which answers it with 400.
 ///
 /// [`ErrmapServer`](crate::server::ErrmapServer) puts it in front of
 /// errmap's layers; [`WebLayer::disabled`] turns gRPC-Web off.
@@ -477,6 +479,15 @@ fn is_grpc_web(headers: &http::HeaderMap) -> bool {
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc-web"))
 }
 
+/// Whether `headers` carry a gRPC or gRPC-Web content type. A request with
+/// neither is an HTTP request: the HTTP API answers it, 404 with the
+/// catalog's 43 where the path is none of its own.
+fn is_grpc_family(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
 impl<S, ResBody> Service<http::Request<tonic::body::Body>> for Web<S>
 where
     S: Service<http::Request<tonic::body::Body>, Response = http::Response<ResBody>>
@@ -504,7 +515,11 @@ where
     }
 
     fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
-        if let Some(api) = self.http.as_ref().filter(|_| HttpApi::handles(&request)) {
+        if let Some(api) = self
+            .http
+            .as_ref()
+            .filter(|_| HttpApi::handles(&request) || !is_grpc_family(request.headers()))
+        {
             let api = api.clone();
             // The clone takes the place of the service that was polled
             // ready; the gRPC calls the API makes go through it.

@@ -634,6 +634,7 @@ impl errmap::pb::error_catalog_server::ErrorCatalog for Hostile {
         Ok(tonic::Response::new(errmap::pb::GetErrorResponse {
             error: Some(errmap::pb::ErrorDescriptor {
                 code: Some(ErrorCode::AuthRequired as i32),
+                number: Some(ErrorCode::AuthRequired as i32),
                 name: nasty.clone(),
                 message: nasty.clone(),
                 category: nasty.clone(),
@@ -762,4 +763,274 @@ fn the_readmes_decode_example_works_when_pasted() {
     {
         assert!(shown.contains(expected), "{expected:?} not in\n{shown}");
     }
+}
+
+/// A self-signed certificate for localhost and 127.0.0.1, written to a
+/// fresh directory: (certificate, key).
+fn self_signed(test: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("errmap-cli-{}-{test}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
+    (cert, key)
+}
+
+/// Issue 22, items 8 and 9: a plaintext client on a TLS port is told to
+/// use https://, and no cause of a failure is printed twice.
+#[test]
+fn client_failures_name_the_likely_cause_once() {
+    let (cert, key) = self_signed("plaintext");
+    let served = serve(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    for server in [format!("http://{}", served.addr), served.addr.clone()] {
+        let out = errmap(&["lookup", "21", "--server", &server]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(3), "{server}: {err}");
+        assert!(
+            err.contains("if it serves TLS at that address, use https://"),
+            "{server}: {err}"
+        );
+    }
+    // https:// without --ca: the self-signed certificate is not trusted,
+    // said once.
+    let out = errmap(&[
+        "lookup",
+        "21",
+        "--server",
+        &format!("https://{}", served.addr),
+    ]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        !err.contains("use https://"),
+        "no plaintext hint on https: {err}"
+    );
+    assert!(err.contains("cannot reach"), "{err}");
+    drop(served);
+
+    // A refused connection: each cause once.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = errmap(&[
+        "lookup",
+        "21",
+        "--server",
+        &format!("http://127.0.0.1:{port}"),
+    ]);
+    let err = stderr(&out);
+    assert_eq!(
+        err.trim_end(),
+        format!(
+            "error: cannot reach http://127.0.0.1:{port}: transport error: tcp connect error: Connection refused (os error 111)"
+        )
+    );
+}
+
+/// A TLS failure whose cause text is also its source's is said once
+/// (rustls' `invalid peer certificate: UnknownIssuer` was printed twice).
+#[test]
+fn an_untrusted_certificate_is_named_once() {
+    let (cert, key) = self_signed("untrusted");
+    // A CA-less leaf: the client, trusting only the system roots, refuses it.
+    let served = serve(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    // A CA of another name, that signed nothing the server has.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "another CA");
+    let other_ca = cert.with_file_name("other-ca.pem");
+    std::fs::write(&other_ca, params.self_signed(&ca_key).unwrap().pem()).unwrap();
+    let out = errmap(&[
+        "lookup",
+        "21",
+        "--server",
+        &format!(
+            "https://localhost:{}",
+            served.addr.rsplit(':').next().unwrap()
+        ),
+        "--ca",
+        other_ca.to_str().unwrap(),
+    ]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(err.contains("not signed by a trusted CA"), "{err}");
+    assert_eq!(err.matches("UnknownIssuer").count(), 1, "{err}");
+    for word in [
+        "invalid peer certificate",
+        "tcp connect error",
+        "transport error",
+    ] {
+        assert!(err.matches(word).count() <= 1, "{word} twice: {err}");
+    }
+}
+
+/// Issue 22, item 10: serving beyond loopback without TLS is a warning that
+/// names the flags.
+#[test]
+fn serving_beyond_loopback_without_tls_warns() {
+    /// The log lines of `serve --addr ADDR` up to its "serving" line.
+    fn startup_log(addr: &str) -> String {
+        use std::io::BufRead as _;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_errmap"))
+            .args(["serve", "--addr", addr])
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut log = String::new();
+        for line in std::io::BufReader::new(child.stderr.take().unwrap())
+            .lines()
+            .map_while(Result::ok)
+            .take(20)
+        {
+            log.push_str(&line);
+            log.push('\n');
+            if line.contains("serving errmap.v1.ErrorCatalog") {
+                break;
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        log
+    }
+    let log = startup_log("0.0.0.0:0");
+    let warning = log
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains("without TLS"))
+        .unwrap_or_else(|| panic!("no warning: {log}"));
+    assert!(warning.contains("--tls-cert"), "{warning}");
+    // On loopback, no such warning.
+    let log = startup_log("127.0.0.1:0");
+    assert!(log.contains("serving errmap.v1.ErrorCatalog"), "{log}");
+    assert!(!log.contains("without TLS"), "{log}");
+}
+
+/// Issue 22, item 15: `serve --help` lists the auth flags together.
+#[test]
+fn serve_help_lists_the_auth_flags_together() {
+    let help = stdout(&errmap(&["serve", "--help"]));
+    let flags: Vec<&str> = help
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("--"))
+        .map(|l| l.split([' ', '<']).next().unwrap())
+        .collect();
+    let auth: Vec<usize> = flags
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.starts_with("auth-"))
+        .map(|(i, _)| i)
+        .collect();
+    assert!(auth.contains(&flags.iter().position(|f| *f == "auth-leeway").unwrap()));
+    assert_eq!(
+        auth.last().unwrap() - auth.first().unwrap() + 1,
+        auth.len(),
+        "the auth flags are apart: {flags:?}"
+    );
+}
+
+/// The shop's catalog as `protoc --include_imports` would write it, with
+/// its domain and package replaced when `domain` is given (a second catalog
+/// holding the same names).
+fn shop_set(domain: Option<&str>) -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = std::env::temp_dir().join(format!(
+        "errmap-cli-shop-{}-{}",
+        std::process::id(),
+        domain.unwrap_or("shop")
+    ));
+    std::fs::create_dir_all(dir.join("shop/v1")).unwrap();
+    let mut proto =
+        std::fs::read_to_string(root.join("examples/shop/proto/shop/v1/shop.proto")).unwrap();
+    if let Some(domain) = domain {
+        proto = proto
+            .replace("\"shop.example.com\"", &format!("{domain:?}"))
+            .replace("package shop.v1;", "package shop.v2;");
+    }
+    std::fs::write(dir.join("shop/v1/shop.proto"), proto).unwrap();
+    let mut compiler = protox::Compiler::new([dir.clone(), root.join("proto")]).unwrap();
+    compiler.include_imports(true);
+    compiler.open_file("shop/v1/shop.proto").unwrap();
+    let path = dir.join("shop.binpb");
+    std::fs::write(&path, compiler.encode_file_descriptor_set()).unwrap();
+    path
+}
+
+/// Issue 22, item 11: on a server with several catalogs, a name found in
+/// exactly one is found without `--domain`; an ambiguous one names the
+/// domains; a number without `--domain` says which catalog answered.
+#[test]
+fn lookups_on_a_multi_catalog_server_find_names_and_say_which_domain() {
+    let shop = shop_set(None);
+    let served = serve(&["--catalog", shop.to_str().unwrap()]);
+    let url = served.url();
+
+    let out = errmap(&["lookup", "SHOP_ERROR_CARD_DECLINED", "--server", &url]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.starts_with("1 SHOP_ERROR_CARD_DECLINED\n"), "{text}");
+    assert!(text.contains("domain:    shop.example.com"), "{text}");
+    assert_eq!(stderr(&out), "", "a name in one catalog needs no note");
+
+    let out = errmap(&["lookup", "1", "--server", &url]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("1 AUTH_EMAIL_TAKEN\n"));
+    assert_eq!(
+        stderr(&out),
+        "note: the default catalog (auth.errmap.dev) answered; the server also serves \
+         shop.example.com: pass --domain DOMAIN to ask one of them\n"
+    );
+    let out = errmap(&[
+        "lookup",
+        "1",
+        "--server",
+        &url,
+        "--domain",
+        "shop.example.com",
+    ]);
+    assert!(stdout(&out).starts_with("1 SHOP_ERROR_CARD_DECLINED\n"));
+    assert_eq!(stderr(&out), "");
+    let out = errmap(&["lookup", "NOPE_NOT_THERE", "--server", &url]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    drop(served);
+
+    // The same names in two catalogs: the answer names both domains.
+    let twin = shop_set(Some("twin.example.com"));
+    let served = serve(&[
+        "--catalog",
+        shop.to_str().unwrap(),
+        "--catalog",
+        twin.to_str().unwrap(),
+    ]);
+    let out = errmap(&[
+        "lookup",
+        "SHOP_ERROR_CARD_DECLINED",
+        "--server",
+        &served.url(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        "error: domain: SHOP_ERROR_CARD_DECLINED is in several catalogs \
+         (shop.example.com, twin.example.com); set the domain\n"
+    );
 }

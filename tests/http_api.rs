@@ -112,10 +112,10 @@ async fn lookup_hit_miss_and_list_over_http() {
         assert_eq!(hit.headers["content-type"], "application/json");
         let d = &hit.json()["error"];
         assert_eq!(d["name"], "AUTH_EXPIRED_TOKEN");
-        assert_eq!(
-            d["code"], "AUTH_EXPIRED_TOKEN",
-            "proto3 JSON writes enums by name"
-        );
+        // The number, as a JSON number, in both fields (issue 22): by
+        // name, `code` would print errmap's value of that number.
+        assert_eq!(d["code"], 11);
+        assert_eq!(d["number"], 11);
         assert_eq!(d["httpStatus"], 400);
         assert_eq!(d["locale"], "en-US");
     }
@@ -431,4 +431,117 @@ fn with_public_url_every_error_links_to_its_page_and_the_link_resolves() {
         assert_eq!(problem.json()["type"], links[0].url);
     });
     served.stop();
+}
+
+/// The shop's catalog, compiled by protox as `protoc --include_imports`
+/// would, and loaded as `--catalog` loads it.
+fn shop_catalogs() -> errmap::catalogs::Catalogs {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut compiler =
+        protox::Compiler::new([root.join("examples/shop/proto"), root.join("proto")]).unwrap();
+    compiler.include_imports(true);
+    compiler.open_file("shop/v1/shop.proto").unwrap();
+    let bytes = compiler.encode_file_descriptor_set();
+    let shop = errmap::catalogs::load_descriptor_set(&bytes, "shop.binpb").unwrap()[0];
+    errmap::catalogs::Catalogs::default()
+        .with(shop, "shop.binpb")
+        .unwrap()
+}
+
+/// Every string in `value`, anywhere in it.
+fn strings(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::String(s) => out.push(s.clone()),
+        Value::Array(items) => items.iter().for_each(|v| strings(v, out)),
+        Value::Object(map) => map.values().for_each(|v| strings(v, out)),
+        _ => {}
+    }
+}
+
+/// Issue 22, item 1: every descriptor, of every catalog, carries its number
+/// as a JSON number, and no field names another catalog's value. Before
+/// the fix, the shop's 1 printed `"code":"AUTH_EMAIL_TAKEN"` and its 4 a
+/// bare `"code":4`, and the default catalog's 21 carried no 21 at all.
+#[tokio::test]
+async fn every_catalogs_descriptors_carry_their_number_as_json() {
+    let mut config = ServerConfig::default();
+    config.catalogs = shop_catalogs();
+    let server = TestServer::start(config).await;
+    let url = base(&server);
+    let errmap_names: Vec<&str> = ErrorCode::all().map(|c| c.entry().name()).collect();
+
+    for (path, number, name) in [
+        (
+            "/v1/errors/1?domain=shop.example.com",
+            1,
+            "SHOP_ERROR_CARD_DECLINED",
+        ),
+        (
+            "/v1/errors/4?domain=shop.example.com",
+            4,
+            "SHOP_ERROR_PAYMENT_PROVIDER_DOWN",
+        ),
+        ("/v1/errors/21", 21, "AUTH_REQUIRED"),
+        ("/v1/errors/0", 0, "AUTH_USERNAME_TAKEN"),
+    ] {
+        let hit = get(&format!("{url}{path}"), &[]).await;
+        assert_eq!(hit.status, 200, "{path}: {}", hit.body);
+        let d = &hit.json()["error"];
+        assert_eq!(d["code"], number, "{path}: {}", hit.body);
+        assert_eq!(d["number"], number, "{path}: {}", hit.body);
+        assert_eq!(d["name"], name, "{path}");
+        let mut texts = Vec::new();
+        strings(d, &mut texts);
+        for text in &texts {
+            assert!(
+                text == name || !errmap_names.contains(&text.as_str()),
+                "{path} names another value, {text}: {}",
+                hit.body
+            );
+        }
+    }
+    // The list too: each entry's number, in code order.
+    let listed = get(&format!("{url}/v1/errors?domain=shop.example.com"), &[]).await;
+    let numbers: Vec<Value> = listed.json()["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["number"].clone())
+        .collect();
+    assert_eq!(numbers, [1, 2, 3, 4, 5].map(Value::from));
+    server.stop().await;
+}
+
+/// Issue 22, item 7: a plain HTTP request for a path that is neither the
+/// API's nor the pages' gets 404 with the catalog's 43 in the configured
+/// shape, not tonic-web's empty 400.
+#[tokio::test]
+async fn unknown_paths_get_404_with_the_catalogs_43() {
+    let server = TestServer::start_default().await;
+    let url = base(&server);
+    for path in [
+        "/nope",
+        "/v1/nope",
+        "/v1/errorsX",
+        "/errmap.v1.ErrorCatalog/GetError",
+    ] {
+        for method in [http::Method::GET, http::Method::POST] {
+            let got = send(method.clone(), &format!("{url}{path}"), &[]).await;
+            assert_eq!(got.status, 404, "{method} {path}: {}", got.body);
+            assert_eq!(got.headers["content-type"], "application/json");
+            let body = got.json();
+            assert_eq!(body["error"]["code"], 43, "{method} {path}: {}", got.body);
+            assert_eq!(body["error"]["status"], 404);
+        }
+    }
+    // The shape follows Accept, as for the API's own errors.
+    let got = get(
+        &format!("{url}/nope"),
+        &[("accept", "application/problem+json")],
+    )
+    .await;
+    assert_eq!(got.status, 404);
+    assert_eq!(got.headers["content-type"], "application/problem+json");
+    assert_eq!(got.json()["reason"], "API_METHOD_NOT_FOUND");
+    server.stop().await;
 }

@@ -435,15 +435,19 @@ async fn a_refused_origin_gets_no_cors_headers_and_non_browsers_none_at_all() {
         .any(|k| format!("{k:?}").contains("access-control")));
     assert_eq!(status.error_code(), Some(ErrorCode::ApiItemNotFound));
 
-    // HTTP/1.1 that is neither gRPC-Web nor the HTTP API: refused by
-    // tonic-web, not a crash.
+    // HTTP/1.1 that is neither gRPC-Web nor the HTTP API: 404 with the
+    // catalog's 43 (issue 22; tonic-web answered an empty 400), not a crash.
     let reply = http1(
         server.addr,
         "POST /anything HTTP/1.1\r\nContent-Type: text/plain",
         b"hello",
     )
     .await;
-    assert_eq!(reply.status, 400);
+    assert_eq!(reply.status, 404);
+    assert!(
+        String::from_utf8_lossy(&reply.body).contains("\"code\":43"),
+        "{reply:?}"
+    );
     // GET / is the catalog page.
     let reply = http1(server.addr, "GET / HTTP/1.1", b"").await;
     assert_eq!(reply.status, 200);

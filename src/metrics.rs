@@ -29,6 +29,7 @@
 
 use std::{
     collections::HashSet,
+    fmt::Write as _,
     future::Future,
     pin::Pin,
     sync::{Arc, Mutex, OnceLock},
@@ -325,16 +326,11 @@ impl Metrics {
         if prometheus_client::encoding::text::encode(&mut out, &self.inner.registry).is_err() {
             return String::new();
         }
-        if !openmetrics {
-            // The 0.0.4 format has no EOF marker and no exemplars; the
-            // rest of what prometheus-client writes is common to both.
-            out = out
-                .lines()
-                .filter(|l| *l != "# EOF")
-                .map(|l| format!("{l}\n"))
-                .collect();
+        if openmetrics {
+            out
+        } else {
+            openmetrics_to_prometheus_text(&out)
         }
-        out
     }
 
     /// Reads the sources and `/proc` into the gauges and counters.
@@ -734,9 +730,114 @@ impl<B: Default> Default for MetricsBody<B> {
     }
 }
 
+/// What prometheus-client writes (OpenMetrics text) in the Prometheus text
+/// format 0.0.4. A family's HELP and TYPE lines name it as its samples
+/// are named there: a counter's samples end in `_total`, so its metadata
+/// must too (`# TYPE x counter` above `x_total` is read as an untyped
+/// family by Prometheus' own parsers). An `info` family is a `gauge` named
+/// `x_info`, `unknown` is `untyped`; UNIT lines and the EOF marker, which
+/// 0.0.4 does not have, are dropped.
+fn openmetrics_to_prometheus_text(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    // A HELP line waits for its TYPE line, which decides the name.
+    let mut help: Option<(&str, &str)> = None;
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            if let Some((name, text)) = help.take() {
+                let _ = writeln!(out, "# HELP {name} {text}");
+            }
+            help = rest.split_once(' ').or(Some((rest, "")));
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "untyped"));
+            let (suffix, kind) = match kind {
+                "counter" => ("_total", "counter"),
+                "info" => ("_info", "gauge"),
+                "unknown" => ("", "untyped"),
+                other => ("", other),
+            };
+            if let Some((help_name, text)) = help.take() {
+                let renamed = if help_name == name { suffix } else { "" };
+                let _ = writeln!(out, "# HELP {help_name}{renamed} {text}");
+            }
+            let _ = writeln!(out, "# TYPE {name}{suffix} {kind}");
+            continue;
+        }
+        if let Some((name, text)) = help.take() {
+            let _ = writeln!(out, "# HELP {name} {text}");
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    if let Some((name, text)) = help {
+        let _ = writeln!(out, "# HELP {name} {text}");
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prometheus_text_names_each_family_as_its_samples() {
+        let openmetrics = "# HELP shed Calls shed.\n# TYPE shed counter\nshed_total 3\n\
+                           # HELP up Up.\n# TYPE up gauge\n# UNIT up seconds\nup 1\n\
+                           # HELP build Build.\n# TYPE build info\nbuild_info{v=\"1\"} 1\n\
+                           # TYPE odd unknown\nodd 2\n# EOF\n";
+        assert_eq!(
+            openmetrics_to_prometheus_text(openmetrics),
+            "# HELP shed_total Calls shed.\n# TYPE shed_total counter\nshed_total 3\n\
+             # HELP up Up.\n# TYPE up gauge\nup 1\n\
+             # HELP build_info Build.\n# TYPE build_info gauge\nbuild_info{v=\"1\"} 1\n\
+             # TYPE odd untyped\nodd 2\n"
+        );
+    }
+
+    /// Every TYPE line of the 0.0.4 text names a family whose samples
+    /// follow it, by that name or, for a histogram, its suffixes.
+    #[test]
+    fn every_type_line_of_the_0_0_4_text_names_its_samples() {
+        let metrics = Metrics::new();
+        metrics.record_labels(
+            "/errmap.v1.ErrorCatalog/GetError",
+            Code::NotFound,
+            "auth.errmap.dev",
+            "API_ITEM_NOT_FOUND",
+            0.001,
+        );
+        let text = metrics.encode(false);
+        let mut family: Option<(String, String)> = None;
+        let mut typed = 0;
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap();
+                family = Some((name.to_owned(), kind.to_owned()));
+                typed += 1;
+            } else if !line.starts_with('#') {
+                let sample = line.split(['{', ' ']).next().unwrap();
+                let (name, kind) = family.as_ref().expect("a TYPE line first");
+                let allowed: &[&str] = match kind.as_str() {
+                    "histogram" => &["_bucket", "_sum", "_count"],
+                    _ => &[""],
+                };
+                assert!(
+                    allowed.iter().any(|s| sample == format!("{name}{s}")),
+                    "{sample} under # TYPE {name} {kind}\n{text}"
+                );
+            }
+        }
+        assert!(typed >= 8, "{text}");
+        assert!(
+            text.contains("# TYPE errmap_admission_shed_total counter\n"),
+            "{text}"
+        );
+        assert!(!text.contains("# EOF"));
+    }
 
     #[test]
     fn traceparent_is_read_only_when_well_formed() {

@@ -626,7 +626,21 @@ def test_metrics_scraped_and_parsed_with_the_prometheus_client_parser():
                 assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
                 text = response.read().decode()
             counts = {}
-            for family in text_string_to_metric_families(text):
+            families = list(text_string_to_metric_families(text))
+            # 0.0.4: every family typed as it is declared (a TYPE line
+            # naming `x` above samples named `x_total` makes the parser
+            # read them as one untyped family per sample), and each
+            # family's samples all under it.
+            types = {family.name: family.type for family in families}
+            assert "unknown" not in types.values(), types
+            assert len(types) == len(families), "a family split in two"
+            for name in ("errmap_admission_shed", "errmap_retried_calls",
+                         "errmap_auth_refusals", "errmap_intake_refused",
+                         "process_cpu_seconds"):
+                assert types.get(name) == "counter", (name, types)
+            assert types["rpc_server_call_duration_seconds"] == "histogram", types
+            assert types["errmap_calls_in_flight"] == "gauge", types
+            for family in families:
                 for sample in family.samples:
                     if sample.name == "rpc_server_call_duration_seconds_count":
                         key = (sample.labels["rpc_method"], sample.labels["rpc_status_code"],

@@ -330,3 +330,48 @@ test('load shedding is 44 with RetryInfo', async () => {
     assert.equal(await server.stop(), 0);
   }
 });
+
+/** The fenced block of README.md after its `<!-- readme-snippet: NAME ... -->` marker. */
+const readmeSnippet = (name) => {
+  const text = fs.readFileSync(path.join(ROOT, 'README.md'), 'utf8');
+  const at = text.indexOf(`<!-- readme-snippet: ${name} `);
+  assert.ok(at >= 0, `README.md has no snippet ${name}`);
+  const lines = text.slice(at).split('\n').slice(1);
+  assert.ok(lines[0].startsWith('```'), `${name}: no fenced block after the marker`);
+  const end = lines.findIndex((line, i) => i > 0 && line.startsWith('```'));
+  assert.ok(end > 0, `${name}: the block is not closed`);
+  return lines.slice(1, end).join('\n') + '\n';
+};
+
+test("the README's Node snippet runs as written", async () => {
+  // A user's folder: a copy of proto/ and the packages the README names
+  // (this test's node_modules), with the snippet as miss.mjs.
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'errmap-readme-node-'));
+  fs.cpSync(path.join(ROOT, 'proto'), path.join(work, 'proto'), { recursive: true });
+  fs.symlinkSync(NODE_MODULES, path.join(work, 'node_modules'));
+  fs.writeFileSync(path.join(work, 'miss.mjs'), readmeSnippet('node-miss'));
+  const s = await Server.start();
+  try {
+    const child = spawn(process.execPath, ['miss.mjs'], {
+      cwd: work,
+      env: { ...process.env, ERRMAP_ADDR: s.addr },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (err += d));
+    const code = await Promise.race([
+      new Promise((resolve) => child.once('exit', resolve)),
+      new Promise((_, reject) => setTimeout(() => reject(new Error('no exit in 30 s')), 30000)),
+    ]);
+    assert.equal(code, 0, err);
+    assert.equal(
+      out,
+      `API_ITEM_NOT_FOUND (${DOMAIN}), code 47\n[en-US] The requested item was not found.\n`,
+      err,
+    );
+  } finally {
+    assert.equal(await s.stop(), 0);
+  }
+});

@@ -816,3 +816,51 @@ def test_a6_retry_policy_honours_the_pushback():
         held.cancel()
     finally:
         assert s.terminate() == 0
+
+
+def readme_snippet(name):
+    """The fenced block of README.md that follows its
+    `<!-- readme-snippet: NAME ... -->` marker, as written."""
+    text = (ROOT / "README.md").read_text()
+    marker = f"<!-- readme-snippet: {name} "
+    assert marker in text, f"README.md has no snippet {name}"
+    lines = text[text.index(marker):].splitlines()[1:]
+    assert lines[0].startswith("```"), f"{name}: no fenced block after the marker"
+    body = []
+    for line in lines[1:]:
+        if line.startswith("```"):
+            return "\n".join(body) + "\n"
+        body.append(line)
+    raise AssertionError(f"{name}: the block is not closed")
+
+
+def test_the_readme_python_snippet_runs_as_written():
+    """Issue 22, item 4: the README's protoc line and its snippet, run as
+    written in a folder with a copy of proto/ (the pip line is this venv's
+    requirements), against the binary."""
+    setup = readme_snippet("python-setup").splitlines()
+    assert setup[0].startswith("pip install "), setup
+    for package in setup[0].split()[2:]:
+        assert package in (ROOT / "tests/interop/python/requirements.txt").read_text(), package
+    work = pathlib.Path(tempfile.mkdtemp(prefix="errmap-readme-py-"))
+    import shutil
+    shutil.copytree(PROTO, work / "proto")
+    protoc_line = setup[1]
+    assert protoc_line.startswith("python -m grpc_tools.protoc "), protoc_line
+    generated = subprocess.run(
+        ["bash", "-c", protoc_line.replace("python ", f"{sys.executable} ", 1)],
+        cwd=work, capture_output=True, text=True, timeout=120,
+    )
+    assert generated.returncode == 0, generated.stderr
+    assert generated.stderr == "", "protoc warned: " + generated.stderr
+    (work / "miss.py").write_text(readme_snippet("python-miss"))
+    s = Server()
+    try:
+        ran = subprocess.run(
+            [sys.executable, "miss.py"], cwd=work, capture_output=True, text=True,
+            timeout=60, env={**os.environ, "ERRMAP_ADDR": s.addr},
+        )
+        assert ran.returncode == 0, ran.stderr
+        assert ran.stdout == "no such code: 48\n", (ran.stdout, ran.stderr)
+    finally:
+        assert s.terminate() == 0

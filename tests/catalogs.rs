@@ -293,7 +293,7 @@ fn the_cli_reads_a_catalog_file_offline() {
     let out = run(&["docs", "--catalog", shop.to_str().unwrap()]);
     let docs = String::from_utf8_lossy(&out.stdout);
     assert!(
-        docs.contains("- 4 [SHOP_ERROR_PAYMENT_PROVIDER_DOWN]"),
+        docs.contains("- 4 `SHOP_ERROR_PAYMENT_PROVIDER_DOWN`"),
         "{docs}"
     );
     let out = run(&["lookup", "99", "--catalog", shop.to_str().unwrap()]);

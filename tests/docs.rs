@@ -25,14 +25,16 @@ fn docs_errors_md_is_up_to_date() {
 fn docs_list_every_code_in_the_original_shape() {
     let markdown = errmap::ErrorCode::table().markdown();
     for entry in errmap::ErrorCode::table().entries() {
+        // Names as code, not as brackets that look like a link (issue 22).
         let line = format!(
-            "- {} [{}]\n  {}\n",
+            "- {} `{}`\n  {}\n",
             entry.number(),
             entry.name(),
             entry.message()
         );
         assert!(markdown.contains(&line), "{line:?} missing");
-        assert!(markdown.contains(&format!("## {}\n", entry.category())));
+        assert!(markdown.contains(&format!("## Category `{}`\n", entry.category())));
+        assert!(!markdown.contains(&format!("[{}]", entry.name())));
     }
     assert!(markdown
         .contains("| 44 | `API_TOO_MANY_REQUESTS` | api | RESOURCE_EXHAUSTED | 429 | 1 s |"));
@@ -54,8 +56,27 @@ fn docs_errors_ru_md_is_up_to_date_and_in_russian() {
     );
     for entry in errmap::ErrorCode::table().entries() {
         let russian = entry.message_in("ru-RU").expect("every code has ru-RU");
-        assert!(generated.contains(&format!("[{}]\n  {russian}\n", entry.name())));
+        assert!(generated.contains(&format!("`{}`\n  {russian}\n", entry.name())));
         assert_ne!(russian, entry.message());
+        assert!(generated.contains(&format!("## Категория `{}`\n", entry.category())));
+    }
+    // Issue 22, item 13: the words around the messages are Russian too.
+    assert!(generated.starts_with("# Коды ошибок\n"), "{generated}");
+    assert!(generated.contains("\nКаждая ошибка несёт `google.rpc.ErrorInfo`"));
+    assert!(generated.contains("\n## Сводка\n"));
+    assert!(generated
+        .contains("| 44 | `API_TOO_MANY_REQUESTS` | api | RESOURCE_EXHAUSTED | 429 | 1 с |"));
+    for english in [
+        "Error codes",
+        "Every error",
+        "Summary",
+        "Category",
+        "retry after",
+    ] {
+        assert!(
+            !generated.contains(english),
+            "{english:?} in the Russian docs"
+        );
     }
 }
 

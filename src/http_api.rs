@@ -303,6 +303,10 @@ impl HttpApi {
             query: query.get("q").cloned().unwrap_or_default(),
             lang_param: query.get("lang").cloned().unwrap_or_default(),
             total,
+            one_domain: match self.catalogs.len() {
+                1 => self.catalogs.default_table().map(|t| t.domain()),
+                _ => None,
+            },
             rows,
         };
         html(page.render())
@@ -364,23 +368,66 @@ struct Category {
 struct Row {
     number: i32,
     name: &'static str,
+    /// The name cut after each `_`, where the page may break it.
+    name_parts: Vec<&'static str>,
     category: &'static str,
     grpc: &'static str,
+    /// The gRPC code's name cut after each `_`.
+    grpc_parts: Vec<&'static str>,
     http: u16,
-    message: &'static str,
+    /// The message, its `backticked` parts shown as code.
+    message: Vec<Span>,
     retry: String,
     domain: &'static str,
     href: String,
+}
+
+/// A run of a message: plain text, or code (between backticks).
+struct Span {
+    text: &'static str,
+    code: bool,
+}
+
+/// `message` cut at its backticks: the runs between a pair are code. An
+/// unpaired backtick stays as it is, in the text.
+fn spans(message: &'static str) -> Vec<Span> {
+    let mut out = Vec::new();
+    let mut rest = message;
+    while let Some(open) = rest.find('`') {
+        let Some(len) = rest[open + 1..].find('`') else {
+            break;
+        };
+        if open > 0 {
+            out.push(Span {
+                text: &rest[..open],
+                code: false,
+            });
+        }
+        out.push(Span {
+            text: &rest[open + 1..open + 1 + len],
+            code: true,
+        });
+        rest = &rest[open + 2 + len..];
+    }
+    if !rest.is_empty() {
+        out.push(Span {
+            text: rest,
+            code: false,
+        });
+    }
+    out
 }
 
 fn row(table: &CatalogTable, e: &'static CatalogEntry, message: &'static str, href: &str) -> Row {
     Row {
         number: e.number(),
         name: e.name(),
+        name_parts: e.name().split_inclusive('_').collect(),
         category: e.category(),
         grpc: grpc_code_name(e.grpc_code()),
+        grpc_parts: grpc_code_name(e.grpc_code()).split_inclusive('_').collect(),
         http: e.http_status(),
-        message,
+        message: spans(message),
         retry: e.retry_delay().map(retry_text).unwrap_or_default(),
         domain: table.domain(),
         href: href.to_owned(),
@@ -468,6 +515,9 @@ struct CatalogPage {
     lang_param: String,
     filtered: bool,
     total: usize,
+    /// The domain of every code, when the server serves one catalog: the
+    /// page says it once, and has no Domain column.
+    one_domain: Option<&'static str>,
     rows: Vec<Row>,
 }
 
@@ -618,6 +668,30 @@ fn encode_query(params: &[(String, String)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backticks_mark_code_and_an_unpaired_one_stays_text() {
+        let shown = |m: &'static str| {
+            spans(m)
+                .iter()
+                .map(|s| {
+                    if s.code {
+                        format!("<{}>", s.text)
+                    } else {
+                        s.text.to_owned()
+                    }
+                })
+                .collect::<String>()
+        };
+        assert_eq!(
+            shown("Send the `token` param or the `Authorization` header."),
+            "Send the <token> param or the <Authorization> header."
+        );
+        assert_eq!(shown("`a` b"), "<a> b");
+        assert_eq!(shown("a ` b"), "a ` b");
+        assert_eq!(shown("``"), "<>");
+        assert_eq!(shown(""), "");
+    }
 
     #[test]
     fn queries_decode() {

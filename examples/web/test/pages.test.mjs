@@ -1,7 +1,7 @@
 // The catalog pages of `errmap serve` (issue 15) in Debian's Chromium:
-// the DOM of `/` and of one code's page, the filter, a phone-sized
-// viewport, screenshots kept as test artifacts (target/test-artifacts/),
-// and the HTML checked by html-validate.
+// the DOM of `/` and of one code's page, the filter, the layout at 1280,
+// 1024 and 375 px (issue 22), screenshots kept as test artifacts
+// (target/test-artifacts/), and the HTML checked by html-validate.
 //
 // ERRMAP_BIN: the errmap binary (default ../../target/debug/errmap);
 // CHROMIUM: the browser (default /usr/bin/chromium).
@@ -96,4 +96,58 @@ test('the pages are valid HTML and small', async () => {
     const problems = report.results.flatMap((r) => r.messages.map((m) => `${m.ruleId} ${m.line}:${m.column} ${m.message}`));
     assert.equal(report.valid, true, `${url}:\n${problems.join('\n')}`);
   }
+});
+
+/** What a reader cannot see at this width: cells cut by the table's box or
+ * by the window, and the page's own horizontal overflow. */
+const clipped = (page) =>
+  page.evaluate(() => {
+    const box = document.querySelector('.scroll');
+    const limit = Math.min(box.getBoundingClientRect().right, window.innerWidth);
+    const cut = [...document.querySelectorAll('tr > *')]
+      .filter((cell) => cell.getBoundingClientRect().right > limit + 0.5)
+      .map((cell) => `${cell.closest('tr').id || 'head'}: ${cell.textContent.slice(0, 30)}`);
+    return {
+      cut,
+      boxOverflow: box.scrollWidth - box.clientWidth,
+      pageOverflow: document.documentElement.scrollWidth - window.innerWidth,
+    };
+  });
+
+test('the index fits 1280, 1024 and 375 px, with code shown as code', async () => {
+  const codes = await catalog();
+  for (const [width, height] of [[1280, 900], [1024, 768], [375, 812]]) {
+    const page = await browser.newPage();
+    await page.setViewport({ width, height, deviceScaleFactor: 1 });
+    await page.goto(`${server}/`, { waitUntil: 'load' });
+    const shown = await clipped(page);
+    assert.deepEqual(shown.cut, [], `${width}px: cells cut`);
+    assert.ok(shown.boxOverflow <= 0, `${width}px: the table scrolls by ${shown.boxOverflow}px`);
+    assert.ok(shown.pageOverflow <= 0, `${width}px: the page is ${shown.pageOverflow}px too wide`);
+    // One catalog: its domain is said once, not in a column.
+    assert.equal(await page.$eval('#domain', (c) => c.textContent), codes[0].domain);
+    assert.equal(await page.$$eval('thead th', (h) => h.some((c) => c.textContent === 'Domain')), false);
+    // Backticks are code, never shown literally.
+    const required = await page.$eval('#AUTH_REQUIRED td.message', (td) => ({
+      text: td.textContent,
+      code: [...td.querySelectorAll('code')].map((c) => c.textContent),
+    }));
+    assert.deepEqual(required.code, ['token', 'Authorization'], `${width}px`);
+    assert.ok(!required.text.includes('`'), required.text);
+    assert.equal(await page.$$eval('td.message', (cells) => cells.filter((c) => c.textContent.includes('`')).length), 0);
+    // Every name is whole (breaks only at its underscores).
+    assert.deepEqual(
+      await page.$$eval('tbody th a', (links) => links.map((a) => a.textContent)),
+      codes.map((d) => d.name),
+    );
+    const file = path.join(ARTIFACTS, `catalog-${width}.png`);
+    await page.screenshot({ path: file, fullPage: width !== 375 });
+    assert.ok(fs.statSync(file).size > 1000, `${file} saved`);
+    await page.close();
+  }
+  // The page of one code shows its message's code as code too.
+  const page = await browser.newPage();
+  await page.goto(`${server}/errors/AUTH_REQUIRED`, { waitUntil: 'load' });
+  assert.deepEqual(await page.$$eval('#message code', (c) => c.map((x) => x.textContent)), ['token', 'Authorization']);
+  await page.close();
 });

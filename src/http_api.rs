@@ -27,11 +27,21 @@ use tower::{Service, ServiceExt as _};
 use crate::{
     catalog::{grpc_code_name, CatalogEntry, CatalogTable},
     catalogs::Catalogs,
-    http_error::HttpErrors,
+    http_error::{HttpErrors, Shape},
     locale::{self, AcceptLanguage as _},
     pb::{get_error_request::Key, GetErrorRequest, ListErrorsRequest},
     Catalog as _, ErrorCode,
 };
+
+/// Whether `path` has a gRPC method's shape: `/package.Service/Method`.
+fn is_grpc_method_path(path: &str) -> bool {
+    let mut parts = path.strip_prefix('/').unwrap_or("").split('/');
+    matches!(
+        (parts.next(), parts.next(), parts.next()),
+        (Some(service), Some(method), None)
+            if service.contains('.') && !method.is_empty()
+    )
+}
 
 fn is_api_path(path: &str) -> bool {
     path == "/"
@@ -90,12 +100,7 @@ impl HttpApi {
         B: http_body::Body<Data = Bytes>,
     {
         if !is_api_path(request.uri().path()) {
-            // A plain HTTP request for a path that is not ours: 404 with
-            // the catalog's 43, in the shape asked for.
-            return self.error(
-                &ErrorCode::ApiMethodNotFound.to_status_for(request.headers()),
-                request.headers(),
-            );
+            return self.not_ours(&request);
         }
         if request.method() != Method::GET && request.method() != Method::HEAD {
             // hyper sends no body for HEAD, so HEAD is GET here.
@@ -178,6 +183,34 @@ impl HttpApi {
             Ok(bytes) => self.json_message(response_type, &bytes, &headers),
             Err(status) => self.error(&status, &headers),
         }
+    }
+
+    /// A request without a gRPC content type for a path that is not the
+    /// API's nor a page's. On a gRPC method's path (`/package.Service/Method`)
+    /// it is 415, as the gRPC over HTTP/2 spec asks, with the catalog's 40
+    /// in the body and as a trailers-only gRPC status in the headers; any
+    /// other path is 404 with the catalog's 43. Both in the shape asked for.
+    fn not_ours(&self, request: &http::Request<tonic::body::Body>) -> http::Response<String> {
+        let headers = request.headers();
+        if !is_grpc_method_path(request.uri().path()) {
+            return self.error(
+                &ErrorCode::ApiMethodNotFound.to_status_for(headers),
+                headers,
+            );
+        }
+        let status = ErrorCode::ApiInvalidRequest
+            .builder()
+            .locale(headers)
+            .message("a gRPC method takes content-type application/grpc (or a gRPC-Web type)")
+            .build()
+            .unwrap_or_else(Status::from);
+        let mut response = self.errors.response_as(
+            &status,
+            Shape::from_accept(headers, self.errors.default_shape()),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        );
+        let _ = status.add_header(response.headers_mut());
+        response
     }
 
     fn error(&self, status: &Status, headers: &HeaderMap) -> http::Response<String> {

@@ -227,7 +227,19 @@ impl HttpErrors {
     /// body.
     pub fn response(&self, status: &Status, shape: Shape) -> http::Response<String> {
         let entry = self.entry_of(status);
-        let http_status = http_status_from(status, entry);
+        self.response_as(status, shape, http_status_from(status, entry))
+    }
+
+    /// [`response`](Self::response) with another HTTP status than the
+    /// catalog's, in the headers and the body alike (415 for a request in
+    /// a content type the path does not take, say).
+    pub fn response_as(
+        &self,
+        status: &Status,
+        shape: Shape,
+        http_status: StatusCode,
+    ) -> http::Response<String> {
+        let entry = self.entry_of(status);
         let details = ErrorDetails::decode(status.details()).ok();
         let body = self.body_with(status, shape, http_status, entry, details.as_ref());
         let mut response = http::Response::new(body.to_string());

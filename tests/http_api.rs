@@ -519,12 +519,7 @@ async fn every_catalogs_descriptors_carry_their_number_as_json() {
 async fn unknown_paths_get_404_with_the_catalogs_43() {
     let server = TestServer::start_default().await;
     let url = base(&server);
-    for path in [
-        "/nope",
-        "/v1/nope",
-        "/v1/errorsX",
-        "/errmap.v1.ErrorCatalog/GetError",
-    ] {
+    for path in ["/nope", "/v1/nope", "/v1/errorsX", "/a/b/c"] {
         for method in [http::Method::GET, http::Method::POST] {
             let got = send(method.clone(), &format!("{url}{path}"), &[]).await;
             assert_eq!(got.status, 404, "{method} {path}: {}", got.body);
@@ -533,6 +528,21 @@ async fn unknown_paths_get_404_with_the_catalogs_43() {
             assert_eq!(body["error"]["code"], 43, "{method} {path}: {}", got.body);
             assert_eq!(body["error"]["status"], 404);
         }
+    }
+    // A gRPC method's path without a gRPC content type: 415 (the gRPC
+    // spec's answer), with the catalog's 40 in the body and as the
+    // trailers-only gRPC status.
+    for path in [
+        "/errmap.v1.ErrorCatalog/GetError",
+        "/no.such.Service/Method",
+    ] {
+        let got = send(http::Method::POST, &format!("{url}{path}"), &[]).await;
+        assert_eq!(got.status, 415, "{path}: {}", got.body);
+        assert_eq!(got.json()["error"]["code"], 40, "{path}: {}", got.body);
+        assert_eq!(got.json()["error"]["status"], 415, "{path}: {}", got.body);
+        assert_eq!(got.headers["grpc-status"], "3", "{path}");
+        let status = tonic::Status::from_header_map(&got.headers).unwrap();
+        assert_eq!(status.error_code(), Some(ErrorCode::ApiInvalidRequest));
     }
     // The shape follows Accept, as for the API's own errors.
     let got = get(

@@ -98,6 +98,19 @@ fn sighup(served: &Served) {
         .success());
 }
 
+/// Waits (at most 10 s) until the server's log holds `line`.
+fn wait_for_log(served: &Served, line: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !String::from_utf8_lossy(&served.stderr()).contains(line) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {line:?} in the log within 10 s:\n{}",
+            String::from_utf8_lossy(&served.stderr())
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Waits (at most 10 s) until `call` gives `want`.
 fn eventually(served: &Served, token: &str, want: Option<ErrorCode>) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -149,10 +162,11 @@ fn a_key_set_chooses_the_key_by_kid_and_rotates_on_sighup() {
         Some(ErrorCode::AuthInvalidToken)
     );
 
-    // A broken file on SIGHUP keeps the keys the server has.
+    // A broken file on SIGHUP keeps the keys the server has: once the log
+    // says the reload ran and was refused, the old keys still work.
     std::fs::write(&file, "{ not json").unwrap();
     sighup(&served);
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for_log(&served, "SIGHUP: JWT keys not reloaded; the old keys stay");
     assert_eq!(call(&served, &new), None, "the old keys stay");
 
     // The old key is retired, then SIGHUP: its tokens are refused.

@@ -304,6 +304,7 @@ async fn the_admin_listener_caps_its_connections_and_the_idlest_yield() {
     ));
     // Idle connections up to the cap, and 20 more: each newcomer past the
     // cap takes the place of the one idle longest.
+    let started = tokio::time::Instant::now();
     let mut idle = Vec::new();
     for _ in 0..errmap::admin::MAX_ADMIN_CONNECTIONS + 20 {
         idle.push(tokio::net::TcpStream::connect(admin).await.unwrap());
@@ -320,19 +321,30 @@ async fn the_admin_listener_caps_its_connections_and_the_idlest_yield() {
         .expect("the probe is answered beside idle connections past the cap")
         .unwrap();
     assert!(answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
-    // The idle ones that yielded were closed: a read ends without data,
-    // well before the 5 s head deadline closes the rest.
-    let mut closed = 0;
-    for tcp in &mut idle[..30] {
+    // The 20 idle longest yielded to the 20 newcomers: each is closed (its
+    // read ends), all within 3 s of the start, well before the 5 s head
+    // deadline could have closed them. (The probe took one more place, the
+    // 21st oldest's.)
+    let deadline = started + Duration::from_secs(3);
+    for (i, tcp) in idle[..20].iter_mut().enumerate() {
         let mut buf = [0u8; 1];
-        if let Ok(Ok(0) | Err(_)) =
-            tokio::time::timeout(Duration::from_millis(200), tcp.read(&mut buf)).await
-        {
-            closed += 1;
-        }
+        let read = tokio::time::timeout_at(deadline, tcp.read(&mut buf)).await;
+        assert!(
+            matches!(read, Ok(Ok(0) | Err(_))),
+            "idle connection {i} was not closed within 3 s: {read:?}"
+        );
     }
+    // The newest, which did not yield, are all still open: what closed the
+    // oldest was the cap, not a deadline.
     assert!(
-        closed >= 20,
-        "only {closed} of the 30 oldest idle connections yielded"
+        tokio::time::Instant::now() < started + Duration::from_secs(4),
+        "too slow to tell the cap from the head deadline"
     );
+    for (i, tcp) in idle.iter().enumerate().skip(21) {
+        let mut buf = [0u8; 1];
+        assert!(
+            matches!(tcp.try_read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "idle connection {i}, among the newest, was closed"
+        );
+    }
 }

@@ -228,8 +228,12 @@ async fn a_reload_serves_the_new_certificate_to_new_connections_only() {
 
     // A call in flight on the old certificate.
     let channel = tls_channel(server.addr, &ca.pem(), None).await.unwrap();
-    let slow = tokio::spawn(call_probe(channel, "Slow", Request::new("700".into())));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Its handler has started (not a sleep: the probe counts it).
+    let slow = server
+        .start_slow(&channel, 700, 1)
+        .await
+        .pop()
+        .expect("one slow call");
 
     let (cert, key) = ca.sign("server", &["localhost"], 2);
     std::fs::write(&cert_file, cert).unwrap();

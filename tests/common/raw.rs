@@ -14,6 +14,7 @@ use prost::Message as _;
 use tokio::net::TcpStream;
 
 pub struct RawReply {
+    pub http_status: http::StatusCode,
     pub headers: HeaderMap,
     pub data: Bytes,
     pub trailers: Option<HeaderMap>,
@@ -90,6 +91,7 @@ pub async fn raw_call(
     }
     let trailers = body.trailers().await?;
     Ok(RawReply {
+        http_status: parts.status,
         headers: parts.headers,
         data: data.freeze(),
         trailers,

@@ -164,8 +164,8 @@ fn runtime_table() -> &'static errmap::CatalogTable {
     .unwrap();
     compiler.include_imports(true);
     compiler.open_file("shop/v1/shop.proto").unwrap();
-    errmap::catalogs::load_descriptor_set(&compiler.encode_file_descriptor_set(), "shop").unwrap()
-        [0]
+    errmap::catalog_set::load_descriptor_set(&compiler.encode_file_descriptor_set(), "shop")
+        .unwrap()[0]
 }
 
 fn runtime_catalog(c: &mut Criterion) {
@@ -274,7 +274,7 @@ fn locales(c: &mut Criterion) {
     let mut group = c.benchmark_group("layer_ok_path");
     for (name, header) in [("without_header", None), ("with_header", Some(BROWSER_RU))] {
         let mut service = tower::Layer::layer(
-            &errmap::layer::ErrorLayer::new(),
+            &errmap_server::layer::ErrorLayer::new(),
             tower::service_fn(|_: http::Request<()>| {
                 let mut response =
                     http::Response::new(http_body_util::Empty::<bytes::Bytes>::new());
@@ -323,9 +323,9 @@ fn ready<F: std::future::Future>(future: F) -> F::Output {
 
 fn http(c: &mut Criterion) {
     // Rendering the catalog pages (askama), as the server answers them.
-    let api = errmap::http_api::HttpApi::new(
-        errmap::catalogs::Catalogs::default(),
-        errmap::http_error::HttpErrors::default(),
+    let api = errmap_server::http_api::HttpApi::new(
+        errmap::catalog_set::Catalogs::default(),
+        errmap_server::http_error::HttpErrors::default(),
     );
     let grpc = tower::service_fn(|_: http::Request<tonic::body::Body>| async {
         Ok::<_, std::convert::Infallible>(http::Response::new(
@@ -356,13 +356,13 @@ fn http(c: &mut Criterion) {
     group.finish();
 
     // A status as an HTTP error, in each shape.
-    let errors = errmap::http_error::HttpErrors::default();
+    let errors = errmap_server::http_error::HttpErrors::default();
     let status = ErrorCode::ApiTooManyRequests.to_status();
     let mut group = c.benchmark_group("http_error");
     for (name, shape) in [
-        ("legacy", errmap::http_error::Shape::Legacy),
-        ("google", errmap::http_error::Shape::Google),
-        ("problem", errmap::http_error::Shape::Problem),
+        ("legacy", errmap_server::http_error::Shape::Legacy),
+        ("google", errmap_server::http_error::Shape::Google),
+        ("problem", errmap_server::http_error::Shape::Problem),
     ] {
         group.bench_function(name, |b| {
             b.iter(|| errors.response(black_box(&status), shape))
@@ -414,7 +414,7 @@ fn answering_transport() -> impl tower::Service<
 }
 
 /// A unary call that succeeds at once, through tonic's client over the
-/// transport above, bare and behind `errmap::client::RetryLayer`: what the
+/// transport above, bare and behind `errmap_client::RetryLayer`: what the
 /// layer adds to every call (buffering the request, the attempt header,
 /// the throttle), without a network to hide it.
 fn client(c: &mut Criterion) {
@@ -423,7 +423,7 @@ fn client(c: &mut Criterion) {
         .unwrap();
     let mut bare = tonic_health::pb::health_client::HealthClient::new(answering_transport());
     let mut retrying = tonic_health::pb::health_client::HealthClient::new(tower::Layer::layer(
-        &errmap::client::RetryLayer::new(errmap::client::RetryPolicy::default()),
+        &errmap_client::RetryLayer::new(errmap_client::RetryPolicy::default()),
         answering_transport(),
     ));
     let mut group = c.benchmark_group("client_first_try_ok");

@@ -14,7 +14,7 @@
 //! hit over the HTTP/JSON API (`errmap-http/hit`, `GET /v1/errors/11`) and
 //! the catalog page (`errmap-http/page`, `GET /`), and the hit on the
 //! `errmap` server through the client retry layer
-//! (`errmap-retry/hit`, `errmap::client::RetryLayer` over the same
+//! (`errmap-retry/hit`, `errmap_client::RetryLayer` over the same
 //! channels), against the bare client on those channels.
 //! Then it measures the `errmap serve` binary: start-up time to accepting
 //! connections, and RSS with 1,000 calls in flight.
@@ -41,12 +41,14 @@ use std::{
 
 use errmap::Catalog as _;
 use errmap::{
-    auth::{AuthInterceptor, JwtVerifier},
-    client::{Retry, RetryLayer, RetryPolicy},
     pb::{error_catalog_client::ErrorCatalogClient, get_error_request::Key, GetErrorRequest},
+    ErrorCode, ErrorStatusExt,
+};
+use errmap_client::{Retry, RetryLayer, RetryPolicy};
+use errmap_server::{
+    auth::{AuthInterceptor, JwtVerifier},
     server::{ErrmapServer, ServerConfig},
     service::CatalogService,
-    ErrorCode, ErrorStatusExt,
 };
 use hdrhistogram::Histogram;
 use serde_json::json;
@@ -163,7 +165,7 @@ enum Target {
     /// gRPC-Web and CORS layers.
     ErrmapGrpcOnly,
     /// errmap's server (the `Errmap` one, its channels), called through
-    /// the client retry layer (`errmap::client::RetryLayer`).
+    /// the client retry layer (`errmap_client::RetryLayer`).
     ErrmapRetry,
 }
 
@@ -368,14 +370,14 @@ impl Totals {
 /// the lookup service) or a bare tonic one with the same services.
 async fn start_server(
     errmap: bool,
-    tls: Option<errmap::tls::TlsConfig>,
+    tls: Option<errmap_server::tls::TlsConfig>,
 ) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
     start_server_with(errmap, tls, true).await
 }
 
 async fn start_server_with(
     errmap: bool,
-    tls: Option<errmap::tls::TlsConfig>,
+    tls: Option<errmap_server::tls::TlsConfig>,
     grpc_web: bool,
 ) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
     start_server_full(errmap, tls, grpc_web, None).await
@@ -383,9 +385,9 @@ async fn start_server_with(
 
 async fn start_server_full(
     errmap: bool,
-    tls: Option<errmap::tls::TlsConfig>,
+    tls: Option<errmap_server::tls::TlsConfig>,
     grpc_web: bool,
-    metrics: Option<errmap::metrics::Metrics>,
+    metrics: Option<errmap_server::metrics::Metrics>,
 ) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -545,7 +547,7 @@ async fn open_channel(addr: SocketAddr, tls_ca: Option<&str>) -> Channel {
 
 /// A CA and a server certificate for localhost, made now, written to a
 /// temporary directory; gives the TLS config and the CA's PEM.
-fn test_tls() -> (errmap::tls::TlsConfig, String) {
+fn test_tls() -> (errmap_server::tls::TlsConfig, String) {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
     let ca_key = KeyPair::generate().expect("CA key");
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
@@ -561,7 +563,7 @@ fn test_tls() -> (errmap::tls::TlsConfig, String) {
     let (cert_file, key_file) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&cert_file, cert.pem()).expect("write cert");
     std::fs::write(&key_file, key.serialize_pem()).expect("write key");
-    let tls = errmap::tls::TlsConfig::from_files(cert_file, key_file, None::<PathBuf>)
+    let tls = errmap_server::tls::TlsConfig::from_files(cert_file, key_file, None::<PathBuf>)
         .expect("TLS config");
     (tls, ca.pem())
 }
@@ -849,7 +851,7 @@ async fn measure_binary(path: &PathBuf, in_flight: usize) -> Result<ServeFigures
 /// The memory `n` distinct label sets take in a metrics registry: RSS
 /// before and after recording one call for each (KiB).
 fn label_sets_memory(n: usize) -> (usize, u64) {
-    let metrics = errmap::metrics::Metrics::new();
+    let metrics = errmap_server::metrics::Metrics::new();
     let methods: Vec<&'static str> = (0..n)
         .map(|i| &*Box::leak(format!("/bench.v1.Service/Method{i}").into_boxed_str()))
         .collect();
@@ -891,7 +893,7 @@ async fn run(options: Options) -> Result<serde_json::Value, String> {
     let bare_channels = connect(bare_addr, options.channels).await;
     let tls_channels = connect_with(tls_addr, options.channels, Some(&tls_ca)).await;
     let (grpc_only_addr, stop_grpc_only) = start_server_with(true, None, false).await;
-    let metrics = errmap::metrics::Metrics::new();
+    let metrics = errmap_server::metrics::Metrics::new();
     let (metrics_addr, stop_metrics) =
         start_server_full(true, None, true, Some(metrics.clone())).await;
     let metrics_channels = connect(metrics_addr, options.channels).await;

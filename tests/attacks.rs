@@ -211,7 +211,11 @@ fn connections_that_never_finish_their_handshake_are_closed() {
     // it is the handshake deadline (default 5 s) that closes them.
     let served = serve(&["--max-connections", "4000"]);
     let addr = addr_of(&served);
-    let before = served.rss_kib();
+    // The RSS of the started server: `serve` prints its address before it
+    // has assembled its services, and the RSS read at that moment varied
+    // from 15.2 to 16.7 MiB between runs of the same binary; it settles at
+    // about 19.6 MiB within 20 ms.
+    let before = started_rss(&served);
     let (closed, ok, sent, peak, slowest_ms, took) = runtime().block_on(async {
         let channel = channel(&served).await;
         let began = Instant::now();
@@ -292,7 +296,7 @@ fn connections_that_never_finish_their_handshake_are_closed() {
         )
     });
     let after = served.rss_kib();
-    let idle = settled_rss(&served, before);
+    let idle = settled_rss(&served, before, 3 * 1024);
     eprintln!(
         "handshake flood: {closed}/3000 closed by the server, the last {slowest_ms} ms after it \
          connected ({:.1} s in all); victim {ok}/{sent}; RSS {before} KiB before, {peak} KiB \
@@ -300,8 +304,8 @@ fn connections_that_never_finish_their_handshake_are_closed() {
         took.as_secs_f64()
     );
     assert!(
-        idle <= before + 5 * 1024,
-        "the idle RSS came back to {idle} KiB, not within 5 MiB of {before} KiB"
+        idle <= before + 3 * 1024,
+        "the idle RSS came back to {idle} KiB, not within 3 MiB of {before} KiB"
     );
     assert_eq!(closed, 3000, "every half-finished handshake was closed");
     // The default deadline is 5 s; the margin is for a loaded machine.
@@ -720,11 +724,27 @@ async fn fresh_probe(admin: SocketAddr, until: Instant) -> (usize, usize) {
 
 /// The server's RSS once it has been quiet for a while: polled for 10 s
 /// until it is within 5 MiB of `start` (memory given back after a flood).
-fn settled_rss(served: &Served, start: u64) -> u64 {
+/// The RSS of a server that has just started, once it has stopped
+/// growing: the same in five reads 20 ms apart (at most 2 s).
+fn started_rss(served: &Served) -> u64 {
+    let until = Instant::now() + Duration::from_secs(2);
+    let mut last = served.rss_kib();
+    let mut same = 0;
+    while same < 5 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+        let now = served.rss_kib();
+        same = if now == last { same + 1 } else { 0 };
+        last = now;
+    }
+    last
+}
+
+/// The RSS once it is within `margin_kib` of `start`, or after 10 s.
+fn settled_rss(served: &Served, start: u64, margin_kib: u64) -> u64 {
     let until = Instant::now() + Duration::from_secs(10);
     loop {
         let now = served.rss_kib();
-        if now <= start + 5 * 1024 || Instant::now() >= until {
+        if now <= start + margin_kib || Instant::now() >= until {
             return now;
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -1150,7 +1170,7 @@ fn half_open_streams_with_big_heads_stay_within_the_intake_memory_budget() {
         )
     });
     let after = served.rss_kib();
-    let idle = settled_rss(&served, before);
+    let idle = settled_rss(&served, before, 5 * 1024);
     eprintln!(
         "HTTP/2 half-open streams with 15 KB heads: {opened} opened, {refused} refused with 44 by the intake budget; \
          RSS {before} KiB before, {peak} KiB peak, {after} KiB after, {idle} KiB once quiet; fresh victim {ok}/{sent}"

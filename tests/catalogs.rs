@@ -9,14 +9,14 @@ use std::{path::PathBuf, process::Command};
 
 use common::{binary::serve, call_probe, TestServer};
 use errmap::{
-    catalogs::{self, Catalogs},
+    catalog_set::{self, Catalogs},
     pb::{
         error_catalog_client::ErrorCatalogClient, get_error_request::Key, GetErrorRequest,
         ListCatalogsRequest, ListErrorsRequest,
     },
-    server::ServerConfig,
     Catalog as _, ErrorCode, ErrorStatusExt,
 };
+use errmap_server::server::ServerConfig;
 use tonic::{Code, Request};
 
 fn root() -> PathBuf {
@@ -63,7 +63,7 @@ fn a_server_with_two_extra_catalogs_answers_by_domain_code_and_name() {
     ]);
     let url = served.url();
     tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let mut client = ErrorCatalogClient::connect(url).await.unwrap();
+        let mut client = common::catalog_client(url).await.unwrap();
         let get = |key: Key, domain: Option<&str>| GetErrorRequest {
             key: Some(key),
             domain: domain.map(str::to_owned),
@@ -175,7 +175,7 @@ fn without_the_default_catalog_the_first_loaded_one_is_the_default() {
     let mut served = serve(&["--catalog", shop.to_str().unwrap(), "--no-default-catalog"]);
     let url = served.url();
     tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let mut client = ErrorCatalogClient::connect(url).await.unwrap();
+        let mut client = common::catalog_client(url).await.unwrap();
         let found = client
             .get_error(GetErrorRequest {
                 key: Some(Key::Code(3)),
@@ -311,7 +311,7 @@ fn the_cli_reads_a_catalog_file_offline() {
 
 #[tokio::test]
 async fn the_layer_passes_statuses_of_every_loaded_domain_and_rewrites_others() {
-    let tables = catalogs::load_descriptor_set(
+    let tables = catalog_set::load_descriptor_set(
         &descriptor_set("examples/shop/proto", "shop/v1/shop.proto"),
         "shop.binpb",
     )
@@ -341,7 +341,7 @@ async fn the_layer_passes_statuses_of_every_loaded_domain_and_rewrites_others() 
     );
 
     // A catalog the server does not know is rewritten.
-    let other = catalogs::load_descriptor_set(
+    let other = catalog_set::load_descriptor_set(
         &descriptor_set("errmap-build/tests/fixtures", "legacy.proto"),
         "legacy.binpb",
     )

@@ -174,9 +174,7 @@ fn serve_prints_its_address_answers_and_exits_0_on_sigterm() {
     // A real gRPC call.
     let rt = tokio::runtime::Runtime::new().unwrap();
     let status = rt.block_on(async {
-        let mut client = errmap::pb::error_catalog_client::ErrorCatalogClient::connect(url.clone())
-            .await
-            .unwrap();
+        let mut client = common::catalog_client(url.clone()).await.unwrap();
         let found = client
             .get_error(errmap::pb::GetErrorRequest {
                 key: Some(errmap::pb::get_error_request::Key::Code(11)),
@@ -461,10 +459,7 @@ fn log_format_json_writes_one_object_per_line_with_the_span_fields() {
     );
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let mut client =
-            errmap::pb::error_catalog_client::ErrorCatalogClient::connect(served.url())
-                .await
-                .unwrap();
+        let mut client = common::catalog_client(served.url()).await.unwrap();
         let mut request = tonic::Request::new(errmap::pb::GetErrorRequest {
             key: Some(errmap::pb::get_error_request::Key::Code(11)),
             domain: None,
@@ -506,7 +501,7 @@ fn log_format_json_writes_one_object_per_line_with_the_span_fields() {
 #[test]
 fn lookup_retries_what_the_server_asks_to_retry() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let mut config = errmap::server::ServerConfig::default();
+    let mut config = errmap_server::server::ServerConfig::default();
     config.concurrency_limit = 1;
     let server = rt.block_on(common::TestServer::start(config));
     let url = format!("http://{}", server.addr);
@@ -569,9 +564,7 @@ fn refused_tokens_cannot_forge_log_lines_and_logs_have_no_colours() {
     let token = format!("{header}.{}.c2ln", b64("{\"exp\":99999999999}"));
     let url = served.url();
     let status = tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let mut client = errmap::pb::error_catalog_client::ErrorCatalogClient::connect(url)
-            .await
-            .unwrap();
+        let mut client = common::catalog_client(url).await.unwrap();
         let mut request = tonic::Request::new(errmap::pb::GetErrorRequest {
             key: Some(errmap::pb::get_error_request::Key::Code(1)),
             domain: None,

@@ -8,17 +8,17 @@ use std::time::{Duration, Instant};
 
 use common::TestServer;
 use errmap::{
-    client::{Attempts, RetryLayer, RetryPolicy, PREVIOUS_ATTEMPTS},
     pb::{error_catalog_client::ErrorCatalogClient, get_error_request::Key, GetErrorRequest},
-    server::ServerConfig,
     ErrorCode, ErrorStatusExt as _,
 };
+use errmap_client::{Attempts, RetryLayer, RetryPolicy, PREVIOUS_ATTEMPTS};
+use errmap_server::server::ServerConfig;
 use tonic::{transport::Channel, Request};
 
 fn client(
     channel: Channel,
     policy: RetryPolicy,
-) -> ErrorCatalogClient<errmap::client::Retry<Channel>> {
+) -> ErrorCatalogClient<errmap_client::Retry<Channel>> {
     ErrorCatalogClient::new(
         tower::ServiceBuilder::new()
             .layer(RetryLayer::new(policy))

@@ -8,11 +8,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{binary, TestServer};
 use errmap::{
+    pb::{error_catalog_client::ErrorCatalogClient, get_error_request::Key, GetErrorRequest},
+    Catalog as _, ErrorCode, ErrorStatusExt as _,
+};
+use errmap_server::{
     auth::{AuthInterceptor, JwtVerifier},
     http_error::Shape,
-    pb::{error_catalog_client::ErrorCatalogClient, get_error_request::Key, GetErrorRequest},
     server::ServerConfig,
-    Catalog as _, ErrorCode, ErrorStatusExt as _,
 };
 use http_body_util::BodyExt as _;
 use serde_json::Value;
@@ -400,7 +402,7 @@ fn with_public_url_every_error_links_to_its_page_and_the_link_resolves() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let url = served.url();
-        let mut client = ErrorCatalogClient::connect(url.clone()).await.unwrap();
+        let mut client = common::catalog_client(url.clone()).await.unwrap();
         let status = client
             .get_error(GetErrorRequest {
                 key: Some(Key::Code(48)),
@@ -435,15 +437,15 @@ fn with_public_url_every_error_links_to_its_page_and_the_link_resolves() {
 
 /// The shop's catalog, compiled by protox as `protoc --include_imports`
 /// would, and loaded as `--catalog` loads it.
-fn shop_catalogs() -> errmap::catalogs::Catalogs {
+fn shop_catalogs() -> errmap::catalog_set::Catalogs {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut compiler =
         protox::Compiler::new([root.join("examples/shop/proto"), root.join("proto")]).unwrap();
     compiler.include_imports(true);
     compiler.open_file("shop/v1/shop.proto").unwrap();
     let bytes = compiler.encode_file_descriptor_set();
-    let shop = errmap::catalogs::load_descriptor_set(&bytes, "shop.binpb").unwrap()[0];
-    errmap::catalogs::Catalogs::default()
+    let shop = errmap::catalog_set::load_descriptor_set(&bytes, "shop.binpb").unwrap()[0];
+    errmap::catalog_set::Catalogs::default()
         .with(shop, "shop.binpb")
         .unwrap()
 }

@@ -2,8 +2,8 @@
 //! golden files in tests/golden/ (`UPDATE_GOLDEN=1` rewrites them; review
 //! the diff).
 
-use errmap::http_error::{HttpErrors, Shape};
 use errmap::{Catalog as _, ErrorCode};
+use errmap_server::http_error::{HttpErrors, Shape};
 use tonic::Status;
 
 fn statuses() -> Vec<(&'static str, Status)> {

@@ -73,9 +73,7 @@ fn call(served: &Served, token: &str) -> Option<ErrorCode> {
     tokio::runtime::Runtime::new()
         .unwrap()
         .block_on(async move {
-            let mut client = errmap::pb::error_catalog_client::ErrorCatalogClient::connect(url)
-                .await
-                .unwrap();
+            let mut client = common::catalog_client(url).await.unwrap();
             let mut request = tonic::Request::new(errmap::pb::GetErrorRequest {
                 key: Some(errmap::pb::get_error_request::Key::Code(21)),
                 domain: None,

@@ -10,13 +10,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::{call_probe, TestServer, INTERNAL_SECRET, LOCALIZED_DEVELOPER_MESSAGE};
 use errmap::{
-    auth::{AuthInterceptor, JwtVerifier},
     pb::{
         error_catalog_client::ErrorCatalogClient, get_error_request::Key, GetErrorRequest,
         ListCatalogsRequest, ListErrorsRequest,
     },
-    server::ServerConfig,
     Catalog as _, ErrorCode, ErrorStatusExt as _,
+};
+use errmap_server::{
+    auth::{AuthInterceptor, JwtVerifier},
+    server::ServerConfig,
 };
 use http::uri::PathAndQuery;
 use tonic::{Request, Status};

@@ -11,11 +11,13 @@ use std::{
 
 use common::{call_probe, TestServer};
 use errmap::{
+    pb::{error_catalog_client::ErrorCatalogClient, get_error_request::Key, GetErrorRequest},
+    ErrorCode, ErrorStatusExt as _,
+};
+use errmap_server::{
     auth::{AuthInterceptor, JwtVerifier},
     metrics::Metrics,
-    pb::{error_catalog_client::ErrorCatalogClient, get_error_request::Key, GetErrorRequest},
     server::ServerConfig,
-    ErrorCode, ErrorStatusExt as _,
 };
 use http::uri::PathAndQuery;
 use http_body_util::BodyExt as _;
@@ -106,7 +108,7 @@ async fn a_known_mix_is_counted_by_its_labels() {
     let server = TestServer::start(config).await;
     let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = admin_listener.local_addr().unwrap();
-    tokio::spawn(errmap::admin::serve(
+    tokio::spawn(errmap_server::admin::serve(
         admin_listener,
         metrics.clone(),
         std::future::pending(),
@@ -176,7 +178,7 @@ async fn a_known_mix_is_counted_by_its_labels() {
     }
 
     let (content_type, text) = scrape(admin, None).await;
-    assert_eq!(content_type, errmap::admin::PROMETHEUS_TEXT);
+    assert_eq!(content_type, errmap_server::admin::PROMETHEUS_TEXT);
     assert!(!text.contains("# EOF"));
     let artifacts = concat!(env!("CARGO_MANIFEST_DIR"), "/target/test-artifacts");
     let _ = std::fs::create_dir_all(artifacts);
@@ -297,7 +299,7 @@ async fn the_admin_listener_caps_its_connections_and_the_idlest_yield() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = listener.local_addr().unwrap();
-    tokio::spawn(errmap::admin::serve(
+    tokio::spawn(errmap_server::admin::serve(
         listener,
         Metrics::new(),
         std::future::pending(),
@@ -306,7 +308,7 @@ async fn the_admin_listener_caps_its_connections_and_the_idlest_yield() {
     // cap takes the place of the one idle longest.
     let started = tokio::time::Instant::now();
     let mut idle = Vec::new();
-    for _ in 0..errmap::admin::MAX_ADMIN_CONNECTIONS + 20 {
+    for _ in 0..errmap_server::admin::MAX_ADMIN_CONNECTIONS + 20 {
         idle.push(tokio::net::TcpStream::connect(admin).await.unwrap());
     }
     // A probe is still answered, at once.

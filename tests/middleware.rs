@@ -8,10 +8,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use common::{call_probe, TestServer, INTERNAL_SECRET, PANIC_SECRET, SPECIAL_MESSAGE};
 use errmap::Catalog as _;
 use errmap::{
-    auth::{AuthInterceptor, JwtVerifier},
     pb::{error_catalog_client::ErrorCatalogClient, get_error_request::Key, GetErrorRequest},
-    server::ServerConfig,
     ErrorCode, ErrorStatusExt,
+};
+use errmap_server::{
+    auth::{AuthInterceptor, JwtVerifier},
+    server::ServerConfig,
 };
 use http::uri::PathAndQuery;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};

@@ -13,9 +13,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 use common::{call_probe, TestServer};
 use errmap::{
     pb::{error_catalog_client::ErrorCatalogClient, get_error_request::Key, GetErrorRequest},
-    server::ServerConfig,
     ErrorCode, ErrorStatusExt,
 };
+use errmap_server::server::ServerConfig;
 use http::HeaderValue;
 use prost::Message as _;
 use tokio::net::TcpStream;
@@ -107,10 +107,10 @@ async fn a_duration_of_duration_max_is_refused_at_start_and_a_day_is_served() {
         let error = config.validate().unwrap_err();
         assert_eq!(error.setting, flag);
         assert!(error.to_string().contains("at most a day"), "{error}");
-        let listener = errmap::server::bind("127.0.0.1:0".parse().unwrap())
+        let listener = errmap_server::server::bind("127.0.0.1:0".parse().unwrap())
             .await
             .unwrap();
-        let served = errmap::server::ErrmapServer::new(config)
+        let served = errmap_server::server::ErrmapServer::new(config)
             .serve(listener, std::future::pending())
             .await;
         assert!(served.is_err(), "{flag}: served with Duration::MAX");
@@ -118,7 +118,7 @@ async fn a_duration_of_duration_max_is_refused_at_start_and_a_day_is_served() {
 
     let mut config = ServerConfig::default();
     for (_, set) in settings {
-        set(&mut config, errmap::server::MAX_DURATION);
+        set(&mut config, errmap_server::server::MAX_DURATION);
     }
     let server = TestServer::start(config).await;
     let channel = server.channel().await;

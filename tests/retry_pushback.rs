@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use common::{call_probe, TestServer};
 use errmap::status::RETRY_PUSHBACK_MS;
-use errmap::{server::ServerConfig, Catalog as _, ErrorCode, ErrorStatusExt as _};
+use errmap::{Catalog as _, ErrorCode, ErrorStatusExt as _};
+use errmap_server::server::ServerConfig;
 use tonic::{Request, Status};
 
 fn pushback(status: &Status) -> Vec<String> {

@@ -46,7 +46,7 @@ async fn get_error_by_code_and_by_name_for_every_entry() {
             assert_eq!(d.grpc_code, entry.grpc_code() as i32);
             assert_eq!(
                 d.grpc_code_name,
-                errmap::service::grpc_code_name(entry.grpc_code())
+                errmap_server::service::grpc_code_name(entry.grpc_code())
             );
             assert_eq!(d.http_status, i32::from(entry.http_status()));
             assert_eq!(d.domain, DOMAIN);
@@ -301,7 +301,7 @@ async fn graceful_shutdown_finishes_the_in_flight_call() {
 
 #[tokio::test]
 async fn shutdown_gives_up_after_the_grace_period() {
-    let mut config = errmap::server::ServerConfig::default();
+    let mut config = errmap_server::server::ServerConfig::default();
     config.grace_period = Duration::from_millis(200);
     let mut server = TestServer::start(config).await;
     let channel = server.channel().await;

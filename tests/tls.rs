@@ -11,7 +11,7 @@ use std::{
 };
 
 use common::{binary::serve, call_probe, TestServer};
-use errmap::{server::ServerConfig, tls::TlsConfig};
+use errmap_server::{server::ServerConfig, tls::TlsConfig};
 use rcgen::{
     BasicConstraints, Certificate, CertificateParams, DnType, IsCa, KeyPair, SanType, SerialNumber,
 };

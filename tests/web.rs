@@ -10,11 +10,13 @@ use std::{collections::HashMap, net::SocketAddr, time::Duration};
 use base64::Engine as _;
 use common::TestServer;
 use errmap::{
-    auth::{AuthInterceptor, JwtVerifier},
     pb::{get_error_request::Key, GetErrorRequest, GetErrorResponse},
+    Catalog as _, ErrorCode, ErrorStatusExt as _,
+};
+use errmap_server::{
+    auth::{AuthInterceptor, JwtVerifier},
     server::ServerConfig,
     web::{CorsConfig, ALLOW_HEADERS, EXPOSE_HEADERS},
-    Catalog as _, ErrorCode, ErrorStatusExt as _,
 };
 use prost::Message as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -52,13 +52,14 @@ use std::{
     path::{Path, PathBuf},
 };
 
-pub mod spec;
+/// The catalog rules (the `errmap-spec` crate, shared with the runtime).
+pub use errmap_spec as spec;
 
 pub use spec::{CatalogErrors, CatalogSpec, EntrySpec};
 
 /// `errmap/v1/options.proto`, the options every catalog imports. The
 /// builder puts it on the include path, so a team needs no copy.
-pub const OPTIONS_PROTO: &str = include_str!("../../proto/errmap/v1/options.proto");
+pub const OPTIONS_PROTO: &str = include_str!("../proto/errmap/v1/options.proto");
 
 /// Why a build failed. Each variant's message names the file, and for
 /// catalog problems the enum and the value.

@@ -29,10 +29,10 @@ use std::{
 };
 
 use errmap::Catalog as _;
-use errmap::{
+use errmap::ErrorCode;
+use errmap_server::{
     auth::{AuthInterceptor, Claims, JwtVerifier},
     server::{ErrmapServer, ServerConfig},
-    ErrorCode,
 };
 use tonic::{metadata::MetadataMap, Request, Response, Status};
 
@@ -425,7 +425,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .as_deref()
         .unwrap_or("127.0.0.1:50052")
         .parse()?;
-    let listener = errmap::server::bind(addr).await?;
+    let listener = errmap_server::server::bind(addr).await?;
     println!("{}", listener.local_addr()?);
     server(Store::seeded())
         .serve(listener, async {
@@ -450,7 +450,7 @@ mod tests {
 
     impl Running {
         async fn start() -> Self {
-            let listener = errmap::server::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            let listener = errmap_server::server::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
                 .await
                 .unwrap();
             let addr = listener.local_addr().unwrap();

@@ -20,8 +20,8 @@ use std::{
     time::Duration,
 };
 
-use errmap::server::{self, ErrmapServer, ServerConfig};
 use errmap::Catalog as _;
+use errmap_server::server::{self, ErrmapServer, ServerConfig};
 use http::uri::PathAndQuery;
 use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::{
@@ -433,7 +433,7 @@ impl UnaryService<String> for ProbeHandler {
                 "Peer" => Ok(Response::new(
                     request
                         .extensions()
-                        .get::<errmap::tls::PeerInfo>()
+                        .get::<errmap_server::tls::PeerInfo>()
                         .and_then(|peer| peer.identity.as_ref())
                         .map(|id| format!("{} {}", id.subject, id.sans.join(",")))
                         .unwrap_or_else(|| "anonymous".to_owned()),
@@ -452,4 +452,20 @@ impl UnaryService<String> for ProbeHandler {
             result
         })
     }
+}
+
+/// A lookup client on a new channel to `url`: what the generated
+/// `ErrorCatalogClient::connect` did before the light `errmap` crate took
+/// tonic without its transport.
+pub async fn catalog_client(
+    url: impl Into<String>,
+) -> Result<errmap::pb::error_catalog_client::ErrorCatalogClient<Channel>, tonic::transport::Error>
+{
+    let channel = Channel::from_shared(url.into())
+        .expect("a valid URL")
+        .connect()
+        .await?;
+    Ok(errmap::pb::error_catalog_client::ErrorCatalogClient::new(
+        channel,
+    ))
 }

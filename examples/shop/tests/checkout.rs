@@ -6,11 +6,12 @@
 use std::net::SocketAddr;
 
 use errmap::{
-    catalogs::Catalogs,
+    catalog_set::Catalogs,
     pb::{error_catalog_client::ErrorCatalogClient, get_error_request::Key, GetErrorRequest},
-    server::{self, ErrmapServer, ServerConfig},
     Catalog as _, ErrorCode, ErrorStatusExt,
 };
+
+use errmap_server::server::{self, ErrmapServer, ServerConfig};
 use shop_example::{
     pb::{checkout_client::CheckoutClient, checkout_server::CheckoutServer, PlaceOrderRequest},
     Checkout, ShopError, FILE_DESCRIPTOR_SET,

@@ -1,0 +1,878 @@
+//! Metrics: calls counted by method, gRPC code, and catalog reason and
+//! domain, in the Prometheus text format.
+//!
+//! [`MetricsLayer`] goes outside the response layer
+//! ([`ErrorLayer`](crate::layer::ErrorLayer)). It puts an
+//! [`OutcomeSlot`] into each request, and the response layer fills it with
+//! the code, domain and reason it found or made. So a reason is read from
+//! the status that layer already holds, never by decoding the details a
+//! second time. The families, in OpenTelemetry's names:
+//!
+//! - `rpc_server_call_duration_seconds` (histogram), labelled
+//!   `rpc_method` (`/pkg.Service/Method`), `rpc_status_code` (`OK`,
+//!   `NOT_FOUND`, …), `error_reason` (empty on OK) and `error_domain`;
+//! - `errmap_calls_in_flight`, `errmap_admission_shed_total`,
+//!   `errmap_intake_bytes`, `errmap_intake_refused_total`,
+//!   `errmap_auth_refusals_total{reason}`, `errmap_catalog_info{domain,hash}`,
+//!   `errmap_retried_calls_total` (calls that arrived with
+//!   `grpc-previous-rpc-attempts` above 0: clients retrying);
+//! - `process_resident_memory_bytes`, `process_open_fds`,
+//!   `process_cpu_seconds_total`, read from `/proc` at each scrape.
+//!
+//! Cardinality is bounded:
+//! - a method the server does not serve is `rpc_method="other"`;
+//! - a reason or domain is always one of a loaded catalog, or empty.
+//!
+//! The crate is `prometheus-client`: the Prometheus project's own Rust
+//! client. It is OpenMetrics-native, its label sets are typed, and it keeps
+//! no global registry, so every server, and every test, has its own.
+
+use std::{
+    collections::HashSet,
+    fmt::Write as _,
+    future::Future,
+    pin::Pin,
+    sync::{Arc, Mutex, OnceLock},
+    task::{ready, Context, Poll},
+    time::Instant,
+};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{exponential_buckets, Histogram},
+    },
+    registry::Registry,
+};
+use tonic::Code;
+use tower::{Layer, Service};
+
+use errmap::{catalog::grpc_code_name, catalog_set::Catalogs};
+
+use crate::{
+    admission::Admission,
+    auth::AuthInterceptor,
+    layer::{Outcome, OutcomeSlot},
+};
+
+/// The labels of a call.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    rpc_method: &'static str,
+    rpc_status_code: &'static str,
+    error_reason: &'static str,
+    error_domain: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CatalogLabels {
+    domain: String,
+    hash: String,
+}
+
+fn call_histogram() -> Histogram {
+    // 100 µs to ~13 s.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 18))
+}
+
+/// The parts of the server the scrape reads.
+#[derive(Debug, Clone)]
+struct Sources {
+    admission: Admission,
+    auth: Option<AuthInterceptor>,
+}
+
+struct Inner {
+    registry: Registry,
+    calls: Family<CallLabels, Histogram, fn() -> Histogram>,
+    in_flight: Gauge,
+    shed: Counter,
+    intake_bytes: Gauge,
+    intake_refused: Counter,
+    auth_refusals: Family<ReasonLabel, Counter>,
+    retries: Counter,
+    catalog_info: Family<CatalogLabels, Gauge>,
+    resident: Gauge,
+    open_fds: Gauge,
+    cpu: Counter<f64, std::sync::atomic::AtomicU64>,
+    /// What the counters of the sources read last, to add the difference.
+    last: Mutex<Last>,
+    /// The served methods, interned; other paths are "other".
+    methods: OnceLock<HashSet<&'static str>>,
+    sources: OnceLock<Sources>,
+}
+
+#[derive(Default)]
+struct Last {
+    shed: u64,
+    intake_refused: u64,
+    auth: [u64; 3],
+    cpu: f64,
+}
+
+/// A server's metrics: see the [module docs](self). Cheap to clone.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Empty metrics; [`ErrmapServer`](crate::server::ErrmapServer) attaches
+    /// its methods, catalogs, admission and auth when it starts.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let calls = Family::<CallLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            call_histogram,
+        );
+        registry.register(
+            "rpc_server_call_duration_seconds",
+            "Duration of calls, by method, gRPC code and catalog reason",
+            calls.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "errmap_calls_in_flight",
+            "Calls in intake, running or streaming",
+            in_flight.clone(),
+        );
+        let shed = Counter::default();
+        registry.register(
+            "errmap_admission_shed",
+            "Calls shed with 44 because no place was free",
+            shed.clone(),
+        );
+        let intake_bytes = Gauge::default();
+        registry.register(
+            "errmap_intake_bytes",
+            "Header and body bytes held by calls whose request has not arrived, as the intake memory budget counts them",
+            intake_bytes.clone(),
+        );
+        let intake_refused = Counter::default();
+        registry.register(
+            "errmap_intake_refused",
+            "Calls in intake refused with 44 to keep within the intake memory budget",
+            intake_refused.clone(),
+        );
+        let retries = Counter::default();
+        registry.register(
+            "errmap_retried_calls",
+            "Calls that arrived as retries (grpc-previous-rpc-attempts above 0)",
+            retries.clone(),
+        );
+        let auth_refusals = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "errmap_auth_refusals",
+            "Calls the auth interceptor refused, by reason",
+            auth_refusals.clone(),
+        );
+        let catalog_info = Family::<CatalogLabels, Gauge>::default();
+        registry.register(
+            "errmap_catalog_info",
+            "The catalogs served, by domain and content hash",
+            catalog_info.clone(),
+        );
+        let resident = Gauge::default();
+        registry.register(
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes",
+            resident.clone(),
+        );
+        let open_fds = Gauge::default();
+        registry.register(
+            "process_open_fds",
+            "Number of open file descriptors",
+            open_fds.clone(),
+        );
+        let cpu = Counter::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "process_cpu_seconds",
+            "User and system CPU time spent in seconds",
+            cpu.clone(),
+        );
+        Self {
+            inner: Arc::new(Inner {
+                registry,
+                calls,
+                in_flight,
+                shed,
+                intake_bytes,
+                intake_refused,
+                auth_refusals,
+                retries,
+                catalog_info,
+                resident,
+                open_fds,
+                cpu,
+                last: Mutex::new(Last::default()),
+                methods: OnceLock::new(),
+                sources: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// Attaches what the server serves. Called once by the server; later
+    /// calls are ignored.
+    pub(crate) fn attach(
+        &self,
+        methods: impl IntoIterator<Item = String>,
+        catalogs: &Catalogs,
+        admission: Admission,
+        auth: Option<AuthInterceptor>,
+    ) {
+        let methods: HashSet<&'static str> = methods
+            .into_iter()
+            .map(|m| &*Box::leak(m.into_boxed_str()))
+            .collect();
+        if self.inner.methods.set(methods).is_err() {
+            return;
+        }
+        for table in catalogs.tables() {
+            self.inner
+                .catalog_info
+                .get_or_create(&CatalogLabels {
+                    domain: table.domain().to_owned(),
+                    hash: format!("{:016x}", table.content_hash()),
+                })
+                .set(1);
+        }
+        let _ = self.inner.sources.set(Sources { admission, auth });
+    }
+
+    /// Whether the server is ready: attached and not draining.
+    pub fn is_ready(&self) -> bool {
+        self.inner
+            .sources
+            .get()
+            .is_some_and(|s| !s.admission.is_draining())
+    }
+
+    /// The layer that times calls; put it outside the response layer.
+    pub fn layer(&self) -> MetricsLayer {
+        MetricsLayer {
+            metrics: Some(self.clone()),
+            trace: true,
+        }
+    }
+
+    fn method_label(&self, path: &str) -> &'static str {
+        self.inner
+            .methods
+            .get()
+            .and_then(|m| m.get(path).copied())
+            .unwrap_or("other")
+    }
+
+    /// Records one call with these labels, as the layer does. For
+    /// benchmarks (the memory of many label sets); the layer is the way in.
+    #[doc(hidden)]
+    pub fn record_labels(
+        &self,
+        method: &'static str,
+        code: Code,
+        domain: &'static str,
+        reason: &'static str,
+        seconds: f64,
+    ) {
+        let labels = CallLabels {
+            rpc_method: method,
+            rpc_status_code: grpc_code_name(code),
+            error_reason: reason,
+            error_domain: domain,
+        };
+        self.inner.calls.get_or_create(&labels).observe(seconds);
+    }
+
+    fn record(&self, method: &'static str, outcome: Outcome, started: Instant) {
+        let labels = CallLabels {
+            rpc_method: method,
+            rpc_status_code: grpc_code_name(outcome.code),
+            error_reason: outcome.reason,
+            error_domain: outcome.domain,
+        };
+        self.inner
+            .calls
+            .get_or_create(&labels)
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// The metrics in the OpenMetrics text format (ending in `# EOF`), or,
+    /// with `openmetrics` false, in the Prometheus text format 0.0.4.
+    pub fn encode(&self, openmetrics: bool) -> String {
+        self.refresh();
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.inner.registry).is_err() {
+            return String::new();
+        }
+        if openmetrics {
+            out
+        } else {
+            openmetrics_to_prometheus_text(&out)
+        }
+    }
+
+    /// Reads the sources and `/proc` into the gauges and counters.
+    fn refresh(&self) {
+        let inner = &self.inner;
+        let Ok(mut last) = inner.last.lock() else {
+            return;
+        };
+        if let Some(sources) = inner.sources.get() {
+            inner.in_flight.set(sources.admission.in_flight() as i64);
+            let shed = sources.admission.shed();
+            inner.shed.inc_by(shed.saturating_sub(last.shed));
+            last.shed = shed;
+            inner
+                .intake_bytes
+                .set(sources.admission.intake_bytes() as i64);
+            let refused = sources.admission.intake_refused();
+            inner
+                .intake_refused
+                .inc_by(refused.saturating_sub(last.intake_refused));
+            last.intake_refused = refused;
+            if let Some(auth) = &sources.auth {
+                for (i, (reason, n)) in auth.refusals_by_reason().into_iter().enumerate() {
+                    let counter = inner.auth_refusals.get_or_create(&ReasonLabel { reason });
+                    counter.inc_by(n.saturating_sub(last.auth[i]));
+                    last.auth[i] = n;
+                }
+            }
+        }
+        if let Some(process) = read_process() {
+            inner.resident.set(process.resident_bytes as i64);
+            inner.open_fds.set(process.open_fds as i64);
+            if process.cpu_seconds > last.cpu {
+                inner.cpu.inc_by(process.cpu_seconds - last.cpu);
+                last.cpu = process.cpu_seconds;
+            }
+        }
+    }
+}
+
+struct Process {
+    resident_bytes: u64,
+    open_fds: u64,
+    cpu_seconds: f64,
+}
+
+/// This process's RSS, open descriptors and CPU time, from `/proc`.
+fn read_process() -> Option<Process> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let resident_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    let open_fds = std::fs::read_dir("/proc/self/fd").ok()?.count() as u64;
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces): utime and
+    // stime are the 12th and 13th after the closing parenthesis.
+    let after = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(Process {
+        resident_bytes: resident_kib * 1024,
+        open_fds,
+        cpu_seconds: ticks / 100.0,
+    })
+}
+
+/// Observes every call: a `tracing` span with OpenTelemetry's attribute
+/// names, and, with metrics, its time and outcome. Made by
+/// [`Metrics::layer`], [`MetricsLayer::tracing_only`], or
+/// [`MetricsLayer::disabled`] for a layer that does nothing.
+///
+/// The span is `rpc` at INFO: `rpc.system = "grpc"`, `rpc.service`,
+/// `rpc.method`, `rpc.status_code` (the code's name), `error.type` (set only
+/// on error, to the code's name), and errmap's own `errmap.error.reason` and
+/// `errmap.error.domain`. An incoming W3C `traceparent` is recorded as
+/// `trace_id` and `parent_span_id`, so that logs can be joined to the
+/// caller's trace. Log lines made while the call runs carry these fields.
+#[derive(Debug, Clone)]
+pub struct MetricsLayer {
+    metrics: Option<Metrics>,
+    trace: bool,
+}
+
+impl MetricsLayer {
+    /// A layer that passes every call through and records nothing.
+    pub fn disabled() -> Self {
+        Self {
+            metrics: None,
+            trace: false,
+        }
+    }
+
+    /// Spans, no metrics.
+    pub fn tracing_only() -> Self {
+        Self {
+            metrics: None,
+            trace: true,
+        }
+    }
+}
+
+impl<S> Layer<S> for MetricsLayer {
+    type Service = MetricsService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        MetricsService {
+            inner,
+            metrics: self.metrics.clone(),
+            trace: self.trace,
+        }
+    }
+}
+
+/// The service made by [`MetricsLayer`].
+#[derive(Debug, Clone)]
+pub struct MetricsService<S> {
+    inner: S,
+    metrics: Option<Metrics>,
+    trace: bool,
+}
+
+/// A call being observed: recorded once, when its status is known or when
+/// it is dropped before.
+struct Timing {
+    metrics: Option<Metrics>,
+    span: tracing::Span,
+    method: &'static str,
+    slot: OutcomeSlot,
+    started: Instant,
+    done: bool,
+}
+
+impl Timing {
+    fn finish(&mut self, fallback: Code) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        let outcome = self.slot.get().unwrap_or(Outcome {
+            code: fallback,
+            domain: "",
+            reason: "",
+        });
+        if !self.span.is_disabled() {
+            let name = grpc_code_name(outcome.code);
+            self.span.record("rpc.status_code", name);
+            if outcome.code != Code::Ok {
+                self.span.record("error.type", name);
+            }
+            if !outcome.reason.is_empty() {
+                self.span.record("errmap.error.reason", outcome.reason);
+                self.span.record("errmap.error.domain", outcome.domain);
+            }
+        }
+        if let Some(metrics) = &self.metrics {
+            metrics.record(self.method, outcome, self.started);
+        }
+    }
+}
+
+/// The trace and parent span ids of a W3C `traceparent`
+/// (`00-<32 hex>-<16 hex>-<2 hex>`), if it is well-formed.
+fn traceparent(headers: &http::HeaderMap) -> Option<(&str, &str)> {
+    let value = headers.get("traceparent")?.to_str().ok()?;
+    let mut parts = value.trim().split('-');
+    let (version, trace, parent, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    };
+    let valid = hex(version, 2)
+        && version != "ff"
+        && hex(trace, 32)
+        && trace.bytes().any(|b| b != b'0')
+        && hex(parent, 16)
+        && parent.bytes().any(|b| b != b'0')
+        && hex(flags, 2)
+        && (version != "00" || parts.next().is_none());
+    valid.then_some((trace, parent))
+}
+
+/// `rpc.service` and `rpc.method` of a path, escaped and bounded: peers
+/// choose paths.
+fn service_and_method(path: &str) -> (String, String) {
+    let path = errmap::status::cut_at_char_boundary(path.trim_start_matches('/'), 200);
+    let (service, method) = path.split_once('/').unwrap_or((path, ""));
+    (
+        crate::sanitize::escape(service).into_owned(),
+        crate::sanitize::escape(method).into_owned(),
+    )
+}
+
+impl Drop for Timing {
+    fn drop(&mut self) {
+        // Dropped before a status: the client went away.
+        self.finish(Code::Cancelled);
+    }
+}
+
+fn status_in(headers: &http::HeaderMap) -> Option<Code> {
+    headers
+        .get("grpc-status")
+        .map(|v| Code::from_bytes(v.as_bytes()))
+}
+
+impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for MetricsService<S>
+where
+    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    ResBody: Body<Data = Bytes>,
+{
+    type Response = http::Response<MetricsBody<ResBody>>;
+    type Error = S::Error;
+    type Future = MetricsFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
+        if self.metrics.is_none() && !self.trace {
+            return MetricsFuture {
+                future: self.inner.call(request),
+                timing: None,
+            };
+        }
+        let slot = OutcomeSlot::new();
+        request.extensions_mut().insert(slot.clone());
+        if let Some(metrics) = &self.metrics {
+            let retried = request
+                .headers()
+                .get(errmap::headers::PREVIOUS_ATTEMPTS)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u32>().ok())
+                .is_some_and(|n| n > 0);
+            if retried {
+                metrics.inner.retries.inc();
+            }
+        }
+        let span = if self.trace {
+            let span = tracing::info_span!(
+                "rpc",
+                otel.kind = "server",
+                rpc.system = "grpc",
+                rpc.service = tracing::field::Empty,
+                rpc.method = tracing::field::Empty,
+                rpc.status_code = tracing::field::Empty,
+                error.type = tracing::field::Empty,
+                errmap.error.reason = tracing::field::Empty,
+                errmap.error.domain = tracing::field::Empty,
+                trace_id = tracing::field::Empty,
+                parent_span_id = tracing::field::Empty,
+            );
+            // The fields cost an escape and two strings: only for a span
+            // someone listens to.
+            if !span.is_disabled() {
+                let (service, method) = service_and_method(request.uri().path());
+                span.record("rpc.service", service.as_str());
+                span.record("rpc.method", method.as_str());
+                if let Some((trace, parent)) = traceparent(request.headers()) {
+                    span.record("trace_id", trace);
+                    span.record("parent_span_id", parent);
+                }
+            }
+            span
+        } else {
+            tracing::Span::none()
+        };
+        let timing = Timing {
+            method: self
+                .metrics
+                .as_ref()
+                .map_or("other", |m| m.method_label(request.uri().path())),
+            metrics: self.metrics.clone(),
+            span,
+            slot,
+            started: Instant::now(),
+            done: false,
+        };
+        let future = {
+            let _enter = timing.span.enter();
+            self.inner.call(request)
+        };
+        MetricsFuture {
+            future,
+            timing: Some(timing),
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`MetricsService`].
+    pub struct MetricsFuture<F> {
+        #[pin]
+        future: F,
+        timing: Option<Timing>,
+    }
+}
+
+impl<F, B, E> Future for MetricsFuture<F>
+where
+    F: Future<Output = Result<http::Response<B>, E>>,
+{
+    type Output = Result<http::Response<MetricsBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let polled = {
+            let _enter = this.timing.as_ref().map(|t| t.span.enter());
+            this.future.poll(cx)
+        };
+        let result = ready!(polled);
+        let mut timing = this.timing.take();
+        Poll::Ready(match result {
+            Ok(response) => {
+                if let (Some(code), Some(t)) = (status_in(response.headers()), timing.as_mut()) {
+                    // Trailers-only: the status is known now.
+                    t.finish(code);
+                }
+                Ok(response.map(|inner| MetricsBody { inner, timing }))
+            }
+            Err(error) => {
+                if let Some(t) = timing.as_mut() {
+                    t.finish(Code::Unknown);
+                }
+                Err(error)
+            }
+        })
+    }
+}
+
+pin_project! {
+    /// The response body of [`MetricsService`]: records the call when the
+    /// trailers pass.
+    pub struct MetricsBody<B> {
+        #[pin]
+        inner: B,
+        timing: Option<Timing>,
+    }
+}
+
+impl<B: Body<Data = Bytes>> Body for MetricsBody<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.project();
+        let polled = {
+            let _enter = this.timing.as_ref().map(|t| t.span.enter());
+            this.inner.poll_frame(cx)
+        };
+        let frame = ready!(polled);
+        match &frame {
+            Some(Ok(f)) => {
+                if let (Some(trailers), Some(t)) = (f.trailers_ref(), this.timing.as_mut()) {
+                    t.finish(status_in(trailers).unwrap_or(Code::Unknown));
+                }
+            }
+            Some(Err(_)) => {
+                if let Some(t) = this.timing.as_mut() {
+                    t.finish(Code::Unknown);
+                }
+            }
+            None => {
+                if let Some(t) = this.timing.as_mut() {
+                    t.finish(Code::Unknown);
+                }
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B: Default> Default for MetricsBody<B> {
+    fn default() -> Self {
+        Self {
+            inner: B::default(),
+            timing: None,
+        }
+    }
+}
+
+/// What prometheus-client writes (OpenMetrics text) in the Prometheus text
+/// format 0.0.4. A family's HELP and TYPE lines name it as its samples
+/// are named there: a counter's samples end in `_total`, so its metadata
+/// must too (`# TYPE x counter` above `x_total` is read as an untyped
+/// family by Prometheus' own parsers). An `info` family is a `gauge` named
+/// `x_info`, `unknown` is `untyped`; UNIT lines and the EOF marker, which
+/// 0.0.4 does not have, are dropped.
+fn openmetrics_to_prometheus_text(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    // A HELP line waits for its TYPE line, which decides the name.
+    let mut help: Option<(&str, &str)> = None;
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            if let Some((name, text)) = help.take() {
+                let _ = writeln!(out, "# HELP {name} {text}");
+            }
+            help = rest.split_once(' ').or(Some((rest, "")));
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "untyped"));
+            let (suffix, kind) = match kind {
+                "counter" => ("_total", "counter"),
+                "info" => ("_info", "gauge"),
+                "unknown" => ("", "untyped"),
+                other => ("", other),
+            };
+            if let Some((help_name, text)) = help.take() {
+                let renamed = if help_name == name { suffix } else { "" };
+                let _ = writeln!(out, "# HELP {help_name}{renamed} {text}");
+            }
+            let _ = writeln!(out, "# TYPE {name}{suffix} {kind}");
+            continue;
+        }
+        if let Some((name, text)) = help.take() {
+            let _ = writeln!(out, "# HELP {name} {text}");
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    if let Some((name, text)) = help {
+        let _ = writeln!(out, "# HELP {name} {text}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_text_names_each_family_as_its_samples() {
+        let openmetrics = "# HELP shed Calls shed.\n# TYPE shed counter\nshed_total 3\n\
+                           # HELP up Up.\n# TYPE up gauge\n# UNIT up seconds\nup 1\n\
+                           # HELP build Build.\n# TYPE build info\nbuild_info{v=\"1\"} 1\n\
+                           # TYPE odd unknown\nodd 2\n# EOF\n";
+        assert_eq!(
+            openmetrics_to_prometheus_text(openmetrics),
+            "# HELP shed_total Calls shed.\n# TYPE shed_total counter\nshed_total 3\n\
+             # HELP up Up.\n# TYPE up gauge\nup 1\n\
+             # HELP build_info Build.\n# TYPE build_info gauge\nbuild_info{v=\"1\"} 1\n\
+             # TYPE odd untyped\nodd 2\n"
+        );
+    }
+
+    /// Every TYPE line of the 0.0.4 text names a family whose samples
+    /// follow it, by that name or, for a histogram, its suffixes.
+    #[test]
+    fn every_type_line_of_the_0_0_4_text_names_its_samples() {
+        let metrics = Metrics::new();
+        metrics.record_labels(
+            "/errmap.v1.ErrorCatalog/GetError",
+            Code::NotFound,
+            "auth.errmap.dev",
+            "API_ITEM_NOT_FOUND",
+            0.001,
+        );
+        let text = metrics.encode(false);
+        let mut family: Option<(String, String)> = None;
+        let mut typed = 0;
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap();
+                family = Some((name.to_owned(), kind.to_owned()));
+                typed += 1;
+            } else if !line.starts_with('#') {
+                let sample = line.split(['{', ' ']).next().unwrap();
+                let (name, kind) = family.as_ref().expect("a TYPE line first");
+                let allowed: &[&str] = match kind.as_str() {
+                    "histogram" => &["_bucket", "_sum", "_count"],
+                    _ => &[""],
+                };
+                assert!(
+                    allowed.iter().any(|s| sample == format!("{name}{s}")),
+                    "{sample} under # TYPE {name} {kind}\n{text}"
+                );
+            }
+        }
+        assert!(typed >= 8, "{text}");
+        assert!(
+            text.contains("# TYPE errmap_admission_shed_total counter\n"),
+            "{text}"
+        );
+        assert!(!text.contains("# EOF"));
+    }
+
+    #[test]
+    fn traceparent_is_read_only_when_well_formed() {
+        let headers = |v: &str| {
+            let mut h = http::HeaderMap::new();
+            h.insert("traceparent", v.parse().unwrap());
+            h
+        };
+        let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(
+            traceparent(&headers(good)),
+            Some(("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"))
+        );
+        for bad in [
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4bf92f35-00f067aa0ba902b7-01",
+            "garbage",
+        ] {
+            assert_eq!(traceparent(&headers(bad)), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn paths_are_escaped_and_bounded_in_spans() {
+        let (service, method) = service_and_method("/errmap.v1.ErrorCatalog/GetError");
+        assert_eq!(
+            (service.as_str(), method.as_str()),
+            ("errmap.v1.ErrorCatalog", "GetError")
+        );
+        let (_, method) = service_and_method(&format!("/s/{}\u{1b}[31m", "m".repeat(500)));
+        assert!(method.len() < 260);
+        assert!(!method.contains('\u{1b}'));
+    }
+}

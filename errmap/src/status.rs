@@ -1,0 +1,741 @@
+//! Building `tonic::Status` values from catalog codes.
+//!
+//! A status for a bare code is made from bytes encoded once per code and
+//! shared afterwards, so [`Catalog::to_status`](crate::Catalog::to_status) costs one small `String`
+//! (tonic owns the message) and no protobuf encoding. The
+//! [`StatusBuilder`] covers the richer cases: a developer message of the
+//! caller's, `ErrorInfo` metadata, `BadRequest` field violations, `Help`
+//! links and extra response metadata.
+//!
+//! What is sent (docs/design.md §2): `grpc-status` is the code's gRPC code,
+//! `grpc-message` the message, and `grpc-status-details-bin` a
+//! `google.rpc.Status` with the same code and message, holding one
+//! `ErrorInfo` (reason, domain, `metadata["code"]`), one `LocalizedMessage`
+//! (`en-US`, or the caller's locale: [`StatusBuilder::locale`],
+//! [`Catalog::to_status_for`](crate::Catalog::to_status_for)), a `RetryInfo` where the catalog has a delay,
+//! and the caller's `BadRequest` and `Help` where given. Every code has one
+//! pre-encoded status per locale of its catalog.
+//!
+//! ```
+//! use errmap::{Catalog, ErrorCode, ErrorStatusExt};
+//!
+//! # fn main() -> Result<(), errmap::BuildError> {
+//! // The common case: a bare code.
+//! let status = tonic::Status::from(ErrorCode::AuthExpiredToken);
+//! assert_eq!(status.code(), tonic::Code::Unauthenticated);
+//! assert_eq!(status.error_code(), Some(ErrorCode::AuthExpiredToken));
+//!
+//! // The rich case.
+//! let status = ErrorCode::AuthPasswordInvalid
+//!     .builder()
+//!     .message("password must be at least 6 characters long")
+//!     .metadata("minLength", "6")
+//!     .field_violation("password", "too short")
+//!     .help_link("Password rules", "https://example.com/docs/passwords")
+//!     .build()?;
+//! let details = status.error_details().unwrap();
+//! assert_eq!(details.error_info().unwrap().metadata["minLength"], "6");
+//! assert_eq!(details.bad_request().unwrap().field_violations[0].field, "password");
+//! # Ok(())
+//! # }
+//! ```
+
+use std::{
+    borrow::Cow,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        OnceLock,
+    },
+};
+
+use bytes::Bytes;
+use prost::Message as _;
+use tonic::{
+    metadata::{
+        AsciiMetadataKey, AsciiMetadataValue, BinaryMetadataKey, BinaryMetadataValue, MetadataMap,
+    },
+    Status,
+};
+use tonic_types::pb::{bad_request::FieldViolation, help::Link, BadRequest, Help};
+
+use crate::{
+    catalog::{CatalogEntry, CatalogTable},
+    prebuilt::Prebuilt,
+    wire,
+};
+
+/// The locale of the catalog messages: the `LocalizedMessage` of a status
+/// made without a caller's locale ([`Catalog::to_status`](crate::Catalog::to_status), `.into()`).
+pub const LOCALE: &str = crate::locale::DEFAULT_LOCALE;
+
+use crate::headers::GRPC_RETRY_PUSHBACK as PUSHBACK_HEADER;
+pub use crate::headers::RETRY_PUSHBACK_MS;
+
+/// The `grpc-retry-pushback-ms` value for `delay`: whole milliseconds,
+/// rounded up.
+pub(crate) fn pushback_value(delay: std::time::Duration) -> http::HeaderValue {
+    let millis = delay.as_millis() + u128::from(!delay.subsec_nanos().is_multiple_of(1_000_000));
+    http::HeaderValue::from(u64::try_from(millis).unwrap_or(u64::MAX))
+}
+
+/// The response metadata holding `grpc-retry-pushback-ms: value`.
+pub(crate) fn pushback_metadata_of(value: &http::HeaderValue) -> MetadataMap {
+    let mut headers = http::HeaderMap::with_capacity(1);
+    headers.insert(PUSHBACK_HEADER, value.clone());
+    MetadataMap::from_headers(headers)
+}
+
+/// Sets `grpc-retry-pushback-ms` for `delay` in a header block.
+pub fn insert_pushback(headers: &mut http::HeaderMap, delay: std::time::Duration) {
+    headers.insert(PUSHBACK_HEADER, pushback_value(delay));
+}
+
+/// The ErrorInfo metadata key that carries the numeric code; callers may not
+/// set it.
+pub const CODE_METADATA_KEY: &str = "code";
+
+/// The most bytes a built status may put in the trailers (message,
+/// details in base64 and response metadata), well under the 8 KiB gRPC
+/// implementations may enforce on the whole trailer block.
+pub const MAX_STATUS_SIZE: usize = 6 * 1024;
+
+/// The longest `ErrorInfo` metadata key AIP-193 allows.
+pub const MAX_METADATA_KEY_LEN: usize = 64;
+
+/// Why a [`StatusBuilder`] refused to build.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// An `ErrorInfo` metadata key does not have AIP-193's form.
+    #[error(
+        "ErrorInfo metadata key {key:?} is invalid: keys are lowerCamelCase, \
+         [a-z][a-zA-Z0-9-_]+, at most 64 characters"
+    )]
+    InvalidMetadataKey {
+        /// The key given.
+        key: String,
+    },
+    /// The caller tried to set `ErrorInfo.metadata["code"]`, which errmap
+    /// fills with the numeric code.
+    #[error("ErrorInfo metadata key \"code\" is reserved for the numeric error code")]
+    ReservedMetadataKey,
+    /// A response metadata key or value could not be sent.
+    #[error("response metadata {key:?} is invalid: {reason}")]
+    InvalidResponseMetadata {
+        /// The key given.
+        key: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The status would not fit the trailer budget.
+    #[error(
+        "the status would put {size} bytes into the trailers, over the limit of {limit}; \
+         send less metadata or a shorter message"
+    )]
+    TooLarge {
+        /// The estimated size in bytes.
+        size: usize,
+        /// [`MAX_STATUS_SIZE`].
+        limit: usize,
+    },
+}
+
+/// Whether `key` may be used as `ErrorInfo` metadata key: AIP-193's
+/// `[a-z][a-zA-Z0-9-_]+`, at most 64 characters.
+pub fn is_valid_metadata_key(key: &str) -> bool {
+    let b = key.as_bytes();
+    b.len() >= 2
+        && b.len() <= MAX_METADATA_KEY_LEN
+        && b[0].is_ascii_lowercase()
+        && b[1..]
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'_')
+}
+
+/// The base URL of the catalog pages, set once by
+/// [`set_help_base_url`].
+static HELP_BASE_URL: OnceLock<String> = OnceLock::new();
+
+/// Whether a status has been pre-encoded yet (the base URL must be set
+/// before).
+pub(crate) static PREBUILT_STARTED: AtomicBool = AtomicBool::new(false);
+
+/// Why [`set_help_base_url`] refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HelpUrlError {
+    /// A different base URL was set before.
+    #[error("the help base URL is already {0:?}")]
+    AlreadySet(String),
+    /// Statuses were built before: they are pre-encoded once, without the
+    /// link.
+    #[error("statuses were built before the help base URL was set; set it first, at start-up")]
+    TooLate,
+}
+
+/// Makes every catalog status carry a `google.rpc.Help` link to the page
+/// of its code, `{url}/errors/{NAME}` (the pages of `errmap serve`, at
+/// `--public-url`). The link is pre-encoded with the rest of the status, so
+/// call this once at start-up, before any status is built; setting the
+/// same URL again is a no-op.
+///
+/// A builder's own [`help_link`](StatusBuilder::help_link)s go into the
+/// same `Help` detail, after the catalog's.
+pub fn set_help_base_url(url: &str) -> Result<(), HelpUrlError> {
+    let url = url.trim().trim_end_matches('/');
+    if let Some(current) = HELP_BASE_URL.get() {
+        return if current == url {
+            Ok(())
+        } else {
+            Err(HelpUrlError::AlreadySet(current.clone()))
+        };
+    }
+    if PREBUILT_STARTED.load(Ordering::SeqCst) {
+        return Err(HelpUrlError::TooLate);
+    }
+    let _ = HELP_BASE_URL.set(url.to_owned());
+    match HELP_BASE_URL.get() {
+        Some(current) if current == url => Ok(()),
+        Some(current) => Err(HelpUrlError::AlreadySet(current.clone())),
+        None => Err(HelpUrlError::TooLate),
+    }
+}
+
+/// The base URL set by [`set_help_base_url`], if any.
+pub fn help_base_url() -> Option<&'static str> {
+    HELP_BASE_URL.get().map(String::as_str)
+}
+
+/// The catalog's `Help` link of `entry`, when a base URL is set.
+fn catalog_link(entry: &CatalogEntry) -> Option<Link> {
+    help_base_url().map(|base| Link {
+        description: format!("{} ({}) in the error catalog", entry.name(), entry.number()),
+        url: format!("{base}/errors/{}", entry.name()),
+    })
+}
+
+fn leak(buf: Vec<u8>) -> &'static [u8] {
+    Box::leak(buf.into_boxed_slice())
+}
+
+impl Prebuilt {
+    /// The status of `entry` with its `LocalizedMessage` in `locale`,
+    /// reading `text`.
+    pub(crate) fn new(domain: &str, entry: &CatalogEntry, locale: &str, text: &str) -> Self {
+        let error_info = leak(encode_error_info_detail(domain, entry, &[]));
+
+        let mut rest = Vec::new();
+        let mut localized = Vec::new();
+        wire::put_len_field(&mut localized, 1, locale.as_bytes());
+        wire::put_len_field(&mut localized, 2, text.as_bytes());
+        wire::put_any_detail(&mut rest, wire::LOCALIZED_MESSAGE, &localized);
+        if let Some(delay) = entry.retry_delay() {
+            let mut duration = Vec::new();
+            wire::put_varint_field(&mut duration, 1, delay.as_secs());
+            wire::put_varint_field(&mut duration, 2, u64::from(delay.subsec_nanos()));
+            let mut retry = Vec::new();
+            wire::put_len_header(&mut retry, 1, duration.len());
+            retry.extend_from_slice(&duration);
+            wire::put_any_detail(&mut rest, wire::RETRY_INFO, &retry);
+        }
+        let rest = leak(rest);
+        let mut help = Vec::new();
+        if let Some(link) = catalog_link(entry) {
+            let detail = Help { links: vec![link] };
+            wire::put_any_detail(&mut help, wire::HELP, &detail.encode_to_vec());
+        }
+        let help = leak(help);
+
+        let status = leak(encode_status(
+            entry.grpc_code(),
+            entry.message(),
+            error_info,
+            rest,
+            help,
+        ));
+        Prebuilt {
+            status: Bytes::from_static(status),
+            error_info,
+            rest,
+            help,
+            pushback: entry.retry_delay().map(pushback_value),
+        }
+    }
+}
+
+/// The `details` entry (an `Any`) holding the code's `ErrorInfo`, with the
+/// caller's metadata after `code`.
+fn encode_error_info_detail(
+    domain: &str,
+    entry: &CatalogEntry,
+    metadata: &[(Cow<'static, str>, String)],
+) -> Vec<u8> {
+    let mut info = Vec::with_capacity(
+        64 + metadata
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 8)
+            .sum::<usize>(),
+    );
+    wire::put_len_field(&mut info, 1, entry.name().as_bytes());
+    wire::put_len_field(&mut info, 2, domain.as_bytes());
+    wire::put_map_entry(&mut info, 3, CODE_METADATA_KEY, entry.number_str());
+    for (key, value) in metadata {
+        wire::put_map_entry(&mut info, 3, key, value);
+    }
+    let mut detail = Vec::with_capacity(info.len() + 48);
+    wire::put_any_detail(&mut detail, wire::ERROR_INFO, &info);
+    detail
+}
+
+/// A whole `google.rpc.Status`: code, message, then the detail entries.
+fn encode_status(
+    grpc_code: tonic::Code,
+    message: &str,
+    error_info: &[u8],
+    rest: &[u8],
+    extra: &[u8],
+) -> Vec<u8> {
+    let mut buf =
+        Vec::with_capacity(16 + message.len() + error_info.len() + rest.len() + extra.len());
+    wire::put_varint_field(&mut buf, 1, grpc_code as i32 as u64);
+    wire::put_len_field(&mut buf, 2, message.as_bytes());
+    buf.extend_from_slice(error_info);
+    buf.extend_from_slice(rest);
+    buf.extend_from_slice(extra);
+    buf
+}
+
+/// Builds a catalog status with caller data. Made by
+/// [`Catalog::builder`](crate::Catalog::builder).
+///
+/// Setters never fail; the first invalid input is remembered and reported
+/// by [`build`](Self::build), so a chain reads top to bottom.
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct StatusBuilder {
+    table: &'static CatalogTable,
+    index: usize,
+    locale: usize,
+    message: Option<Cow<'static, str>>,
+    metadata: Vec<(Cow<'static, str>, String)>,
+    violations: Vec<FieldViolation>,
+    links: Vec<Link>,
+    response_metadata: MetadataMap,
+    error: Option<BuildError>,
+}
+
+impl StatusBuilder {
+    /// A builder for entry `index` of `table`.
+    pub(crate) fn for_entry(table: &'static CatalogTable, index: usize) -> Self {
+        Self {
+            table,
+            index,
+            locale: 0,
+            message: None,
+            metadata: Vec::new(),
+            violations: Vec::new(),
+            links: Vec::new(),
+            response_metadata: MetadataMap::new(),
+            error: None,
+        }
+    }
+
+    fn fail(&mut self, error: BuildError) {
+        self.error.get_or_insert(error);
+    }
+
+    /// Sends the `LocalizedMessage` in the locale the caller asks for:
+    /// `from` is the request (`&request`), its metadata, or an
+    /// `accept-language` value such as `"ru"` (see [`crate::locale`]). A
+    /// locale the catalog does not have gives `en-US`. `grpc-message` stays
+    /// the English developer message.
+    pub fn locale(mut self, from: impl crate::locale::AcceptLanguage) -> Self {
+        self.locale = self.table.negotiate_index(from);
+        self
+    }
+
+    /// A developer message to send instead of the catalog's, in
+    /// `grpc-message` and in the details' `google.rpc.Status.message`. The
+    /// `LocalizedMessage` keeps the catalog message.
+    pub fn message(mut self, message: impl Into<Cow<'static, str>>) -> Self {
+        self.message = Some(message.into());
+        self
+    }
+
+    /// Adds `ErrorInfo` metadata. The key must be lowerCamelCase
+    /// (`[a-z][a-zA-Z0-9-_]+`, at most 64 characters) and not `code`.
+    /// Setting a key twice keeps the last value.
+    pub fn metadata(mut self, key: impl Into<Cow<'static, str>>, value: impl Into<String>) -> Self {
+        let key = key.into();
+        if key == CODE_METADATA_KEY {
+            self.fail(BuildError::ReservedMetadataKey);
+        } else if !is_valid_metadata_key(&key) {
+            self.fail(BuildError::InvalidMetadataKey {
+                key: key.into_owned(),
+            });
+        } else {
+            let value = value.into();
+            match self.metadata.iter_mut().find(|(k, _)| *k == key) {
+                Some(slot) => slot.1 = value,
+                None => self.metadata.push((key, value)),
+            }
+        }
+        self
+    }
+
+    /// Adds a `BadRequest` field violation with a field path and a
+    /// description.
+    pub fn field_violation(self, field: impl Into<String>, description: impl Into<String>) -> Self {
+        self.violation(FieldViolation {
+            field: field.into(),
+            description: description.into(),
+            ..FieldViolation::default()
+        })
+    }
+
+    /// Adds a `BadRequest` field violation with all its fields (`field`,
+    /// `description`, `reason`, `localized_message`).
+    pub fn violation(mut self, violation: FieldViolation) -> Self {
+        self.violations.push(violation);
+        self
+    }
+
+    /// Adds a `Help` link.
+    pub fn help_link(mut self, description: impl Into<String>, url: impl Into<String>) -> Self {
+        self.links.push(Link {
+            description: description.into(),
+            url: url.into(),
+        });
+        self
+    }
+
+    /// Adds an ASCII response metadata entry (sent as a header or trailer).
+    /// Keys are lower case, do not end in `-bin` and do not start with
+    /// `grpc-`; values are visible ASCII.
+    pub fn ascii_metadata(mut self, key: &str, value: &str) -> Self {
+        match check_response_key(key, false).and_then(|()| {
+            let key = AsciiMetadataKey::from_bytes(key.as_bytes())
+                .map_err(|_| "not a valid header name")?;
+            let value = AsciiMetadataValue::try_from(value)
+                .map_err(|_| "the value is not visible ASCII")?;
+            Ok((key, value))
+        }) {
+            Ok((key, value)) => {
+                self.response_metadata.append(key, value);
+            }
+            Err(reason) => self.fail(BuildError::InvalidResponseMetadata {
+                key: key.to_owned(),
+                reason,
+            }),
+        }
+        self
+    }
+
+    /// Adds a binary response metadata entry; the key must end in `-bin`.
+    pub fn binary_metadata(mut self, key: &str, value: impl AsRef<[u8]>) -> Self {
+        match check_response_key(key, true).and_then(|()| {
+            BinaryMetadataKey::from_bytes(key.as_bytes()).map_err(|_| "not a valid header name")
+        }) {
+            Ok(key) => {
+                self.response_metadata
+                    .append_bin(key, BinaryMetadataValue::from_bytes(value.as_ref()));
+            }
+            Err(reason) => self.fail(BuildError::InvalidResponseMetadata {
+                key: key.to_owned(),
+                reason,
+            }),
+        }
+        self
+    }
+
+    /// Builds the status, or reports the first invalid input.
+    pub fn build(self) -> Result<Status, BuildError> {
+        if let Some(error) = self.error {
+            return Err(error);
+        }
+        let entry = &self.table.entries()[self.index];
+        let pre = self.table.prebuilt(self.index, self.locale);
+        let message: &str = self.message.as_deref().unwrap_or(entry.message());
+
+        let mut extra = Vec::new();
+        if !self.violations.is_empty() {
+            let bad_request = BadRequest {
+                field_violations: self.violations,
+            };
+            wire::put_any_detail(&mut extra, wire::BAD_REQUEST, &bad_request.encode_to_vec());
+        }
+        // One Help detail: the catalog's link, then the caller's.
+        let mut help: &[u8] = pre.help;
+        if !self.links.is_empty() {
+            let mut links: Vec<Link> = catalog_link(entry).into_iter().collect();
+            links.extend(self.links);
+            let detail = Help { links };
+            wire::put_any_detail(&mut extra, wire::HELP, &detail.encode_to_vec());
+            help = &[];
+        }
+
+        let details = if self.message.is_none() && self.metadata.is_empty() && extra.is_empty() {
+            pre.status.clone()
+        } else {
+            let info;
+            let error_info: &[u8] = if self.metadata.is_empty() {
+                pre.error_info
+            } else {
+                info = encode_error_info_detail(self.table.domain(), entry, &self.metadata);
+                &info
+            };
+            let mut tail = Vec::with_capacity(help.len() + extra.len());
+            tail.extend_from_slice(help);
+            tail.extend_from_slice(&extra);
+            Bytes::from(encode_status(
+                entry.grpc_code(),
+                message,
+                error_info,
+                pre.rest,
+                &tail,
+            ))
+        };
+
+        let mut response_metadata = self.response_metadata;
+        if let Some(value) = &pre.pushback {
+            if response_metadata.is_empty() {
+                response_metadata = pushback_metadata_of(value);
+            } else {
+                let mut headers = response_metadata.into_headers();
+                headers.insert(PUSHBACK_HEADER, value.clone());
+                response_metadata = MetadataMap::from_headers(headers);
+            }
+        }
+        let size = trailer_size(message, details.len(), &response_metadata);
+        if size > MAX_STATUS_SIZE {
+            return Err(BuildError::TooLarge {
+                size,
+                limit: MAX_STATUS_SIZE,
+            });
+        }
+        let message = match self.message {
+            Some(m) => m.into_owned(),
+            None => entry.message().to_owned(),
+        };
+        Ok(Status::with_details_and_metadata(
+            entry.grpc_code(),
+            message,
+            details,
+            response_metadata,
+        ))
+    }
+}
+
+/// Re-encodes a `google.rpc.Status` with another message and the given
+/// (already encoded) `Any` entries. Used by the response layer to cut a
+/// status that is over the trailer budget.
+pub fn reencode(grpc_code: tonic::Code, message: &str, anys: &[&[u8]]) -> Vec<u8> {
+    let mut extra = Vec::new();
+    for any in anys {
+        wire::put_len_field(&mut extra, 3, any);
+    }
+    encode_status(grpc_code, message, &[], &[], &extra)
+}
+
+/// `text` cut to at most `max` bytes, at a character boundary.
+pub fn cut_at_char_boundary(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+fn check_response_key(key: &str, binary: bool) -> Result<(), &'static str> {
+    if key.is_empty() {
+        return Err("the key is empty");
+    }
+    if key.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err("keys are lower case");
+    }
+    if key.starts_with("grpc-") {
+        return Err("keys starting with grpc- are reserved for gRPC itself");
+    }
+    if matches!(key, "content-type" | "te" | "user-agent" | "connection") {
+        return Err("the key is a reserved HTTP/2 or gRPC header");
+    }
+    match (binary, key.ends_with("-bin")) {
+        (true, false) => Err("binary keys end in -bin"),
+        (false, true) => Err("ASCII keys must not end in -bin"),
+        _ => Ok(()),
+    }
+}
+
+/// The bytes the status adds to the trailer block: the percent-encoded
+/// message, the base64 details and the response metadata, plus the header
+/// names.
+fn trailer_size(message: &str, details_len: usize, metadata: &MetadataMap) -> usize {
+    let message_len: usize = message
+        .bytes()
+        .map(|b| {
+            if (0x20..=0x7e).contains(&b) && b != b'%' {
+                1
+            } else {
+                3
+            }
+        })
+        .sum();
+    let details_b64 = details_len.div_ceil(3) * 4;
+    let headers: usize = metadata
+        .as_ref()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    "grpc-status".len()
+        + 2
+        + "grpc-message".len()
+        + message_len
+        + "grpc-status-details-bin".len()
+        + details_b64
+        + headers
+}
+
+impl CatalogTable {
+    /// The bare catalog status of `entry` (an entry of this table; catalog
+    /// message, standard details), sent with the gRPC code `grpc_code`
+    /// instead of the catalog's. The response layer uses it for statuses
+    /// that slipped through: their gRPC code is kept, so that clients that
+    /// branch on it (retry on ABORTED, say) keep working. The
+    /// `LocalizedMessage` is in the locale `from` asks for.
+    ///
+    /// # Panics
+    ///
+    /// If `entry` is not one of this table's entries.
+    pub fn status_with_grpc_code(
+        &self,
+        entry: &CatalogEntry,
+        grpc_code: tonic::Code,
+        from: impl crate::locale::AcceptLanguage,
+    ) -> Status {
+        let index = self.position(entry);
+        let locale = self.negotiate_index(from);
+        if grpc_code == entry.grpc_code() {
+            return self.status(index, locale);
+        }
+        let pre = self.prebuilt(index, locale);
+        let details = encode_status(
+            grpc_code,
+            entry.message(),
+            pre.error_info,
+            pre.rest,
+            pre.help,
+        );
+        match &pre.pushback {
+            Some(value) => Status::with_details_and_metadata(
+                grpc_code,
+                entry.message(),
+                Bytes::from(details),
+                pushback_metadata_of(value),
+            ),
+            None => Status::with_details(grpc_code, entry.message(), Bytes::from(details)),
+        }
+    }
+
+    /// The bare status of `entry` (an entry of this table): the catalog
+    /// message and the standard details, from bytes encoded once. For a
+    /// catalog loaded at run time, where there is no enum to call
+    /// [`Catalog::to_status`](crate::Catalog::to_status) on.
+    ///
+    /// # Panics
+    ///
+    /// If `entry` is not one of this table's entries.
+    pub fn status_of(&self, entry: &CatalogEntry) -> Status {
+        self.status(self.position(entry), 0)
+    }
+
+    /// A [`StatusBuilder`] for `entry`, an entry of this table (see
+    /// [`status_of`](Self::status_of)).
+    pub fn builder_of(&'static self, entry: &CatalogEntry) -> StatusBuilder {
+        StatusBuilder::for_entry(self, self.position(entry))
+    }
+
+    /// The pre-encoded status of entry `index` in locale `locale` (an index
+    /// into [`locales`](Self::locales)); all of them are made on first use.
+    pub(crate) fn prebuilt(&self, index: usize, locale: usize) -> &Prebuilt {
+        let all = self.prebuilt_slot().get_or_init(|| {
+            PREBUILT_STARTED.store(true, std::sync::atomic::Ordering::SeqCst);
+            self.locales
+                .tags()
+                .iter()
+                .flat_map(|tag| {
+                    self.entries.iter().map(move |e| {
+                        let text = e.message_in(tag).unwrap_or(e.message);
+                        Prebuilt::new(self.domain, e, tag, text)
+                    })
+                })
+                .collect()
+        });
+        &all[locale * self.entries.len() + index]
+    }
+
+    /// The bare status of entry `index` in locale `locale`.
+    pub(crate) fn status(&self, index: usize, locale: usize) -> Status {
+        let entry = &self.entries[index];
+        let pre = self.prebuilt(index, locale);
+        match &pre.pushback {
+            // gRFC A6 clients retry after grpc-retry-pushback-ms.
+            Some(value) => Status::with_details_and_metadata(
+                entry.grpc_code,
+                entry.message,
+                pre.status.clone(),
+                pushback_metadata_of(value),
+            ),
+            None => Status::with_details(entry.grpc_code, entry.message, pre.status.clone()),
+        }
+    }
+
+    /// [`status_of`](Self::status_of) with the `LocalizedMessage` in the
+    /// locale `from` asks for (see [`negotiate`](Self::negotiate)).
+    ///
+    /// # Panics
+    ///
+    /// If `entry` is not one of this table's entries.
+    pub fn status_of_for(
+        &self,
+        entry: &CatalogEntry,
+        from: impl crate::locale::AcceptLanguage,
+    ) -> Status {
+        self.status(self.position(entry), self.negotiate_index(from))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Catalog as _, ErrorCode};
+
+    #[test]
+    fn metadata_keys_follow_aip_193() {
+        for ok in ["minLength", "field", "a1", "x-y_z", &"a".repeat(64)] {
+            assert!(is_valid_metadata_key(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "a",
+            "Min",
+            "1a",
+            "_a",
+            "min length",
+            "ключ",
+            &"a".repeat(65),
+        ] {
+            assert!(!is_valid_metadata_key(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn builder_without_caller_data_shares_the_prebuilt_bytes() {
+        let built = ErrorCode::ApiTooManyRequests.builder().build().unwrap();
+        let plain = ErrorCode::ApiTooManyRequests.to_status();
+        assert_eq!(built.details().as_ptr(), plain.details().as_ptr());
+        assert_eq!(built.message(), plain.message());
+    }
+}

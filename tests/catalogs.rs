@@ -10,10 +10,7 @@ use std::{path::PathBuf, process::Command};
 use common::{binary::serve, call_probe, TestServer};
 use errmap::{
     catalog_set::{self, Catalogs},
-    pb::{
-        error_catalog_client::ErrorCatalogClient, get_error_request::Key, GetErrorRequest,
-        ListCatalogsRequest, ListErrorsRequest,
-    },
+    pb::{get_error_request::Key, GetErrorRequest, ListCatalogsRequest, ListErrorsRequest},
     Catalog as _, ErrorCode, ErrorStatusExt,
 };
 use errmap_server::server::ServerConfig;

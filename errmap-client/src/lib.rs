@@ -59,7 +59,7 @@ pub use errmap::headers::PREVIOUS_ATTEMPTS;
 
 // Header names made once: a `&str` name is parsed and checked at each use.
 const PREVIOUS_ATTEMPTS_NAME: HeaderName = HeaderName::from_static(PREVIOUS_ATTEMPTS);
-const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+use errmap::headers::GRPC_STATUS;
 const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 
 /// How the layer retries.

@@ -600,10 +600,7 @@ where
         if encoded && !shared.config.accept_compressed {
             return AdmissionFuture::refused(ErrorCode::ApiInvalidRequest, accept_language);
         }
-        let call_timeout = request
-            .headers()
-            .get("grpc-timeout")
-            .and_then(|v| grpc_timeout(v.as_bytes()));
+        let call_timeout = errmap::headers::request_timeout(request.headers());
         let long_lived = admission.is_long_lived(path);
         // Exempt calls are read like the others, but neither counted nor
         // limited.
@@ -1017,34 +1014,13 @@ where
     }
 }
 
-/// A `grpc-timeout` header value (at most 8 digits and a unit: H, M, S, m,
-/// u, n), as a duration.
-pub(crate) fn grpc_timeout(value: &[u8]) -> Option<Duration> {
-    let (unit, digits) = value.split_last()?;
-    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
-    Some(match unit {
-        b'H' => Duration::from_secs(n * 3600),
-        b'M' => Duration::from_secs(n * 60),
-        b'S' => Duration::from_secs(n),
-        b'm' => Duration::from_millis(n),
-        b'u' => Duration::from_micros(n),
-        b'n' => Duration::from_nanos(n),
-        _ => return None,
-    })
-}
-
 /// Whether a response's headers (trailers-only) carry the status tonic
 /// gives a request it cannot decode: INTERNAL. (Its other decode failures,
 /// size, framing and compression, never reach it: the intake answers them.)
 /// Only then is the request decoded again, so that a handler's ordinary
 /// errors, a lookup miss say, cost no second decode.
 fn is_decode_failure_code(headers: &HeaderMap) -> bool {
-    headers
-        .get("grpc-status")
-        .is_some_and(|v| v.as_bytes() == b"13")
+    errmap::headers::grpc_status_code(headers) == Some(tonic::Code::Internal as i32)
 }
 
 /// A trailers-only response with the catalog status of `code`, in the
@@ -1406,16 +1382,6 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(code_of(&fine), None);
-    }
-
-    #[test]
-    fn grpc_timeouts_parse() {
-        assert_eq!(grpc_timeout(b"200m"), Some(Duration::from_millis(200)));
-        assert_eq!(grpc_timeout(b"2S"), Some(Duration::from_secs(2)));
-        assert_eq!(grpc_timeout(b"1H"), Some(Duration::from_secs(3600)));
-        for bad in [&b""[..], b"m", b"123456789m", b"12x", b"-1S", b"1.5S"] {
-            assert_eq!(grpc_timeout(bad), None, "{bad:?}");
-        }
     }
 
     #[tokio::test]

@@ -292,10 +292,7 @@ where
         if close {
             tracing::debug!("{MAX_PIPELINED} pipelined requests in a row; closing after this one");
         }
-        let deadline = request
-            .headers()
-            .get("grpc-timeout")
-            .and_then(|v| crate::admission::grpc_timeout(v.as_bytes()))
+        let deadline = errmap::headers::request_timeout(request.headers())
             .map(|t| Box::pin(tokio::time::sleep(t)));
         let (mut parts, body) = request.into_parts();
         parts.extensions.insert(self.peer.clone());

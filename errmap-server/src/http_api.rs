@@ -486,11 +486,7 @@ fn page_link(table: &CatalogTable, e: &CatalogEntry, query: &HashMap<String, Str
 }
 
 fn retry_text(d: Duration) -> String {
-    if d.subsec_nanos() == 0 {
-        format!("{} s", d.as_secs())
-    } else {
-        format!("{} s", d.as_secs_f64())
-    }
+    format!("{} s", errmap::catalog::delay_seconds(d))
 }
 
 /// What a client should do about a code, from its gRPC code and delay.

@@ -84,7 +84,7 @@ use errmap::{catalog_set::Catalogs, details, locale, status, wire, Catalog as _,
 
 use crate::sanitize::{self, RateLimit, RateLimitByKey};
 
-const GRPC_STATUS: &str = "grpc-status";
+use errmap::headers::GRPC_STATUS;
 const GRPC_MESSAGE: &str = "grpc-message";
 
 /// The most bytes a response's status block (headers of a trailers-only

@@ -539,7 +539,7 @@ impl Drop for Timing {
 
 fn status_in(headers: &http::HeaderMap) -> Option<Code> {
     headers
-        .get("grpc-status")
+        .get(errmap::headers::GRPC_STATUS)
         .map(|v| Code::from_bytes(v.as_bytes()))
 }
 

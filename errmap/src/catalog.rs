@@ -437,6 +437,17 @@ impl CatalogTable {
     }
 }
 
+/// A retry delay in seconds, as the catalog's texts write it: whole
+/// seconds without a fraction (`"3"`), others with one (`"0.5"`). The
+/// unit is the caller's (`"3 s"` on pages, `"3s"` in the CLI's JSON).
+pub fn delay_seconds(delay: Duration) -> String {
+    if delay.subsec_nanos() == 0 {
+        delay.as_secs().to_string()
+    } else {
+        delay.as_secs_f64().to_string()
+    }
+}
+
 /// The canonical gRPC code name of `code`, as in `google.rpc.Code`.
 pub fn grpc_code_name(code: Code) -> &'static str {
     use tonic::Code::*;

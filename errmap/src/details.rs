@@ -454,7 +454,7 @@ pub fn decode_base64(value: &[u8]) -> Result<Vec<u8>, DetailsError> {
 ///
 /// `Ok(None)` when there is no `grpc-status` header.
 pub fn status_from_header_map(headers: &http::HeaderMap) -> Result<Option<Status>, DetailsError> {
-    if !headers.contains_key("grpc-status") {
+    if !headers.contains_key(crate::headers::GRPC_STATUS) {
         return Ok(None);
     }
     if let Some(value) = headers.get(DETAILS_HEADER) {

@@ -45,8 +45,7 @@ impl CatalogTable {
         let _ = writeln!(out, "|---:|---|---|---|---:|---|");
         for e in self.entries {
             let retry = match e.retry_delay {
-                Some(d) if d.subsec_nanos() == 0 => format!("{} {}", d.as_secs(), words.seconds),
-                Some(d) => format!("{} {}", d.as_secs_f64(), words.seconds),
+                Some(d) => format!("{} {}", crate::catalog::delay_seconds(d), words.seconds),
                 None => String::new(),
             };
             let _ = writeln!(

@@ -33,8 +33,8 @@
 //! counted call (in intake, running, or streaming) is left.
 //!
 //! ```
-//! use errmap::admission::Admission;
-//! use errmap::layer::ErrorLayer;
+//! use errmap_server::admission::Admission;
+//! use errmap_server::layer::ErrorLayer;
 //! use tower::ServiceBuilder;
 //!
 //! let admission = Admission::new(512);
@@ -43,7 +43,7 @@
 //!     .layer(admission.layer());
 //! let router = tonic::transport::Server::builder()
 //!     .layer(layers)
-//!     .add_service(errmap::service::CatalogService::new().into_server());
+//!     .add_service(errmap_server::service::CatalogService::new().into_server());
 //! // On shutdown: admission.begin_drain(); admission.drained().await; ...
 //! # drop(router);
 //! ```
@@ -112,7 +112,7 @@ pub struct RouteError(#[from] prost_reflect::DescriptorError);
 /// knowing each method's kind and input type.
 ///
 /// ```
-/// use errmap::admission::RouteTable;
+/// use errmap_server::admission::RouteTable;
 ///
 /// let mut routes = RouteTable::new();
 /// routes.add_descriptors(errmap::pb::FILE_DESCRIPTOR_SET).unwrap();

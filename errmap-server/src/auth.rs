@@ -18,9 +18,9 @@
 //! in PEM).
 //!
 //! ```
-//! use errmap::auth::{AuthInterceptor, JwtVerifier};
+//! use errmap_server::auth::{AuthInterceptor, JwtVerifier};
 //! use errmap::pb::error_catalog_server::ErrorCatalogServer;
-//! use errmap::service::CatalogService;
+//! use errmap_server::service::CatalogService;
 //!
 //! let verifier = JwtVerifier::hs256(b"a shared secret of decent length")
 //!     .with_issuer("https://auth.example.com")
@@ -54,7 +54,7 @@ use crate::sanitize::{self, RateLimit, RateLimitByKey};
 /// The claims of a verified token, put into the request extensions.
 ///
 /// ```
-/// # use errmap::auth::Claims;
+/// # use errmap_server::auth::Claims;
 /// fn handler(request: &tonic::Request<()>) -> Option<String> {
 ///     request.extensions().get::<Claims>()?.subject().map(str::to_owned)
 /// }
@@ -216,7 +216,7 @@ impl JwtVerifier {
     /// let jwks = r#"{"keys": [{"kty": "EC", "crv": "P-256", "kid": "k1",
     ///   "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
     ///   "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}"#;
-    /// let verifier = errmap::auth::JwtVerifier::from_jwks(jwks.as_bytes()).unwrap();
+    /// let verifier = errmap_server::auth::JwtVerifier::from_jwks(jwks.as_bytes()).unwrap();
     /// # drop(verifier);
     /// ```
     pub fn from_jwks(json: &[u8]) -> Result<Self, KeyError> {
@@ -287,7 +287,7 @@ impl JwtVerifier {
     /// [`MIN_HS256_SECRET`] bytes.
     ///
     /// ```
-    /// use errmap::auth::{JwtVerifier, KeyError};
+    /// use errmap_server::auth::{JwtVerifier, KeyError};
     ///
     /// assert!(matches!(JwtVerifier::try_hs256(b"short"), Err(KeyError::ShortSecret { len: 5 })));
     /// assert!(JwtVerifier::try_hs256(&[7u8; 32]).is_ok());
@@ -446,7 +446,7 @@ impl TokenVerifier for JwtVerifier {
 /// `errmap serve` replaces its JWT keys this way on SIGHUP.
 ///
 /// ```
-/// use errmap::auth::{JwtVerifier, ReloadableVerifier};
+/// use errmap_server::auth::{JwtVerifier, ReloadableVerifier};
 ///
 /// let keys = ReloadableVerifier::new(JwtVerifier::try_hs256(&[1; 32]).unwrap());
 /// keys.replace(JwtVerifier::try_hs256(&[2; 32]).unwrap());

@@ -16,7 +16,7 @@
 //! `WWW-Authenticate: Bearer` for 21, 10 and 11 and any other 401.
 //!
 //! ```
-//! use errmap::http_error::{HttpErrors, Shape};
+//! use errmap_server::http_error::{HttpErrors, Shape};
 //! use errmap::ErrorCode;
 //!
 //! let errors = HttpErrors::default();
@@ -420,7 +420,7 @@ fn details_json(encoded: &[u8]) -> Value {
 /// shape the request's `Accept` asks for. Made by [`HttpErrors::layer`].
 ///
 /// ```
-/// use errmap::http_error::HttpErrors;
+/// use errmap_server::http_error::HttpErrors;
 /// use errmap::ErrorCode;
 /// use tower::{Service, ServiceExt};
 ///

@@ -42,18 +42,18 @@
 //! body. On the OK path it allocates nothing and logs nothing.
 //!
 //! ```
-//! use errmap::layer::ErrorLayer;
+//! use errmap_server::layer::ErrorLayer;
 //!
 //! let router = tonic::transport::Server::builder()
 //!     .layer(ErrorLayer::new())
-//!     .add_service(errmap::service::CatalogService::new().into_server());
+//!     .add_service(errmap_server::service::CatalogService::new().into_server());
 //! # drop(router);
 //! ```
 //!
 //! A custom policy is a closure; [`default_classify`] handles the rest:
 //!
 //! ```
-//! use errmap::layer::{default_classify, Classified, ErrorLayer};
+//! use errmap_server::layer::{default_classify, Classified, ErrorLayer};
 //! use errmap::ErrorCode;
 //! use tonic::Code;
 //!

@@ -27,14 +27,14 @@
 //! The connections are served by [`crate::connections`].
 //!
 //! ```no_run
-//! use errmap::listener::{self, ListenerConfig};
+//! use errmap_server::listener::{self, ListenerConfig};
 //!
 //! # #[tokio::main]
 //! # async fn main() -> std::io::Result<()> {
 //! let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! let incoming = listener::incoming(tcp, ListenerConfig::default());
 //! tonic::transport::Server::builder()
-//!     .add_service(errmap::service::CatalogService::new().into_server())
+//!     .add_service(errmap_server::service::CatalogService::new().into_server())
 //!     .serve_with_incoming(incoming)
 //!     .await
 //!     .unwrap();

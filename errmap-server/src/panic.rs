@@ -8,7 +8,7 @@
 //! other calls on it are unaffected.
 //!
 //! ```
-//! use errmap::panic::CatchPanicLayer;
+//! use errmap_server::panic::CatchPanicLayer;
 //! use errmap::ErrorStatusExt as _;
 //! use tower::{ServiceBuilder, ServiceExt as _};
 //!
@@ -32,7 +32,7 @@
 //! A custom answer is a closure from the panic text to the status to send:
 //!
 //! ```
-//! use errmap::panic::CatchPanicLayer;
+//! use errmap_server::panic::CatchPanicLayer;
 //!
 //! let layer = CatchPanicLayer::custom(|_panic: &str| {
 //!     tonic::Status::from(errmap::ErrorCode::ApiTryAgainLater)

@@ -8,7 +8,7 @@
 //! value always stays on its line.
 //!
 //! ```
-//! use errmap::sanitize::escape;
+//! use errmap_server::sanitize::escape;
 //!
 //! assert_eq!(escape("HS256\n\x1b[31mFAKE"), "HS256\\n\\u{1b}[31mFAKE");
 //! assert_eq!(escape("plain"), "plain");
@@ -52,7 +52,7 @@ pub fn escape(text: &str) -> Cow<'_, str> {
 /// whole: for output a person asked for, such as `errmap decode`.
 ///
 /// ```
-/// assert_eq!(errmap::sanitize::escape_controls("a\x1b[2Jb"), "a\\u{1b}[2Jb");
+/// assert_eq!(errmap_server::sanitize::escape_controls("a\x1b[2Jb"), "a\\u{1b}[2Jb");
 /// ```
 pub fn escape_controls(text: &str) -> Cow<'_, str> {
     if !text.chars().any(needs_escape) {
@@ -88,7 +88,7 @@ pub fn escape_bytes(bytes: &[u8]) -> Cow<'_, str> {
 /// so that a flood of bad requests cannot flood the log.
 ///
 /// ```
-/// use errmap::sanitize::RateLimit;
+/// use errmap_server::sanitize::RateLimit;
 /// use std::time::Duration;
 ///
 /// let limit = RateLimit::new(2, Duration::from_secs(60));

@@ -2,7 +2,7 @@
 //! socket, with explicit transport limits and a bounded graceful shutdown.
 //!
 //! ```no_run
-//! use errmap::server::{self, ErrmapServer, ServerConfig};
+//! use errmap_server::server::{self, ErrmapServer, ServerConfig};
 //!
 //! # #[tokio::main]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -194,7 +194,7 @@ impl ServerConfig {
     /// now). CORS without gRPC-Web is refused too.
     ///
     /// ```
-    /// let mut config = errmap::server::ServerConfig::default();
+    /// let mut config = errmap_server::server::ServerConfig::default();
     /// assert!(config.validate().is_ok());
     /// config.concurrency_limit = 0;
     /// assert_eq!(
@@ -202,7 +202,7 @@ impl ServerConfig {
     ///     "--concurrency-limit must be at least 1"
     /// );
     /// config.concurrency_limit = 1;
-    /// config.cors = Some(errmap::web::CorsConfig::any_origin());
+    /// config.cors = Some(errmap_server::web::CorsConfig::any_origin());
     /// config.grpc_web = false;
     /// assert!(config.validate().unwrap_err().to_string().starts_with("--cors-allow-origin needs gRPC-Web"));
     /// ```

@@ -16,7 +16,7 @@
 //! ```
 //! use errmap::pb::{get_error_request::Key, GetErrorRequest};
 //! use errmap::pb::error_catalog_server::ErrorCatalog as _;
-//! use errmap::service::CatalogService;
+//! use errmap_server::service::CatalogService;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {

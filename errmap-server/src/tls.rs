@@ -14,14 +14,14 @@
 //! [`PeerInfo`] in the request extensions.
 //!
 //! ```no_run
-//! use errmap::{server::{ErrmapServer, ServerConfig}, tls::TlsConfig};
+//! use errmap_server::{server::{ErrmapServer, ServerConfig}, tls::TlsConfig};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let tls = TlsConfig::from_files("server.pem", "server.key", Some("clients-ca.pem"))?;
 //! let mut config = ServerConfig::default();
 //! config.tls = Some(tls.clone());
 //! // On SIGHUP, or when the files change: tls.reload()?
-//! let listener = errmap::server::bind(config.addr).await?;
+//! let listener = errmap_server::server::bind(config.addr).await?;
 //! ErrmapServer::new(config).serve(listener, std::future::pending()).await?;
 //! # Ok(())
 //! # }

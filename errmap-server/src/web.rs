@@ -26,8 +26,8 @@
 //! origin may read. Tokens still go through the auth interceptor.
 //!
 //! ```
-//! use errmap::server::{ErrmapServer, ServerConfig};
-//! use errmap::web::CorsConfig;
+//! use errmap_server::server::{ErrmapServer, ServerConfig};
+//! use errmap_server::web::CorsConfig;
 //!
 //! let mut config = ServerConfig::default();
 //! config.cors = Some(CorsConfig::new(["https://app.example.com"]).unwrap());
@@ -39,7 +39,7 @@
 //! accept HTTP/1.1 for browsers that use it):
 //!
 //! ```
-//! use errmap::web::CorsConfig;
+//! use errmap_server::web::CorsConfig;
 //!
 //! let cors = CorsConfig::new(["https://app.example.com"]).unwrap();
 //! let router = tonic::transport::Server::builder()
@@ -50,7 +50,7 @@
 //!             .layer(tonic_web::GrpcWebLayer::new())
 //!             .into_inner(),
 //!     )
-//!     .add_service(errmap::service::CatalogService::new().into_server());
+//!     .add_service(errmap_server::service::CatalogService::new().into_server());
 //! # drop(router);
 //! ```
 
@@ -127,7 +127,7 @@ impl CorsConfig {
     /// host are compared case-blind, as browsers send them in lower case.
     ///
     /// ```
-    /// use errmap::web::CorsConfig;
+    /// use errmap_server::web::CorsConfig;
     ///
     /// let cors = CorsConfig::new(["https://app.example.com", "http://localhost:8080"]).unwrap();
     /// assert!(cors.allows("https://app.example.com"));

@@ -7,7 +7,7 @@
 //! what the lookup service answers from.
 //!
 //! ```
-//! use errmap::{catalogs::Catalogs, Catalog, ErrorCode};
+//! use errmap::{catalog_set::Catalogs, Catalog, ErrorCode};
 //!
 //! let catalogs = Catalogs::default();
 //! assert_eq!(catalogs.default_table().unwrap().domain(), "auth.errmap.dev");

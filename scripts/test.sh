@@ -18,6 +18,22 @@ if cargo tree --locked --workspace -e normal -i aws-lc-rs >/dev/null 2>&1; then
 fi
 cargo tree --locked --workspace -e normal -i ring | head -3
 
+echo "==> The light errmap crate: at most 50 crates, none of the server side's"
+LIGHT=$(cargo tree --locked -e normal -p errmap --prefix none | sed 's/ (\*)//; s/ (proc-macro)//' | awk '{print $1}' | sort -u)
+LIGHT_COUNT=$(printf '%s\n' "$LIGHT" | grep -c .)
+echo "errmap's normal dependency tree: $LIGHT_COUNT crates (itself included)"
+if [ "$LIGHT_COUNT" -gt 50 ]; then
+  echo "error: the errmap crate's tree grew past 50 crates"
+  exit 1
+fi
+for heavy in rustls tokio-rustls x509-parser askama prometheus-client hyper clap \
+             tracing-subscriber jsonwebtoken tower-http rsa p256 ed25519-dalek; do
+  if printf '%s\n' "$LIGHT" | grep -qx "$heavy"; then
+    echo "error: the errmap crate pulls $heavy, which belongs to the server side"
+    exit 1
+  fi
+done
+
 echo "==> Rust tests (unit, integration, doc, example)"
 cargo test --locked --workspace
 

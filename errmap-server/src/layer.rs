@@ -80,7 +80,11 @@ use pin_project_lite::pin_project;
 use tonic::{Code, Status};
 use tower::{Layer, Service};
 
-use errmap::{catalog_set::Catalogs, details, locale, status, wire, Catalog as _, ErrorCode};
+use errmap::{
+    catalog::{CatalogEntry, CatalogTable},
+    catalog_set::Catalogs,
+    details, locale, status, wire, Catalog, ErrorCode,
+};
 
 use crate::sanitize::{self, RateLimit, RateLimitByKey};
 
@@ -138,11 +142,13 @@ impl OutcomeSlot {
     }
 }
 
-/// What a status that slipped through becomes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a status that slipped through becomes: a code of any catalog (the
+/// auth API's [`ErrorCode`], or a team's own enum), sent with its own gRPC
+/// code or another.
+#[derive(Debug, Clone, Copy)]
 pub struct Classified {
-    /// The catalog code to send.
-    pub code: ErrorCode,
+    table: &'static CatalogTable,
+    entry: &'static CatalogEntry,
     /// The gRPC code to send it with; `None` sends the original one.
     pub grpc_code: Option<Code>,
 }
@@ -150,21 +156,40 @@ pub struct Classified {
 impl Classified {
     /// Send `code`, keeping the gRPC code of the status that slipped
     /// through.
-    pub fn new(code: ErrorCode) -> Self {
+    pub fn new<C: Catalog>(code: C) -> Self {
         Self {
-            code,
+            table: C::table(),
+            entry: code.entry(),
             grpc_code: None,
         }
     }
 
     /// Send `code` with the gRPC code `grpc_code`.
-    pub fn with_grpc_code(code: ErrorCode, grpc_code: Code) -> Self {
+    pub fn with_grpc_code<C: Catalog>(code: C, grpc_code: Code) -> Self {
         Self {
-            code,
             grpc_code: Some(grpc_code),
+            ..Self::new(code)
         }
     }
+
+    /// The catalog entry to send.
+    pub fn entry(&self) -> &'static CatalogEntry {
+        self.entry
+    }
+
+    /// The catalog it belongs to.
+    pub fn table(&self) -> &'static CatalogTable {
+        self.table
+    }
 }
+
+impl PartialEq for Classified {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self.entry, other.entry) && self.grpc_code == other.grpc_code
+    }
+}
+
+impl Eq for Classified {}
 
 /// Decides what a non-OK status that is not a catalog status becomes;
 /// `None` sends it unchanged.
@@ -576,7 +601,7 @@ fn normalize<P: ClassifyStatus>(
         );
     };
 
-    if let Some(suppressed) = REWRITES_BY_REASON.check(classified.code.entry().name()) {
+    if let Some(suppressed) = REWRITES_BY_REASON.check(classified.entry().name()) {
         let message = headers
             .get(GRPC_MESSAGE)
             .map(|v| percent_decode(v.as_bytes()).into_owned())
@@ -590,18 +615,17 @@ fn normalize<P: ClassifyStatus>(
             grpc.code = ?code,
             original_message = %sanitize::escape(&message),
             original_details = %sanitize::escape(&detail_types),
-            reason = classified.code.entry().name(),
+            reason = classified.entry().name(),
             suppressed,
             "a status without a catalog code was rewritten; return a catalog code instead"
         );
     }
 
     let grpc_code = classified.grpc_code.unwrap_or(code);
-    let status = ErrorCode::table().status_with_grpc_code(
-        classified.code.entry(),
-        grpc_code,
-        accept_language,
-    );
+    let status =
+        classified
+            .table()
+            .status_with_grpc_code(classified.entry(), grpc_code, accept_language);
     headers.remove(GRPC_STATUS);
     headers.remove(GRPC_MESSAGE);
     headers.remove(details::DETAILS_HEADER);
@@ -609,8 +633,8 @@ fn normalize<P: ClassifyStatus>(
     let _ = status.add_header(headers);
     let outcome = Outcome {
         code: grpc_code,
-        domain: errmap::DOMAIN,
-        reason: classified.code.entry().name(),
+        domain: classified.table().domain(),
+        reason: classified.entry().name(),
     };
     Some(fit_budget(headers, grpc_code, path, accept_language).unwrap_or(outcome))
 }

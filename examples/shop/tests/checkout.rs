@@ -181,3 +181,54 @@ async fn the_lookup_service_answers_for_the_shop_and_lists_both_catalogs() {
     );
     let _ = stop.send(());
 }
+
+/// The response layer rewrites into a team's own catalog, whose catalog is
+/// the only one served (issue 23: the rewrite target is generic over the
+/// catalog, not errmap's `ErrorCode` alone).
+#[tokio::test]
+async fn the_layer_rewrites_into_the_teams_own_codes() {
+    use errmap_server::layer::{Classified, ErrorLayer};
+    use tonic::Code;
+    use tower::{ServiceBuilder, ServiceExt as _};
+
+    let policy = |code: Code| match code {
+        Code::NotFound => Some(Classified::new(ShopError::CartNotFound)),
+        Code::Ok | Code::Cancelled | Code::DeadlineExceeded => None,
+        _ => Some(Classified::with_grpc_code(
+            ShopError::PaymentProviderDown,
+            Code::Unavailable,
+        )),
+    };
+    let catalogs = Catalogs::empty().with_catalog::<ShopError>().unwrap();
+    for (bare, expected, grpc) in [
+        (Code::NotFound, ShopError::CartNotFound, Code::NotFound),
+        (
+            Code::Internal,
+            ShopError::PaymentProviderDown,
+            Code::Unavailable,
+        ),
+    ] {
+        let service = ServiceBuilder::new()
+            .layer(ErrorLayer::custom(policy).with_catalogs(catalogs.clone()))
+            .service_fn(move |_: http::Request<()>| async move {
+                let mut response =
+                    http::Response::new(http_body_util::Full::<bytes::Bytes>::default());
+                tonic::Status::new(bare, "internal detail")
+                    .add_header(response.headers_mut())
+                    .unwrap();
+                Ok::<_, std::convert::Infallible>(response)
+            });
+        let response = service.oneshot(http::Request::new(())).await.unwrap();
+        let status = tonic::Status::from_header_map(response.headers()).unwrap();
+        assert_eq!(status.code(), grpc);
+        assert_eq!(status.error_code::<ShopError>(), Some(expected));
+        assert_eq!(status.message(), expected.entry().message());
+        let info = status
+            .error_details()
+            .unwrap()
+            .error_info()
+            .unwrap()
+            .clone();
+        assert_eq!(info.domain, "shop.example.com");
+    }
+}

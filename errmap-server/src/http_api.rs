@@ -673,7 +673,7 @@ fn parse_query(query: &str) -> HashMap<String, String> {
 }
 
 fn percent_decode(text: &str) -> String {
-    crate::layer::percent_decode(text.replace('+', " ").as_bytes()).into_owned()
+    errmap::headers::percent_decode(text.replace('+', " ").as_bytes()).into_owned()
 }
 
 fn encode_query(params: &[(String, String)]) -> String {

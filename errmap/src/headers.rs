@@ -4,14 +4,14 @@
 //! `grpc-retry-pushback-ms`).
 //!
 //! ```
-//! use std::time::Duration;
+//! use std::{borrow::Cow, time::Duration};
 //! use errmap::headers;
 //!
 //! assert_eq!(headers::grpc_timeout(b"250m"), Some(Duration::from_millis(250)));
 //! assert_eq!(headers::grpc_timeout(b"1.5S"), None);
 //! ```
 
-use std::time::Duration;
+use std::{borrow::Cow, time::Duration};
 
 use http::{HeaderMap, HeaderName};
 
@@ -87,6 +87,31 @@ pub fn retry_pushback(headers: &HeaderMap) -> Result<Option<Duration>, ()> {
         .and_then(|v| v.trim().parse::<u64>().ok())
         .ok_or(())?;
     Ok(Some(Duration::from_millis(millis)))
+}
+
+/// Decodes a percent-encoded value: a `grpc-message` (percent-encoded
+/// UTF-8), or a URL's path or query. A `%` not followed by two hex digits
+/// stays as it is; bytes that are not UTF-8 become U+FFFD.
+pub fn percent_decode(value: &[u8]) -> Cow<'_, str> {
+    if !value.contains(&b'%') {
+        return String::from_utf8_lossy(value);
+    }
+    let mut out = Vec::with_capacity(value.len());
+    let mut i = 0;
+    while i < value.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (value[i], value.get(i + 1), value.get(i + 2)) {
+            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
+                out.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
 
 #[cfg(test)]

@@ -39,26 +39,12 @@ pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// The content type of OpenMetrics text.
 pub const OPENMETRICS_TEXT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// The answer to one admin request.
-pub fn answer<B>(metrics: &Metrics, request: &http::Request<B>) -> http::Response<Full<Bytes>> {
-    answer_with(metrics, request, &Scrapes::unlimited())
-}
-
 /// Who may encode the metrics now: probes are answered first when places
 /// are short.
 #[derive(Debug, Clone)]
 struct Scrapes {
     places: Option<Places>,
     at_once: Arc<Semaphore>,
-}
-
-impl Scrapes {
-    fn unlimited() -> Self {
-        Self {
-            places: None,
-            at_once: Arc::new(Semaphore::new(Semaphore::MAX_PERMITS)),
-        }
-    }
 }
 
 fn text(status: StatusCode, body: &'static str) -> http::Response<Full<Bytes>> {

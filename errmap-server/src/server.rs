@@ -290,7 +290,7 @@ pub enum ServeError {
 /// The listen backlog [`bind`] asks for (the kernel may cap it, on Linux at
 /// `net.core.somaxconn`): room for a burst of new connections while the
 /// server is busy or at its connection cap.
-pub const LISTEN_BACKLOG: u32 = 4096;
+pub(crate) const LISTEN_BACKLOG: u32 = 4096;
 
 /// Binds a listener on `addr` (port 0 picks a free one), with a backlog of
 /// [`LISTEN_BACKLOG`].

@@ -61,6 +61,14 @@ use crate::{
     layer::{Outcome, OutcomeSlot},
 };
 
+mod process;
+mod text;
+mod trace;
+
+use process::*;
+use text::*;
+use trace::*;
+
 /// The labels of a call.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallLabels {
@@ -371,37 +379,6 @@ impl Metrics {
     }
 }
 
-struct Process {
-    resident_bytes: u64,
-    open_fds: u64,
-    cpu_seconds: f64,
-}
-
-/// This process's RSS, open descriptors and CPU time, from `/proc`.
-fn read_process() -> Option<Process> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let resident_kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    let open_fds = std::fs::read_dir("/proc/self/fd").ok()?.count() as u64;
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name (which may hold spaces): utime and
-    // stime are the 12th and 13th after the closing parenthesis.
-    let after = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    Some(Process {
-        resident_bytes: resident_kib * 1024,
-        open_fds,
-        cpu_seconds: ticks / 100.0,
-    })
-}
-
 /// Observes every call: a `tracing` span with OpenTelemetry's attribute
 /// names, and, with metrics, its time and outcome. Made by
 /// [`Metrics::layer`], [`MetricsLayer::tracing_only`], or
@@ -494,40 +471,6 @@ impl Timing {
             metrics.record(self.method, outcome, self.started);
         }
     }
-}
-
-/// The trace and parent span ids of a W3C `traceparent`
-/// (`00-<32 hex>-<16 hex>-<2 hex>`), if it is well-formed.
-fn traceparent(headers: &http::HeaderMap) -> Option<(&str, &str)> {
-    let value = headers.get("traceparent")?.to_str().ok()?;
-    let mut parts = value.trim().split('-');
-    let (version, trace, parent, flags) =
-        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    let hex = |s: &str, n: usize| {
-        s.len() == n
-            && s.bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-    };
-    let valid = hex(version, 2)
-        && version != "ff"
-        && hex(trace, 32)
-        && trace.bytes().any(|b| b != b'0')
-        && hex(parent, 16)
-        && parent.bytes().any(|b| b != b'0')
-        && hex(flags, 2)
-        && (version != "00" || parts.next().is_none());
-    valid.then_some((trace, parent))
-}
-
-/// `rpc.service` and `rpc.method` of a path, escaped and bounded: peers
-/// choose paths.
-fn service_and_method(path: &str) -> (String, String) {
-    let path = errmap::status::cut_at_char_boundary(path.trim_start_matches('/'), 200);
-    let (service, method) = path.split_once('/').unwrap_or((path, ""));
-    (
-        crate::sanitize::escape(service).into_owned(),
-        crate::sanitize::escape(method).into_owned(),
-    )
 }
 
 impl Drop for Timing {
@@ -728,55 +671,6 @@ impl<B: Default> Default for MetricsBody<B> {
             timing: None,
         }
     }
-}
-
-/// What prometheus-client writes (OpenMetrics text) in the Prometheus text
-/// format 0.0.4. A family's HELP and TYPE lines name it as its samples
-/// are named there: a counter's samples end in `_total`, so its metadata
-/// must too (`# TYPE x counter` above `x_total` is read as an untyped
-/// family by Prometheus' own parsers). An `info` family is a `gauge` named
-/// `x_info`, `unknown` is `untyped`; UNIT lines and the EOF marker, which
-/// 0.0.4 does not have, are dropped.
-fn openmetrics_to_prometheus_text(openmetrics: &str) -> String {
-    let mut out = String::with_capacity(openmetrics.len());
-    // A HELP line waits for its TYPE line, which decides the name.
-    let mut help: Option<(&str, &str)> = None;
-    for line in openmetrics.lines() {
-        if line == "# EOF" || line.starts_with("# UNIT ") {
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix("# HELP ") {
-            if let Some((name, text)) = help.take() {
-                let _ = writeln!(out, "# HELP {name} {text}");
-            }
-            help = rest.split_once(' ').or(Some((rest, "")));
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "untyped"));
-            let (suffix, kind) = match kind {
-                "counter" => ("_total", "counter"),
-                "info" => ("_info", "gauge"),
-                "unknown" => ("", "untyped"),
-                other => ("", other),
-            };
-            if let Some((help_name, text)) = help.take() {
-                let renamed = if help_name == name { suffix } else { "" };
-                let _ = writeln!(out, "# HELP {help_name}{renamed} {text}");
-            }
-            let _ = writeln!(out, "# TYPE {name}{suffix} {kind}");
-            continue;
-        }
-        if let Some((name, text)) = help.take() {
-            let _ = writeln!(out, "# HELP {name} {text}");
-        }
-        out.push_str(line);
-        out.push('\n');
-    }
-    if let Some((name, text)) = help {
-        let _ = writeln!(out, "# HELP {name} {text}");
-    }
-    out
 }
 
 #[cfg(test)]

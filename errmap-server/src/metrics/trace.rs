@@ -1,0 +1,36 @@
+//! What a call's span is named by: the caller's W3C `traceparent`, and the
+//! service and method of its path.
+
+/// The trace and parent span ids of a W3C `traceparent`
+/// (`00-<32 hex>-<16 hex>-<2 hex>`), if it is well-formed.
+pub(super) fn traceparent(headers: &http::HeaderMap) -> Option<(&str, &str)> {
+    let value = headers.get("traceparent")?.to_str().ok()?;
+    let mut parts = value.trim().split('-');
+    let (version, trace, parent, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    };
+    let valid = hex(version, 2)
+        && version != "ff"
+        && hex(trace, 32)
+        && trace.bytes().any(|b| b != b'0')
+        && hex(parent, 16)
+        && parent.bytes().any(|b| b != b'0')
+        && hex(flags, 2)
+        && (version != "00" || parts.next().is_none());
+    valid.then_some((trace, parent))
+}
+
+/// `rpc.service` and `rpc.method` of a path, escaped and bounded: peers
+/// choose paths.
+pub(super) fn service_and_method(path: &str) -> (String, String) {
+    let path = errmap::status::cut_at_char_boundary(path.trim_start_matches('/'), 200);
+    let (service, method) = path.split_once('/').unwrap_or((path, ""));
+    (
+        crate::sanitize::escape(service).into_owned(),
+        crate::sanitize::escape(method).into_owned(),
+    )
+}

@@ -1,79 +1,126 @@
-//! `set_help_base_url` in a process of its own (the setting is global):
-//! every catalog status links to its page, in one Help detail with the
-//! builder's own links after it.
+//! Links to the catalog pages are a value, not a global (issue 23): the
+//! caller passes the base URL to the builder, or the server to its response
+//! layer, and every catalog status then links to the page of its code, in
+//! one Help detail with the builder's own links after it.
 
-use errmap::status::{help_base_url, set_help_base_url, HelpUrlError};
+use std::convert::Infallible;
+
 use errmap::{Catalog as _, ErrorCode, ErrorStatusExt as _};
+use errmap_server::layer::ErrorLayer;
+use tower::{ServiceBuilder, ServiceExt as _};
+
+const BASE: &str = "https://errors.example.com";
+
+fn page(code: ErrorCode) -> String {
+    format!("{BASE}/errors/{}", code.entry().name())
+}
+
+fn help_urls(status: &tonic::Status) -> Vec<String> {
+    let details = status.check_error_details().unwrap();
+    details
+        .help()
+        .map(|h| h.links.iter().map(|l| l.url.clone()).collect())
+        .unwrap_or_default()
+}
+
+fn help_details(status: &tonic::Status) -> usize {
+    let rpc: tonic_types::pb::Status = prost::Message::decode(status.details()).unwrap();
+    rpc.details
+        .iter()
+        .filter(|a| a.type_url.ends_with("google.rpc.Help"))
+        .count()
+}
 
 #[test]
-fn every_status_links_to_its_page() {
-    set_help_base_url("https://errors.example.com/").unwrap();
-    assert_eq!(help_base_url(), Some("https://errors.example.com"));
-    // The same URL again is fine; another is refused.
-    set_help_base_url("https://errors.example.com").unwrap();
-    assert_eq!(
-        set_help_base_url("https://other.example.com"),
-        Err(HelpUrlError::AlreadySet(
-            "https://errors.example.com".into()
-        ))
-    );
-
+fn the_builder_links_to_the_page_it_is_given() {
     for code in ErrorCode::all() {
-        for status in [code.to_status(), code.to_status_for("ru")] {
-            let details = status.check_error_details().unwrap();
-            let links = &details.help().expect("a Help detail").links;
-            assert_eq!(links.len(), 1, "{code}");
-            assert_eq!(
-                links[0].url,
-                format!("https://errors.example.com/errors/{}", code.entry().name())
-            );
+        // No base, no link: nothing is set for the whole process.
+        assert!(help_urls(&code.to_status()).is_empty(), "{code}");
+        for base in [BASE.to_owned(), format!("{BASE}/")] {
+            let status = code.builder().catalog_help(base).build().unwrap();
+            assert_eq!(help_urls(&status), [page(code)], "{code}");
+            assert_eq!(status.code(), code.entry().grpc_code());
         }
     }
-
     // A builder's own links join the catalog's, in the one Help detail.
     let status = ErrorCode::AuthPasswordInvalid
         .builder()
         .message("too short")
         .help_link("Password rules", "https://example.com/passwords")
+        .catalog_help(BASE)
         .build()
         .unwrap();
-    let details = status.check_error_details().unwrap();
-    let urls: Vec<&str> = details
-        .help()
-        .unwrap()
-        .links
-        .iter()
-        .map(|l| l.url.as_str())
-        .collect();
     assert_eq!(
-        urls,
+        help_urls(&status),
         [
-            "https://errors.example.com/errors/AUTH_PASSWORD_INVALID",
-            "https://example.com/passwords"
+            page(ErrorCode::AuthPasswordInvalid),
+            "https://example.com/passwords".to_owned()
         ]
     );
-    let rpc: tonic_types::pb::Status = prost::Message::decode(status.details()).unwrap();
-    let helps = rpc
-        .details
-        .iter()
-        .filter(|a| a.type_url.ends_with("google.rpc.Help"))
-        .count();
-    assert_eq!(helps, 1);
+    assert_eq!(help_details(&status), 1);
+}
 
-    // The layer's rewrites and metadata-carrying builds keep the link.
-    let status = ErrorCode::ApiItemNotFound
+/// The status of `status` once it has left a response layer linking to
+/// `BASE`.
+async fn through_layer(status: tonic::Status) -> tonic::Status {
+    let service = ServiceBuilder::new()
+        .layer(ErrorLayer::new().with_help_base_url(BASE))
+        .service_fn(move |_: http::Request<()>| {
+            let status = status.clone();
+            async move {
+                let mut response =
+                    http::Response::new(http_body_util::Full::<bytes::Bytes>::default());
+                status.add_header(response.headers_mut()).unwrap();
+                Ok::<_, Infallible>(response)
+            }
+        });
+    let response = service.oneshot(http::Request::new(())).await.unwrap();
+    errmap::details::status_from_header_map(response.headers())
+        .unwrap()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_layer_links_every_catalog_status_that_leaves() {
+    // A handler's bare catalog status, and one with metadata.
+    for status in [
+        ErrorCode::ApiItemNotFound.to_status(),
+        ErrorCode::ApiItemNotFound
+            .builder()
+            .metadata("orderId", "7")
+            .build()
+            .unwrap(),
+    ] {
+        let out = through_layer(status).await;
+        assert_eq!(out.error_code(), Some(ErrorCode::ApiItemNotFound));
+        assert_eq!(help_urls(&out), [page(ErrorCode::ApiItemNotFound)]);
+        assert!(out.check_error_details().is_ok());
+    }
+    // A status the layer rewrites links to the page of the code it gets.
+    let out = through_layer(tonic::Status::internal("secret")).await;
+    assert_eq!(out.error_code(), Some(ErrorCode::ApiInternalServerError));
+    assert_eq!(help_urls(&out), [page(ErrorCode::ApiInternalServerError)]);
+    // The builder's links stay, after the catalog's; one Help detail.
+    let own = ErrorCode::AuthPasswordInvalid
         .builder()
-        .metadata("orderId", "7")
+        .help_link("Password rules", "https://example.com/passwords")
         .build()
         .unwrap();
+    let out = through_layer(own).await;
     assert_eq!(
-        status
-            .check_error_details()
-            .unwrap()
-            .help()
-            .unwrap()
-            .links
-            .len(),
-        1
+        help_urls(&out),
+        [
+            page(ErrorCode::AuthPasswordInvalid),
+            "https://example.com/passwords".to_owned()
+        ]
     );
+    assert_eq!(help_details(&out), 1);
+    // A status that already links there is left as it is.
+    let linked = ErrorCode::AuthRequired
+        .builder()
+        .catalog_help(BASE)
+        .build()
+        .unwrap();
+    let out = through_layer(linked.clone()).await;
+    assert_eq!(out.details(), linked.details());
 }

@@ -134,10 +134,9 @@ pub struct ServerConfig {
     pub metrics: Option<Metrics>,
     /// The public URL of this server's catalog pages, e.g.
     /// `https://errors.example.com`: every catalog status carries a
-    /// `google.rpc.Help` link to `{url}/errors/{NAME}` (see
-    /// [`set_help_base_url`](errmap::status::set_help_base_url), which must
-    /// run before the first status is built), and RFC 9457's `type` is that
-    /// page. Default none.
+    /// `google.rpc.Help` link to `{url}/errors/{NAME}` (the response layer
+    /// adds it: [`ErrorLayer::with_help_base_url`]), and RFC 9457's `type` is
+    /// that page. Default none.
     pub public_url: Option<String>,
 }
 
@@ -521,9 +520,6 @@ async fn run(
         HttpErrors::new(config.catalogs.clone()).with_default_shape(config.http_error_format);
     if let Some(url) = &config.public_url {
         http_errors = http_errors.with_public_url(url.clone());
-        if let Err(error) = errmap::status::set_help_base_url(url) {
-            tracing::warn!(%error, "statuses carry no Help link to the catalog pages");
-        }
     }
     // An HTTP/1.1 head over the header budget: 431, with the catalog's 40
     // in the configured JSON shape.
@@ -565,7 +561,7 @@ async fn run(
             .with_http_api(HttpApi::new(config.catalogs.clone(), http_errors)),
         )
         .layer(metrics_layer)
-        .layer(ErrorLayer::new().with_catalogs(config.catalogs.clone()))
+        .layer(error_layer(config))
         .layer(admission.layer())
         .layer(CatchPanicLayer::new())
         .service(routes.routes().prepare());
@@ -630,5 +626,15 @@ async fn run(
             tracing::warn!("grace period over; dropping the connections still open");
             Ok(())
         }
+    }
+}
+
+/// The response layer of `config`: its catalogs, and the links to the
+/// catalog pages at its public URL.
+fn error_layer(config: &ServerConfig) -> ErrorLayer {
+    let layer = ErrorLayer::new().with_catalogs(config.catalogs.clone());
+    match &config.public_url {
+        Some(url) => layer.with_help_base_url(url),
+        None => layer,
     }
 }

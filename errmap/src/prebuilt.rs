@@ -14,8 +14,6 @@ pub(crate) struct Prebuilt {
     /// The `details` entries that follow it: `LocalizedMessage`, and
     /// `RetryInfo` where the code has a delay.
     pub(crate) rest: &'static [u8],
-    /// The `Help` entry with the catalog link, or nothing.
-    pub(crate) help: &'static [u8],
     /// The `grpc-retry-pushback-ms` value, for the codes with a delay.
     pub(crate) pushback: Option<http::HeaderValue>,
 }

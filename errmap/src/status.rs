@@ -40,13 +40,7 @@
 //! # }
 //! ```
 
-use std::{
-    borrow::Cow,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        OnceLock,
-    },
-};
+use std::borrow::Cow;
 
 use bytes::Bytes;
 use prost::Message as _;
@@ -152,66 +146,14 @@ pub fn is_valid_metadata_key(key: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'_')
 }
 
-/// The base URL of the catalog pages, set once by
-/// [`set_help_base_url`].
-static HELP_BASE_URL: OnceLock<String> = OnceLock::new();
-
-/// Whether a status has been pre-encoded yet (the base URL must be set
-/// before).
-pub(crate) static PREBUILT_STARTED: AtomicBool = AtomicBool::new(false);
-
-/// Why [`set_help_base_url`] refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum HelpUrlError {
-    /// A different base URL was set before.
-    #[error("the help base URL is already {0:?}")]
-    AlreadySet(String),
-    /// Statuses were built before: they are pre-encoded once, without the
-    /// link.
-    #[error("statuses were built before the help base URL was set; set it first, at start-up")]
-    TooLate,
-}
-
-/// Makes every catalog status carry a `google.rpc.Help` link to the page
-/// of its code, `{url}/errors/{NAME}` (the pages of `errmap serve`, at
-/// `--public-url`). The link is pre-encoded with the rest of the status, so
-/// call this once at start-up, before any status is built; setting the
-/// same URL again is a no-op.
-///
-/// A builder's own [`help_link`](StatusBuilder::help_link)s go into the
-/// same `Help` detail, after the catalog's.
-pub fn set_help_base_url(url: &str) -> Result<(), HelpUrlError> {
-    let url = url.trim().trim_end_matches('/');
-    if let Some(current) = HELP_BASE_URL.get() {
-        return if current == url {
-            Ok(())
-        } else {
-            Err(HelpUrlError::AlreadySet(current.clone()))
-        };
-    }
-    if PREBUILT_STARTED.load(Ordering::SeqCst) {
-        return Err(HelpUrlError::TooLate);
-    }
-    let _ = HELP_BASE_URL.set(url.to_owned());
-    match HELP_BASE_URL.get() {
-        Some(current) if current == url => Ok(()),
-        Some(current) => Err(HelpUrlError::AlreadySet(current.clone())),
-        None => Err(HelpUrlError::TooLate),
-    }
-}
-
-/// The base URL set by [`set_help_base_url`], if any.
-pub fn help_base_url() -> Option<&'static str> {
-    HELP_BASE_URL.get().map(String::as_str)
-}
-
-/// The catalog's `Help` link of `entry`, when a base URL is set.
-fn catalog_link(entry: &CatalogEntry) -> Option<Link> {
-    help_base_url().map(|base| Link {
+/// The catalog's `Help` link of `entry`: the page of its code under
+/// `base_url` (the pages of `errmap serve`, at its `--public-url`),
+/// `{base_url}/errors/{NAME}`.
+pub fn catalog_help_link(base_url: &str, entry: &CatalogEntry) -> Link {
+    Link {
         description: format!("{} ({}) in the error catalog", entry.name(), entry.number()),
-        url: format!("{base}/errors/{}", entry.name()),
-    })
+        url: format!("{}/errors/{}", base_url.trim_end_matches('/'), entry.name()),
+    }
 }
 
 fn leak(buf: Vec<u8>) -> &'static [u8] {
@@ -239,25 +181,17 @@ impl Prebuilt {
             wire::put_any_detail(&mut rest, wire::RETRY_INFO, &retry);
         }
         let rest = leak(rest);
-        let mut help = Vec::new();
-        if let Some(link) = catalog_link(entry) {
-            let detail = Help { links: vec![link] };
-            wire::put_any_detail(&mut help, wire::HELP, &detail.encode_to_vec());
-        }
-        let help = leak(help);
-
         let status = leak(encode_status(
             entry.grpc_code(),
             entry.message(),
             error_info,
             rest,
-            help,
+            &[],
         ));
         Prebuilt {
             status: Bytes::from_static(status),
             error_info,
             rest,
-            help,
             pushback: entry.retry_delay().map(pushback_value),
         }
     }
@@ -320,6 +254,7 @@ pub struct StatusBuilder {
     metadata: Vec<(Cow<'static, str>, String)>,
     violations: Vec<FieldViolation>,
     links: Vec<Link>,
+    help_base_url: Option<String>,
     response_metadata: MetadataMap,
     error: Option<BuildError>,
 }
@@ -335,6 +270,7 @@ impl StatusBuilder {
             metadata: Vec::new(),
             violations: Vec::new(),
             links: Vec::new(),
+            help_base_url: None,
             response_metadata: MetadataMap::new(),
             error: None,
         }
@@ -397,6 +333,28 @@ impl StatusBuilder {
     /// `description`, `reason`, `localized_message`).
     pub fn violation(mut self, violation: FieldViolation) -> Self {
         self.violations.push(violation);
+        self
+    }
+
+    /// Links the status to the page of its code in the catalog pages at
+    /// `base_url` (those of `errmap serve --public-url`):
+    /// `{base_url}/errors/{NAME}`, first in the `Help` detail, before any
+    /// [`help_link`](Self::help_link). `errmap-server`'s response layer adds
+    /// the same link to every catalog status when it is given a base URL.
+    ///
+    /// ```
+    /// use errmap::{Catalog, ErrorCode, ErrorStatusExt};
+    ///
+    /// let status = ErrorCode::AuthExpiredToken
+    ///     .builder()
+    ///     .catalog_help("https://errors.example.com")
+    ///     .build()?;
+    /// let help = status.error_details().unwrap().help().unwrap().clone();
+    /// assert_eq!(help.links[0].url, "https://errors.example.com/errors/AUTH_EXPIRED_TOKEN");
+    /// # Ok::<(), errmap::BuildError>(())
+    /// ```
+    pub fn catalog_help(mut self, base_url: impl Into<String>) -> Self {
+        self.help_base_url = Some(base_url.into());
         self
     }
 
@@ -465,13 +423,13 @@ impl StatusBuilder {
             wire::put_any_detail(&mut extra, wire::BAD_REQUEST, &bad_request.encode_to_vec());
         }
         // One Help detail: the catalog's link, then the caller's.
-        let mut help: &[u8] = pre.help;
-        if !self.links.is_empty() {
-            let mut links: Vec<Link> = catalog_link(entry).into_iter().collect();
-            links.extend(self.links);
+        let mut links = self.links;
+        if let Some(base) = &self.help_base_url {
+            links.insert(0, catalog_help_link(base, entry));
+        }
+        if !links.is_empty() {
             let detail = Help { links };
             wire::put_any_detail(&mut extra, wire::HELP, &detail.encode_to_vec());
-            help = &[];
         }
 
         let details = if self.message.is_none() && self.metadata.is_empty() && extra.is_empty() {
@@ -484,15 +442,12 @@ impl StatusBuilder {
                 info = encode_error_info_detail(self.table.domain(), entry, &self.metadata);
                 &info
             };
-            let mut tail = Vec::with_capacity(help.len() + extra.len());
-            tail.extend_from_slice(help);
-            tail.extend_from_slice(&extra);
             Bytes::from(encode_status(
                 entry.grpc_code(),
                 message,
                 error_info,
                 pre.rest,
-                &tail,
+                &extra,
             ))
         };
 
@@ -621,13 +576,7 @@ impl CatalogTable {
             return self.status(index, locale);
         }
         let pre = self.prebuilt(index, locale);
-        let details = encode_status(
-            grpc_code,
-            entry.message(),
-            pre.error_info,
-            pre.rest,
-            pre.help,
-        );
+        let details = encode_status(grpc_code, entry.message(), pre.error_info, pre.rest, &[]);
         match &pre.pushback {
             Some(value) => Status::with_details_and_metadata(
                 grpc_code,
@@ -661,7 +610,6 @@ impl CatalogTable {
     /// into [`locales`](Self::locales)); all of them are made on first use.
     pub(crate) fn prebuilt(&self, index: usize, locale: usize) -> &Prebuilt {
         let all = self.prebuilt_slot().get_or_init(|| {
-            PREBUILT_STARTED.store(true, std::sync::atomic::Ordering::SeqCst);
             self.locales
                 .tags()
                 .iter()

@@ -277,13 +277,7 @@ pub(crate) fn serve(args: ServeArgs) -> Outcome {
         errmap_server::http_error::Shape::from_name(&args.http_error_format).unwrap_or_default();
     if let Some(url) = &args.public_url {
         match check_public_url(url) {
-            Ok(url) => {
-                // Before any status is built: the link is pre-encoded.
-                if let Err(e) = errmap::status::set_help_base_url(&url) {
-                    return Err(Failure::BadInput(format!("--public-url: {e}")));
-                }
-                config.public_url = Some(url);
-            }
+            Ok(url) => config.public_url = Some(url),
             Err(e) => return Err(Failure::BadInput(e.to_string())),
         }
     }

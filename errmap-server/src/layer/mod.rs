@@ -108,6 +108,7 @@ const GRPC_MESSAGE: &str = "grpc-message";
 pub struct ErrorLayer<P = DefaultPolicy> {
     policy: P,
     catalogs: Catalogs,
+    help_base_url: Option<Arc<str>>,
 }
 
 impl ErrorLayer {
@@ -117,6 +118,7 @@ impl ErrorLayer {
         Self {
             policy: DefaultPolicy,
             catalogs: Catalogs::default(),
+            help_base_url: None,
         }
     }
 }
@@ -127,7 +129,17 @@ impl<P: ClassifyStatus> ErrorLayer<P> {
         Self {
             policy,
             catalogs: Catalogs::default(),
+            help_base_url: None,
         }
+    }
+
+    /// Links every catalog status that leaves to the page of its code in
+    /// the catalog pages at `base_url` (`errmap serve --public-url`):
+    /// `{base_url}/errors/{NAME}`, first in its one `google.rpc.Help`
+    /// detail. A status that already links there is left as it is.
+    pub fn with_help_base_url(mut self, base_url: impl AsRef<str>) -> Self {
+        self.help_base_url = Some(Arc::from(base_url.as_ref().trim_end_matches('/')));
+        self
     }
 
     /// Passes the statuses of every catalog in `catalogs` (a team's own,
@@ -146,6 +158,7 @@ impl<S, P: Clone> Layer<S> for ErrorLayer<P> {
             inner,
             policy: self.policy.clone(),
             catalogs: self.catalogs.clone(),
+            help_base_url: self.help_base_url.clone(),
         }
     }
 }
@@ -156,6 +169,7 @@ pub struct ErrorService<S, P = DefaultPolicy> {
     inner: S,
     policy: P,
     catalogs: Catalogs,
+    help_base_url: Option<Arc<str>>,
 }
 
 impl<S> ErrorService<S> {
@@ -165,6 +179,7 @@ impl<S> ErrorService<S> {
             inner,
             policy: DefaultPolicy,
             catalogs: Catalogs::default(),
+            help_base_url: None,
         }
     }
 }
@@ -176,6 +191,7 @@ impl<S, P: ClassifyStatus> ErrorService<S, P> {
             inner,
             policy,
             catalogs: Catalogs::default(),
+            help_base_url: None,
         }
     }
 
@@ -220,6 +236,7 @@ where
                 policy: self.policy.clone(),
                 uri,
                 catalogs: self.catalogs.clone(),
+                help_base_url: self.help_base_url.clone(),
                 accept_language,
                 slot,
             }),
@@ -232,6 +249,7 @@ struct State<P> {
     policy: P,
     uri: Uri,
     catalogs: Catalogs,
+    help_base_url: Option<Arc<str>>,
     /// The caller's `accept-language`, for the statuses the layer makes.
     accept_language: Option<HeaderValue>,
     /// Where the outcome goes, if someone asked for it.
@@ -245,6 +263,7 @@ impl<P: ClassifyStatus> State<P> {
             &self.policy,
             self.uri.path(),
             &self.catalogs,
+            self.help_base_url.as_deref(),
             self.accept_language.as_ref(),
         );
         if let (Some(slot), Some(outcome)) = (&self.slot, outcome) {

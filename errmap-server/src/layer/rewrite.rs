@@ -38,6 +38,7 @@ pub(super) fn normalize<P: ClassifyStatus>(
     policy: &P,
     path: &str,
     catalogs: &Catalogs,
+    help_base_url: Option<&str>,
     accept_language: Option<&HeaderValue>,
 ) -> Option<Outcome> {
     let code = headers
@@ -56,6 +57,9 @@ pub(super) fn normalize<P: ClassifyStatus>(
             if !headers.contains_key(status::RETRY_PUSHBACK_MS) {
                 status::insert_pushback(headers, delay);
             }
+        }
+        if let Some(base) = help_base_url {
+            link_to_page(headers, code, base, entry);
         }
         let outcome = Outcome {
             code,
@@ -100,6 +104,9 @@ pub(super) fn normalize<P: ClassifyStatus>(
     headers.remove(details::DETAILS_HEADER);
     headers.remove(status::RETRY_PUSHBACK_MS);
     let _ = status.add_header(headers);
+    if let Some(base) = help_base_url {
+        link_to_page(headers, grpc_code, base, classified.entry());
+    }
     let outcome = Outcome {
         code: grpc_code,
         domain: classified.table().domain(),
@@ -121,4 +128,46 @@ pub(super) fn describe_details(value: &[u8]) -> String {
             .join(","),
         Err(_) => "(not a google.rpc.Status)".to_owned(),
     }
+}
+
+/// Puts the link to `entry`'s page under `base_url` first in the status's
+/// one `Help` detail (adding the detail when there is none), unless it is
+/// there already. The status in `headers` is a catalog status of `entry`.
+pub(super) fn link_to_page(
+    headers: &mut HeaderMap,
+    code: Code,
+    base_url: &str,
+    entry: &CatalogEntry,
+) {
+    use prost::Message as _;
+    let Some(bytes) = headers
+        .get(details::DETAILS_HEADER)
+        .and_then(|v| details::decode_base64(v.as_bytes()).ok())
+    else {
+        return;
+    };
+    let Ok(mut rpc) = tonic_types::pb::Status::decode(bytes.as_slice()) else {
+        return;
+    };
+    let link = status::catalog_help_link(base_url, entry);
+    let help_type = format!("{}{}", wire::TYPE_URL_PREFIX, wire::HELP);
+    match rpc.details.iter_mut().find(|any| any.type_url == help_type) {
+        Some(any) => {
+            let Ok(mut help) = tonic_types::pb::Help::decode(any.value.as_slice()) else {
+                return;
+            };
+            if help.links.first().is_some_and(|l| l.url == link.url) {
+                return;
+            }
+            help.links.insert(0, link);
+            any.value = help.encode_to_vec();
+        }
+        None => rpc.details.push(prost_types::Any {
+            type_url: help_type,
+            value: tonic_types::pb::Help { links: vec![link] }.encode_to_vec(),
+        }),
+    }
+    let message = rpc.message.clone();
+    let linked = Status::with_details(code, message, Bytes::from(rpc.encode_to_vec()));
+    let _ = linked.add_header(headers);
 }

@@ -65,11 +65,12 @@ impl ClientTlsArgs {
 /// What a plaintext HTTP/2 client sees when the port speaks TLS: the TLS
 /// server answers the preface with an alert (read as a frame of a bad
 /// size) or closes the connection.
-pub(crate) const PLAINTEXT_ON_TLS: [&str; 4] = [
+pub(crate) const PLAINTEXT_ON_TLS: [&str; 5] = [
     "frame with invalid size",
     "Broken pipe",
     "broken pipe",
     "Connection reset by peer",
+    "connection closed",
 ];
 pub(crate) const PLAINTEXT_ON_TLS_HINT: &str =
     "the server closed the connection; if it serves TLS at that address, use https://";

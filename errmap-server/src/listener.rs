@@ -403,7 +403,7 @@ impl Stream for Incoming {
 }
 
 /// Accepts connections from `listener` under `config`'s limits.
-pub(crate) fn incoming(listener: TcpListener, config: ListenerConfig) -> Incoming {
+pub fn incoming(listener: TcpListener, config: ListenerConfig) -> Incoming {
     let max = config
         .max_connections
         .clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));

@@ -66,7 +66,7 @@ pub trait PanicResponse: Clone + Send + Sync + 'static {
     fn status_for_panic(&self, panic: &str) -> Status;
 
     /// The status to send for a panic with this text, to a caller that
-    /// sent this `accept-language` (see [`crate::locale`]). By default
+    /// sent this `accept-language` (see [`errmap::locale`]). By default
     /// [`status_for_panic`](Self::status_for_panic), whatever the locale.
     fn status_for_panic_in(&self, panic: &str, accept_language: Option<&HeaderValue>) -> Status {
         let _ = accept_language;

@@ -292,7 +292,7 @@ pub enum ServeError {
 pub(crate) const LISTEN_BACKLOG: u32 = 4096;
 
 /// Binds a listener on `addr` (port 0 picks a free one), with a backlog of
-/// [`LISTEN_BACKLOG`].
+/// 4,096 connections and `SO_REUSEADDR`.
 pub async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?

@@ -144,7 +144,7 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "HOST:PORT")]
     admin_addr: Option<SocketAddr>,
     /// The public URL of this server's catalog pages (e.g.
-    /// https://errors.example.com): every error links to URL/errors/NAME.
+    /// `https://errors.example.com`): every error links to URL/errors/NAME.
     #[arg(long, value_name = "URL")]
     public_url: Option<String>,
 }

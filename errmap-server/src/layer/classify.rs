@@ -69,7 +69,7 @@ where
     }
 }
 
-/// The policy of the table in the [module docs](self).
+/// The policy of the table in the [layer docs](crate::layer).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DefaultPolicy;
 
@@ -79,7 +79,7 @@ impl ClassifyStatus for DefaultPolicy {
     }
 }
 
-/// The default classification (the table in the [module docs](self)).
+/// The default classification (the table in the [layer docs](crate::layer)).
 pub fn default_classify(code: Code) -> Option<Classified> {
     Some(Classified::new(match code {
         Code::Ok | Code::Cancelled | Code::DeadlineExceeded => return None,

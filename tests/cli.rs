@@ -1027,3 +1027,24 @@ fn lookups_on_a_multi_catalog_server_find_names_and_say_which_domain() {
          (shop.example.com, twin.example.com); set the domain\n"
     );
 }
+
+/// The README's `errmap lookup 21` shows what the binary prints, line for
+/// line (issue 22: the README, pasted, does what it says).
+#[test]
+fn the_readmes_lookup_example_is_what_the_binary_prints() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let shown: Vec<&str> = readme
+        .lines()
+        .skip_while(|l| *l != "$ errmap lookup 21")
+        .skip(1)
+        .take_while(|l| !l.starts_with("$ ") && !l.starts_with("```"))
+        .collect();
+    assert!(
+        shown.len() >= 6,
+        "the README shows errmap lookup 21: {shown:?}"
+    );
+    let out = errmap(&["lookup", "21"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out).lines().collect::<Vec<_>>(), shown);
+}

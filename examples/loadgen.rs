@@ -19,6 +19,14 @@
 //! Then it measures the `errmap serve` binary: start-up time to accepting
 //! connections, and RSS with 1,000 calls in flight.
 //!
+//! Every server runs as a process of its own (this program again, started
+//! with `ERRMAP_LOADGEN_SERVER` naming the server), so each scenario reports,
+//! next to its throughput, the server's CPU time per call over the
+//! scenario's windows (read from `/proc/<pid>/task/*/schedstat`, in
+//! nanoseconds, and `/proc/<pid>/stat`, in clock ticks) and this client's.
+//! A layer's cost is then a difference of microseconds of server CPU, which
+//! what else runs on the machine moves far less than a throughput ratio.
+//!
 //! ```sh
 //! cargo build --release && cargo run --release --example loadgen -- --duration 20s
 //! ```
@@ -67,6 +75,8 @@ struct Options {
     serve_binary: Option<PathBuf>,
     /// Two `errmap` binaries to compare, each as its own `errmap serve`.
     compare: Option<(PathBuf, PathBuf)>,
+    /// The scenarios to run, in their order in [`SCENARIOS`].
+    scenarios: Vec<Scenario>,
     json: bool,
 }
 
@@ -80,6 +90,7 @@ fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, String> 
             .ok()
             .and_then(|p| Some(p.parent()?.parent()?.join("errmap"))),
         compare: None,
+        scenarios: SCENARIOS.to_vec(),
         json: false,
     };
     let mut args = args.peekable();
@@ -103,11 +114,30 @@ fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, String> 
                 let b = PathBuf::from(args.next().ok_or("--compare-binaries needs two paths")?);
                 o.compare = Some((a, b));
             }
+            "--scenarios" => {
+                let names = value()?;
+                let wanted: Vec<&str> = names.split(',').map(str::trim).collect();
+                if let Some(unknown) = wanted
+                    .iter()
+                    .find(|w| !SCENARIOS.iter().any(|s| s.name == **w))
+                {
+                    let known: Vec<&str> = SCENARIOS.iter().map(|s| s.name).collect();
+                    return Err(format!(
+                        "--scenarios: no scenario {unknown:?}; there are {}",
+                        known.join(", ")
+                    ));
+                }
+                o.scenarios = SCENARIOS
+                    .into_iter()
+                    .filter(|s| wanted.contains(&s.name))
+                    .collect();
+            }
             "--json" => o.json = true,
             "--help" | "-h" => {
                 return Err(
                     "usage: loadgen [--duration 20s] [--rounds 5] [--concurrency 64] \
                      [--channels 4] [--serve-binary PATH | --no-serve-binary] \
+                     [--scenarios errmap/hit,bare/hit,...] \
                      [--compare-binaries BEFORE AFTER] [--json]"
                         .to_owned(),
                 )
@@ -308,10 +338,17 @@ impl CatalogClient {
         }
     }
 
-    async fn noop(&mut self) -> bool {
+    /// `Health/Check`, with the same `authorization` as the hits send (a
+    /// client sends its token on every call; HPACK never indexes it, so
+    /// the server decodes it on every call, which is no part of the RPC).
+    async fn noop(&mut self, bearer: &MetadataValue<tonic::metadata::Ascii>) -> bool {
         match self {
             CatalogClient::Grpc(_, health) => {
-                health.check(HealthCheckRequest::default()).await.is_ok()
+                let mut request = Request::new(HealthCheckRequest::default());
+                request
+                    .metadata_mut()
+                    .insert("authorization", bearer.clone());
+                health.check(request).await.is_ok()
             }
             CatalogClient::Web(_) | CatalogClient::Http(..) | CatalogClient::Retry(_) => false,
         }
@@ -366,60 +403,239 @@ impl Totals {
     }
 }
 
-/// Starts a server in this process: errmap's (layers, admission, auth on
-/// the lookup service) or a bare tonic one with the same services.
-async fn start_server(
-    errmap: bool,
-    tls: Option<errmap_server::tls::TlsConfig>,
-) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
-    start_server_with(errmap, tls, true).await
+/// The environment variable that makes this program one of the servers
+/// under load, named by its value (see [`Role`]).
+const ROLE_VAR: &str = "ERRMAP_LOADGEN_SERVER";
+/// The directory holding `cert.pem` and `key.pem` for the TLS server.
+const TLS_DIR_VAR: &str = "ERRMAP_LOADGEN_TLS_DIR";
+
+/// One server process under load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// errmap's layers, admission and auth on the lookup service.
+    Errmap,
+    /// A bare tonic server with the same services.
+    Bare,
+    /// `Errmap` over TLS.
+    Tls,
+    /// `Errmap` with gRPC-Web turned off.
+    GrpcOnly,
+    /// `Errmap` with metrics.
+    Metrics,
 }
 
-async fn start_server_with(
-    errmap: bool,
-    tls: Option<errmap_server::tls::TlsConfig>,
-    grpc_web: bool,
-) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
-    start_server_full(errmap, tls, grpc_web, None).await
-}
+impl Role {
+    const ALL: [Role; 5] = [
+        Role::Errmap,
+        Role::Bare,
+        Role::Tls,
+        Role::GrpcOnly,
+        Role::Metrics,
+    ];
 
-async fn start_server_full(
-    errmap: bool,
-    tls: Option<errmap_server::tls::TlsConfig>,
-    grpc_web: bool,
-    metrics: Option<errmap_server::metrics::Metrics>,
-) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("local addr");
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let stop = async {
-        let _ = rx.await;
-    };
-    if errmap {
-        let mut config = ServerConfig::default();
-        config.auth = Some(AuthInterceptor::new(JwtVerifier::hs256(SECRET)));
-        config.concurrency_limit = 4096;
-        config.tls = tls;
-        config.grpc_web = grpc_web;
-        config.metrics = metrics;
-        tokio::spawn(async move {
-            let _ = ErrmapServer::new(config).serve(listener, stop).await;
-        });
-    } else {
-        let (_, health) = tonic_health::server::health_reporter();
-        let incoming =
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-        tokio::spawn(async move {
-            let _ = tonic::transport::Server::builder()
-                .add_service(health)
-                .add_service(CatalogService::new().into_server())
-                .serve_with_incoming_shutdown(incoming, stop)
-                .await;
-        });
+    fn name(self) -> &'static str {
+        match self {
+            Role::Errmap => "errmap",
+            Role::Bare => "bare",
+            Role::Tls => "tls",
+            Role::GrpcOnly => "grpc-only",
+            Role::Metrics => "metrics",
+        }
     }
-    (addr, tx)
+
+    fn from_name(name: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.name() == name)
+    }
+}
+
+impl Target {
+    /// The server process a scenario's calls reach.
+    fn role(self) -> Role {
+        match self {
+            Target::Errmap | Target::ErrmapWeb | Target::ErrmapHttp | Target::ErrmapRetry => {
+                Role::Errmap
+            }
+            Target::Bare => Role::Bare,
+            Target::ErrmapTls => Role::Tls,
+            Target::ErrmapGrpcOnly => Role::GrpcOnly,
+            Target::ErrmapMetrics => Role::Metrics,
+        }
+    }
+}
+
+/// The life of a server process: starts the server `role` names on a free
+/// port of 127.0.0.1, prints `listening ADDR`, serves until its standard
+/// input closes (the load tool is done, or gone), then prints what it has
+/// to report (`scrape_bytes N` for the metrics server) and exits.
+fn serve_role(role: Role) -> Result<(), String> {
+    use std::io::{Read as _, Write as _};
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let metrics = (role == Role::Metrics).then(errmap_server::metrics::Metrics::new);
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| format!("bind: {e}"))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let stop = async {
+            let _ = rx.await;
+        };
+        let server = if role == Role::Bare {
+            let (_, health) = tonic_health::server::health_reporter();
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            tokio::spawn(async move {
+                tonic::transport::Server::builder()
+                    .add_service(health)
+                    .add_service(CatalogService::new().into_server())
+                    .serve_with_incoming_shutdown(incoming, stop)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        } else {
+            let mut config = ServerConfig::default();
+            config.auth = Some(AuthInterceptor::new(JwtVerifier::hs256(SECRET)));
+            config.concurrency_limit = 4096;
+            config.grpc_web = role != Role::GrpcOnly;
+            config.metrics = metrics.clone();
+            if role == Role::Tls {
+                let dir = PathBuf::from(
+                    std::env::var_os(TLS_DIR_VAR).ok_or(format!("{TLS_DIR_VAR} is not set"))?,
+                );
+                config.tls = Some(
+                    errmap_server::tls::TlsConfig::from_files(
+                        dir.join("cert.pem"),
+                        dir.join("key.pem"),
+                        None::<PathBuf>,
+                    )
+                    .map_err(|e| format!("TLS config: {e}"))?,
+                );
+            }
+            tokio::spawn(async move {
+                ErrmapServer::new(config)
+                    .serve(listener, stop)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        };
+        println!("listening {addr}");
+        std::io::stdout().flush().map_err(|e| e.to_string())?;
+        // Served until the load tool closes our standard input.
+        tokio::task::spawn_blocking(|| {
+            let _ = std::io::stdin().read_to_end(&mut Vec::new());
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        let _ = tx.send(());
+        match tokio::time::timeout(Duration::from_secs(5), server).await {
+            Ok(Ok(Ok(()))) | Err(_) => {}
+            Ok(Ok(Err(e))) => return Err(format!("the {} server failed: {e}", role.name())),
+            Ok(Err(e)) => return Err(e.to_string()),
+        }
+        Ok::<(), String>(())
+    })?;
+    if let Some(metrics) = metrics {
+        println!("scrape_bytes {}", metrics.encode(false).len());
+    }
+    Ok(())
+}
+
+/// A server process under load, started by [`ServerProcess::start`].
+struct ServerProcess {
+    role: Role,
+    child: std::process::Child,
+    addr: SocketAddr,
+    stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl ServerProcess {
+    /// Starts this program again as the server `role` names, and waits
+    /// for its address.
+    fn start(role: Role, tls_dir: Option<&std::path::Path>) -> Result<Self, String> {
+        let exe = std::env::current_exe().map_err(|e| format!("this program's path: {e}"))?;
+        let mut command = Command::new(exe);
+        if cfg!(test) {
+            // Under the test harness the server is a test of its own.
+            command.args([
+                "tests::server_process",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+            ]);
+        }
+        command
+            .env(ROLE_VAR, role.name())
+            .env("RUST_LOG", "error")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if let Some(dir) = tls_dir {
+            command.env(TLS_DIR_VAR, dir);
+        }
+        let mut child = command
+            .spawn()
+            .map_err(|e| format!("cannot start the {} server: {e}", role.name()))?;
+        let mut stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if stdout.read_line(&mut line).map_err(|e| e.to_string())? == 0 {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "the {} server exited before listening",
+                    role.name()
+                ));
+            }
+            if let Some(addr) = line.trim().strip_prefix("listening ") {
+                let addr = addr
+                    .parse()
+                    .map_err(|e| format!("the {} server's address {addr:?}: {e}", role.name()))?;
+                return Ok(Self {
+                    role,
+                    child,
+                    addr,
+                    stdout,
+                });
+            }
+        }
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    /// Stops the server (closes its standard input) and gives the lines it
+    /// printed last.
+    fn stop(mut self) -> Result<Vec<String>, String> {
+        drop(self.child.stdin.take());
+        let mut lines = Vec::new();
+        for line in (&mut self.stdout).lines() {
+            let line = line.map_err(|e| e.to_string())?;
+            if !line.trim().is_empty() {
+                lines.push(line);
+            }
+        }
+        let status = self.child.wait().map_err(|e| e.to_string())?;
+        if !status.success() {
+            return Err(format!(
+                "the {} server exited with {status}",
+                self.role.name()
+            ));
+        }
+        Ok(lines)
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        // Stopped already, or never to be: a server never outlives the tool.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn token() -> String {
@@ -471,7 +687,7 @@ async fn run_slice(
             while Instant::now() < end {
                 let t = Instant::now();
                 let ok = match scenario.kind {
-                    Kind::Noop => client.noop().await,
+                    Kind::Noop => client.noop(&bearer).await,
                     Kind::Page => client.page().await,
                     Kind::Hit | Kind::Miss => {
                         let code = if scenario.kind == Kind::Hit { 11 } else { 48 };
@@ -546,8 +762,9 @@ async fn open_channel(addr: SocketAddr, tls_ca: Option<&str>) -> Channel {
 }
 
 /// A CA and a server certificate for localhost, made now, written to a
-/// temporary directory; gives the TLS config and the CA's PEM.
-fn test_tls() -> (errmap_server::tls::TlsConfig, String) {
+/// temporary directory as `cert.pem` and `key.pem`; gives the directory
+/// and the CA's PEM.
+fn test_tls() -> (PathBuf, String) {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
     let ca_key = KeyPair::generate().expect("CA key");
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
@@ -560,12 +777,9 @@ fn test_tls() -> (errmap_server::tls::TlsConfig, String) {
         .expect("server certificate");
     let dir = std::env::temp_dir().join(format!("errmap-loadgen-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let (cert_file, key_file) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&cert_file, cert.pem()).expect("write cert");
-    std::fs::write(&key_file, key.serialize_pem()).expect("write key");
-    let tls = errmap_server::tls::TlsConfig::from_files(cert_file, key_file, None::<PathBuf>)
-        .expect("TLS config");
-    (tls, ca.pem())
+    std::fs::write(dir.join("cert.pem"), cert.pem()).expect("write cert");
+    std::fs::write(dir.join("key.pem"), key.serialize_pem()).expect("write key");
+    (dir, ca.pem())
 }
 
 /// The median time to open a new connection and make one `GetError`
@@ -613,7 +827,8 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// User and system CPU time of a process so far, in seconds.
+/// User and system CPU time of a process so far, in seconds, from
+/// `/proc/<pid>/stat` (in clock ticks: 10 ms apiece on most machines).
 fn cpu_seconds(pid: &str) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0.0;
@@ -631,14 +846,71 @@ fn cpu_seconds(pid: &str) -> f64 {
     (ticks(11) + ticks(12)) / clock_ticks()
 }
 
+/// CPU time of a process so far, in seconds, to the nanosecond: the sum
+/// over its live threads of the time on a CPU that
+/// `/proc/<pid>/task/<tid>/schedstat` gives. `None` where the kernel keeps
+/// no schedstat.
+fn cpu_seconds_precise(pid: &str) -> Option<f64> {
+    let mut nanos = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let Ok(task) = task else { continue };
+        // A thread that ends between the listing and the read counts for
+        // nothing, as it would in the next reading.
+        let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) else {
+            continue;
+        };
+        nanos += text.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(nanos as f64 / 1e9)
+}
+
+/// A process's CPU time so far, both ways (see [`cpu_seconds`] and
+/// [`cpu_seconds_precise`]).
+#[derive(Debug, Clone, Copy)]
+struct Cpu {
+    precise: Option<f64>,
+    ticks: f64,
+}
+
+impl Cpu {
+    fn now(pid: &str) -> Self {
+        Self {
+            precise: cpu_seconds_precise(pid),
+            ticks: cpu_seconds(pid),
+        }
+    }
+
+    /// The CPU time from `earlier` to this reading, in seconds: schedstat's
+    /// where there is one, else the ticks.
+    fn since(&self, earlier: &Cpu) -> CpuSpent {
+        CpuSpent {
+            precise: match (self.precise, earlier.precise) {
+                (Some(a), Some(b)) => (a - b).max(0.0),
+                _ => (self.ticks - earlier.ticks).max(0.0),
+            },
+            ticks: (self.ticks - earlier.ticks).max(0.0),
+        }
+    }
+}
+
+/// CPU seconds spent over a window (see [`Cpu::since`]).
+#[derive(Debug, Clone, Copy, Default)]
+struct CpuSpent {
+    precise: f64,
+    ticks: f64,
+}
+
 fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -715,7 +987,7 @@ async fn compare_binaries(
             let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
             for s in order {
                 let (_, pid, channels) = &servers[s];
-                let (server_before, client_before) = (cpu_seconds(pid), cpu_seconds("self"));
+                let (server_before, client_before) = (Cpu::now(pid), Cpu::now("self"));
                 let totals = run_slice(
                     *scenario,
                     Clients::Grpc(channels),
@@ -725,8 +997,8 @@ async fn compare_binaries(
                 )
                 .await;
                 let calls = totals.calls.max(1) as f64;
-                let server = (cpu_seconds(pid) - server_before) / calls * 1e6;
-                let client = (cpu_seconds("self") - client_before) / calls * 1e6;
+                let server = Cpu::now(pid).since(&server_before).precise / calls * 1e6;
+                let client = Cpu::now("self").since(&client_before).precise / calls * 1e6;
                 rows[k][s].push((calls / totals.elapsed.as_secs_f64(), server, client));
             }
         }
@@ -884,20 +1156,69 @@ fn largest_bare_status() -> (ErrorCode, usize) {
         .unwrap_or((ErrorCode::ApiInternalServerError, 0))
 }
 
+/// One scenario's figures over every round.
+struct Measured {
+    totals: Totals,
+    /// Per round: the server's and this client's CPU seconds.
+    server_cpu: Vec<CpuSpent>,
+    client_cpu: Vec<f64>,
+    calls: Vec<u64>,
+}
+
+impl Measured {
+    fn new() -> Self {
+        Self {
+            totals: Totals::new(),
+            server_cpu: Vec::new(),
+            client_cpu: Vec::new(),
+            calls: Vec::new(),
+        }
+    }
+
+    /// The median over the rounds of the server's CPU µs per call.
+    fn server_us(&self) -> f64 {
+        median(
+            self.server_cpu
+                .iter()
+                .zip(&self.calls)
+                .map(|(cpu, calls)| cpu.precise / (*calls).max(1) as f64 * 1e6)
+                .collect(),
+        )
+    }
+
+    /// The server's CPU µs per call over all the rounds, from
+    /// `/proc/<pid>/stat`'s clock ticks.
+    fn server_us_from_ticks(&self) -> f64 {
+        let ticks: f64 = self.server_cpu.iter().map(|c| c.ticks).sum();
+        ticks / self.calls.iter().sum::<u64>().max(1) as f64 * 1e6
+    }
+
+    /// The median over the rounds of this client's CPU µs per call.
+    fn client_us(&self) -> f64 {
+        median(
+            self.client_cpu
+                .iter()
+                .zip(&self.calls)
+                .map(|(cpu, calls)| cpu / (*calls).max(1) as f64 * 1e6)
+                .collect(),
+        )
+    }
+}
+
 async fn run(options: Options) -> Result<serde_json::Value, String> {
-    let (errmap_addr, stop_errmap) = start_server(true, None).await;
-    let (bare_addr, stop_bare) = start_server(false, None).await;
-    let (tls, tls_ca) = test_tls();
-    let (tls_addr, stop_tls) = start_server(true, Some(tls)).await;
+    let (tls_dir, tls_ca) = test_tls();
+    let mut servers = Vec::with_capacity(Role::ALL.len());
+    for role in Role::ALL {
+        servers.push(ServerProcess::start(role, Some(&tls_dir))?);
+    }
+    let server = |role: Role| &servers[Role::ALL.iter().position(|r| *r == role).unwrap_or(0)];
+    let errmap_addr = server(Role::Errmap).addr;
+    let tls_addr = server(Role::Tls).addr;
     let errmap_channels = connect(errmap_addr, options.channels).await;
-    let bare_channels = connect(bare_addr, options.channels).await;
+    let bare_channels = connect(server(Role::Bare).addr, options.channels).await;
     let tls_channels = connect_with(tls_addr, options.channels, Some(&tls_ca)).await;
-    let (grpc_only_addr, stop_grpc_only) = start_server_with(true, None, false).await;
-    let metrics = errmap_server::metrics::Metrics::new();
-    let (metrics_addr, stop_metrics) =
-        start_server_full(true, None, true, Some(metrics.clone())).await;
-    let metrics_channels = connect(metrics_addr, options.channels).await;
-    let grpc_only_channels = connect(grpc_only_addr, options.channels).await;
+    let metrics_channels = connect(server(Role::Metrics).addr, options.channels).await;
+    let grpc_only_channels = connect(server(Role::GrpcOnly).addr, options.channels).await;
     let (web, web_uri) = web_client(errmap_addr);
     let http_client: HttpClient =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
@@ -916,9 +1237,10 @@ async fn run(options: Options) -> Result<serde_json::Value, String> {
     };
     let bearer: MetadataValue<_> = format!("Bearer {}", token()).parse().map_err(|_| "token")?;
 
-    let slice = options.duration / (options.rounds * SCENARIOS.len() as u32);
+    let scenarios = &options.scenarios;
+    let slice = options.duration / (options.rounds * scenarios.len() as u32);
     // Warm-up, not recorded.
-    for s in SCENARIOS {
+    for &s in scenarios {
         run_slice(
             s,
             clients(s.target),
@@ -928,15 +1250,23 @@ async fn run(options: Options) -> Result<serde_json::Value, String> {
         )
         .await;
     }
-    let mut totals: Vec<Totals> = SCENARIOS.iter().map(|_| Totals::new()).collect();
+    let mut measured: Vec<Measured> = scenarios.iter().map(|_| Measured::new()).collect();
     // Throughput of each scenario in each round, for per-round ratios.
     let mut per_round: Vec<Vec<f64>> = Vec::new();
     for round in 0..options.rounds {
-        let mut this_round = Vec::with_capacity(SCENARIOS.len());
-        for (i, s) in SCENARIOS.iter().enumerate() {
+        let mut this_round = Vec::with_capacity(scenarios.len());
+        for (i, s) in scenarios.iter().enumerate() {
+            let pid = server(s.target.role()).pid();
+            let (server_before, client_before) = (Cpu::now(&pid), Cpu::now("self"));
             let t = run_slice(*s, clients(s.target), options.concurrency, slice, &bearer).await;
+            let (server_after, client_after) = (Cpu::now(&pid), Cpu::now("self"));
             this_round.push(t.throughput());
-            let total = &mut totals[i];
+            let m = &mut measured[i];
+            m.server_cpu.push(server_after.since(&server_before));
+            m.client_cpu
+                .push(client_after.since(&client_before).precise);
+            m.calls.push(t.calls);
+            let total = &mut m.totals;
             let _ = total.histogram.add(&t.histogram);
             total.calls += t.calls;
             total.unexpected += t.unexpected;
@@ -956,20 +1286,35 @@ async fn run(options: Options) -> Result<serde_json::Value, String> {
     };
     let plain_connection = new_connection_cost(errmap_addr, handshakes, None, &bearer).await;
     let tls_connection = new_connection_cost(tls_addr, handshakes, Some(&tls_ca), &bearer).await;
-    let _ = stop_errmap.send(());
-    let _ = stop_bare.send(());
-    let _ = stop_tls.send(());
-    let _ = stop_grpc_only.send(());
-    let _ = stop_metrics.send(());
-    let scrape_bytes = metrics.encode(false).len();
+    drop((
+        errmap_channels,
+        bare_channels,
+        tls_channels,
+        metrics_channels,
+        grpc_only_channels,
+    ));
+    let mut scrape_bytes = None;
+    for process in servers {
+        for line in process.stop()? {
+            if let Some(n) = line.strip_prefix("scrape_bytes ") {
+                scrape_bytes = n.trim().parse::<usize>().ok();
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&tls_dir);
+    let scrape_bytes = scrape_bytes.ok_or("the metrics server did not report its scrape")?;
     let label_sets = label_sets_memory(10_000);
 
-    let index = |name: &str| SCENARIOS.iter().position(|s| s.name == name).unwrap_or(0);
-    // The median over the rounds of the per-round ratio a/b.
+    let index = |name: &str| scenarios.iter().position(|s| s.name == name);
+    // The median over the rounds of the per-round ratio a/b; not a number
+    // where a scenario was not run.
     let ratio = |a: &str, b: &str| {
+        let (Some(a), Some(b)) = (index(a), index(b)) else {
+            return f64::NAN;
+        };
         let mut ratios: Vec<f64> = per_round
             .iter()
-            .map(|round| round[index(a)] / round[index(b)].max(1e-9))
+            .map(|round| round[a] / round[b].max(1e-9))
             .collect();
         ratios.sort_by(f64::total_cmp);
         let mid = ratios.len() / 2;
@@ -990,6 +1335,38 @@ async fn run(options: Options) -> Result<serde_json::Value, String> {
     let http_hit_vs_grpc = ratio("errmap-http/hit", "errmap/hit");
     let metrics_cost = ratio("errmap-metrics/hit", "errmap/hit");
     let retry_layer_cost = ratio("errmap-retry/hit", "errmap/hit");
+    // The median over the rounds of the per-round ratio of CPU per call,
+    // the server's or this client's.
+    let cpu_ratio = |a: &str, b: &str, client: bool| {
+        let per_call = |m: &Measured, round: usize| {
+            let cpu = if client {
+                m.client_cpu[round]
+            } else {
+                m.server_cpu[round].precise
+            };
+            cpu / m.calls[round].max(1) as f64
+        };
+        let (Some(a), Some(b)) = (index(a), index(b)) else {
+            return f64::NAN;
+        };
+        let (a, b) = (&measured[a], &measured[b]);
+        median(
+            (0..a.calls.len())
+                .map(|r| per_call(a, r) / per_call(b, r).max(1e-12))
+                .collect(),
+        )
+    };
+    let cpu_ratios = json!({
+        "full_stack_hit_vs_bare_tonic_hit": cpu_ratio("errmap/hit", "bare/hit", false),
+        "full_stack_noop_vs_bare_tonic_noop": cpu_ratio("errmap/noop", "bare/noop", false),
+        "get_error_vs_health_check": cpu_ratio("errmap/hit", "errmap/noop", false),
+        "bare_tonic_get_error_vs_health_check": cpu_ratio("bare/hit", "bare/noop", false),
+        "miss_vs_hit": cpu_ratio("errmap/miss", "errmap/hit", false),
+        "metrics_on_vs_off_hit": cpu_ratio("errmap-metrics/hit", "errmap/hit", false),
+        "with_vs_without_grpc_web_hit": cpu_ratio("errmap/hit", "grpc-only/hit", false),
+        "tls_vs_plaintext_hit": cpu_ratio("errmap-tls/hit", "errmap/hit", false),
+        "client_retry_layer_on_vs_off_hit": cpu_ratio("errmap-retry/hit", "errmap/hit", true),
+    });
     let (largest_code, largest_size) = largest_bare_status();
 
     let serve = match &options.serve_binary {
@@ -1001,11 +1378,15 @@ async fn run(options: Options) -> Result<serde_json::Value, String> {
         None => None,
     };
 
-    let mut scenarios = serde_json::Map::new();
-    for (s, t) in SCENARIOS.iter().zip(&totals) {
-        scenarios.insert(
+    let mut per_scenario = serde_json::Map::new();
+    for (s, m) in scenarios.iter().zip(&measured) {
+        let t = &m.totals;
+        per_scenario.insert(
             s.name.to_owned(),
             json!({
+                "server_us_per_call": m.server_us(),
+                "server_us_per_call_from_ticks": m.server_us_from_ticks(),
+                "client_us_per_call": m.client_us(),
                 "calls": t.calls,
                 "unexpected": t.unexpected,
                 "throughput": t.throughput(),
@@ -1022,8 +1403,11 @@ async fn run(options: Options) -> Result<serde_json::Value, String> {
             "concurrency": options.concurrency,
             "channels": options.channels,
         },
-        "scenarios": scenarios,
+        "scenarios": per_scenario,
         "ratios_are": "median over the rounds of the per-round throughput ratio",
+        "cpu_ratios_are": "median over the rounds of the per-round ratio of CPU µs per call \
+            (the server's, from /proc/<pid>/task/*/schedstat; the client's for the retry layer)",
+        "cpu_ratios": cpu_ratios,
         "ratios": {
             "hit_vs_noop": hit_vs_noop,
             "miss_vs_noop": miss_vs_noop,
@@ -1060,7 +1444,7 @@ async fn run(options: Options) -> Result<serde_json::Value, String> {
         Some(Err(e)) => report["serve_binary"] = json!({"error": e}),
         None => {}
     }
-    let unexpected: u64 = totals.iter().map(|t| t.unexpected).sum();
+    let unexpected: u64 = measured.iter().map(|m| m.totals.unexpected).sum();
     if unexpected > 0 {
         return Err(format!(
             "{unexpected} calls got an unexpected answer:\n{report:#}"
@@ -1071,22 +1455,32 @@ async fn run(options: Options) -> Result<serde_json::Value, String> {
 
 fn print_text(report: &serde_json::Value) {
     println!(
-        "{:<15} {:>9} {:>12} {:>9} {:>9} {:>9}",
-        "scenario", "calls", "calls/s", "p50 µs", "p99 µs", "max µs"
+        "{:<19} {:>9} {:>10} {:>11} {:>11} {:>8} {:>8} {:>8}",
+        "scenario", "calls", "calls/s", "server µs", "client µs", "p50 µs", "p99 µs", "max µs"
     );
     if let Some(scenarios) = report["scenarios"].as_object() {
         for (name, s) in scenarios {
             let n = |k: &str| s[k].as_u64().unwrap_or(0);
+            let f = |k: &str| s[k].as_f64().unwrap_or(f64::NAN);
             println!(
-                "{:<15} {:>9} {:>12.0} {:>9} {:>9} {:>9}",
+                "{:<19} {:>9} {:>10.0} {:>11.2} {:>11.2} {:>8} {:>8} {:>8}",
                 name,
                 n("calls"),
-                s["throughput"].as_f64().unwrap_or(0.0),
+                f("throughput"),
+                f("server_us_per_call"),
+                f("client_us_per_call"),
                 n("p50_us"),
                 n("p99_us"),
                 n("max_us")
             );
         }
+    }
+    if let Some(ratios) = report["cpu_ratios"].as_object() {
+        let text: Vec<String> = ratios
+            .iter()
+            .map(|(k, v)| format!("{k}={:.3}", v.as_f64().unwrap_or(f64::NAN)))
+            .collect();
+        println!("cpu per call: {}", text.join(" "));
     }
     let r = &report["ratios"];
     let f = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
@@ -1124,6 +1518,21 @@ fn print_text(report: &serde_json::Value) {
 }
 
 fn main() -> std::process::ExitCode {
+    if let Some(name) = std::env::var_os(ROLE_VAR) {
+        return match Role::from_name(&name.to_string_lossy()).ok_or("no such server") {
+            Ok(role) => match serve_role(role) {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    std::process::ExitCode::FAILURE
+                }
+            },
+            Err(e) => {
+                eprintln!("error: {ROLE_VAR}={name:?}: {e}");
+                std::process::ExitCode::from(2)
+            }
+        };
+    }
     let options = match parse_options(std::env::args().skip(1)) {
         Ok(o) => o,
         Err(e) => {
@@ -1183,12 +1592,23 @@ mod tests {
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let report = runtime.block_on(run(options)).unwrap();
         for s in SCENARIOS {
+            let scenario = &report["scenarios"][s.name];
+            assert!(scenario["calls"].as_u64().unwrap() > 0, "{}", s.name);
+            // Each server is a process of its own, whose CPU is measured.
             assert!(
-                report["scenarios"][s.name]["calls"].as_u64().unwrap() > 0,
-                "{}",
+                scenario["server_us_per_call"].as_f64().unwrap() > 0.0,
+                "{}: {scenario}",
                 s.name
             );
+            assert!(scenario["client_us_per_call"].as_f64().unwrap() > 0.0);
         }
+        assert!(report["metrics"]["scrape_bytes"].as_u64().unwrap() > 0);
+        assert!(
+            report["cpu_ratios"]["full_stack_hit_vs_bare_tonic_hit"]
+                .as_f64()
+                .unwrap()
+                > 0.0
+        );
         assert!(report["ratios"]["hit_vs_noop"].as_f64().unwrap() > 0.0);
         assert!(
             report["ratios"]["hit_with_vs_without_retry_layer"]
@@ -1197,6 +1617,15 @@ mod tests {
                 > 0.0
         );
         assert!(report["largest_bare_status"]["bytes"].as_u64().unwrap() < 1024);
+    }
+
+    /// Not a test: the server process [`ServerProcess::start`] starts
+    /// under the test harness, where this program's `main` does not run.
+    #[test]
+    #[ignore = "a server process of `a_one_second_run_works`, started by it"]
+    fn server_process() {
+        let name = std::env::var(ROLE_VAR).expect("started by ServerProcess::start");
+        serve_role(Role::from_name(&name).expect("a server's name")).unwrap();
     }
 
     #[test]

@@ -149,6 +149,133 @@ proptest! {
         read_everything(&status_matching(bytes));
     }
 
+    /// The wire reader's shortcuts for what errmap itself sends (a known
+    /// type URL, a short map entry) accept and refuse exactly what prost
+    /// does: every byte of a rich status flipped or cut, the whole status
+    /// and each `ErrorInfo` in it read both ways.
+    #[test]
+    fn the_wire_reader_accepts_exactly_what_prost_accepts(
+        code in proptest::sample::select(ErrorCode::all().collect::<Vec<_>>()),
+        flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..3),
+        cut in any::<usize>(),
+    ) {
+        let mut bytes = rich_details(code);
+        for (at, xor) in flips {
+            let at = at % bytes.len();
+            bytes[at] ^= xor;
+        }
+        let keep = bytes.len() - cut % (bytes.len() / 4 + 1);
+        bytes.truncate(keep);
+        let ours = errmap::wire::StatusView::parse(&bytes);
+        let theirs = pb::Status::decode(bytes.as_slice());
+        prop_assert_eq!(ours.is_ok(), theirs.is_ok(), "{:?}", bytes);
+        if let (Ok(ours), Ok(theirs)) = (ours, theirs) {
+            prop_assert_eq!(ours.code, theirs.code);
+            prop_assert_eq!(ours.message, theirs.message.as_str());
+            let mine: Vec<_> = ours.details().map(|(any, _)| (any.type_url, any.value)).collect();
+            let prosts: Vec<_> = theirs
+                .details
+                .iter()
+                .map(|a| (a.type_url.as_str(), a.value.as_slice()))
+                .collect();
+            prop_assert_eq!(&mine, &prosts);
+            for (url, value) in mine {
+                if url.ends_with("/google.rpc.ErrorInfo") {
+                    let ours = errmap::wire::ErrorInfoFields::parse(value);
+                    let theirs = pb::ErrorInfo::decode(value);
+                    prop_assert_eq!(ours.is_ok(), theirs.is_ok(), "{:?}", value);
+                    if let (Ok(ours), Ok(theirs)) = (ours, theirs) {
+                        prop_assert_eq!(ours.reason, theirs.reason.as_str());
+                        let metadata: std::collections::HashMap<String, String> = ours
+                            .metadata()
+                            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                            .collect();
+                        prop_assert_eq!(metadata, theirs.metadata);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The same, on details built to probe the shortcuts' edges: each `Any`
+    /// a known type URL (or a near miss) and a value, followed inside the
+    /// `Any` by arbitrary bytes; each `ErrorInfo` metadata entry likewise.
+    #[test]
+    fn the_wire_reader_agrees_with_prost_past_the_shortcuts(
+        anys in proptest::collection::vec(
+            (
+                proptest::sample::select(vec![
+                    "type.googleapis.com/google.rpc.ErrorInfo",
+                    "type.googleapis.com/google.rpc.RetryInfo",
+                    "type.googleapis.com/google.rpc.LocalizedMessage",
+                    "type.googleapis.com/google.rpc.Help",
+                    "type.googleapis.com/google.rpc.BadRequest",
+                    "type.googleapis.com/google.rpc.ErrorInfO",
+                    "google.rpc.ErrorInfo",
+                ]),
+                proptest::collection::vec(
+                    (
+                        "[a-z]{0,3}",
+                        proptest::collection::vec(any::<u8>(), 0..140),
+                        proptest::collection::vec(any::<u8>(), 0..4),
+                    ),
+                    0..3,
+                ),
+                proptest::collection::vec(any::<u8>(), 0..5),
+            ),
+            1..4,
+        ),
+    ) {
+        let mut details = Vec::new();
+        for (url, entries, after) in &anys {
+            let mut value = Vec::new();
+            // ErrorInfo: reason, then map entries as raw bytes.
+            value.extend_from_slice(b"\x0a\x03ABC");
+            for (key, entry_value, entry_after) in entries {
+                let mut entry = Vec::new();
+                entry.push(0x0a);
+                prost::encoding::encode_varint(key.len() as u64, &mut entry);
+                entry.extend_from_slice(key.as_bytes());
+                entry.push(0x12);
+                prost::encoding::encode_varint(entry_value.len() as u64, &mut entry);
+                entry.extend_from_slice(entry_value);
+                entry.extend_from_slice(entry_after);
+                value.push(0x1a);
+                prost::encoding::encode_varint(entry.len() as u64, &mut value);
+                value.extend_from_slice(&entry);
+            }
+            let mut any = prost_types::Any { type_url: (*url).to_owned(), value }.encode_to_vec();
+            any.extend_from_slice(after);
+            details.push(0x1a);
+            prost::encoding::encode_varint(any.len() as u64, &mut details);
+            details.extend_from_slice(&any);
+        }
+        let ours = errmap::wire::StatusView::parse(&details);
+        let theirs = pb::Status::decode(details.as_slice());
+        prop_assert_eq!(ours.is_ok(), theirs.is_ok(), "{:?}", details);
+        if let (Ok(ours), Ok(theirs)) = (ours, theirs) {
+            let mine: Vec<_> = ours.details().map(|(any, _)| (any.type_url, any.value)).collect();
+            let prosts: Vec<_> = theirs
+                .details
+                .iter()
+                .map(|a| (a.type_url.as_str(), a.value.as_slice()))
+                .collect();
+            prop_assert_eq!(&mine, &prosts);
+            for (_, value) in mine {
+                let ours = errmap::wire::ErrorInfoFields::parse(value);
+                let theirs = pb::ErrorInfo::decode(value);
+                prop_assert_eq!(ours.is_ok(), theirs.is_ok(), "{:?}", value);
+                if let (Ok(ours), Ok(theirs)) = (ours, theirs) {
+                    let metadata: std::collections::HashMap<String, String> = ours
+                        .metadata()
+                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                        .collect();
+                    prop_assert_eq!(metadata, theirs.metadata);
+                }
+            }
+        }
+    }
+
     #[test]
     fn arbitrary_header_values_never_panic(value in "[ -~]{0,256}") {
         let mut headers = HeaderMap::new();

@@ -14,6 +14,7 @@ pub(crate) struct Prebuilt {
     /// The `details` entries that follow it: `LocalizedMessage`, and
     /// `RetryInfo` where the code has a delay.
     pub(crate) rest: &'static [u8],
-    /// The `grpc-retry-pushback-ms` value, for the codes with a delay.
-    pub(crate) pushback: Option<http::HeaderValue>,
+    /// The response metadata holding `grpc-retry-pushback-ms`, for the
+    /// codes with a delay.
+    pub(crate) pushback: Option<tonic::metadata::MetadataMap>,
 }

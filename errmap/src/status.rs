@@ -72,10 +72,19 @@ pub(crate) fn pushback_value(delay: std::time::Duration) -> http::HeaderValue {
     http::HeaderValue::from(u64::try_from(millis).unwrap_or(u64::MAX))
 }
 
-/// The response metadata holding `grpc-retry-pushback-ms: value`.
-pub(crate) fn pushback_metadata_of(value: &http::HeaderValue) -> MetadataMap {
+/// The response metadata holding `grpc-retry-pushback-ms` for `delay`,
+/// made once per code: a status clones it, which neither hashes the name
+/// nor counts references (the value is static, as the catalog is).
+fn pushback_metadata(delay: std::time::Duration) -> MetadataMap {
+    let digits: &'static str = Box::leak(
+        pushback_value(delay)
+            .to_str()
+            .unwrap_or("0")
+            .to_owned()
+            .into_boxed_str(),
+    );
     let mut headers = http::HeaderMap::with_capacity(1);
-    headers.insert(PUSHBACK_HEADER, value.clone());
+    headers.insert(PUSHBACK_HEADER, http::HeaderValue::from_static(digits));
     MetadataMap::from_headers(headers)
 }
 
@@ -192,7 +201,7 @@ impl Prebuilt {
             status: Bytes::from_static(status),
             error_info,
             rest,
-            pushback: entry.retry_delay().map(pushback_value),
+            pushback: entry.retry_delay().map(pushback_metadata),
         }
     }
 }
@@ -452,12 +461,12 @@ impl StatusBuilder {
         };
 
         let mut response_metadata = self.response_metadata;
-        if let Some(value) = &pre.pushback {
+        if let Some(pushback) = &pre.pushback {
             if response_metadata.is_empty() {
-                response_metadata = pushback_metadata_of(value);
+                response_metadata = pushback.clone();
             } else {
                 let mut headers = response_metadata.into_headers();
-                headers.insert(PUSHBACK_HEADER, value.clone());
+                headers.extend(pushback.as_ref().clone());
                 response_metadata = MetadataMap::from_headers(headers);
             }
         }
@@ -578,11 +587,11 @@ impl CatalogTable {
         let pre = self.prebuilt(index, locale);
         let details = encode_status(grpc_code, entry.message(), pre.error_info, pre.rest, &[]);
         match &pre.pushback {
-            Some(value) => Status::with_details_and_metadata(
+            Some(pushback) => Status::with_details_and_metadata(
                 grpc_code,
                 entry.message(),
                 Bytes::from(details),
-                pushback_metadata_of(value),
+                pushback.clone(),
             ),
             None => Status::with_details(grpc_code, entry.message(), Bytes::from(details)),
         }
@@ -630,11 +639,11 @@ impl CatalogTable {
         let pre = self.prebuilt(index, locale);
         match &pre.pushback {
             // gRFC A6 clients retry after grpc-retry-pushback-ms.
-            Some(value) => Status::with_details_and_metadata(
+            Some(pushback) => Status::with_details_and_metadata(
                 entry.grpc_code,
                 entry.message,
                 pre.status.clone(),
-                pushback_metadata_of(value),
+                pushback.clone(),
             ),
             None => Status::with_details(entry.grpc_code, entry.message, pre.status.clone()),
         }

@@ -127,6 +127,49 @@ fn take<'a>(buf: &mut &'a [u8], n: u64) -> Result<&'a [u8], Malformed> {
     Ok(head)
 }
 
+/// A field's key, as prost's `decode_key` reads it. The one-byte keys
+/// (tags 1 to 15, every key of the messages read here) are read in place;
+/// any other goes to prost, so both accept and refuse exactly the same.
+#[inline(always)]
+fn read_key(buf: &mut &[u8]) -> Result<(u32, WireType), Malformed> {
+    if let [byte, rest @ ..] = *buf {
+        let wire_type = match byte & 7 {
+            0 => Some(WireType::Varint),
+            1 => Some(WireType::SixtyFourBit),
+            2 => Some(WireType::LengthDelimited),
+            3 => Some(WireType::StartGroup),
+            4 => Some(WireType::EndGroup),
+            5 => Some(WireType::ThirtyTwoBit),
+            _ => None,
+        };
+        if let (true, Some(wire_type)) = (*byte < 0x80 && *byte >= 8, wire_type) {
+            *buf = rest;
+            return Ok((u32::from(byte >> 3), wire_type));
+        }
+    }
+    Ok(decode_key(buf)?)
+}
+
+/// A varint, as prost's `decode_varint` reads it: one byte in place, any
+/// longer one by prost.
+#[inline(always)]
+fn read_varint(buf: &mut &[u8]) -> Result<u64, Malformed> {
+    if let [byte, rest @ ..] = *buf {
+        if *byte < 0x80 {
+            *buf = rest;
+            return Ok(u64::from(*byte));
+        }
+    }
+    Ok(decode_varint(buf)?)
+}
+
+/// The bytes of a length-delimited field whose key was just read.
+#[inline(always)]
+fn read_len<'a>(buf: &mut &'a [u8]) -> Result<&'a [u8], Malformed> {
+    let len = read_varint(buf)?;
+    take(buf, len)
+}
+
 /// One field of a message: `Ok(None)` at the end of the buffer.
 enum Field<'a> {
     Len(u32, &'a [u8]),
@@ -138,12 +181,9 @@ fn next_field<'a>(buf: &mut &'a [u8]) -> Result<Option<Field<'a>>, Malformed> {
     if buf.is_empty() {
         return Ok(None);
     }
-    let (tag, wire_type) = decode_key(buf)?;
+    let (tag, wire_type) = read_key(buf)?;
     Ok(Some(match wire_type {
-        WireType::LengthDelimited => {
-            let len = decode_varint(buf)?;
-            Field::Len(tag, take(buf, len)?)
-        }
+        WireType::LengthDelimited => Field::Len(tag, read_len(buf)?),
         other => {
             skip_field(other, tag, buf, DecodeContext::default())?;
             Field::Other
@@ -162,13 +202,12 @@ fn for_len_fields<'a>(
     mut on_field: impl FnMut(u32, &'a [u8]) -> Result<(), Malformed>,
 ) -> Result<(), Malformed> {
     while !buf.is_empty() {
-        let (tag, wire_type) = decode_key(&mut buf)?;
+        let (tag, wire_type) = read_key(&mut buf)?;
         if tag <= known {
             if wire_type != WireType::LengthDelimited {
                 return Err(Malformed);
             }
-            let len = decode_varint(&mut buf)?;
-            on_field(tag, take(&mut buf, len)?)?;
+            on_field(tag, read_len(&mut buf)?)?;
         } else {
             skip_field(wire_type, tag, &mut buf, DecodeContext::default())?;
         }
@@ -176,9 +215,16 @@ fn for_len_fields<'a>(
     Ok(())
 }
 
+/// `data` as text, if it is valid UTF-8. ASCII, what nearly every string
+/// of a status is, is checked a word at a time.
 #[inline]
 fn text(data: &[u8]) -> Result<&str, Malformed> {
-    std::str::from_utf8(data).map_err(|_| Malformed)
+    if data.is_ascii() {
+        // SAFETY: every ASCII byte string is valid UTF-8.
+        Ok(unsafe { std::str::from_utf8_unchecked(data) })
+    } else {
+        std::str::from_utf8(data).map_err(|_| Malformed)
+    }
 }
 
 /// One `details` entry of a status: the `Any`'s type URL and value.
@@ -190,8 +236,40 @@ pub struct AnyView<'a> {
     pub value: &'a [u8],
 }
 
+/// The type URLs of the details errmap sends: how the `Any`s of every
+/// status errmap builds begin (key 1, the length, the URL).
+const KNOWN_TYPE_URLS: [&str; 5] = [
+    "type.googleapis.com/google.rpc.ErrorInfo",
+    "type.googleapis.com/google.rpc.LocalizedMessage",
+    "type.googleapis.com/google.rpc.RetryInfo",
+    "type.googleapis.com/google.rpc.BadRequest",
+    "type.googleapis.com/google.rpc.Help",
+];
+
 impl<'a> AnyView<'a> {
     fn parse(any: &'a [u8]) -> Result<Self, Malformed> {
+        // The common case: a known type URL, then the value and nothing
+        // after it. Bytes equal to a known URL are valid UTF-8 with no
+        // check; anything else takes the general reader below.
+        if let [0x0a, len, rest @ ..] = any {
+            for url in KNOWN_TYPE_URLS {
+                if usize::from(*len) != url.len() {
+                    continue;
+                }
+                if let Some([0x12, value @ ..]) = rest.strip_prefix(url.as_bytes()) {
+                    let mut value = value;
+                    if let Ok(data) = read_len(&mut value) {
+                        if value.is_empty() {
+                            return Ok(AnyView {
+                                type_url: url,
+                                value: data,
+                            });
+                        }
+                    }
+                }
+                break;
+            }
+        }
         let mut out = AnyView {
             type_url: "",
             value: &[],
@@ -249,12 +327,11 @@ impl<'a> StatusView<'a> {
         };
         let mut buf = bytes;
         while !buf.is_empty() {
-            let (tag, wire_type) = decode_key(&mut buf)?;
+            let (tag, wire_type) = read_key(&mut buf)?;
             match (tag, wire_type) {
-                (1, WireType::Varint) => out.code = decode_varint(&mut buf)? as i32,
+                (1, WireType::Varint) => out.code = read_varint(&mut buf)? as i32,
                 (2 | 3, WireType::LengthDelimited) => {
-                    let len = decode_varint(&mut buf)?;
-                    let data = take(&mut buf, len)?;
+                    let data = read_len(&mut buf)?;
                     if tag == 2 {
                         out.message = text(data)?;
                     } else {
@@ -340,6 +417,19 @@ impl<'a> ErrorInfoFields<'a> {
 /// The key and value of an encoded `map<string, string>` entry (not yet
 /// checked for UTF-8).
 fn map_entry(entry: &[u8]) -> Result<(&[u8], &[u8]), Malformed> {
+    // The common case: key, then value, both shorter than 128 bytes and
+    // nothing after them.
+    if let [0x0a, key_len, rest @ ..] = entry {
+        let key_len = usize::from(*key_len);
+        if key_len < 0x80 && rest.len() > key_len + 1 {
+            let (key, rest) = rest.split_at(key_len);
+            if let [0x12, value_len, value @ ..] = rest {
+                if *value_len < 0x80 && usize::from(*value_len) == value.len() {
+                    return Ok((key, value));
+                }
+            }
+        }
+    }
     let mut key: &[u8] = &[];
     let mut value: &[u8] = &[];
     for_len_fields(entry, 2, |tag, data| {

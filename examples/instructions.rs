@@ -1,0 +1,317 @@
+//! The hot paths one at a time, for counting their instructions under
+//! callgrind: counts repeat exactly for the same binary, whatever else the
+//! machine does, where a time never does.
+//!
+//! ```sh
+//! scripts/instructions.sh            # every path, a table
+//! scripts/instructions.sh read/view  # some of them
+//! ```
+//!
+//! The script runs `instructions PATH N` under
+//! `valgrind --tool=callgrind --collect-atstart=no
+//! --toggle-collect=*instructions::measured*`: only what [`measured`] runs
+//! is counted, N calls of the path after one call to warm it up (the
+//! pre-encoded statuses are made on first use), and it divides by N.
+//!
+//! Run without arguments, it lists the paths; with `--check`, it runs each
+//! once and checks its result, which the test suite does so that no path
+//! rots into measuring a failure.
+
+use std::{collections::HashMap, future::Future as _, hint::black_box, time::Duration};
+
+use errmap::{Catalog as _, ErrorCode, ErrorStatusExt, DOMAIN};
+use http::HeaderMap;
+use tonic::Status;
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// The code of the bench: number 44, with RetryInfo and a pushback.
+const CODE: ErrorCode = ErrorCode::ApiTooManyRequests;
+
+/// One path: its name, its anchor (the alternative it is compared with,
+/// if any) and one call of it, returning whether it got what it should.
+struct Path {
+    name: &'static str,
+    anchor: Option<&'static str>,
+    run: fn(&Fixture) -> bool,
+}
+
+/// What the paths read: made once, before anything is counted.
+struct Fixture {
+    /// A rich status as a client receives it, through headers.
+    received: Status,
+    /// A Russian-first browser's `accept-language`.
+    russian: tonic::metadata::MetadataMap,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let built = CODE
+            .builder()
+            .message("user u-42 is over quota")
+            .metadata("userId", "u-42")
+            .build()
+            .expect("a valid status");
+        let mut headers = HeaderMap::new();
+        built.add_header(&mut headers).expect("headers");
+        let mut russian = tonic::metadata::MetadataMap::new();
+        russian.insert(
+            "accept-language",
+            "ru-RU,ru;q=0.9,en-US;q=0.8,en;q=0.7"
+                .parse()
+                .expect("ascii"),
+        );
+        Self {
+            received: Status::from_header_map(&headers).expect("a status"),
+            russian,
+        }
+    }
+}
+
+fn tonic_types_bare() -> Status {
+    let mut details = ErrorDetails::with_error_info(
+        CODE.entry().name(),
+        DOMAIN,
+        HashMap::from([("code".to_owned(), CODE.entry().number().to_string())]),
+    );
+    details.set_localized_message("en-US", CODE.entry().message());
+    details.set_retry_info(Some(Duration::from_secs(1)));
+    Status::with_error_details(CODE.entry().grpc_code(), CODE.entry().message(), details)
+}
+
+fn tonic_types_rich(user: &str) -> Status {
+    let mut details = ErrorDetails::with_error_info(
+        CODE.entry().name(),
+        DOMAIN,
+        HashMap::from([
+            ("code".to_owned(), CODE.entry().number().to_string()),
+            ("userId".to_owned(), user.to_owned()),
+        ]),
+    );
+    details.set_localized_message("en-US", CODE.entry().message());
+    details.set_retry_info(Some(Duration::from_secs(1)));
+    Status::with_error_details(
+        CODE.entry().grpc_code(),
+        format!("user {user} is over quota"),
+        details,
+    )
+}
+
+/// One call of a service kept between calls.
+type Call = Box<dyn FnMut(http::Request<()>) -> bool>;
+
+/// The response layer on the OK path, as the `layer_ok_path` bench calls
+/// it: an inner service that answers at once.
+fn layer_ok_path() -> bool {
+    thread_local! {
+        static SERVICE: std::cell::RefCell<Option<Call>> = const { std::cell::RefCell::new(None) };
+    }
+    SERVICE.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        let call = slot.get_or_insert_with(|| {
+            let mut service = tower::Layer::layer(
+                &errmap_server::layer::ErrorLayer::new(),
+                tower::service_fn(|_: http::Request<()>| {
+                    let mut response =
+                        http::Response::new(http_body_util::Empty::<bytes::Bytes>::new());
+                    response.headers_mut().insert(
+                        "content-type",
+                        http::HeaderValue::from_static("application/grpc"),
+                    );
+                    std::future::ready(Ok::<_, std::convert::Infallible>(response))
+                }),
+            );
+            Box::new(move |request| {
+                let mut future = tower::Service::call(&mut service, request);
+                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                match std::pin::Pin::new(&mut future).poll(&mut cx) {
+                    std::task::Poll::Ready(Ok(response)) => {
+                        black_box(response).status() == http::StatusCode::OK
+                    }
+                    _ => false,
+                }
+            })
+        });
+        call(http::Request::new(()))
+    })
+}
+
+const PATHS: &[Path] = &[
+    Path {
+        name: "build/bare_44",
+        anchor: Some("build/tonic_types_bare"),
+        run: |_| black_box(CODE).to_status().code() == tonic::Code::ResourceExhausted,
+    },
+    Path {
+        name: "build/tonic_types_bare",
+        anchor: None,
+        run: |_| tonic_types_bare().code() == tonic::Code::ResourceExhausted,
+    },
+    Path {
+        name: "build/bare_no_retry",
+        anchor: None,
+        run: |_| black_box(ErrorCode::ApiItemNotFound).to_status().code() == tonic::Code::NotFound,
+    },
+    Path {
+        name: "build/metadata_and_message",
+        anchor: Some("build/tonic_types_metadata_and_message"),
+        run: |_| {
+            CODE.builder()
+                .message(format!("user {} is over quota", black_box("u-42")))
+                .metadata("userId", black_box("u-42").to_owned())
+                .build()
+                .is_ok()
+        },
+    },
+    Path {
+        name: "build/tonic_types_metadata_and_message",
+        anchor: None,
+        run: |_| tonic_types_rich(black_box("u-42")).code() == tonic::Code::ResourceExhausted,
+    },
+    Path {
+        name: "build/negotiated_ru",
+        anchor: None,
+        run: |f| {
+            !black_box(CODE)
+                .to_status_for(&f.russian)
+                .details()
+                .is_empty()
+        },
+    },
+    Path {
+        name: "read/errmap",
+        anchor: Some("read/tonic_types"),
+        run: |f| {
+            black_box(&f.received)
+                .error_info::<ErrorCode>()
+                .is_some_and(|(code, info)| code == CODE && info.metadata["userId"] == "u-42")
+        },
+    },
+    Path {
+        name: "read/tonic_types",
+        anchor: None,
+        run: |f| {
+            let status = black_box(&f.received);
+            status.get_details_error_info().is_some_and(|info| {
+                (info.domain == DOMAIN)
+                    .then(|| ErrorCode::from_name(&info.reason))
+                    .flatten()
+                    == Some(CODE)
+                    && info.metadata["userId"] == "u-42"
+            })
+        },
+    },
+    Path {
+        name: "read/errmap_view",
+        anchor: Some("read/tonic_types"),
+        run: |f| {
+            black_box(&f.received)
+                .error_info_view::<ErrorCode>()
+                .is_some_and(|(code, info)| code == CODE && info.get("userId") == Some("u-42"))
+        },
+    },
+    Path {
+        name: "read/errmap_code_only",
+        anchor: Some("read/tonic_types"),
+        run: |f| black_box(&f.received).error_code::<ErrorCode>() == Some(CODE),
+    },
+    Path {
+        name: "read/error_details",
+        anchor: Some("read/tonic_types"),
+        run: |f| {
+            black_box(&f.received)
+                .error_details()
+                .is_some_and(|d| d.retry_delay() == Some(Duration::from_secs(1)))
+        },
+    },
+    Path {
+        name: "layer/ok_path",
+        anchor: None,
+        run: |_| layer_ok_path(),
+    },
+    Path {
+        name: "negotiate/browser_ru",
+        anchor: None,
+        run: |f| ErrorCode::table().negotiate(black_box(&f.russian)) == "ru-RU",
+    },
+];
+
+/// Runs `path` `n` times: the only function callgrind counts.
+#[inline(never)]
+fn measured(path: &Path, fixture: &Fixture, n: u64) -> u64 {
+    let mut ok = 0;
+    for _ in 0..n {
+        ok += u64::from((path.run)(black_box(fixture)));
+    }
+    ok
+}
+
+fn main() -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let fixture = Fixture::new();
+    match args.as_slice() {
+        [] => {
+            for path in PATHS {
+                println!("{} {}", path.name, path.anchor.unwrap_or("-"));
+            }
+            std::process::ExitCode::SUCCESS
+        }
+        [check] if check == "--check" => {
+            let failed: Vec<&str> = PATHS
+                .iter()
+                .filter(|p| !(p.run)(&fixture))
+                .map(|p| p.name)
+                .collect();
+            if failed.is_empty() {
+                println!("{} paths answer as they should", PATHS.len());
+                std::process::ExitCode::SUCCESS
+            } else {
+                eprintln!("these paths did not get what they should: {failed:?}");
+                std::process::ExitCode::FAILURE
+            }
+        }
+        [name, n] => {
+            let Some(path) = PATHS.iter().find(|p| p.name == name) else {
+                eprintln!("no path {name:?}; run without arguments for the list");
+                return std::process::ExitCode::from(2);
+            };
+            let Ok(n) = n.parse::<u64>() else {
+                eprintln!("{n:?} is not a count of calls");
+                return std::process::ExitCode::from(2);
+            };
+            // One call outside the count: first-use work is not the path's.
+            if !(path.run)(&fixture) {
+                eprintln!("{name} did not get what it should");
+                return std::process::ExitCode::FAILURE;
+            }
+            let ok = measured(path, &fixture, n);
+            if ok != n {
+                eprintln!(
+                    "{name}: {} of {n} calls did not get what they should",
+                    n - ok
+                );
+                return std::process::ExitCode::FAILURE;
+            }
+            std::process::ExitCode::SUCCESS
+        }
+        _ => {
+            eprintln!("usage: instructions [--check | PATH CALLS]");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_path_answers_as_it_should() {
+        let fixture = Fixture::new();
+        for path in PATHS {
+            assert!((path.run)(&fixture), "{}", path.name);
+            if let Some(anchor) = path.anchor {
+                assert!(PATHS.iter().any(|p| p.name == anchor), "{anchor}");
+            }
+        }
+    }
+}

@@ -149,6 +149,69 @@ proptest! {
         read_everything(&status_matching(bytes));
     }
 
+    /// Statuses as errmap builds them with caller data but no extra detail
+    /// (the shape the readers' shortcut takes), in every locale, flipped
+    /// and cut: every reader still agrees with the others and with prost.
+    #[test]
+    fn readers_agree_on_mutated_statuses_errmap_builds(
+        code in proptest::sample::select(ErrorCode::all().collect::<Vec<_>>()),
+        locale in proptest::sample::select(vec!["en-US", "ru", "zz"]),
+        metadata in any::<bool>(),
+        flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..3),
+        cut in any::<usize>(),
+    ) {
+        let mut builder = code.builder().locale(locale).message("user u-42 is over quota");
+        if metadata {
+            builder = builder.metadata("userId", "u-42");
+        }
+        let original = builder.build().unwrap();
+        prop_assert_eq!(read_everything(&original), Some(code));
+        let mut bytes = original.details().to_vec();
+        for (at, xor) in flips {
+            let at = at % bytes.len();
+            bytes[at] ^= xor;
+        }
+        let keep = bytes.len() - cut % (bytes.len() / 8 + 1);
+        bytes.truncate(keep);
+        read_everything(&status_matching(bytes.clone()));
+        // And against the original code and message, as a client holds them.
+        read_everything(&Status::with_details(original.code(), original.message(), Bytes::from(bytes)));
+    }
+
+    /// A status errmap built, with something after its details: another
+    /// `ErrorInfo` (now two), an unknown detail, or arbitrary bytes. The
+    /// shortcut must not take it; every reader agrees, as before.
+    #[test]
+    fn readers_agree_on_statuses_errmap_builds_with_more_after(
+        code in proptest::sample::select(ErrorCode::all().collect::<Vec<_>>()),
+        what in 0u8..3,
+        tail in proptest::collection::vec(any::<u8>(), 0..16),
+    ) {
+        let original = code.builder().message("m").metadata("userId", "u-42").build().unwrap();
+        let mut bytes = original.details().to_vec();
+        match what {
+            0 => {
+                let mut any = Vec::new();
+                errmap::wire::put_any_detail(&mut any, "google.rpc.ErrorInfo", b"\x0a\x03ABC");
+                bytes.extend_from_slice(&any);
+            }
+            1 => {
+                let mut any = Vec::new();
+                errmap::wire::put_any_detail(&mut any, "example.Unknown", &tail);
+                bytes.extend_from_slice(&any);
+            }
+            _ => bytes.extend_from_slice(&tail),
+        }
+        let status = Status::with_details(original.code(), original.message(), Bytes::from(bytes));
+        let found = read_everything(&status);
+        if what == 0 {
+            prop_assert_eq!(found, None, "two ErrorInfo");
+        }
+        if what == 1 {
+            prop_assert_eq!(found, Some(code), "an unknown detail is kept");
+        }
+    }
+
     /// The wire reader's shortcuts for what errmap itself sends (a known
     /// type URL, a short map entry) accept and refuse exactly what prost
     /// does: every byte of a rich status flipped or cut, the whole status
@@ -495,4 +558,39 @@ fn a_reason_with_the_wrong_wire_type_is_refused_by_every_reader() {
         status.check_error_code::<ErrorCode>(),
         Err(errmap::DetailsError::BadDetail { .. })
     ));
+}
+
+/// An `ErrorInfo` laid out as errmap writes it, then a second `reason` or
+/// `domain` (which replaces the first, as prost reads it) or an unknown
+/// field (which is skipped): the readers' shortcut for errmap's own bytes
+/// must give the general reader's answer.
+#[test]
+fn a_second_reason_or_domain_after_errmaps_own_error_info_wins() {
+    let other = ErrorCode::AuthExpiredToken;
+    for code in [ErrorCode::ApiTooManyRequests, ErrorCode::ApiItemNotFound] {
+        let original = code.builder().message("m").metadata("userId", "u-42").build().unwrap();
+        for (appended, want) in [
+            (pb_field(1, other.entry().name()), Some(other)),
+            (pb_field(2, "another.domain"), None),
+            (pb_field(4, "unknown field"), Some(code)),
+        ] {
+            let mut status = pb::Status::decode(original.details()).unwrap();
+            status.details[0].value.extend_from_slice(&appended);
+            let details = status.encode_to_vec();
+            // prost writes it back in errmap's layout: the shortcut is tried.
+            assert_eq!(details[0], 0x08);
+            let received =
+                Status::with_details(original.code(), original.message(), Bytes::from(details));
+            assert_eq!(read_everything(&received), want, "{code} + {appended:?}");
+        }
+    }
+}
+
+/// A length-delimited protobuf field.
+fn pb_field(tag: u32, text: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    prost::encoding::encode_key(tag, prost::encoding::WireType::LengthDelimited, &mut out);
+    prost::encoding::encode_varint(text.len() as u64, &mut out);
+    out.extend_from_slice(text.as_bytes());
+    out
 }

@@ -174,12 +174,47 @@ fn read_error_info<'a>(
     wire::ErrorInfoFields::parse(info).map_err(|_| bad_error_info())
 }
 
+/// The shortcut for a status as errmap builds it: its code, its message,
+/// the `ErrorInfo`, then exactly the details errmap puts after the
+/// `ErrorInfo` for that code (its `LocalizedMessage` in one of the
+/// catalog's locales, and its `RetryInfo`). Those bytes are the ones errmap
+/// encoded and checked, so they are not read again. The `ErrorInfo` is
+/// read in full. `None` for anything else, which the general reader reads;
+/// on what it accepts, both give the same answer.
+fn read_own_status<'a>(
+    code: tonic::Code,
+    message: &str,
+    details: &'a [u8],
+    table_of: impl FnOnce(&[u8]) -> Option<&'static CatalogTable>,
+) -> Option<(&'static CatalogTable, usize, wire::ErrorInfoFields<'a>)> {
+    let own = wire::OwnStatus::split(details)?;
+    if own.code != code as i32 || own.message != message.as_bytes() {
+        return None;
+    }
+    let (reason, domain) = wire::ErrorInfoFields::leading_reason_and_domain(own.error_info)?;
+    let table = table_of(domain)?;
+    let index = table.index_of_name(reason)?;
+    if !table.is_own_rest(index, own.rest) {
+        return None;
+    }
+    let fields = table.own_error_info(index, own.error_info)?;
+    Some((table, index, fields))
+}
+
 /// [`read_error_info`], then the code of catalog `C`.
 fn read_catalog_error<'a, C: Catalog>(
     code: tonic::Code,
     message: &str,
     details: &'a [u8],
 ) -> Result<(C, wire::ErrorInfoFields<'a>), DetailsError> {
+    let own = read_own_status(code, message, details, |domain| {
+        (domain == C::table().domain().as_bytes()).then(C::table)
+    });
+    if let Some((_, index, fields)) = own {
+        if let Some(found) = C::from_index(index) {
+            return Ok((found, fields));
+        }
+    }
     let fields = read_error_info(code, message, details)?;
     Ok((code_of(fields.reason, fields.domain)?, fields))
 }
@@ -203,6 +238,13 @@ pub fn catalog_entry_of_parts(
     details: &[u8],
     catalogs: &Catalogs,
 ) -> Result<(&'static CatalogTable, &'static CatalogEntry), DetailsError> {
+    if let Some((table, index, _)) =
+        read_own_status(code, message, details, |domain| {
+            catalogs.by_domain(std::str::from_utf8(domain).ok()?)
+        })
+    {
+        return Ok((table, &table.entries()[index]));
+    }
     let fields = read_error_info(code, message, details)?;
     let Some(table) = catalogs.by_domain(fields.domain) else {
         return Err(DetailsError::ForeignDomain {
@@ -252,13 +294,14 @@ impl<'a> ErrorInfoView<'a> {
 
     /// The owned message.
     pub fn to_error_info(&self) -> ErrorInfo {
+        // Room for `code` and two more entries from the start: the table
+        // is allocated once, never grown, for most statuses.
+        let mut metadata = std::collections::HashMap::with_capacity(3);
+        metadata.extend(self.metadata().map(|(k, v)| (k.to_owned(), v.to_owned())));
         ErrorInfo {
             reason: self.reason().to_owned(),
             domain: self.domain().to_owned(),
-            metadata: self
-                .metadata()
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect(),
+            metadata,
         }
     }
 }

@@ -11,6 +11,8 @@ pub(crate) struct Prebuilt {
     pub(crate) status: Bytes,
     /// The `details` entry holding the `ErrorInfo` (reason, domain, code).
     pub(crate) error_info: &'static [u8],
+    /// The `ErrorInfo` inside it.
+    pub(crate) error_info_value: &'static [u8],
     /// The `details` entries that follow it: `LocalizedMessage`, and
     /// `RetryInfo` where the code has a delay.
     pub(crate) rest: &'static [u8],

@@ -173,7 +173,10 @@ impl Prebuilt {
     /// The status of `entry` with its `LocalizedMessage` in `locale`,
     /// reading `text`.
     pub(crate) fn new(domain: &str, entry: &CatalogEntry, locale: &str, text: &str) -> Self {
-        let error_info = leak(encode_error_info_detail(domain, entry, &[]));
+        let error_info_value = leak(encode_error_info(domain, entry, &[]));
+        let mut detail = Vec::with_capacity(error_info_value.len() + 48);
+        wire::put_any_detail(&mut detail, wire::ERROR_INFO, error_info_value);
+        let error_info = leak(detail);
 
         let mut rest = Vec::new();
         let mut localized = Vec::new();
@@ -200,6 +203,7 @@ impl Prebuilt {
         Prebuilt {
             status: Bytes::from_static(status),
             error_info,
+            error_info_value,
             rest,
             pushback: entry.retry_delay().map(pushback_metadata),
         }
@@ -209,6 +213,19 @@ impl Prebuilt {
 /// The `details` entry (an `Any`) holding the code's `ErrorInfo`, with the
 /// caller's metadata after `code`.
 fn encode_error_info_detail(
+    domain: &str,
+    entry: &CatalogEntry,
+    metadata: &[(Cow<'static, str>, String)],
+) -> Vec<u8> {
+    let info = encode_error_info(domain, entry, metadata);
+    let mut detail = Vec::with_capacity(info.len() + 48);
+    wire::put_any_detail(&mut detail, wire::ERROR_INFO, &info);
+    detail
+}
+
+/// The code's `ErrorInfo` (reason, domain, `metadata["code"]`), with the
+/// caller's metadata after `code`.
+fn encode_error_info(
     domain: &str,
     entry: &CatalogEntry,
     metadata: &[(Cow<'static, str>, String)],
@@ -225,9 +242,7 @@ fn encode_error_info_detail(
     for (key, value) in metadata {
         wire::put_map_entry(&mut info, 3, key, value);
     }
-    let mut detail = Vec::with_capacity(info.len() + 48);
-    wire::put_any_detail(&mut detail, wire::ERROR_INFO, &info);
-    detail
+    info
 }
 
 /// A whole `google.rpc.Status`: code, message, then the detail entries.
@@ -631,6 +646,29 @@ impl CatalogTable {
                 .collect()
         });
         &all[locale * self.entries.len() + index]
+    }
+
+    /// Whether `rest` is exactly what errmap puts after the `ErrorInfo` of
+    /// entry `index`, in one of the catalog's locales.
+    pub(crate) fn is_own_rest(&self, index: usize, rest: &[u8]) -> bool {
+        (0..self.locales.tags().len()).any(|locale| self.prebuilt(index, locale).rest == rest)
+    }
+
+    /// The `ErrorInfo` `encoded` of entry `index` if it begins as errmap
+    /// writes it for that entry (reason, domain, `metadata["code"]`): only
+    /// what follows is read, and it may hold only metadata.
+    pub(crate) fn own_error_info<'a>(
+        &self,
+        index: usize,
+        encoded: &'a [u8],
+    ) -> Option<wire::ErrorInfoFields<'a>> {
+        let prefix = self.prebuilt(index, 0).error_info_value;
+        wire::ErrorInfoFields::after_prefix(
+            encoded,
+            prefix,
+            self.entries[index].name(),
+            self.domain,
+        )
     }
 
     /// The bare status of entry `index` in locale `locale`.

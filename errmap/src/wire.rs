@@ -362,6 +362,52 @@ impl<'a> StatusView<'a> {
     }
 }
 
+/// A `google.rpc.Status` laid out as errmap writes it: key 1 (the code),
+/// key 2 (the message), then a first `Any` holding an `ErrorInfo` under its
+/// usual type URL. What follows it is not read: see [`OwnStatus::rest`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OwnStatus<'a> {
+    /// `google.rpc.Status.code`.
+    pub(crate) code: i32,
+    /// `google.rpc.Status.message`, not yet checked as text.
+    pub(crate) message: &'a [u8],
+    /// The value of the `ErrorInfo` detail, not yet read.
+    pub(crate) error_info: &'a [u8],
+    /// Everything after the `ErrorInfo` detail, not yet read: the reader
+    /// accepts it only when it is bytes errmap made.
+    pub(crate) rest: &'a [u8],
+}
+
+impl<'a> OwnStatus<'a> {
+    /// The parts of `details` if it begins as errmap writes a status.
+    pub(crate) fn split(details: &'a [u8]) -> Option<Self> {
+        let [0x08, rest @ ..] = details else {
+            return None;
+        };
+        let mut buf = rest;
+        let code = read_varint(&mut buf).ok()? as i32;
+        let [0x12, rest @ ..] = buf else {
+            return None;
+        };
+        buf = rest;
+        let message = read_len(&mut buf).ok()?;
+        let [0x1a, rest @ ..] = buf else {
+            return None;
+        };
+        buf = rest;
+        let any = AnyView::parse(read_len(&mut buf).ok()?).ok()?;
+        if any.type_url != KNOWN_TYPE_URLS[0] {
+            return None;
+        }
+        Some(Self {
+            code,
+            message,
+            error_info: any.value,
+            rest: buf,
+        })
+    }
+}
+
 /// An `ErrorInfo`, checked as prost decodes it, borrowed from its bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ErrorInfoFields<'a> {
@@ -395,6 +441,53 @@ impl<'a> ErrorInfoFields<'a> {
             Ok(())
         })?;
         Ok(out)
+    }
+
+    /// The reason and domain of an `ErrorInfo` whose first two fields are
+    /// they, as errmap writes them; not yet checked as text.
+    pub(crate) fn leading_reason_and_domain(encoded: &'a [u8]) -> Option<(&'a [u8], &'a [u8])> {
+        let [0x0a, rest @ ..] = encoded else {
+            return None;
+        };
+        let mut buf = rest;
+        let reason = read_len(&mut buf).ok()?;
+        let [0x12, rest @ ..] = buf else {
+            return None;
+        };
+        buf = rest;
+        let domain = read_len(&mut buf).ok()?;
+        Some((reason, domain))
+    }
+
+    /// The `ErrorInfo` `encoded`, if it begins with `prefix` (bytes errmap
+    /// encoded for one code: its `reason`, its `domain` and its
+    /// `metadata["code"]`, which need no second look) and what follows is
+    /// well-formed metadata and nothing else. `None` otherwise, for the
+    /// general [`parse`](Self::parse) to read.
+    pub(crate) fn after_prefix(
+        encoded: &'a [u8],
+        prefix: &[u8],
+        reason: &'static str,
+        domain: &'static str,
+    ) -> Option<Self> {
+        let rest = encoded.strip_prefix(prefix)?;
+        for_len_fields(rest, 3, |tag, data| {
+            // A second reason or domain would replace the first: the
+            // general reader sees to it.
+            if tag != 3 {
+                return Err(Malformed);
+            }
+            let (k, v) = map_entry(data)?;
+            text(k)?;
+            text(v)?;
+            Ok(())
+        })
+        .ok()?;
+        Some(Self {
+            reason,
+            domain,
+            encoded,
+        })
     }
 
     /// The metadata entries, in the order sent (a repeated key yields each

@@ -568,7 +568,12 @@ fn a_reason_with_the_wrong_wire_type_is_refused_by_every_reader() {
 fn a_second_reason_or_domain_after_errmaps_own_error_info_wins() {
     let other = ErrorCode::AuthExpiredToken;
     for code in [ErrorCode::ApiTooManyRequests, ErrorCode::ApiItemNotFound] {
-        let original = code.builder().message("m").metadata("userId", "u-42").build().unwrap();
+        let original = code
+            .builder()
+            .message("m")
+            .metadata("userId", "u-42")
+            .build()
+            .unwrap();
         for (appended, want) in [
             (pb_field(1, other.entry().name()), Some(other)),
             (pb_field(2, "another.domain"), None),

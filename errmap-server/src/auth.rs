@@ -578,7 +578,8 @@ fn extract_token(metadata: &tonic::metadata::MetadataMap) -> Result<Option<&str>
         }
     }
     let mut found: Option<&str> = None;
-    for value in metadata.get_all("authorization") {
+    // Names as constants: a name given as text is parsed on every lookup.
+    for value in metadata.as_ref().get_all(http::header::AUTHORIZATION) {
         let text = value.to_str().map_err(|_| Refusal::NotAscii)?.trim();
         if text.is_empty() {
             add(&mut found, "")?;
@@ -590,7 +591,8 @@ fn extract_token(metadata: &tonic::metadata::MetadataMap) -> Result<Option<&str>
         }
         add(&mut found, rest.trim())?;
     }
-    for value in metadata.get_all("token") {
+    const TOKEN: http::HeaderName = http::HeaderName::from_static("token");
+    for value in metadata.as_ref().get_all(TOKEN) {
         let text = value.to_str().map_err(|_| Refusal::NotAscii)?.trim();
         add(&mut found, text)?;
     }

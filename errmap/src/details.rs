@@ -238,11 +238,9 @@ pub fn catalog_entry_of_parts(
     details: &[u8],
     catalogs: &Catalogs,
 ) -> Result<(&'static CatalogTable, &'static CatalogEntry), DetailsError> {
-    if let Some((table, index, _)) =
-        read_own_status(code, message, details, |domain| {
-            catalogs.by_domain(std::str::from_utf8(domain).ok()?)
-        })
-    {
+    if let Some((table, index, _)) = read_own_status(code, message, details, |domain| {
+        catalogs.by_domain(std::str::from_utf8(domain).ok()?)
+    }) {
         return Ok((table, &table.entries()[index]));
     }
     let fields = read_error_info(code, message, details)?;

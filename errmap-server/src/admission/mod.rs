@@ -86,6 +86,10 @@ use intake::*;
 use routes::*;
 pub use routes::{RouteError, RouteTable};
 
+/// `grpc-encoding`, parsed once: a name given as text is parsed and
+/// hashed on every lookup.
+const GRPC_ENCODING: http::HeaderName = http::HeaderName::from_static("grpc-encoding");
+
 /// Paths exempt from admission: health checks, so that probes keep working
 /// under load and during a drain.
 pub const DEFAULT_EXEMPT: &[&str] = &["/grpc.health.v1.Health/Check"];
@@ -366,7 +370,7 @@ where
         // names an encoding, and an encoding is only taken where accepted.
         let encoded = request
             .headers()
-            .get("grpc-encoding")
+            .get(GRPC_ENCODING)
             .is_some_and(|v| v.as_bytes() != b"identity");
         if encoded && !shared.config.accept_compressed {
             return AdmissionFuture::refused(ErrorCode::ApiInvalidRequest, accept_language);

@@ -4,7 +4,8 @@
 /// The trace and parent span ids of a W3C `traceparent`
 /// (`00-<32 hex>-<16 hex>-<2 hex>`), if it is well-formed.
 pub(super) fn traceparent(headers: &http::HeaderMap) -> Option<(&str, &str)> {
-    let value = headers.get("traceparent")?.to_str().ok()?;
+    const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+    let value = headers.get(TRACEPARENT)?.to_str().ok()?;
     let mut parts = value.trim().split('-');
     let (version, trace, parent, flags) =
         (parts.next()?, parts.next()?, parts.next()?, parts.next()?);

@@ -229,35 +229,7 @@ proptest! {
         }
         let keep = bytes.len() - cut % (bytes.len() / 4 + 1);
         bytes.truncate(keep);
-        let ours = errmap::wire::StatusView::parse(&bytes);
-        let theirs = pb::Status::decode(bytes.as_slice());
-        prop_assert_eq!(ours.is_ok(), theirs.is_ok(), "{:?}", bytes);
-        if let (Ok(ours), Ok(theirs)) = (ours, theirs) {
-            prop_assert_eq!(ours.code, theirs.code);
-            prop_assert_eq!(ours.message, theirs.message.as_str());
-            let mine: Vec<_> = ours.details().map(|(any, _)| (any.type_url, any.value)).collect();
-            let prosts: Vec<_> = theirs
-                .details
-                .iter()
-                .map(|a| (a.type_url.as_str(), a.value.as_slice()))
-                .collect();
-            prop_assert_eq!(&mine, &prosts);
-            for (url, value) in mine {
-                if url.ends_with("/google.rpc.ErrorInfo") {
-                    let ours = errmap::wire::ErrorInfoFields::parse(value);
-                    let theirs = pb::ErrorInfo::decode(value);
-                    prop_assert_eq!(ours.is_ok(), theirs.is_ok(), "{:?}", value);
-                    if let (Ok(ours), Ok(theirs)) = (ours, theirs) {
-                        prop_assert_eq!(ours.reason, theirs.reason.as_str());
-                        let metadata: std::collections::HashMap<String, String> = ours
-                            .metadata()
-                            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                            .collect();
-                        prop_assert_eq!(metadata, theirs.metadata);
-                    }
-                }
-            }
-        }
+        wire_reader_agrees_with_prost(&bytes, false)?;
     }
 
     /// The same, on details built to probe the shortcuts' edges: each `Any`
@@ -313,30 +285,7 @@ proptest! {
             prost::encoding::encode_varint(any.len() as u64, &mut details);
             details.extend_from_slice(&any);
         }
-        let ours = errmap::wire::StatusView::parse(&details);
-        let theirs = pb::Status::decode(details.as_slice());
-        prop_assert_eq!(ours.is_ok(), theirs.is_ok(), "{:?}", details);
-        if let (Ok(ours), Ok(theirs)) = (ours, theirs) {
-            let mine: Vec<_> = ours.details().map(|(any, _)| (any.type_url, any.value)).collect();
-            let prosts: Vec<_> = theirs
-                .details
-                .iter()
-                .map(|a| (a.type_url.as_str(), a.value.as_slice()))
-                .collect();
-            prop_assert_eq!(&mine, &prosts);
-            for (_, value) in mine {
-                let ours = errmap::wire::ErrorInfoFields::parse(value);
-                let theirs = pb::ErrorInfo::decode(value);
-                prop_assert_eq!(ours.is_ok(), theirs.is_ok(), "{:?}", value);
-                if let (Ok(ours), Ok(theirs)) = (ours, theirs) {
-                    let metadata: std::collections::HashMap<String, String> = ours
-                        .metadata()
-                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                        .collect();
-                    prop_assert_eq!(metadata, theirs.metadata);
-                }
-            }
-        }
+        wire_reader_agrees_with_prost(&details, true)?;
     }
 
     #[test]
@@ -589,6 +538,51 @@ fn a_second_reason_or_domain_after_errmaps_own_error_info_wins() {
             assert_eq!(read_everything(&received), want, "{code} + {appended:?}");
         }
     }
+}
+
+/// The wire reader and prost agree on `bytes` as a `google.rpc.Status`:
+/// both accept it or both refuse it, and read the same code, message and
+/// details; and on each `ErrorInfo` in it (every detail's value, if
+/// `every_value_is_error_info`), the same way.
+fn wire_reader_agrees_with_prost(
+    bytes: &[u8],
+    every_value_is_error_info: bool,
+) -> Result<(), TestCaseError> {
+    let ours = errmap::wire::StatusView::parse(bytes);
+    let theirs = pb::Status::decode(bytes);
+    prop_assert_eq!(ours.is_ok(), theirs.is_ok(), "{:?}", bytes);
+    let (Ok(ours), Ok(theirs)) = (ours, theirs) else {
+        return Ok(());
+    };
+    prop_assert_eq!(ours.code, theirs.code);
+    prop_assert_eq!(ours.message, theirs.message.as_str());
+    let mine: Vec<_> = ours
+        .details()
+        .map(|(any, _)| (any.type_url, any.value))
+        .collect();
+    let prosts: Vec<_> = theirs
+        .details
+        .iter()
+        .map(|a| (a.type_url.as_str(), a.value.as_slice()))
+        .collect();
+    prop_assert_eq!(&mine, &prosts);
+    for (url, value) in mine {
+        if !every_value_is_error_info && !url.ends_with("/google.rpc.ErrorInfo") {
+            continue;
+        }
+        let ours = errmap::wire::ErrorInfoFields::parse(value);
+        let theirs = pb::ErrorInfo::decode(value);
+        prop_assert_eq!(ours.is_ok(), theirs.is_ok(), "{:?}", value);
+        if let (Ok(ours), Ok(theirs)) = (ours, theirs) {
+            prop_assert_eq!(ours.reason, theirs.reason.as_str());
+            let metadata: std::collections::HashMap<String, String> = ours
+                .metadata()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
+            prop_assert_eq!(metadata, theirs.metadata);
+        }
+    }
+    Ok(())
 }
 
 /// A length-delimited protobuf field.

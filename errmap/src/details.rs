@@ -194,10 +194,19 @@ fn read_own_status<'a>(
     let (reason, domain) = wire::ErrorInfoFields::leading_reason_and_domain(own.error_info)?;
     let table = table_of(domain)?;
     let index = table.index_of_name(reason)?;
-    if !table.is_own_rest(index, own.rest) {
+    // What errmap puts after the ErrorInfo, in one of the catalog's locales.
+    let own_rest = (0..table.locales().len()).any(|l| table.prebuilt(index, l).rest == own.rest);
+    if !own_rest {
         return None;
     }
-    let fields = table.own_error_info(index, own.error_info)?;
+    // The ErrorInfo as errmap writes it for the entry (reason, domain,
+    // `code`): only what follows is read.
+    let fields = wire::ErrorInfoFields::after_prefix(
+        own.error_info,
+        table.prebuilt(index, 0).error_info_value,
+        table.entries()[index].name(),
+        table.domain(),
+    )?;
     Some((table, index, fields))
 }
 

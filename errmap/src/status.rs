@@ -648,29 +648,6 @@ impl CatalogTable {
         &all[locale * self.entries.len() + index]
     }
 
-    /// Whether `rest` is exactly what errmap puts after the `ErrorInfo` of
-    /// entry `index`, in one of the catalog's locales.
-    pub(crate) fn is_own_rest(&self, index: usize, rest: &[u8]) -> bool {
-        (0..self.locales.tags().len()).any(|locale| self.prebuilt(index, locale).rest == rest)
-    }
-
-    /// The `ErrorInfo` `encoded` of entry `index` if it begins as errmap
-    /// writes it for that entry (reason, domain, `metadata["code"]`): only
-    /// what follows is read, and it may hold only metadata.
-    pub(crate) fn own_error_info<'a>(
-        &self,
-        index: usize,
-        encoded: &'a [u8],
-    ) -> Option<wire::ErrorInfoFields<'a>> {
-        let prefix = self.prebuilt(index, 0).error_info_value;
-        wire::ErrorInfoFields::after_prefix(
-            encoded,
-            prefix,
-            self.entries[index].name(),
-            self.domain,
-        )
-    }
-
     /// The bare status of entry `index` in locale `locale`.
     pub(crate) fn status(&self, index: usize, locale: usize) -> Status {
         let entry = &self.entries[index];

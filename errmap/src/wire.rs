@@ -667,6 +667,14 @@ mod tests {
     }
 
     #[test]
+    fn the_known_type_urls_are_the_prefix_and_the_names() {
+        let names = [ERROR_INFO, LOCALIZED_MESSAGE, RETRY_INFO, BAD_REQUEST, HELP];
+        for (url, name) in KNOWN_TYPE_URLS.iter().zip(names) {
+            assert_eq!(*url, format!("{TYPE_URL_PREFIX}{name}"));
+        }
+    }
+
+    #[test]
     fn overlong_varint_is_malformed() {
         let mut slice: &[u8] = &[0xff; 11];
         assert!(decode_varint(&mut slice).is_err());

@@ -155,7 +155,7 @@ fn round_trip(c: &mut Criterion) {
 
 /// The shop example's catalog, loaded at run time from a descriptor set
 /// compiled here, as `errmap serve --catalog` loads one.
-fn runtime_table() -> &'static errmap::CatalogTable {
+fn runtime_table() -> errmap::CatalogTable {
     let root = env!("CARGO_MANIFEST_DIR");
     let mut compiler = protox::Compiler::new([
         format!("{root}/examples/shop/proto"),
@@ -165,11 +165,12 @@ fn runtime_table() -> &'static errmap::CatalogTable {
     compiler.include_imports(true);
     compiler.open_file("shop/v1/shop.proto").unwrap();
     errmap::catalog_set::load_descriptor_set(&compiler.encode_file_descriptor_set(), "shop")
-        .unwrap()[0]
+        .unwrap()
+        .remove(0)
 }
 
 fn runtime_catalog(c: &mut Criterion) {
-    let table = runtime_table();
+    let table = &runtime_table();
     let mut group = c.benchmark_group("runtime_lookup");
     group.bench_function("by_number", |b| {
         b.iter(|| table.by_number(black_box(4)).unwrap())
@@ -444,11 +445,73 @@ fn client(c: &mut Criterion) {
     group.finish();
 }
 
+/// Templates (issue 25): a templated status with two arguments against a
+/// plain one built with the same metadata, and the runtime lookups on a
+/// table that a reload brought, beside those on the first one.
+fn templates(c: &mut Criterion) {
+    let first = errmap::TableRef::from(runtime_table());
+    let templated = first.by_number(6).expect("the shop's QUANTITY_OVER_LIMIT");
+    let plain = first.by_number(5).expect("the shop's QUANTITY_INVALID");
+    assert!(templated.is_template() && !plain.is_template());
+    let mut group = c.benchmark_group("template");
+    group.bench_function("plain_same_metadata", |b| {
+        b.iter(|| {
+            first
+                .builder_of(plain)
+                .metadata("quantity", black_box(12).to_string())
+                .metadata("limit", black_box(10).to_string())
+                .build()
+                .unwrap()
+        })
+    });
+    group.bench_function("filled_two_args", |b| {
+        b.iter(|| {
+            first
+                .builder_of(templated)
+                .arg("quantity", black_box(12))
+                .arg("limit", black_box(10))
+                .build()
+                .unwrap()
+        })
+    });
+    group.finish();
+
+    // Ten reloads of the same file: the lookups on the table served after
+    // them, through the live set as the server reads it.
+    let live = errmap_server::reload::LiveCatalogs::new(
+        errmap::Catalogs::default()
+            .with(first.clone(), "shop")
+            .unwrap(),
+    );
+    for _ in 0..10 {
+        live.store(
+            errmap::Catalogs::default()
+                .with(runtime_table(), "shop")
+                .unwrap(),
+        );
+    }
+    let current = live.load();
+    let reloaded = current.by_domain("shop.example.com").unwrap();
+    assert!(!reloaded.same(&first));
+    let mut group = c.benchmark_group("runtime_lookup");
+    group.bench_function("by_number_after_reload", |b| {
+        b.iter(|| reloaded.by_number(black_box(4)).unwrap())
+    });
+    group.bench_function("by_name_after_reload", |b| {
+        b.iter(|| {
+            reloaded
+                .by_name(black_box("SHOP_ERROR_PAYMENT_PROVIDER_DOWN"))
+                .unwrap()
+        })
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    targets = build, read, lookup, round_trip, runtime_catalog, locales, http, client
+    targets = build, read, lookup, round_trip, runtime_catalog, templates, locales, http, client
 }
 criterion_main!(benches);

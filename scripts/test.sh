@@ -37,9 +37,11 @@ done
 echo "==> Rust tests (unit, integration, doc, example)"
 cargo test --locked --workspace
 
-echo "==> Building the errmap binary for the interop tests"
+echo "==> Building the errmap binary and the shop example's server for the interop tests"
 cargo build --locked --bin errmap
+cargo build --locked -p shop-example --example shop-server
 export ERRMAP_BIN="$ROOT/target/debug/errmap"
+export SHOP_BIN="$ROOT/target/debug/examples/shop-server"
 
 apt_install() {
   local SUDO=""
@@ -83,6 +85,12 @@ BUF="$ROOT/tests/interop/node/node_modules/.bin/buf"
 "$BUF" format --diff --exit-code
 "$BUF" breaking --against buf/errmap-v1.binpb
 echo "buf: lint, format and breaking passed"
+
+echo "==> errmap check: the catalog as built keeps the clients of the last release's"
+CHECK_SET="$ROOT/target/interop/errmap-now.binpb"
+mkdir -p "$(dirname "$CHECK_SET")"
+"$BUF" build -o "$CHECK_SET"
+"$ERRMAP_BIN" check "$CHECK_SET" --against buf/errmap-v1.binpb
 
 echo "==> Browser: examples/web in Debian's chromium (puppeteer-core, @connectrpc/connect-web)"
 CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"

@@ -117,7 +117,8 @@ fn a_server_with_two_extra_catalogs_answers_by_domain_code_and_name() {
             names,
             [
                 "SHOP_ERROR_CARD_DECLINED",
-                "SHOP_ERROR_PAYMENT_PROVIDER_DOWN"
+                "SHOP_ERROR_PAYMENT_PROVIDER_DOWN",
+                "SHOP_ERROR_AMOUNT_OVER_LIMIT"
             ]
         );
         let catalogs = client
@@ -141,7 +142,7 @@ fn a_server_with_two_extra_catalogs_answers_by_domain_code_and_name() {
             summary,
             [
                 ("auth.errmap.dev", "errmap.v1.ErrorCode", 27, true),
-                ("shop.example.com", "shop.v1.ShopError", 5, false),
+                ("shop.example.com", "shop.v1.ShopError", 7, false),
                 ("legacy.example.com", "fixture.legacy.LegacyError", 2, false),
             ]
         );
@@ -286,13 +287,31 @@ fn the_cli_reads_a_catalog_file_offline() {
     assert_eq!(value["domain"], "shop.example.com");
     let out = run(&["list", "--catalog", shop.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 6);
+    // A header line and the shop's seven codes.
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 8);
     let out = run(&["docs", "--catalog", shop.to_str().unwrap()]);
     let docs = String::from_utf8_lossy(&out.stdout);
     assert!(
         docs.contains("- 4 `SHOP_ERROR_PAYMENT_PROVIDER_DOWN`"),
         "{docs}"
     );
+    // A template's placeholders, in the docs and in a lookup.
+    assert!(
+        docs.contains(
+            "- 6 `SHOP_ERROR_QUANTITY_OVER_LIMIT`\n  The quantity {quantity} exceeds the limit of {limit} per order.\n  Parameters (each also sent as `ErrorInfo.metadata`): `quantity`, `limit`\n"
+        ),
+        "{docs}"
+    );
+    let out = run(&["lookup", "6", "--catalog", shop.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("  params:    {quantity}, {limit} (ErrorInfo metadata keys)"),
+        "{text}"
+    );
+    let value = errmap_json(&["lookup", "6", "--catalog", shop.to_str().unwrap(), "--json"]);
+    assert_eq!(value["params"], serde_json::json!(["quantity", "limit"]));
+    let value = errmap_json(&["lookup", "1", "--catalog", shop.to_str().unwrap(), "--json"]);
+    assert!(value.get("params").is_none(), "{value}");
     let out = run(&["lookup", "99", "--catalog", shop.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let out = run(&[
@@ -313,9 +332,12 @@ async fn the_layer_passes_statuses_of_every_loaded_domain_and_rewrites_others() 
         "shop.binpb",
     )
     .unwrap();
-    let shop = tables[0];
+    let shop = errmap::TableRef::from(tables.into_iter().next().unwrap());
     let mut config = ServerConfig::default();
-    config.catalogs = Catalogs::default().with(shop, "shop.binpb").unwrap();
+    config.catalogs = Catalogs::default()
+        .with(shop.clone(), "shop.binpb")
+        .unwrap()
+        .into();
     let server = TestServer::start(config).await;
     let channel = server.channel().await;
 
@@ -330,10 +352,13 @@ async fn the_layer_passes_statuses_of_every_loaded_domain_and_rewrites_others() 
     assert_eq!(got.message(), status.message());
     assert_eq!(got.details(), status.details());
     assert_eq!(
-        errmap::details::catalog_entry_of(&got, &Catalogs::default().with(shop, "shop").unwrap())
-            .unwrap()
-            .1
-            .name(),
+        errmap::details::catalog_entry_of(
+            &got,
+            &Catalogs::default().with(shop.clone(), "shop").unwrap()
+        )
+        .unwrap()
+        .1
+        .name(),
         "SHOP_ERROR_CARD_DECLINED"
     );
 
@@ -342,7 +367,8 @@ async fn the_layer_passes_statuses_of_every_loaded_domain_and_rewrites_others() 
         &descriptor_set("errmap-build/tests/fixtures", "legacy.proto"),
         "legacy.binpb",
     )
-    .unwrap()[0];
+    .unwrap()
+    .remove(0);
     let foreign = other.status_of(other.by_number(1000).unwrap());
     *server.probe.next.lock().unwrap() = Some(foreign);
     let got = call_probe(channel, "Return", Request::new(String::new()))

@@ -643,7 +643,8 @@ impl errmap::pb::error_catalog_server::ErrorCatalog for Hostile {
                 domain: nasty.clone(),
                 retry_delay: None,
                 localized_message: nasty.clone(),
-                locale: nasty,
+                locale: nasty.clone(),
+                params: vec![nasty],
             }),
         }))
     }

@@ -349,7 +349,7 @@ fn a_foreign_domain_is_a_typed_error() {
         status.check_error_code::<ErrorCode>(),
         Err(errmap::DetailsError::ForeignDomain {
             domain: "other.example".into(),
-            expected: DOMAIN,
+            expected: DOMAIN.to_owned(),
         })
     );
 }

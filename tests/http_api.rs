@@ -444,7 +444,9 @@ fn shop_catalogs() -> errmap::catalog_set::Catalogs {
     compiler.include_imports(true);
     compiler.open_file("shop/v1/shop.proto").unwrap();
     let bytes = compiler.encode_file_descriptor_set();
-    let shop = errmap::catalog_set::load_descriptor_set(&bytes, "shop.binpb").unwrap()[0];
+    let shop = errmap::catalog_set::load_descriptor_set(&bytes, "shop.binpb")
+        .unwrap()
+        .remove(0);
     errmap::catalog_set::Catalogs::default()
         .with(shop, "shop.binpb")
         .unwrap()
@@ -467,7 +469,7 @@ fn strings(value: &Value, out: &mut Vec<String>) {
 #[tokio::test]
 async fn every_catalogs_descriptors_carry_their_number_as_json() {
     let mut config = ServerConfig::default();
-    config.catalogs = shop_catalogs();
+    config.catalogs = shop_catalogs().into();
     let server = TestServer::start(config).await;
     let url = base(&server);
     let errmap_names: Vec<&str> = ErrorCode::all().map(|c| c.entry().name()).collect();
@@ -510,7 +512,7 @@ async fn every_catalogs_descriptors_carry_their_number_as_json() {
         .iter()
         .map(|d| d["number"].clone())
         .collect();
-    assert_eq!(numbers, [1, 2, 3, 4, 5].map(Value::from));
+    assert_eq!(numbers, [1, 2, 3, 4, 5, 6, 7].map(Value::from));
     server.stop().await;
 }
 
@@ -555,5 +557,52 @@ async fn unknown_paths_get_404_with_the_catalogs_43() {
     assert_eq!(got.status, 404);
     assert_eq!(got.headers["content-type"], "application/problem+json");
     assert_eq!(got.json()["reason"], "API_METHOD_NOT_FOUND");
+    server.stop().await;
+}
+
+/// Issue 25: a templated code's placeholders, in the JSON (as
+/// `ErrorDescriptor.params`) and on its page; a plain code has none.
+#[tokio::test]
+async fn a_templated_codes_params_are_in_the_json_and_on_its_page() {
+    let mut config = ServerConfig::default();
+    config.catalogs = shop_catalogs().into();
+    let server = TestServer::start(config).await;
+    let url = base(&server);
+
+    let hit = get(&format!("{url}/v1/errors/6?domain=shop.example.com"), &[]).await;
+    assert_eq!(hit.status, 200, "{}", hit.body);
+    let d = &hit.json()["error"];
+    assert_eq!(d["name"], "SHOP_ERROR_QUANTITY_OVER_LIMIT");
+    assert_eq!(d["params"], serde_json::json!(["quantity", "limit"]));
+    assert_eq!(
+        d["message"],
+        "The quantity {quantity} exceeds the limit of {limit} per order."
+    );
+    let plain = get(&format!("{url}/v1/errors/21"), &[]).await;
+    assert!(
+        plain.json()["error"].get("params").is_none(),
+        "{}",
+        plain.body
+    );
+
+    let page = get(
+        &format!("{url}/errors/SHOP_ERROR_QUANTITY_OVER_LIMIT?domain=shop.example.com"),
+        &[],
+    )
+    .await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body
+            .contains(r#"<dd id="params"><code>quantity</code>, <code>limit</code></dd>"#),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains(r#"<code>metadata["quantity"]</code>"#),
+        "{}",
+        page.body
+    );
+    let plain_page = get(&format!("{url}/errors/AUTH_REQUIRED"), &[]).await;
+    assert!(plain_page.body.contains(r#"<dd id="params">none</dd>"#));
     server.stop().await;
 }

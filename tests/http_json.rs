@@ -84,7 +84,7 @@ fn the_shapes_agree_on_what_they_share() {
         assert_eq!(legacy["v"], "1", "{name}");
         // The catalog code, where there is one, in the legacy and RFC 9457
         // bodies, and in the ErrorInfo of the AIP-193 details.
-        let code = errmap::details::catalog_entry_of(&status, errors.catalogs())
+        let code = errmap::details::catalog_entry_of(&status, &errors.catalogs())
             .ok()
             .map(|(_, e)| e.number());
         assert_eq!(legacy["error"]["code"], serde_json::json!(code), "{name}");

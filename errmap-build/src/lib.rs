@@ -301,13 +301,25 @@ pub fn render(catalog: &CatalogSpec, runtime: &str) -> String {
             let pairs: Vec<String> = e
                 .translations
                 .iter()
-                .map(|(locale, text)| format!("({locale:?}, {text:?})"))
+                .map(|(locale, text)| {
+                    format!("({locale:?}, ::std::borrow::Cow::Borrowed({text:?}))")
+                })
                 .collect();
             format!(".with_translations(&[{}])", pairs.join(", "))
         };
+        let params = if e.params.is_empty() {
+            String::new()
+        } else {
+            let names: Vec<String> = e
+                .params
+                .iter()
+                .map(|p| format!("::std::borrow::Cow::Borrowed({p:?})"))
+                .collect();
+            format!(".with_params(&[{}])", names.join(", "))
+        };
         let _ = writeln!(
             s,
-            "    {runtime}::CatalogEntry::new({num}, \"{num}\", {reason:?}, ::tonic::Code::{grpc}, {http}, {cat:?}, {msg:?}, {retry}){translations},",
+            "    {runtime}::CatalogEntry::new({num}, \"{num}\", {reason:?}, ::tonic::Code::{grpc}, {http}, {cat:?}, {msg:?}, {retry}){translations}{params},",
             num = e.number,
             reason = e.name,
             grpc = upper_camel(e.grpc_code),
@@ -346,7 +358,7 @@ pub fn render(catalog: &CatalogSpec, runtime: &str) -> String {
     fn table() -> &'static {runtime}::CatalogTable {{
         static TABLE: ::std::sync::OnceLock<{runtime}::CatalogTable> = ::std::sync::OnceLock::new();
         TABLE.get_or_init(|| {{
-            {runtime}::CatalogTable::new({domain:?}, {full:?}, &{upper}_ENTRIES)
+            {runtime}::CatalogTable::new({domain:?}, {full:?}, &{upper}_ENTRIES[..])
         }})
     }}
     #[inline]

@@ -258,3 +258,56 @@ fn a_duplicate_name_fails_the_build_naming_it() {
         "{message}"
     );
 }
+
+#[test]
+fn every_bad_template_fails_the_build_naming_the_value() {
+    let mut compiler = protox::Compiler::new([
+        format!("{}/tests/fixtures", env!("CARGO_MANIFEST_DIR")),
+        format!("{}/proto", workspace().display()),
+    ])
+    .unwrap();
+    compiler.include_imports(true);
+    compiler.open_file("templates.proto").unwrap();
+    let problems = read_catalog(&compiler.descriptor_pool(), "fixture.templates.Templated")
+        .unwrap_err()
+        .0;
+    let expected = [
+        (
+            "TEMPLATED_OTHER_PLACEHOLDERS",
+            "ru-RU message lacks {amount} and has {sum} that the English message has not",
+        ),
+        (
+            "TEMPLATED_BAD_NAME",
+            "placeholder {field_name} is not a lowerCamel",
+        ),
+        (
+            "TEMPLATED_UNBALANCED",
+            "message template is broken: the brace at byte 7 is never closed",
+        ),
+        ("TEMPLATED_RESERVED", "placeholder {code} is reserved"),
+        (
+            "TEMPLATED_STRAY_CLOSE",
+            "ru-RU message template is broken: the brace at byte",
+        ),
+    ];
+    for (value, words) in expected {
+        assert!(
+            problems.iter().any(|p| p
+                .starts_with(&format!("templates.proto: Templated.{value}: "))
+                && p.contains(words)),
+            "no problem naming {value} with {words:?} in {problems:#?}"
+        );
+    }
+    assert!(
+        !problems.iter().any(|p| p.contains("TEMPLATED_GOOD")),
+        "{problems:#?}"
+    );
+    // And through the builder a team's build.rs calls.
+    let message = build_problems("templates");
+    for (value, _) in expected {
+        assert!(
+            message.contains(&format!("templates.proto: Templated.{value}")),
+            "{message}"
+        );
+    }
+}

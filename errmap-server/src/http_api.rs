@@ -32,7 +32,10 @@ use errmap::{
     Catalog as _, ErrorCode,
 };
 
-use crate::http_error::{HttpErrors, Shape};
+use crate::{
+    http_error::{HttpErrors, Shape},
+    reload::LiveCatalogs,
+};
 
 /// Whether `path` has a gRPC method's shape: `/package.Service/Method`.
 fn is_grpc_method_path(path: &str) -> bool {
@@ -73,12 +76,18 @@ const MAX_QUERY: usize = 2048;
 #[derive(Debug, Clone)]
 pub struct HttpApi {
     errors: HttpErrors,
-    catalogs: Catalogs,
+    catalogs: LiveCatalogs,
 }
 
 impl HttpApi {
     /// The API and pages over `catalogs`, errors mapped by `errors`.
     pub fn new(catalogs: Catalogs, errors: HttpErrors) -> Self {
+        Self::with_live_catalogs(LiveCatalogs::new(catalogs), errors)
+    }
+
+    /// The API and pages over the catalogs current at each request, which
+    /// a reload replaces.
+    pub fn with_live_catalogs(catalogs: LiveCatalogs, errors: HttpErrors) -> Self {
         Self { errors, catalogs }
     }
 
@@ -257,14 +266,14 @@ impl HttpApi {
         }
     }
 
-    fn languages(
-        &self,
+    fn languages<'a>(
+        catalogs: &'a Catalogs,
         current: &str,
         base: &str,
         query: &HashMap<String, String>,
-    ) -> Vec<Language> {
-        let mut tags: Vec<&'static str> = Vec::new();
-        for table in self.catalogs.tables() {
+    ) -> Vec<Language<'a>> {
+        let mut tags: Vec<&'a str> = Vec::new();
+        for table in catalogs.tables() {
             for tag in table.locales() {
                 if !tags.contains(tag) {
                     tags.push(tag);
@@ -296,7 +305,8 @@ impl HttpApi {
         headers: &HeaderMap,
     ) -> http::Response<String> {
         let wanted = Self::wanted_language(query, headers);
-        let default = self.catalogs.default_table();
+        let catalogs = self.catalogs.load();
+        let default = catalogs.default_table();
         let lang = default.map_or(locale::DEFAULT_LOCALE, |t| t.negotiate(wanted.as_str()));
         let category = query.get("category").map(String::as_str).unwrap_or("");
         let text = query
@@ -305,8 +315,8 @@ impl HttpApi {
             .unwrap_or_default();
         let mut rows = Vec::new();
         let mut total = 0;
-        let mut categories: Vec<Category> = Vec::new();
-        for table in self.catalogs.tables() {
+        let mut categories: Vec<Category<'_>> = Vec::new();
+        for table in catalogs.tables() {
             let locale = table.negotiate(wanted.as_str());
             for c in table.categories() {
                 if !categories.iter().any(|k| k.name == c) {
@@ -331,14 +341,14 @@ impl HttpApi {
         }
         let page = CatalogPage {
             lang,
-            languages: self.languages(lang, "/", query),
+            languages: Self::languages(&catalogs, lang, "/", query),
             filtered: !category.is_empty() || !text.is_empty(),
             categories,
             query: query.get("q").cloned().unwrap_or_default(),
             lang_param: query.get("lang").cloned().unwrap_or_default(),
             total,
-            one_domain: match self.catalogs.len() {
-                1 => self.catalogs.default_table().map(|t| t.domain()),
+            one_domain: match catalogs.len() {
+                1 => catalogs.default_table().map(|t| t.domain()),
                 _ => None,
             },
             rows,
@@ -354,8 +364,8 @@ impl HttpApi {
     ) -> http::Response<String> {
         let name = percent_decode(name);
         let wanted_domain = query.get("domain");
-        let found = self
-            .catalogs
+        let catalogs = self.catalogs.load();
+        let found = catalogs
             .tables()
             .filter(|t| wanted_domain.is_none_or(|d| d == t.domain()))
             .find_map(|t| Some((t, t.by_name(&name)?)));
@@ -375,7 +385,7 @@ impl HttpApi {
         let message = e.message_in(lang).unwrap_or(e.message());
         let page = ErrorPage {
             lang,
-            languages: self.languages(lang, &format!("/errors/{}", e.name()), query),
+            languages: Self::languages(&catalogs, lang, &format!("/errors/{}", e.name()), query),
             back: match query.get("lang") {
                 Some(l) => format!("/?{}", encode_query(&[("lang".to_owned(), l.clone())])),
                 None => "/".to_owned(),
@@ -388,43 +398,45 @@ impl HttpApi {
 }
 
 /// One language of the switch.
-struct Language {
-    tag: &'static str,
+struct Language<'a> {
+    tag: &'a str,
     current: bool,
     href: String,
 }
 
-struct Category {
-    name: &'static str,
+struct Category<'a> {
+    name: &'a str,
     selected: bool,
 }
 
-struct Row {
+struct Row<'a> {
     number: i32,
-    name: &'static str,
+    name: &'a str,
     /// The name cut after each `_`, where the page may break it.
-    name_parts: Vec<&'static str>,
-    category: &'static str,
-    grpc: &'static str,
+    name_parts: Vec<&'a str>,
+    category: &'a str,
+    grpc: &'a str,
     /// The gRPC code's name cut after each `_`.
-    grpc_parts: Vec<&'static str>,
+    grpc_parts: Vec<&'a str>,
     http: u16,
     /// The message, its `backticked` parts shown as code.
-    message: Vec<Span>,
+    message: Vec<Span<'a>>,
     retry: String,
-    domain: &'static str,
+    domain: &'a str,
+    /// The placeholders of the message template.
+    params: Vec<&'a str>,
     href: String,
 }
 
 /// A run of a message: plain text, or code (between backticks).
-struct Span {
-    text: &'static str,
+struct Span<'a> {
+    text: &'a str,
     code: bool,
 }
 
 /// `message` cut at its backticks: the runs between a pair are code. An
 /// unpaired backtick stays as it is, in the text.
-fn spans(message: &'static str) -> Vec<Span> {
+fn spans(message: &str) -> Vec<Span<'_>> {
     let mut out = Vec::new();
     let mut rest = message;
     while let Some(open) = rest.find('`') {
@@ -452,7 +464,7 @@ fn spans(message: &'static str) -> Vec<Span> {
     out
 }
 
-fn row(table: &CatalogTable, e: &'static CatalogEntry, message: &'static str, href: &str) -> Row {
+fn row<'a>(table: &'a CatalogTable, e: &'a CatalogEntry, message: &'a str, href: &str) -> Row<'a> {
     Row {
         number: e.number(),
         name: e.name(),
@@ -464,6 +476,7 @@ fn row(table: &CatalogTable, e: &'static CatalogEntry, message: &'static str, hr
         message: spans(message),
         retry: e.retry_delay().map(retry_text).unwrap_or_default(),
         domain: table.domain(),
+        params: e.params().collect(),
         href: href.to_owned(),
     }
 }
@@ -537,27 +550,27 @@ fn advice(e: &CatalogEntry) -> String {
 
 #[derive(Template)]
 #[template(path = "catalog.html")]
-struct CatalogPage {
-    lang: &'static str,
-    languages: Vec<Language>,
-    categories: Vec<Category>,
+struct CatalogPage<'a> {
+    lang: &'a str,
+    languages: Vec<Language<'a>>,
+    categories: Vec<Category<'a>>,
     query: String,
     lang_param: String,
     filtered: bool,
     total: usize,
     /// The domain of every code, when the server serves one catalog: the
     /// page says it once, and has no Domain column.
-    one_domain: Option<&'static str>,
-    rows: Vec<Row>,
+    one_domain: Option<&'a str>,
+    rows: Vec<Row<'a>>,
 }
 
 #[derive(Template)]
 #[template(path = "error.html")]
-struct ErrorPage {
-    lang: &'static str,
-    languages: Vec<Language>,
+struct ErrorPage<'a> {
+    lang: &'a str,
+    languages: Vec<Language<'a>>,
     back: String,
-    row: Row,
+    row: Row<'a>,
     advice: String,
 }
 
@@ -701,7 +714,7 @@ mod tests {
 
     #[test]
     fn backticks_mark_code_and_an_unpaired_one_stays_text() {
-        let shown = |m: &'static str| {
+        let shown = |m: &str| {
             spans(m)
                 .iter()
                 .map(|s| {

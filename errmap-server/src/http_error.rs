@@ -46,8 +46,10 @@ use serde_json::{json, Map, Value};
 use tonic::{Code, Status};
 use tower::{Layer, Service};
 
+use crate::reload::LiveCatalogs;
+
 use errmap::{
-    catalog::{grpc_code_name, CatalogEntry, CatalogTable},
+    catalog::{grpc_code_name, CatalogEntry, TableRef},
     catalog_set::Catalogs,
     details::{self, ErrorDetails},
 };
@@ -152,7 +154,7 @@ pub struct HttpErrors {
 
 #[derive(Debug, Clone)]
 struct Settings {
-    catalogs: Catalogs,
+    catalogs: LiveCatalogs,
     public_url: Option<String>,
     api_version: String,
     default_shape: Shape,
@@ -169,6 +171,12 @@ impl Default for HttpErrors {
 impl HttpErrors {
     /// Maps statuses of `catalogs`.
     pub fn new(catalogs: Catalogs) -> Self {
+        Self::with_live_catalogs(LiveCatalogs::new(catalogs))
+    }
+
+    /// Maps statuses of the catalogs current at each call, which a reload
+    /// replaces.
+    pub fn with_live_catalogs(catalogs: LiveCatalogs) -> Self {
         Self {
             inner: Arc::new(Settings {
                 catalogs,
@@ -207,27 +215,28 @@ impl HttpErrors {
         self.inner.default_shape
     }
 
-    /// The catalogs whose statuses are recognised.
-    pub fn catalogs(&self) -> &Catalogs {
-        &self.inner.catalogs
+    /// The catalogs whose statuses are recognised, as they are now.
+    pub fn catalogs(&self) -> Arc<Catalogs> {
+        self.inner.catalogs.load()
     }
 
-    /// The catalog entry of `status`, if it is a catalog status.
-    fn entry_of(&self, status: &Status) -> Option<(&'static CatalogTable, &'static CatalogEntry)> {
-        details::catalog_entry_of(status, &self.inner.catalogs).ok()
+    /// The catalogs whose statuses are recognised, as a reload replaces
+    /// them.
+    pub fn live_catalogs(&self) -> &LiveCatalogs {
+        &self.inner.catalogs
     }
 
     /// The HTTP status of `status`: its catalog entry's, else the
     /// `google/rpc/code.proto` mapping of its gRPC code.
     pub fn http_status(&self, status: &Status) -> StatusCode {
-        http_status_from(status, self.entry_of(status))
+        let catalogs = self.catalogs();
+        http_status_from(status, details::catalog_entry_of(status, &catalogs).ok())
     }
 
     /// The response for `status` in `shape`: HTTP status, headers and JSON
     /// body.
     pub fn response(&self, status: &Status, shape: Shape) -> http::Response<String> {
-        let entry = self.entry_of(status);
-        self.response_as(status, shape, http_status_from(status, entry))
+        self.response_as(status, shape, self.http_status(status))
     }
 
     /// [`response`](Self::response) with another HTTP status than the
@@ -239,7 +248,8 @@ impl HttpErrors {
         shape: Shape,
         http_status: StatusCode,
     ) -> http::Response<String> {
-        let entry = self.entry_of(status);
+        let catalogs = self.catalogs();
+        let entry = details::catalog_entry_of(status, &catalogs).ok();
         let details = ErrorDetails::decode(status.details()).ok();
         let body = self.body_with(status, shape, http_status, entry, details.as_ref());
         let mut response = http::Response::new(body.to_string());
@@ -272,7 +282,8 @@ impl HttpErrors {
     /// The JSON body for `status` in `shape`.
     pub fn body(&self, status: &Status, shape: Shape) -> Value {
         let details = ErrorDetails::decode(status.details()).ok();
-        let entry = self.entry_of(status);
+        let catalogs = self.catalogs();
+        let entry = details::catalog_entry_of(status, &catalogs).ok();
         self.body_with(
             status,
             shape,
@@ -287,7 +298,7 @@ impl HttpErrors {
         status: &Status,
         shape: Shape,
         http_status: StatusCode,
-        entry: Option<(&'static CatalogTable, &'static CatalogEntry)>,
+        entry: Option<(&TableRef, &CatalogEntry)>,
         details: Option<&ErrorDetails>,
     ) -> Value {
         let message = status.message();
@@ -355,10 +366,7 @@ impl HttpErrors {
 }
 
 /// The catalog entry's HTTP status, else `code.proto`'s for the gRPC code.
-fn http_status_from(
-    status: &Status,
-    entry: Option<(&'static CatalogTable, &'static CatalogEntry)>,
-) -> StatusCode {
+fn http_status_from(status: &Status, entry: Option<(&TableRef, &CatalogEntry)>) -> StatusCode {
     entry
         .and_then(|(_, e)| StatusCode::from_u16(e.http_status()).ok())
         .unwrap_or_else(|| http_status_of_code(status.code()))
@@ -378,7 +386,7 @@ fn retry_seconds(delay: Duration) -> u64 {
 /// The `WWW-Authenticate` challenge: RFC 6750 for the auth catalog's token
 /// codes, and any 401.
 fn challenge(
-    entry: Option<(&'static CatalogTable, &'static CatalogEntry)>,
+    entry: Option<(&TableRef, &CatalogEntry)>,
     http_status: StatusCode,
 ) -> Option<&'static str> {
     let reason = entry

@@ -23,6 +23,7 @@ pub mod listener;
 pub mod memory;
 pub mod metrics;
 pub mod panic;
+mod reflection;
 pub mod reload;
 pub mod sanitize;
 pub mod server;

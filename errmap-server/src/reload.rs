@@ -1,6 +1,6 @@
 //! [`Reloadable`]: a value that readers load without a lock and a reload
 //! swaps whole, as `arc-swap` does for rustls server configs. The TLS
-//! material and the JWT keys are both one.
+//! material, the JWT keys and the catalogs ([`LiveCatalogs`]) are each one.
 //!
 //! ```
 //! use errmap_server::reload::Reloadable;
@@ -16,6 +16,11 @@
 use std::{fmt, sync::Arc};
 
 use arc_swap::ArcSwap;
+
+/// The catalogs a server serves, which a reload replaces whole: every
+/// part of the server (the lookup service, the response layer, the HTTP
+/// API and pages, reflection, metrics) loads the current set per call.
+pub type LiveCatalogs = Reloadable<errmap::Catalogs>;
 
 /// A shared value that can be replaced while it is read. Clones share it.
 ///
@@ -44,6 +49,18 @@ impl<T> Reloadable<T> {
     /// keep it until they drop it.
     pub fn store(&self, value: T) {
         self.current.store(Arc::new(value));
+    }
+}
+
+impl<T> From<T> for Reloadable<T> {
+    fn from(value: T) -> Self {
+        Self::new(value)
+    }
+}
+
+impl<T: Default> Default for Reloadable<T> {
+    fn default() -> Self {
+        Self::new(T::default())
     }
 }
 

@@ -164,7 +164,7 @@ impl RateLimit {
 #[derive(Debug)]
 pub struct RateLimitByKey {
     window: Duration,
-    state: Mutex<Vec<(&'static str, Instant, u64)>>,
+    state: Mutex<Vec<(Cow<'static, str>, Instant, u64)>>,
 }
 
 impl RateLimitByKey {
@@ -178,7 +178,8 @@ impl RateLimitByKey {
 
     /// Counts one event of `key`: `Some(n)` when it may be logged, with `n`
     /// the events of that key suppressed since the last one logged.
-    pub fn check(&self, key: &'static str) -> Option<u64> {
+    pub fn check(&self, key: impl Into<Cow<'static, str>>) -> Option<u64> {
+        let key = key.into();
         let Ok(mut state) = self.state.lock() else {
             return None;
         };

@@ -26,10 +26,7 @@ use tokio::net::TcpListener;
 use tonic::{body::Body, codegen::Service, server::NamedService, service::RoutesBuilder};
 use tonic_health::ServingStatus;
 
-use errmap::{
-    catalog_set::Catalogs,
-    pb::{self, error_catalog_server::ErrorCatalogServer},
-};
+use errmap::pb::{self, error_catalog_server::ErrorCatalogServer};
 
 use crate::{
     admission::{Admission, AdmissionConfig, RouteTable},
@@ -41,6 +38,7 @@ use crate::{
     listener::{self, ListenerConfig},
     metrics::{Metrics, MetricsLayer},
     panic::CatchPanicLayer,
+    reload::LiveCatalogs,
     service::CatalogService,
     tls::TlsConfig,
     web::{CorsConfig, CorsLayer, WebLayer},
@@ -112,8 +110,13 @@ pub struct ServerConfig {
     /// reflection stay open. Default none.
     pub auth: Option<AuthInterceptor>,
     /// The catalogs the lookup service answers from and whose statuses the
-    /// response layer passes. Default: the auth API's catalog alone.
-    pub catalogs: Catalogs,
+    /// response layer passes. Default: the auth API's catalog alone. A
+    /// [`LiveCatalogs::store`](crate::reload::Reloadable::store) on this
+    /// handle (or a clone) while the server runs reloads them: every part
+    /// (lookups, the response layer, the HTTP API and pages, reflection,
+    /// metrics) reads the new set from its next call on. Make one with
+    /// `catalogs.into()`.
+    pub catalogs: LiveCatalogs,
     /// TLS (and, with a client CA, mutual TLS); plaintext when `None`, the
     /// default. Reload it with [`TlsConfig::reload`].
     pub tls: Option<TlsConfig>,
@@ -160,7 +163,7 @@ impl Default for ServerConfig {
             write_timeout: Duration::from_secs(10),
             intake_memory: 64 * 1024 * 1024,
             auth: None,
-            catalogs: Catalogs::default(),
+            catalogs: LiveCatalogs::default(),
             tls: None,
             grpc_web: true,
             cors: None,
@@ -402,6 +405,65 @@ pub async fn serve(
         .await
 }
 
+/// The full names of the services the encoded descriptor sets define.
+fn services_in(sets: &[&[u8]]) -> Vec<String> {
+    use prost::Message as _;
+    let mut names = Vec::new();
+    for set in sets {
+        let Ok(set) = prost_types::FileDescriptorSet::decode(*set) else {
+            continue;
+        };
+        for file in set.file {
+            for service in &file.service {
+                let name = match file.package() {
+                    "" => service.name().to_owned(),
+                    package => format!("{package}.{}", service.name()),
+                };
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+        }
+    }
+    names
+}
+
+/// What reflection serves besides the catalogs loaded at run time: the
+/// descriptor sets of errmap's services and of those added, and the names
+/// of the services served.
+#[derive(Clone)]
+struct Reflection {
+    sets: std::sync::Arc<[&'static [u8]]>,
+    served: std::sync::Arc<[String]>,
+}
+
+impl Reflection {
+    /// A reflection builder with errmap's descriptors, the added ones, and
+    /// `runtime` (the catalogs loaded at run time), listing the services
+    /// served only (a team's catalog file may define others).
+    fn builder(&self, runtime: &[&'static [u8]]) -> tonic_reflection::server::Builder<'static> {
+        let mut builder = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_file_descriptor_set(crate::descriptors::google_rpc_descriptor_set())
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            // Each version lists both reflection services, as both are served.
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            );
+        for set in self.sets.iter() {
+            builder = builder.register_encoded_file_descriptor_set(set);
+        }
+        for set in runtime {
+            builder = builder.register_encoded_file_descriptor_set(set);
+        }
+        for name in self.served.iter() {
+            builder = builder.with_service_name(name.clone());
+        }
+        builder
+    }
+}
+
 /// Aborts a background task when dropped.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -428,26 +490,43 @@ async fn run(
         .set_serving::<ErrorCatalogServer<CatalogService>>()
         .await;
 
-    let reflection = || {
-        let mut builder = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-            .register_file_descriptor_set(crate::descriptors::google_rpc_descriptor_set())
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            // Each version lists both reflection services, as both are served.
-            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(
-                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
-            );
-        for set in &descriptor_sets {
-            builder = builder.register_encoded_file_descriptor_set(set);
-        }
-        builder
-    };
+    // The services reflection lists: those of errmap's descriptors and of
+    // those added, as before catalogs were reloadable; a team's catalog
+    // file loaded at run time may define services this server does not
+    // serve, and they are not listed.
+    let static_sets: Vec<&'static [u8]> = [
+        pb::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ]
+    .into_iter()
+    .chain(descriptor_sets.iter().copied())
+    .collect();
+    let served = services_in(&static_sets);
     let limit = config.max_request_size;
-    let reflection_v1 = reflection().build_v1()?.max_decoding_message_size(limit);
-    let reflection_v1alpha = reflection()
-        .build_v1alpha()?
-        .max_decoding_message_size(limit);
+    let reflection = Reflection {
+        sets: descriptor_sets.clone().into(),
+        served: served.into(),
+    };
+    let v1 = reflection.clone();
+    let reflection_v1 =
+        crate::reflection::LiveReflection::new(config.catalogs.clone(), move |c| {
+            let runtime = crate::reflection::runtime_descriptor_sets(c);
+            Ok(v1
+                .builder(&runtime)
+                .build_v1()?
+                .max_decoding_message_size(limit))
+        })?;
+    let v1alpha = reflection;
+    let reflection_v1alpha =
+        crate::reflection::LiveReflection::new(config.catalogs.clone(), move |c| {
+            let runtime = crate::reflection::runtime_descriptor_sets(c);
+            Ok(v1alpha
+                .builder(&runtime)
+                .build_v1alpha()?
+                .max_decoding_message_size(limit))
+        })?;
     let health_service = health_service.max_decoding_message_size(limit);
 
     let mut table = RouteTable::new();
@@ -474,7 +553,7 @@ async fn run(
         table.add_service(name);
     }
 
-    let catalog = CatalogService::with_catalogs(config.catalogs.clone())
+    let catalog = CatalogService::with_live_catalogs(config.catalogs.clone())
         .into_server()
         .max_decoding_message_size(limit);
     match &config.auth {
@@ -516,8 +595,8 @@ async fn run(
         }
         None => MetricsLayer::tracing_only(),
     };
-    let mut http_errors =
-        HttpErrors::new(config.catalogs.clone()).with_default_shape(config.http_error_format);
+    let mut http_errors = HttpErrors::with_live_catalogs(config.catalogs.clone())
+        .with_default_shape(config.http_error_format);
     if let Some(url) = &config.public_url {
         http_errors = http_errors.with_public_url(url.clone());
     }
@@ -558,7 +637,10 @@ async fn run(
             } else {
                 WebLayer::disabled()
             }
-            .with_http_api(HttpApi::new(config.catalogs.clone(), http_errors)),
+            .with_http_api(HttpApi::with_live_catalogs(
+                config.catalogs.clone(),
+                http_errors,
+            )),
         )
         .layer(metrics_layer)
         .layer(error_layer(config))
@@ -632,7 +714,7 @@ async fn run(
 /// The response layer of `config`: its catalogs, and the links to the
 /// catalog pages at its public URL.
 fn error_layer(config: &ServerConfig) -> ErrorLayer {
-    let layer = ErrorLayer::new().with_catalogs(config.catalogs.clone());
+    let layer = ErrorLayer::new().with_live_catalogs(config.catalogs.clone());
     match &config.public_url {
         Some(url) => layer.with_help_base_url(url),
         None => layer,

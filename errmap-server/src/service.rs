@@ -29,8 +29,10 @@
 
 use tonic::{metadata::MetadataMap, Request, Response, Status};
 
+use crate::reload::LiveCatalogs;
+
 use errmap::{
-    catalog::{CatalogEntry, CatalogTable},
+    catalog::{CatalogEntry, CatalogTable, TableRef},
     catalog_set::Catalogs,
     pb::{
         error_catalog_server::{ErrorCatalog, ErrorCatalogServer},
@@ -72,6 +74,7 @@ pub fn descriptor_in(table: &CatalogTable, entry: &CatalogEntry, locale: &str) -
             seconds: d.as_secs() as i64,
             nanos: d.subsec_nanos() as i32,
         }),
+        params: entry.params().map(str::to_owned).collect(),
     }
 }
 
@@ -79,7 +82,7 @@ pub fn descriptor_in(table: &CatalogTable, entry: &CatalogEntry, locale: &str) -
 /// default the embedded one).
 #[derive(Debug, Clone, Default)]
 pub struct CatalogService {
-    catalogs: Catalogs,
+    catalogs: LiveCatalogs,
 }
 
 impl CatalogService {
@@ -91,6 +94,13 @@ impl CatalogService {
     /// The service on `catalogs`; requests without a domain use its
     /// default.
     pub fn with_catalogs(catalogs: Catalogs) -> Self {
+        Self::with_live_catalogs(LiveCatalogs::new(catalogs))
+    }
+
+    /// The service on the catalogs current at each call, which a reload
+    /// replaces (new codes answer at once; a call in flight keeps the set
+    /// it started with).
+    pub fn with_live_catalogs(catalogs: LiveCatalogs) -> Self {
         Self { catalogs }
     }
 
@@ -101,16 +111,13 @@ impl CatalogService {
 
     /// The catalog a request names, or the default; a miss is 47 with the
     /// domain asked for.
-    fn catalog(
-        &self,
-        domain: Option<&str>,
-        metadata: &MetadataMap,
-    ) -> Result<&'static CatalogTable, Status> {
+    fn catalog(&self, domain: Option<&str>, metadata: &MetadataMap) -> Result<TableRef, Status> {
+        let catalogs = self.catalogs.load();
         let found = match domain {
-            Some(domain) => self.catalogs.by_domain(domain),
-            None => self.catalogs.default_table(),
+            Some(domain) => catalogs.by_domain(domain),
+            None => catalogs.default_table(),
         };
-        found.ok_or_else(|| {
+        found.cloned().ok_or_else(|| {
             let asked = clip(domain.unwrap_or("(the default)").to_owned());
             ErrorCode::ApiItemNotFound
                 .builder()
@@ -132,8 +139,8 @@ impl CatalogService {
         name: &str,
         metadata: &MetadataMap,
     ) -> Result<Response<GetErrorResponse>, Status> {
-        let mut holders = self
-            .catalogs
+        let catalogs = self.catalogs.load();
+        let mut holders = catalogs
             .tables()
             .filter_map(|t| t.by_name(name).map(|e| (t, e)));
         match (holders.next(), holders.next()) {
@@ -235,7 +242,7 @@ impl ErrorCatalog for CatalogService {
         };
         match found {
             Some(entry) => Ok(Response::new(GetErrorResponse {
-                error: Some(descriptor_in(table, entry, table.negotiate(&metadata))),
+                error: Some(descriptor_in(&table, entry, table.negotiate(&metadata))),
             })),
             None => Err(not_found(asked, &metadata)),
         }
@@ -260,7 +267,7 @@ impl ErrorCatalog for CatalogService {
             .entries()
             .iter()
             .filter(|e| category.is_empty() || e.category() == category)
-            .map(|e| descriptor_in(table, e, locale))
+            .map(|e| descriptor_in(&table, e, locale))
             .collect();
         Ok(Response::new(ListErrorsResponse { errors }))
     }
@@ -269,9 +276,9 @@ impl ErrorCatalog for CatalogService {
         &self,
         _request: Request<ListCatalogsRequest>,
     ) -> Result<Response<ListCatalogsResponse>, Status> {
-        let default = self.catalogs.default_table().map(|t| t.domain());
-        let catalogs = self
-            .catalogs
+        let current = self.catalogs.load();
+        let default = current.default_table().map(|t| t.domain());
+        let catalogs = current
             .tables()
             .map(|t| CatalogInfo {
                 domain: t.domain().to_owned(),

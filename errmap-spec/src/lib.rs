@@ -10,6 +10,9 @@ use std::fmt;
 
 use prost_reflect::{DescriptorPool, EnumValueDescriptor, Value};
 
+pub mod compat;
+pub mod template;
+
 /// The canonical gRPC status codes, by name and number (google.rpc.Code).
 pub const GRPC_CODES: [(&str, i32); 17] = [
     ("OK", 0),
@@ -51,6 +54,11 @@ pub struct CatalogSpec {
     pub file: String,
     /// The values, sorted by number.
     pub entries: Vec<EntrySpec>,
+    /// The numbers the enum reserves (`reserved 5, 9 to 11;`): codes that
+    /// were removed and are never reused.
+    pub reserved_numbers: Vec<std::ops::RangeInclusive<i32>>,
+    /// The names the enum reserves.
+    pub reserved_names: Vec<String>,
 }
 
 /// One validated catalog value.
@@ -75,6 +83,10 @@ pub struct EntrySpec {
     /// The message in other locales, sorted by BCP 47 tag (en-US is
     /// `message`).
     pub translations: Vec<(String, String)>,
+    /// The placeholders of the message template, each once, in the order
+    /// they first appear in the English message (empty for a plain
+    /// message). Every translation has the same set.
+    pub params: Vec<String>,
 }
 
 /// Everything wrong with a catalog, one problem a line, each naming the value.
@@ -217,6 +229,8 @@ pub fn read_catalog(pool: &DescriptorPool, enum_name: &str) -> Result<CatalogSpe
         short_name: short,
         file,
         entries,
+        reserved_numbers: enum_desc.reserved_ranges().collect(),
+        reserved_names: enum_desc.reserved_names().map(str::to_owned).collect(),
     })
 }
 
@@ -368,6 +382,14 @@ fn read_value(
         ));
     }
 
+    let params: Vec<String> = match template::placeholders(&message) {
+        Ok(names) => names.into_iter().map(str::to_owned).collect(),
+        Err(e) => {
+            problems.push(format!("{at}: the message template is broken: {e}"));
+            Vec::new()
+        }
+    };
+
     let mut translations = Vec::new();
     if let Some(messages) = spec.get_field_by_name("messages") {
         if let Some(map) = messages.as_map() {
@@ -395,6 +417,7 @@ fn read_value(
                         text.len()
                     ));
                 }
+                check_translated_template(&mut problems, at, &locale, &text, &params);
                 translations.push((locale, text));
             }
         }
@@ -438,5 +461,57 @@ fn read_value(
         message,
         retry_delay,
         translations,
+        params,
     })
+}
+
+/// A translation carries exactly the placeholders of the English message:
+/// none missing, none added, each well-formed.
+fn check_translated_template(
+    problems: &mut Vec<String>,
+    at: &str,
+    locale: &str,
+    text: &str,
+    params: &[String],
+) {
+    match template::placeholders(text) {
+        Err(e) => problems.push(format!(
+            "{at}: the {locale} message template is broken: {e}"
+        )),
+        Ok(names) => {
+            let missing: Vec<&str> = params
+                .iter()
+                .map(String::as_str)
+                .filter(|p| !names.contains(p))
+                .collect();
+            let added: Vec<&str> = names
+                .iter()
+                .copied()
+                .filter(|n| !params.iter().any(|p| p == n))
+                .collect();
+            if !missing.is_empty() || !added.is_empty() {
+                let list = |names: &[&str]| {
+                    names
+                        .iter()
+                        .map(|n| format!("{{{n}}}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                let mut what = Vec::new();
+                if !missing.is_empty() {
+                    what.push(format!("lacks {}", list(&missing)));
+                }
+                if !added.is_empty() {
+                    what.push(format!(
+                        "has {} that the English message has not",
+                        list(&added)
+                    ));
+                }
+                problems.push(format!(
+                    "{at}: the {locale} message {}; a translation carries exactly the placeholders of the English message",
+                    what.join(" and ")
+                ));
+            }
+        }
+    }
 }

@@ -21,20 +21,22 @@
 //! [`load_descriptor_set`], under the same rules `errmap-build` applies at
 //! build time.
 
-use std::{path::Path, sync::Arc, time::Duration};
+use std::{path::Path, sync::Arc};
 
 use prost_reflect::DescriptorPool;
 
 use crate::{
-    catalog::{CatalogEntry, CatalogTable},
+    catalog::{CatalogEntry, CatalogTable, TableRef},
     code::Catalog,
     ErrorCode,
 };
 
-/// A set of catalogs with distinct domains; cheap to clone.
+/// A set of catalogs with distinct domains; cheap to clone. A value never
+/// changes: a server that reloads its catalogs swaps in a new set, and a
+/// table loaded at run time is freed with the last set that holds it.
 #[derive(Debug, Clone)]
 pub struct Catalogs {
-    tables: Arc<[&'static CatalogTable]>,
+    tables: Arc<[TableRef]>,
     default: Option<usize>,
 }
 
@@ -42,7 +44,7 @@ impl Default for Catalogs {
     /// The auth API's catalog, [`ErrorCode`], alone and as the default.
     fn default() -> Self {
         Self {
-            tables: Arc::from([ErrorCode::table()]),
+            tables: Arc::from([TableRef::from(ErrorCode::table())]),
             default: Some(0),
         }
     }
@@ -102,7 +104,8 @@ impl Catalogs {
 
     /// These catalogs plus `table`, which becomes the default if there is
     /// none yet. `source` names where it came from, for the error.
-    pub fn with(&self, table: &'static CatalogTable, source: &str) -> Result<Self, CatalogError> {
+    pub fn with(&self, table: impl Into<TableRef>, source: &str) -> Result<Self, CatalogError> {
+        let table = table.into();
         if let Some(other) = self.by_domain(table.domain()) {
             return Err(CatalogError::DuplicateDomain {
                 source_name: source.to_owned(),
@@ -125,26 +128,26 @@ impl Catalogs {
     }
 
     /// Every catalog, the default first.
-    pub fn tables(&self) -> impl Iterator<Item = &'static CatalogTable> + '_ {
-        let default = self.default.map(|i| self.tables[i]);
+    pub fn tables(&self) -> impl Iterator<Item = &TableRef> + '_ {
+        let default = self.default.map(|i| &self.tables[i]);
         default.into_iter().chain(
             self.tables
                 .iter()
                 .enumerate()
                 .filter(move |(i, _)| Some(*i) != self.default)
-                .map(|(_, t)| *t),
+                .map(|(_, t)| t),
         )
     }
 
     /// The catalog lookups without a domain use.
-    pub fn default_table(&self) -> Option<&'static CatalogTable> {
-        self.default.map(|i| self.tables[i])
+    pub fn default_table(&self) -> Option<&TableRef> {
+        self.default.map(|i| &self.tables[i])
     }
 
     /// The catalog of `domain`.
     #[inline]
-    pub fn by_domain(&self, domain: &str) -> Option<&'static CatalogTable> {
-        self.tables.iter().copied().find(|t| t.domain() == domain)
+    pub fn by_domain(&self, domain: &str) -> Option<&TableRef> {
+        self.tables.iter().find(|t| t.domain() == domain)
     }
 
     /// How many catalogs there are.
@@ -158,66 +161,55 @@ impl Catalogs {
     }
 }
 
-fn leak(text: &str) -> &'static str {
-    Box::leak(text.to_owned().into_boxed_str())
-}
-
 /// Reads every catalog enum of an encoded `FileDescriptorSet` (`file` names
 /// it in errors), under the rules `errmap-build` checks, and makes a table
 /// of each. errmap's own `errmap.v1.ErrorCode`, if the set has it, is left
 /// out: it is compiled in.
 ///
-/// The tables live as long as the process: load catalogs at start, not per
-/// request.
-pub fn load_descriptor_set(
+/// The tables own their data: a table is freed when the last
+/// [`Catalogs`] set and status builder holding it are dropped.
+pub fn load_descriptor_set(bytes: &[u8], file: &str) -> Result<Vec<CatalogTable>, CatalogError> {
+    let specs = read_specs(bytes, file, false)?;
+    Ok(tables_of(&specs, bytes))
+}
+
+/// The catalogs of an encoded `FileDescriptorSet` (`file` names it in
+/// errors), checked under the rules `errmap-build` applies, as their
+/// specs: what [`errmap_spec::compat::compare`] compares. errmap's own
+/// `errmap.v1.ErrorCode` is among them only when `with_errmaps_own` is set.
+pub fn read_specs(
     bytes: &[u8],
     file: &str,
-) -> Result<Vec<&'static CatalogTable>, CatalogError> {
+    with_errmaps_own: bool,
+) -> Result<Vec<errmap_spec::CatalogSpec>, CatalogError> {
     let pool = DescriptorPool::decode(bytes).map_err(|e| CatalogError::Descriptors {
         file: file.to_owned(),
         reason: e.to_string(),
     })?;
-    let specs = errmap_spec::read_catalogs(&pool, &[], &[ErrorCode::table().enum_name()]).map_err(
-        |problems| CatalogError::Invalid {
-            file: file.to_owned(),
-            problems: problems.to_string(),
-        },
-    )?;
-    Ok(specs
-        .into_iter()
+    let own = ErrorCode::table().enum_name();
+    let skip: &[&str] = if with_errmaps_own { &[] } else { &[own] };
+    errmap_spec::read_catalogs(&pool, &[], skip).map_err(|problems| CatalogError::Invalid {
+        file: file.to_owned(),
+        problems: problems.to_string(),
+    })
+}
+
+/// A table of each of `specs`, read from the encoded `FileDescriptorSet`
+/// `set` (which reflection serves).
+pub fn tables_of(specs: &[errmap_spec::CatalogSpec], set: &[u8]) -> Vec<CatalogTable> {
+    let set = bytes::Bytes::copy_from_slice(set);
+    specs
+        .iter()
         .map(|spec| {
-            let entries: Vec<CatalogEntry> = spec
-                .entries
-                .iter()
-                .map(|e| {
-                    CatalogEntry::new(
-                        e.number,
-                        leak(&e.number.to_string()),
-                        leak(&e.name),
-                        tonic::Code::from_i32(e.grpc_number),
-                        e.http_status,
-                        leak(&e.category),
-                        leak(&e.message),
-                        e.retry_delay.map(|(s, n)| Duration::new(s, n)),
-                    )
-                    .with_translations(Box::leak(
-                        e.translations
-                            .iter()
-                            .map(|(locale, text)| (leak(locale), leak(text)))
-                            .collect::<Vec<_>>()
-                            .into_boxed_slice(),
-                    ))
-                })
-                .collect();
-            let entries: &'static [CatalogEntry] = Box::leak(entries.into_boxed_slice());
-            let table = CatalogTable::new(leak(&spec.domain), leak(&spec.enum_name), entries);
-            &*Box::leak(Box::new(table))
+            let entries: Vec<CatalogEntry> = spec.entries.iter().map(CatalogEntry::owned).collect();
+            CatalogTable::new(spec.domain.clone(), spec.enum_name.clone(), entries)
+                .with_descriptor_set(set.clone())
         })
-        .collect())
+        .collect()
 }
 
 /// [`load_descriptor_set`] on a file.
-pub fn load_file(path: &Path) -> Result<Vec<&'static CatalogTable>, CatalogError> {
+pub fn load_file(path: &Path) -> Result<Vec<CatalogTable>, CatalogError> {
     let name = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|source| CatalogError::Read {
         file: name.clone(),

@@ -111,7 +111,7 @@ impl StatusBuilder {
     /// A builder for `code`; with nothing else set, `build` gives the same
     /// status as [`Catalog::to_status`].
     pub fn new<C: Catalog>(code: C) -> Self {
-        Self::for_entry(C::table(), code.index())
+        Self::for_entry(C::table().into(), code.index())
     }
 }
 

@@ -40,7 +40,7 @@ use tonic::{Code, Status};
 use tonic_types::pb::{BadRequest, ErrorInfo, Help, LocalizedMessage, RetryInfo};
 
 use crate::{
-    catalog::{CatalogEntry, CatalogTable},
+    catalog::{CatalogEntry, CatalogTable, TableRef},
     catalog_set::Catalogs,
     code::Catalog,
     wire,
@@ -111,7 +111,7 @@ pub enum DetailsError {
         /// The domain found.
         domain: String,
         /// The catalog's domain.
-        expected: &'static str,
+        expected: String,
     },
     /// The `ErrorInfo` reason names no catalog code.
     #[error("the ErrorInfo reason {reason:?} is not in the catalog")]
@@ -126,7 +126,7 @@ fn code_of<C: Catalog>(reason: &str, domain: &str) -> Result<C, DetailsError> {
     if domain != expected {
         return Err(DetailsError::ForeignDomain {
             domain: domain.to_owned(),
-            expected,
+            expected: expected.to_owned(),
         });
     }
     C::from_name(reason).ok_or_else(|| DetailsError::UnknownReason {
@@ -181,18 +181,19 @@ fn read_error_info<'a>(
 /// encoded and checked, so they are not read again. The `ErrorInfo` is
 /// read in full. `None` for anything else, which the general reader reads;
 /// on what it accepts, both give the same answer.
-fn read_own_status<'a>(
+fn read_own_status<'a, T: AsRef<CatalogTable>>(
     code: tonic::Code,
     message: &str,
     details: &'a [u8],
-    table_of: impl FnOnce(&[u8]) -> Option<&'static CatalogTable>,
-) -> Option<(&'static CatalogTable, usize, wire::ErrorInfoFields<'a>)> {
+    table_of: impl FnOnce(&[u8]) -> Option<T>,
+) -> Option<(T, usize, wire::ErrorInfoFields<'a>)> {
     let own = wire::OwnStatus::split(details)?;
     if own.code != code as i32 || own.message != message.as_bytes() {
         return None;
     }
     let (reason, domain) = wire::ErrorInfoFields::leading_reason_and_domain(own.error_info)?;
-    let table = table_of(domain)?;
+    let found = table_of(domain)?;
+    let table = found.as_ref();
     let index = table.index_of_name(reason)?;
     // What errmap puts after the ErrorInfo, in one of the catalog's locales.
     let own_rest = (0..table.locales().len()).any(|l| table.prebuilt(index, l).rest == own.rest);
@@ -203,11 +204,11 @@ fn read_own_status<'a>(
     // `code`): only what follows is read.
     let fields = wire::ErrorInfoFields::after_prefix(
         own.error_info,
-        table.prebuilt(index, 0).error_info_value,
-        table.entries()[index].name(),
-        table.domain(),
+        &table.prebuilt(index, 0).error_info_value,
+        reason,
+        domain,
     )?;
-    Some((table, index, fields))
+    Some((found, index, fields))
 }
 
 /// [`read_error_info`], then the code of catalog `C`.
@@ -232,21 +233,21 @@ fn read_catalog_error<'a, C: Catalog>(
 /// reading as [`ErrorStatusExt::error_code`], for whichever catalog the
 /// `ErrorInfo`'s domain names. The response layer passes a status through
 /// only when this succeeds.
-pub fn catalog_entry_of(
+pub fn catalog_entry_of<'c>(
     status: &Status,
-    catalogs: &Catalogs,
-) -> Result<(&'static CatalogTable, &'static CatalogEntry), DetailsError> {
+    catalogs: &'c Catalogs,
+) -> Result<(&'c TableRef, &'c CatalogEntry), DetailsError> {
     catalog_entry_of_parts(status.code(), status.message(), status.details(), catalogs)
 }
 
 /// [`catalog_entry_of`] on a status's parts, for the response layer, which
 /// has them from the headers and need not build a `Status`.
-pub fn catalog_entry_of_parts(
+pub fn catalog_entry_of_parts<'c>(
     code: tonic::Code,
     message: &str,
     details: &[u8],
-    catalogs: &Catalogs,
-) -> Result<(&'static CatalogTable, &'static CatalogEntry), DetailsError> {
+    catalogs: &'c Catalogs,
+) -> Result<(&'c TableRef, &'c CatalogEntry), DetailsError> {
     if let Some((table, index, _)) = read_own_status(code, message, details, |domain| {
         catalogs.by_domain(std::str::from_utf8(domain).ok()?)
     }) {
@@ -256,7 +257,9 @@ pub fn catalog_entry_of_parts(
     let Some(table) = catalogs.by_domain(fields.domain) else {
         return Err(DetailsError::ForeignDomain {
             domain: fields.domain.to_owned(),
-            expected: catalogs.default_table().map_or("", |t| t.domain()),
+            expected: catalogs
+                .default_table()
+                .map_or_else(String::new, |t| t.domain().to_owned()),
         });
     };
     let index = table

@@ -81,12 +81,16 @@ mod name_hash;
 pub mod pb;
 mod prebuilt;
 pub mod status;
+mod template;
 pub mod wire;
 
-pub use catalog::{grpc_code_name, CatalogEntry, CatalogTable};
+pub use catalog::{grpc_code_name, CatalogEntry, CatalogTable, TableRef};
 pub use catalog_set::Catalogs;
 pub use code::{Catalog, ErrorCode, DOMAIN};
 pub use details::{DetailsError, ErrorDetails, ErrorStatusExt};
+/// The catalog rules, templates and the compatibility check (the
+/// `errmap-spec` crate).
+pub use errmap_spec as spec;
 pub use locale::AcceptLanguage;
 pub use status::{BuildError, StatusBuilder};
 

@@ -31,19 +31,23 @@ impl CatalogTable {
             },
             self.enum_name
         );
-        let _ = writeln!(out, "{}\n", (words.intro)(self.domain));
+        let _ = writeln!(out, "{}\n", (words.intro)(&self.domain));
         for category in self.categories() {
             let _ = writeln!(out, "## {} `{category}`\n", words.category);
             for e in self.entries.iter().filter(|e| e.category == category) {
-                let message = e.message_in(locale).unwrap_or(e.message);
+                let message = e.message_in(locale).unwrap_or(&e.message);
                 let _ = writeln!(out, "- {} `{}`\n  {}", e.number, e.name, message);
+                if e.is_template() {
+                    let names: Vec<String> = e.params().map(|p| format!("`{p}`")).collect();
+                    let _ = writeln!(out, "  {}: {}", words.params, names.join(", "));
+                }
             }
             out.push('\n');
         }
         let _ = writeln!(out, "## {}\n", words.summary);
         let _ = writeln!(out, "| {} |", words.columns.join(" | "));
         let _ = writeln!(out, "|---:|---|---|---|---:|---|");
-        for e in self.entries {
+        for e in self.entries.iter() {
             let retry = match e.retry_delay {
                 Some(d) => format!("{} {}", crate::catalog::delay_seconds(d), words.seconds),
                 None => String::new(),
@@ -73,6 +77,7 @@ struct DocWords {
     summary: &'static str,
     columns: [&'static str; 6],
     seconds: &'static str,
+    params: &'static str,
 }
 
 impl DocWords {
@@ -96,6 +101,7 @@ impl DocWords {
                 "retry after",
             ],
             seconds: "s",
+            params: "Parameters (each also sent as `ErrorInfo.metadata`)",
         };
         static RU: DocWords = DocWords {
             title: "Коды ошибок",
@@ -116,6 +122,7 @@ impl DocWords {
                 "повтор через",
             ],
             seconds: "с",
+            params: "Параметры (каждый приходит и в `ErrorInfo.metadata`)",
         };
         let language = locale.split(['-', '_']).next().unwrap_or("");
         if language.eq_ignore_ascii_case("ru") {

@@ -53,9 +53,9 @@ use tonic::{
 use tonic_types::pb::{bad_request::FieldViolation, help::Link, BadRequest, Help};
 
 use crate::{
-    catalog::{CatalogEntry, CatalogTable},
+    catalog::{CatalogEntry, CatalogTable, TableRef},
     prebuilt::Prebuilt,
-    wire,
+    template, wire,
 };
 
 /// The locale of the catalog messages: the `LocalizedMessage` of a status
@@ -76,13 +76,7 @@ pub(crate) fn pushback_value(delay: std::time::Duration) -> http::HeaderValue {
 /// made once per code: a status clones it, which neither hashes the name
 /// nor counts references (the value is static, as the catalog is).
 fn pushback_metadata(delay: std::time::Duration) -> MetadataMap {
-    let digits: &'static str = Box::leak(
-        pushback_value(delay)
-            .to_str()
-            .unwrap_or("0")
-            .to_owned()
-            .into_boxed_str(),
-    );
+    let digits = crate::catalog::intern(pushback_value(delay).to_str().unwrap_or("0"));
     let mut headers = http::HeaderMap::with_capacity(1);
     headers.insert(PUSHBACK_HEADER, http::HeaderValue::from_static(digits));
     MetadataMap::from_headers(headers)
@@ -130,6 +124,25 @@ pub enum BuildError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// The code's message is a template, and a placeholder was given no
+    /// argument.
+    #[error(
+        "the message of {code} needs the argument {name:?}; give it with .arg({name:?}, value)"
+    )]
+    MissingArgument {
+        /// The placeholder without an argument.
+        name: String,
+        /// The code's name.
+        code: String,
+    },
+    /// An argument names no placeholder of the code's message.
+    #[error("the message of {code} has no placeholder {{{name}}}")]
+    UnknownArgument {
+        /// The argument's name.
+        name: String,
+        /// The code's name.
+        code: String,
+    },
     /// The status would not fit the trailer budget.
     #[error(
         "the status would put {size} bytes into the trailers, over the limit of {limit}; \
@@ -165,24 +178,33 @@ pub fn catalog_help_link(base_url: &str, entry: &CatalogEntry) -> Link {
     }
 }
 
-fn leak(buf: Vec<u8>) -> &'static [u8] {
-    Box::leak(buf.into_boxed_slice())
+/// The `details` entry holding a `LocalizedMessage`.
+fn put_localized_message(out: &mut Vec<u8>, locale: &str, text: &str) {
+    let mut localized = Vec::with_capacity(locale.len() + text.len() + 8);
+    wire::put_len_field(&mut localized, 1, locale.as_bytes());
+    wire::put_len_field(&mut localized, 2, text.as_bytes());
+    wire::put_any_detail(out, wire::LOCALIZED_MESSAGE, &localized);
 }
 
 impl Prebuilt {
     /// The status of `entry` with its `LocalizedMessage` in `locale`,
-    /// reading `text`.
+    /// reading `text` (for a template, its unfilled form).
     pub(crate) fn new(domain: &str, entry: &CatalogEntry, locale: &str, text: &str) -> Self {
-        let error_info_value = leak(encode_error_info(domain, entry, &[]));
+        let error_info_value = encode_error_info(domain, entry, &[]);
         let mut detail = Vec::with_capacity(error_info_value.len() + 48);
-        wire::put_any_detail(&mut detail, wire::ERROR_INFO, error_info_value);
-        let error_info = leak(detail);
+        wire::put_any_detail(&mut detail, wire::ERROR_INFO, &error_info_value);
+        let error_info = Bytes::from(detail);
 
+        let unfilled = entry
+            .is_template()
+            .then(|| crate::template::unfilled(entry.message()).into_boxed_str());
         let mut rest = Vec::new();
-        let mut localized = Vec::new();
-        wire::put_len_field(&mut localized, 1, locale.as_bytes());
-        wire::put_len_field(&mut localized, 2, text.as_bytes());
-        wire::put_any_detail(&mut rest, wire::LOCALIZED_MESSAGE, &localized);
+        if entry.is_template() {
+            put_localized_message(&mut rest, locale, &crate::template::unfilled(text));
+        } else {
+            put_localized_message(&mut rest, locale, text);
+        }
+        let localized_len = rest.len();
         if let Some(delay) = entry.retry_delay() {
             let mut duration = Vec::new();
             wire::put_varint_field(&mut duration, 1, delay.as_secs());
@@ -192,21 +214,28 @@ impl Prebuilt {
             retry.extend_from_slice(&duration);
             wire::put_any_detail(&mut rest, wire::RETRY_INFO, &retry);
         }
-        let rest = leak(rest);
-        let status = leak(encode_status(
+        let rest = Bytes::from(rest);
+        let status = encode_status(
             entry.grpc_code(),
-            entry.message(),
-            error_info,
-            rest,
+            unfilled.as_deref().unwrap_or(entry.message()),
+            &error_info,
+            &rest,
             &[],
-        ));
+        );
         Prebuilt {
-            status: Bytes::from_static(status),
+            status: Bytes::from(status),
             error_info,
-            error_info_value,
+            error_info_value: Bytes::from(error_info_value),
             rest,
+            localized_len,
+            unfilled,
             pushback: entry.retry_delay().map(pushback_metadata),
         }
+    }
+
+    /// The message a status without a caller's message sends.
+    pub(crate) fn message<'a>(&'a self, entry: &'a CatalogEntry) -> &'a str {
+        self.unfilled.as_deref().unwrap_or(entry.message())
     }
 }
 
@@ -271,7 +300,7 @@ fn encode_status(
 #[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct StatusBuilder {
-    table: &'static CatalogTable,
+    table: TableRef,
     index: usize,
     locale: usize,
     message: Option<Cow<'static, str>>,
@@ -285,7 +314,7 @@ pub struct StatusBuilder {
 
 impl StatusBuilder {
     /// A builder for entry `index` of `table`.
-    pub(crate) fn for_entry(table: &'static CatalogTable, index: usize) -> Self {
+    pub(crate) fn for_entry(table: TableRef, index: usize) -> Self {
         Self {
             table,
             index,
@@ -341,6 +370,52 @@ impl StatusBuilder {
             }
         }
         self
+    }
+
+    /// Fills the placeholder `{name}` of the code's message template with
+    /// `value`, in `grpc-message` and in the `LocalizedMessage`, and sends
+    /// it as `ErrorInfo.metadata[name]` too, as AIP-193 asks of every
+    /// dynamic part of a message. Naming a placeholder the template does
+    /// not have is an error of [`build`](Self::build), as is leaving one
+    /// unfilled; giving one twice keeps the last value.
+    ///
+    /// ```
+    /// # use errmap::{catalog::{CatalogEntry, CatalogTable}, ErrorStatusExt};
+    /// # use std::borrow::Cow;
+    /// # static ENTRIES: [CatalogEntry; 1] = [CatalogEntry::new(
+    /// #     1, "1", "SHOP_AMOUNT_OVER_LIMIT", tonic::Code::InvalidArgument, 400, "limits",
+    /// #     "Amount {amount} exceeds the limit of {limit}.", None,
+    /// # ).with_params(&[Cow::Borrowed("amount"), Cow::Borrowed("limit")])];
+    /// # let table: &'static CatalogTable =
+    /// #     Box::leak(Box::new(CatalogTable::new("shop.example.com", "shop.v1.ShopError", &ENTRIES[..])));
+    /// # let entry = &table.entries()[0];
+    /// // `builder_of` for a table; a generated enum has `.builder()`.
+    /// let status = table
+    ///     .builder_of(entry)
+    ///     .arg("amount", 120)
+    ///     .arg("limit", 100)
+    ///     .build()?;
+    /// assert_eq!(status.message(), "Amount 120 exceeds the limit of 100.");
+    /// let info = status.error_details().unwrap().error_info().unwrap().clone();
+    /// assert_eq!(info.metadata["amount"], "120");
+    ///
+    /// let missing = table.builder_of(entry).arg("amount", 120).build();
+    /// assert_eq!(missing.unwrap_err().to_string(), "the message of SHOP_AMOUNT_OVER_LIMIT needs the argument \"limit\"; give it with .arg(\"limit\", value)");
+    /// # Ok::<(), errmap::BuildError>(())
+    /// ```
+    pub fn arg(self, name: impl Into<Cow<'static, str>>, value: impl std::fmt::Display) -> Self {
+        let name = name.into();
+        let entry = &self.table.entries()[self.index];
+        if !entry.params().any(|p| p == name) {
+            let mut this = self;
+            let code = this.table.entries()[this.index].name().to_owned();
+            this.fail(BuildError::UnknownArgument {
+                name: name.into_owned(),
+                code,
+            });
+            return this;
+        }
+        self.metadata(name, value.to_string())
     }
 
     /// Adds a `BadRequest` field violation with a field path and a
@@ -435,9 +510,37 @@ impl StatusBuilder {
         if let Some(error) = self.error {
             return Err(error);
         }
-        let entry = &self.table.entries()[self.index];
-        let pre = self.table.prebuilt(self.index, self.locale);
-        let message: &str = self.message.as_deref().unwrap_or(entry.message());
+        let table = &*self.table;
+        let entry = &table.entries()[self.index];
+        let pre = table.prebuilt(self.index, self.locale);
+        // A template is filled from the arguments (which are ErrorInfo
+        // metadata): in grpc-message, unless the caller gave its own, and
+        // in the LocalizedMessage.
+        let mut filled = None;
+        let mut filled_rest = None;
+        if entry.is_template() {
+            let localized = entry
+                .message_in(table.locales()[self.locale])
+                .unwrap_or(entry.message());
+            let missing = |name: String| BuildError::MissingArgument {
+                name,
+                code: entry.name().to_owned(),
+            };
+            let localized = template::fill(localized, &self.metadata).map_err(missing)?;
+            let mut rest = Vec::with_capacity(pre.rest.len() + localized.len());
+            put_localized_message(&mut rest, table.locales()[self.locale], &localized);
+            rest.extend_from_slice(&pre.rest[pre.localized_len..]);
+            filled_rest = Some(rest);
+            if self.message.is_none() {
+                filled = Some(template::fill(entry.message(), &self.metadata).map_err(missing)?);
+            }
+        }
+        let message: &str = match (&self.message, &filled) {
+            (Some(m), _) => m,
+            (None, Some(f)) => f,
+            (None, None) => pre.message(entry),
+        };
+        let rest: &[u8] = filled_rest.as_deref().unwrap_or(&pre.rest);
 
         let mut extra = Vec::new();
         if !self.violations.is_empty() {
@@ -461,16 +564,16 @@ impl StatusBuilder {
         } else {
             let info;
             let error_info: &[u8] = if self.metadata.is_empty() {
-                pre.error_info
+                &pre.error_info
             } else {
-                info = encode_error_info_detail(self.table.domain(), entry, &self.metadata);
+                info = encode_error_info_detail(table.domain(), entry, &self.metadata);
                 &info
             };
             Bytes::from(encode_status(
                 entry.grpc_code(),
                 message,
                 error_info,
-                pre.rest,
+                rest,
                 &extra,
             ))
         };
@@ -492,9 +595,10 @@ impl StatusBuilder {
                 limit: MAX_STATUS_SIZE,
             });
         }
-        let message = match self.message {
-            Some(m) => m.into_owned(),
-            None => entry.message().to_owned(),
+        let message = match (self.message, filled) {
+            (Some(m), _) => m.into_owned(),
+            (None, Some(f)) => f,
+            (None, None) => pre.message(entry).to_owned(),
         };
         Ok(Status::with_details_and_metadata(
             entry.grpc_code(),
@@ -577,6 +681,19 @@ fn trailer_size(message: &str, details_len: usize, metadata: &MetadataMap) -> us
         + headers
 }
 
+impl TableRef {
+    /// A [`StatusBuilder`] for `entry`, an entry of this table: for a
+    /// catalog loaded at run time, where there is no enum to call
+    /// [`Catalog::builder`](crate::Catalog::builder) on.
+    ///
+    /// # Panics
+    ///
+    /// If `entry` is not one of this table's entries.
+    pub fn builder_of(&self, entry: &CatalogEntry) -> StatusBuilder {
+        StatusBuilder::for_entry(self.clone(), self.position_of(entry))
+    }
+}
+
 impl CatalogTable {
     /// The bare catalog status of `entry` (an entry of this table; catalog
     /// message, standard details), sent with the gRPC code `grpc_code`
@@ -594,21 +711,22 @@ impl CatalogTable {
         grpc_code: tonic::Code,
         from: impl crate::locale::AcceptLanguage,
     ) -> Status {
-        let index = self.position(entry);
+        let index = self.position_of(entry);
         let locale = self.negotiate_index(from);
         if grpc_code == entry.grpc_code() {
             return self.status(index, locale);
         }
         let pre = self.prebuilt(index, locale);
-        let details = encode_status(grpc_code, entry.message(), pre.error_info, pre.rest, &[]);
+        let message = pre.message(entry);
+        let details = encode_status(grpc_code, message, &pre.error_info, &pre.rest, &[]);
         match &pre.pushback {
             Some(pushback) => Status::with_details_and_metadata(
                 grpc_code,
-                entry.message(),
+                message,
                 Bytes::from(details),
                 pushback.clone(),
             ),
-            None => Status::with_details(grpc_code, entry.message(), Bytes::from(details)),
+            None => Status::with_details(grpc_code, message, Bytes::from(details)),
         }
     }
 
@@ -621,13 +739,14 @@ impl CatalogTable {
     ///
     /// If `entry` is not one of this table's entries.
     pub fn status_of(&self, entry: &CatalogEntry) -> Status {
-        self.status(self.position(entry), 0)
+        self.status(self.position_of(entry), 0)
     }
 
     /// A [`StatusBuilder`] for `entry`, an entry of this table (see
-    /// [`status_of`](Self::status_of)).
+    /// [`status_of`](Self::status_of)). For a table loaded at run time,
+    /// [`TableRef::builder_of`].
     pub fn builder_of(&'static self, entry: &CatalogEntry) -> StatusBuilder {
-        StatusBuilder::for_entry(self, self.position(entry))
+        StatusBuilder::for_entry(TableRef::from(self), self.position_of(entry))
     }
 
     /// The pre-encoded status of entry `index` in locale `locale` (an index
@@ -639,8 +758,8 @@ impl CatalogTable {
                 .iter()
                 .flat_map(|tag| {
                     self.entries.iter().map(move |e| {
-                        let text = e.message_in(tag).unwrap_or(e.message);
-                        Prebuilt::new(self.domain, e, tag, text)
+                        let text = e.message_in(tag).unwrap_or(&e.message);
+                        Prebuilt::new(&self.domain, e, tag, text)
                     })
                 })
                 .collect()
@@ -652,15 +771,16 @@ impl CatalogTable {
     pub(crate) fn status(&self, index: usize, locale: usize) -> Status {
         let entry = &self.entries[index];
         let pre = self.prebuilt(index, locale);
+        let message = pre.message(entry);
         match &pre.pushback {
             // gRFC A6 clients retry after grpc-retry-pushback-ms.
             Some(pushback) => Status::with_details_and_metadata(
                 entry.grpc_code,
-                entry.message,
+                message,
                 pre.status.clone(),
                 pushback.clone(),
             ),
-            None => Status::with_details(entry.grpc_code, entry.message, pre.status.clone()),
+            None => Status::with_details(entry.grpc_code, message, pre.status.clone()),
         }
     }
 
@@ -675,7 +795,7 @@ impl CatalogTable {
         entry: &CatalogEntry,
         from: impl crate::locale::AcceptLanguage,
     ) -> Status {
-        self.status(self.position(entry), self.negotiate_index(from))
+        self.status(self.position_of(entry), self.negotiate_index(from))
     }
 }
 

@@ -467,10 +467,11 @@ impl<'a> ErrorInfoFields<'a> {
     pub(crate) fn after_prefix(
         encoded: &'a [u8],
         prefix: &[u8],
-        reason: &'static str,
-        domain: &'static str,
+        reason: &'a [u8],
+        domain: &'a [u8],
     ) -> Option<Self> {
         let rest = encoded.strip_prefix(prefix)?;
+        let (reason, domain) = (text(reason).ok()?, text(domain).ok()?);
         for_len_fields(rest, 3, |tag, data| {
             // A second reason or domain would replace the first: the
             // general reader sees to it.

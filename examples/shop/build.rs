@@ -49,10 +49,12 @@ fn readme_snippets() -> Result<(), Box<dyn std::error::Error>> {
     if !handler.contains(INCLUDE) {
         return Err(format!("README.md, the shop-handler snippet: no `{INCLUDE}`").into());
     }
-    let handler = handler.replace(
+    let mut handler = handler.replace(
         INCLUDE,
         r#"include!(concat!(env!("OUT_DIR"), "/readme/errmap_catalogs.rs"));"#,
     );
+    // "Templates": its handler, in the same module.
+    handler.push_str(&snippet(&text, "shop-template")?);
     std::fs::write(out.join("handler.rs"), handler)?;
     Ok(())
 }

@@ -15,13 +15,15 @@ pub(crate) enum Failure {
     BadInput(String),
     /// Exit 3: the server could not be reached, refused, or failed.
     Failed(String),
+    /// Exit 1: `errmap check` found a change that breaks clients.
+    Breaking(String),
 }
 
 impl Failure {
     /// The process's exit code for this failure.
     pub(crate) fn exit_code(&self) -> u8 {
         match self {
-            Failure::NotFound(_) => 1,
+            Failure::NotFound(_) | Failure::Breaking(_) => 1,
             Failure::BadInput(_) => 2,
             Failure::Failed(_) => 3,
         }
@@ -32,6 +34,7 @@ impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Failure::NotFound(text) => write!(f, "not found: {text}"),
+            Failure::Breaking(text) => write!(f, "breaking: {text}"),
             Failure::BadInput(text) | Failure::Failed(text) => write!(f, "error: {text}"),
         }
     }

@@ -139,7 +139,7 @@ pub(crate) fn parse_query(text: &str) -> Result<Query, String> {
     Ok(Query::Name(text.to_ascii_uppercase()))
 }
 
-pub(crate) fn find_local(table: &CatalogTable, query: &Query) -> Option<&'static CatalogEntry> {
+pub(crate) fn find_local<'t>(table: &'t CatalogTable, query: &Query) -> Option<&'t CatalogEntry> {
     match query {
         Query::Code(code) => table.by_number(*code),
         Query::Name(name) => table.by_name(name),
@@ -164,6 +164,9 @@ pub(crate) fn entry_json(table: &CatalogTable, entry: &CatalogEntry) -> Value {
     if let Some(delay) = entry.retry_delay() {
         value["retryDelay"] = json!(retry_text(delay));
     }
+    if entry.is_template() {
+        value["params"] = json!(entry.params().collect::<Vec<_>>());
+    }
     value
 }
 
@@ -183,6 +186,9 @@ pub(crate) fn descriptor_json(d: &pb::ErrorDescriptor) -> Value {
             delay.seconds.max(0) as u64,
             delay.nanos.clamp(0, 999_999_999) as u32
         )));
+    }
+    if !d.params.is_empty() {
+        value["params"] = json!(d.params);
     }
     value
 }
@@ -216,6 +222,16 @@ pub(crate) fn print_value(value: &Value, json: bool) {
     }
     if value.get("retryDelay").is_some() {
         println!("  retry:     after {}", text("retryDelay"));
+    }
+    if let Some(Value::Array(params)) = value.get("params") {
+        let names: Vec<String> = params
+            .iter()
+            .map(|p| format!("{{{}}}", safe(p.as_str().unwrap_or_default())))
+            .collect();
+        println!(
+            "  params:    {} (ErrorInfo metadata keys)",
+            names.join(", ")
+        );
     }
 }
 

@@ -4,12 +4,14 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Args, Parser, Subcommand};
 
-use errmap::{catalog::CatalogTable, catalog_set, Catalog as _, ErrorCode};
+use errmap::{catalog::CatalogTable, catalog_set, Catalog as _, ErrorCode, TableRef};
 
 mod args;
+mod check;
 mod decode;
 mod exit;
 mod lookup;
+mod reload;
 mod serve;
 
 use decode::decode;
@@ -25,10 +27,10 @@ use serve::{serve, ServeArgs};
     long_about = "errmap keeps an HTTP API's error codes when it moves to gRPC. Each code \
                   travels as a standard google.rpc.ErrorInfo (reason = the code's name) \
                   inside grpc-status-details-bin.\n\n\
-                  Exit codes: 0 found / done, 1 not found, 2 bad usage or input, \
+                  Exit codes: 0 found / done, 1 not found (or, for check, a breaking change), 2 bad usage or input, \
                   3 server unreachable or failed.",
     after_help = "Examples:\n  errmap serve\n  errmap lookup 21\n  errmap lookup AUTH_EXPIRED_TOKEN --json\n  \
-                  errmap list --category auth_token\n  errmap decode CBASKhZ..."
+                  errmap list --category auth_token\n  errmap decode CBASKhZ...\n  errmap check new.binpb --against buf/errmap-v1.binpb"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -94,6 +96,21 @@ enum Command {
         #[command(flatten)]
         source: CatalogArgs,
     },
+    /// Check that a new version of the catalogs keeps the old one's clients
+    /// working: one line per change, `ENUM.VALUE (number): breaking|compatible: what`.
+    /// Exit 1 when a change breaks clients, 0 when all is compatible, 2 on
+    /// bad input.
+    Check {
+        /// The new catalogs: a FileDescriptorSet, as --catalog takes it.
+        #[arg(value_name = "NEW.binpb")]
+        new: PathBuf,
+        /// The catalogs clients were built against (the last release's set).
+        #[arg(long, value_name = "OLD.binpb")]
+        against: PathBuf,
+        /// Print a JSON array of {value, number, kind, breaking, detail}.
+        #[arg(long)]
+        json: bool,
+    },
     /// Decode a grpc-status-details-bin value (base64, padded or not).
     Decode {
         /// The header value; a leading "grpc-status-details-bin:" is ignored.
@@ -120,30 +137,29 @@ struct CatalogArgs {
 
 impl CatalogArgs {
     /// The catalog asked for, or a one-line error.
-    fn table(&self) -> Result<&'static CatalogTable, String> {
+    fn table(&self) -> Result<TableRef, String> {
         let Some(path) = &self.catalog else {
             return match &self.domain {
                 Some(d) if d != ErrorCode::table().domain() => Err(format!(
                     "the embedded catalog's domain is {:?}, not {d:?}; pass --catalog SET.binpb",
                     ErrorCode::table().domain()
                 )),
-                _ => Ok(ErrorCode::table()),
+                _ => Ok(ErrorCode::table().into()),
             };
         };
-        let tables = catalog_set::load_file(path).map_err(|e| e.to_string())?;
-        match (&self.domain, tables.as_slice()) {
-            (None, [one]) => Ok(one),
-            (Some(domain), _) => tables
-                .iter()
-                .copied()
-                .find(|t| t.domain() == domain)
-                .ok_or_else(|| {
+        let mut tables = catalog_set::load_file(path).map_err(|e| e.to_string())?;
+        match (&self.domain, tables.len()) {
+            (None, 1) => Ok(tables.remove(0).into()),
+            (Some(domain), _) => match tables.iter().position(|t| t.domain() == domain) {
+                Some(at) => Ok(tables.swap_remove(at).into()),
+                None => Err({
                     format!(
                         "{}: no catalog has domain {domain:?}; it has {}",
                         path.display(),
                         domains(&tables)
                     )
                 }),
+            },
             (None, _) => Err(format!(
                 "{}: it holds several catalogs ({}); pick one with --domain",
                 path.display(),
@@ -153,7 +169,7 @@ impl CatalogArgs {
     }
 }
 
-fn domains(tables: &[&CatalogTable]) -> String {
+fn domains(tables: &[CatalogTable]) -> String {
     tables
         .iter()
         .map(|t| t.domain())
@@ -175,11 +191,11 @@ pub(crate) fn main() -> ExitCode {
             retries,
             source,
         } => match server {
-            None => match source
-                .table()
-                .and_then(|table| Ok((table, resolve_lang(table, lang.as_deref())?)))
-            {
-                Ok((table, locale)) => lookup_local(table, &code, json, locale),
+            None => match source.table().and_then(|table| {
+                let locale = resolve_lang(&table, lang.as_deref())?;
+                Ok((table, locale))
+            }) {
+                Ok((table, locale)) => lookup_local(&table, &code, json, locale),
                 Err(e) => Err(Failure::BadInput(e.to_string())),
             },
             Some(url) => lookup_remote(
@@ -200,14 +216,15 @@ pub(crate) fn main() -> ExitCode {
             json,
             source,
         } => match source.table() {
-            Ok(table) => list(table, category.as_deref(), json),
+            Ok(table) => list(&table, category.as_deref(), json),
             Err(e) => Err(Failure::BadInput(e.to_string())),
         },
         Command::Decode { value, json } => decode(&value, json),
-        Command::Docs { lang, source } => match source
-            .table()
-            .and_then(|table| Ok((table, resolve_lang(table, lang.as_deref())?)))
-        {
+        Command::Check { new, against, json } => check::check(&new, &against, json),
+        Command::Docs { lang, source } => match source.table().and_then(|table| {
+            let locale = resolve_lang(&table, lang.as_deref())?;
+            Ok((table, locale))
+        }) {
             Ok((table, locale)) => {
                 print!("{}", table.markdown_in(locale.unwrap_or("en-US")));
                 Ok(())

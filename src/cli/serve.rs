@@ -6,7 +6,6 @@ use std::{
 };
 
 use clap::Args;
-use errmap::{catalog_set, Catalogs};
 use errmap_server::{
     auth::{AuthInterceptor, JwtVerifier, ReloadableVerifier},
     sanitize,
@@ -18,6 +17,7 @@ use errmap_server::{
 use super::{
     args::{parse_addr, parse_duration, parse_size},
     exit::{Failure, Outcome},
+    reload::CatalogReloader,
     runtime,
 };
 
@@ -111,11 +111,20 @@ pub(crate) struct ServeArgs {
     tls_client_ca: Option<PathBuf>,
     /// Also serve the catalogs of this FileDescriptorSet (repeatable); made with
     /// `protoc --include_imports --descriptor_set_out` or `buf build -o`.
+    /// SIGHUP, and any change to the file (a write, a rename over it, a
+    /// ConfigMap's `..data` swap), reload every set; a file that does not
+    /// load keeps the running catalogs.
     #[arg(long = "catalog", value_name = "SET.binpb")]
     catalogs: Vec<PathBuf>,
     /// Do not serve the embedded catalog; the first --catalog becomes the default.
     #[arg(long, requires = "catalogs")]
     no_default_catalog: bool,
+    /// Refuse a catalog reload that breaks clients (as `errmap check` finds:
+    /// a code gone or renamed, a gRPC code, HTTP status or domain changed, a
+    /// placeholder removed); without it such a reload is applied and logged
+    /// as a warning with the findings.
+    #[arg(long, requires = "catalogs")]
+    refuse_breaking_reload: bool,
     /// Let pages of this origin call the server from a browser, with gRPC-Web
     /// (repeatable; `*` for any origin): CORS allows the gRPC-Web request
     /// headers and exposes grpc-status, grpc-message and grpc-status-details-bin.
@@ -264,10 +273,15 @@ pub(crate) fn serve(args: ServeArgs) -> Outcome {
     config.tls = tls.clone();
     let keys = verifier.map(|v| Arc::new(ReloadableVerifier::new(v)));
     config.auth = keys.clone().map(|keys| AuthInterceptor::from_arc(keys));
-    config.catalogs = match load_catalogs(&args.catalogs, args.no_default_catalog) {
-        Ok(catalogs) => catalogs,
-        Err(e) => return Err(Failure::BadInput(e.to_string())),
+    let reloader = match CatalogReloader::start(
+        args.catalogs.clone(),
+        args.no_default_catalog,
+        args.refuse_breaking_reload,
+    ) {
+        Ok(reloader) => Arc::new(reloader),
+        Err(e) => return Err(Failure::BadInput(e)),
     };
+    config.catalogs = reloader.catalogs();
     config.grpc_web = !args.no_grpc_web;
     let admin_addr = args.admin_addr;
     if admin_addr.is_some() {
@@ -319,7 +333,10 @@ pub(crate) fn serve(args: ServeArgs) -> Outcome {
 
     runtime().block_on(async move {
         let shutdown = shutdown_signal();
-        reload_on_sighup(args, keys, tls);
+        if !args.catalogs.is_empty() {
+            reloader.clone().watch();
+        }
+        reload_on_sighup(args, keys, tls, reloader);
         let listener = match server::bind(config.addr).await {
             Ok(listener) => listener,
             Err(e) => {
@@ -384,13 +401,15 @@ pub(crate) fn serve(args: ServeArgs) -> Outcome {
     })
 }
 
-/// On every SIGHUP, re-reads the TLS files and the JWT key files the flags
-/// name and, where they are valid, makes them what new connections and calls
-/// use; what does not load is kept as it was, and the log says why.
+/// On every SIGHUP, re-reads the TLS files, the JWT key files and the
+/// catalog files the flags name and, where they are valid, makes them what
+/// new connections and calls use; what does not load is kept as it was, and
+/// the log says why.
 pub(crate) fn reload_on_sighup(
     args: ServeArgs,
     keys: Option<Arc<ReloadableVerifier<JwtVerifier>>>,
     tls: Option<TlsConfig>,
+    catalogs: Arc<CatalogReloader>,
 ) {
     #[cfg(unix)]
     {
@@ -401,6 +420,10 @@ pub(crate) fn reload_on_sighup(
         };
         tokio::spawn(async move {
             while hangups.recv().await.is_some() {
+                if !args.catalogs.is_empty() {
+                    let catalogs = catalogs.clone();
+                    let _ = tokio::task::spawn_blocking(move || catalogs.reload("SIGHUP")).await;
+                }
                 if let Some(tls) = &tls {
                     match tls.reload() {
                         Ok(()) => {
@@ -430,25 +453,8 @@ pub(crate) fn reload_on_sighup(
     }
     #[cfg(not(unix))]
     {
-        let _ = (args, keys, tls);
+        let _ = (args, keys, tls, catalogs);
     }
-}
-
-/// The embedded catalog (unless `no_default`) and those of `files`.
-pub(crate) fn load_catalogs(files: &[PathBuf], no_default: bool) -> Result<Catalogs, String> {
-    let mut catalogs = if no_default {
-        Catalogs::empty()
-    } else {
-        Catalogs::default()
-    };
-    for file in files {
-        for table in catalog_set::load_file(file).map_err(|e| e.to_string())? {
-            catalogs = catalogs
-                .with(table, &file.display().to_string())
-                .map_err(|e| e.to_string())?;
-        }
-    }
-    Ok(catalogs)
 }
 
 /// Registers the SIGINT and SIGTERM handlers now, so that a signal sent

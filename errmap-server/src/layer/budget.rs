@@ -121,7 +121,7 @@ pub(super) fn fit_budget(
         .add_header(headers);
     Some(Outcome {
         code: Code::Internal,
-        domain: errmap::DOMAIN,
-        reason: ErrorCode::ApiInternalServerError.entry().name(),
+        domain: Cow::Borrowed(errmap::DOMAIN),
+        reason: Cow::Borrowed(ErrorCode::ApiInternalServerError.entry().name()),
     })
 }

@@ -7,10 +7,10 @@ use super::*;
 /// What a status that slipped through becomes: a code of any catalog (the
 /// auth API's [`ErrorCode`], or a team's own enum), sent with its own gRPC
 /// code or another.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Classified {
-    table: &'static CatalogTable,
-    entry: &'static CatalogEntry,
+    table: TableRef,
+    index: usize,
     /// The gRPC code to send it with; `None` sends the original one.
     pub grpc_code: Option<Code>,
 }
@@ -20,8 +20,22 @@ impl Classified {
     /// through.
     pub fn new<C: Catalog>(code: C) -> Self {
         Self {
-            table: C::table(),
-            entry: code.entry(),
+            table: C::table().into(),
+            index: code.index(),
+            grpc_code: None,
+        }
+    }
+
+    /// Send `entry` of `table` (a catalog loaded at run time, say),
+    /// keeping the gRPC code of the status that slipped through.
+    ///
+    /// # Panics
+    ///
+    /// If `entry` is not one of the table's entries.
+    pub fn of_entry(table: &TableRef, entry: &CatalogEntry) -> Self {
+        Self {
+            index: table.position_of(entry),
+            table: table.clone(),
             grpc_code: None,
         }
     }
@@ -35,19 +49,21 @@ impl Classified {
     }
 
     /// The catalog entry to send.
-    pub fn entry(&self) -> &'static CatalogEntry {
-        self.entry
+    pub fn entry(&self) -> &CatalogEntry {
+        &self.table.entries()[self.index]
     }
 
     /// The catalog it belongs to.
-    pub fn table(&self) -> &'static CatalogTable {
-        self.table
+    pub fn table(&self) -> &TableRef {
+        &self.table
     }
 }
 
 impl PartialEq for Classified {
     fn eq(&self, other: &Self) -> bool {
-        std::ptr::eq(self.entry, other.entry) && self.grpc_code == other.grpc_code
+        self.table.same(&other.table)
+            && self.index == other.index
+            && self.grpc_code == other.grpc_code
     }
 }
 

@@ -79,13 +79,18 @@ use pin_project_lite::pin_project;
 use tonic::{Code, Status};
 use tower::{Layer, Service};
 
+use std::borrow::Cow;
+
 use errmap::{
-    catalog::{CatalogEntry, CatalogTable},
+    catalog::{CatalogEntry, TableRef},
     catalog_set::Catalogs,
     details, locale, status, wire, Catalog, ErrorCode,
 };
 
-use crate::sanitize::{self, RateLimit, RateLimitByKey};
+use crate::{
+    reload::LiveCatalogs,
+    sanitize::{self, RateLimit, RateLimitByKey},
+};
 
 mod budget;
 mod classify;
@@ -107,7 +112,7 @@ const GRPC_MESSAGE: &str = "grpc-message";
 #[derive(Debug, Clone, Default)]
 pub struct ErrorLayer<P = DefaultPolicy> {
     policy: P,
-    catalogs: Catalogs,
+    catalogs: LiveCatalogs,
     help_base_url: Option<Arc<str>>,
 }
 
@@ -117,7 +122,7 @@ impl ErrorLayer {
     pub fn new() -> Self {
         Self {
             policy: DefaultPolicy,
-            catalogs: Catalogs::default(),
+            catalogs: LiveCatalogs::default(),
             help_base_url: None,
         }
     }
@@ -128,7 +133,7 @@ impl<P: ClassifyStatus> ErrorLayer<P> {
     pub fn custom(policy: P) -> Self {
         Self {
             policy,
-            catalogs: Catalogs::default(),
+            catalogs: LiveCatalogs::default(),
             help_base_url: None,
         }
     }
@@ -144,7 +149,14 @@ impl<P: ClassifyStatus> ErrorLayer<P> {
 
     /// Passes the statuses of every catalog in `catalogs` (a team's own,
     /// say, beside the default) instead of the default catalog's only.
-    pub fn with_catalogs(mut self, catalogs: Catalogs) -> Self {
+    pub fn with_catalogs(self, catalogs: Catalogs) -> Self {
+        self.with_live_catalogs(LiveCatalogs::new(catalogs))
+    }
+
+    /// [`with_catalogs`](Self::with_catalogs) with a set that a reload
+    /// replaces: every response reads the set current when its status
+    /// arrives.
+    pub fn with_live_catalogs(mut self, catalogs: LiveCatalogs) -> Self {
         self.catalogs = catalogs;
         self
     }
@@ -168,7 +180,7 @@ impl<S, P: Clone> Layer<S> for ErrorLayer<P> {
 pub struct ErrorService<S, P = DefaultPolicy> {
     inner: S,
     policy: P,
-    catalogs: Catalogs,
+    catalogs: LiveCatalogs,
     help_base_url: Option<Arc<str>>,
 }
 
@@ -178,7 +190,7 @@ impl<S> ErrorService<S> {
         Self {
             inner,
             policy: DefaultPolicy,
-            catalogs: Catalogs::default(),
+            catalogs: LiveCatalogs::default(),
             help_base_url: None,
         }
     }
@@ -190,7 +202,7 @@ impl<S, P: ClassifyStatus> ErrorService<S, P> {
         Self {
             inner,
             policy,
-            catalogs: Catalogs::default(),
+            catalogs: LiveCatalogs::default(),
             help_base_url: None,
         }
     }
@@ -248,7 +260,7 @@ where
 struct State<P> {
     policy: P,
     uri: Uri,
-    catalogs: Catalogs,
+    catalogs: LiveCatalogs,
     help_base_url: Option<Arc<str>>,
     /// The caller's `accept-language`, for the statuses the layer makes.
     accept_language: Option<HeaderValue>,

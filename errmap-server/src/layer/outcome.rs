@@ -7,22 +7,23 @@ use super::*;
 /// and, for a catalog status, the catalog's domain and the reason (empty
 /// otherwise). Read by the [`metrics`](crate::metrics) layer, so that no
 /// one decodes the details a second time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
     /// The gRPC code sent.
     pub code: Code,
     /// The `ErrorInfo.domain`, or `""`.
-    pub domain: &'static str,
+    pub domain: Cow<'static, str>,
     /// The `ErrorInfo.reason`, or `""`.
-    pub reason: &'static str,
+    pub reason: Cow<'static, str>,
 }
 
 impl Outcome {
-    pub(super) fn plain(code: Code) -> Self {
+    /// A status without a catalog code (an OK one, say).
+    pub fn plain(code: Code) -> Self {
         Self {
             code,
-            domain: "",
-            reason: "",
+            domain: Cow::Borrowed(""),
+            reason: Cow::Borrowed(""),
         }
     }
 }
@@ -40,7 +41,7 @@ impl OutcomeSlot {
 
     /// The outcome, once the response layer has seen the status.
     pub fn get(&self) -> Option<Outcome> {
-        self.0.get().copied()
+        self.0.get().cloned()
     }
 
     pub(super) fn set(&self, outcome: Outcome) {

@@ -7,11 +7,11 @@ use super::*;
 /// Whether the status in `headers` is a catalog status: its details are
 /// well-formed, match its code and message, and hold exactly one
 /// `ErrorInfo` of one of `catalogs`.
-pub(super) fn catalog_status(
+pub(super) fn catalog_status<'c>(
     headers: &HeaderMap,
     code: Code,
-    catalogs: &Catalogs,
-) -> Option<(&'static errmap::CatalogTable, &'static errmap::CatalogEntry)> {
+    catalogs: &'c Catalogs,
+) -> Option<(&'c TableRef, &'c CatalogEntry)> {
     let details = headers
         .get(details::DETAILS_HEADER)
         .and_then(|v| details::decode_base64(v.as_bytes()).ok())?;
@@ -37,7 +37,7 @@ pub(super) fn normalize<P: ClassifyStatus>(
     headers: &mut HeaderMap,
     policy: &P,
     path: &str,
-    catalogs: &Catalogs,
+    catalogs: &LiveCatalogs,
     help_base_url: Option<&str>,
     accept_language: Option<&HeaderValue>,
 ) -> Option<Outcome> {
@@ -50,7 +50,8 @@ pub(super) fn normalize<P: ClassifyStatus>(
             fit_budget(headers, code, path, accept_language).unwrap_or(Outcome::plain(code)),
         );
     }
-    if let Some((table, entry)) = catalog_status(headers, code, catalogs) {
+    let catalogs = catalogs.load();
+    if let Some((table, entry)) = catalog_status(headers, code, &catalogs) {
         // gRFC A6 clients read the delay from grpc-retry-pushback-ms: a
         // catalog status that asks for a retry carries it, whoever built it.
         if let Some(delay) = entry.retry_delay() {
@@ -63,8 +64,8 @@ pub(super) fn normalize<P: ClassifyStatus>(
         }
         let outcome = Outcome {
             code,
-            domain: table.domain(),
-            reason: entry.name(),
+            domain: table.shared_domain(),
+            reason: entry.shared_name(),
         };
         return Some(fit_budget(headers, code, path, accept_language).unwrap_or(outcome));
     }
@@ -74,7 +75,7 @@ pub(super) fn normalize<P: ClassifyStatus>(
         );
     };
 
-    if let Some(suppressed) = REWRITES_BY_REASON.check(classified.entry().name()) {
+    if let Some(suppressed) = REWRITES_BY_REASON.check(classified.entry().shared_name()) {
         let message = headers
             .get(GRPC_MESSAGE)
             .map(|v| percent_decode(v.as_bytes()).into_owned())
@@ -109,8 +110,8 @@ pub(super) fn normalize<P: ClassifyStatus>(
     }
     let outcome = Outcome {
         code: grpc_code,
-        domain: classified.table().domain(),
-        reason: classified.entry().name(),
+        domain: classified.table().shared_domain(),
+        reason: classified.entry().shared_name(),
     };
     Some(fit_budget(headers, grpc_code, path, accept_language).unwrap_or(outcome))
 }

@@ -28,6 +28,7 @@
 //! no global registry, so every server, and every test, has its own.
 
 use std::{
+    borrow::Cow,
     collections::HashSet,
     fmt::Write as _,
     future::Future,
@@ -53,12 +54,13 @@ use prometheus_client::{
 use tonic::Code;
 use tower::{Layer, Service};
 
-use errmap::{catalog::grpc_code_name, catalog_set::Catalogs};
+use errmap::catalog::grpc_code_name;
 
 use crate::{
     admission::Admission,
     auth::AuthInterceptor,
     layer::{Outcome, OutcomeSlot},
+    reload::LiveCatalogs,
 };
 
 mod process;
@@ -74,8 +76,10 @@ use trace::*;
 struct CallLabels {
     rpc_method: &'static str,
     rpc_status_code: &'static str,
-    error_reason: &'static str,
-    error_domain: &'static str,
+    // Borrowed from the binary for a compiled catalog; a catalog loaded at
+    // run time may be reloaded away, and its series stay.
+    error_reason: Cow<'static, str>,
+    error_domain: Cow<'static, str>,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -99,6 +103,7 @@ fn call_histogram() -> Histogram {
 struct Sources {
     admission: Admission,
     auth: Option<AuthInterceptor>,
+    catalogs: LiveCatalogs,
 }
 
 struct Inner {
@@ -127,6 +132,8 @@ struct Last {
     intake_refused: u64,
     auth: [u64; 3],
     cpu: f64,
+    /// The catalog set the `catalog_info` series describe.
+    catalogs: Option<Arc<errmap::Catalogs>>,
 }
 
 /// A server's metrics: see the [module docs](self). Cheap to clone.
@@ -246,7 +253,7 @@ impl Metrics {
     pub(crate) fn attach(
         &self,
         methods: impl IntoIterator<Item = String>,
-        catalogs: &Catalogs,
+        catalogs: &LiveCatalogs,
         admission: Admission,
         auth: Option<AuthInterceptor>,
     ) {
@@ -257,16 +264,12 @@ impl Metrics {
         if self.inner.methods.set(methods).is_err() {
             return;
         }
-        for table in catalogs.tables() {
-            self.inner
-                .catalog_info
-                .get_or_create(&CatalogLabels {
-                    domain: table.domain().to_owned(),
-                    hash: format!("{:016x}", table.content_hash()),
-                })
-                .set(1);
-        }
-        let _ = self.inner.sources.set(Sources { admission, auth });
+        let _ = self.inner.sources.set(Sources {
+            admission,
+            auth,
+            catalogs: catalogs.clone(),
+        });
+        self.refresh();
     }
 
     /// Whether the server is ready: attached and not draining.
@@ -307,8 +310,8 @@ impl Metrics {
         let labels = CallLabels {
             rpc_method: method,
             rpc_status_code: grpc_code_name(code),
-            error_reason: reason,
-            error_domain: domain,
+            error_reason: Cow::Borrowed(reason),
+            error_domain: Cow::Borrowed(domain),
         };
         self.inner.calls.get_or_create(&labels).observe(seconds);
     }
@@ -348,6 +351,25 @@ impl Metrics {
             return;
         };
         if let Some(sources) = inner.sources.get() {
+            // The catalogs served now: a reload replaces the series.
+            let catalogs = sources.catalogs.load();
+            if !last
+                .catalogs
+                .as_ref()
+                .is_some_and(|c| Arc::ptr_eq(c, &catalogs))
+            {
+                inner.catalog_info.clear();
+                for table in catalogs.tables() {
+                    inner
+                        .catalog_info
+                        .get_or_create(&CatalogLabels {
+                            domain: table.domain().to_owned(),
+                            hash: format!("{:016x}", table.content_hash()),
+                        })
+                        .set(1);
+                }
+                last.catalogs = Some(catalogs);
+            }
             inner.in_flight.set(sources.admission.in_flight() as i64);
             let shed = sources.admission.shed();
             inner.shed.inc_by(shed.saturating_sub(last.shed));
@@ -451,11 +473,7 @@ impl Timing {
             return;
         }
         self.done = true;
-        let outcome = self.slot.get().unwrap_or(Outcome {
-            code: fallback,
-            domain: "",
-            reason: "",
-        });
+        let outcome = self.slot.get().unwrap_or(Outcome::plain(fallback));
         if !self.span.is_disabled() {
             let name = grpc_code_name(outcome.code);
             self.span.record("rpc.status_code", name);
@@ -463,8 +481,8 @@ impl Timing {
                 self.span.record("error.type", name);
             }
             if !outcome.reason.is_empty() {
-                self.span.record("errmap.error.reason", outcome.reason);
-                self.span.record("errmap.error.domain", outcome.domain);
+                self.span.record("errmap.error.reason", &*outcome.reason);
+                self.span.record("errmap.error.domain", &*outcome.domain);
             }
         }
         if let Some(metrics) = &self.metrics {

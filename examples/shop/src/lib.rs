@@ -34,12 +34,23 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 /// | request | error |
 /// |---|---|
 /// | `quantity` ≤ 0 | `QuantityInvalid`, with a field violation |
+/// | `quantity` over [`MAX_QUANTITY`] | `QuantityOverLimit`, its template filled: `quantity`, `limit` |
+/// | `card` `"small"`, amount over [`SMALL_CARD_LIMIT`] | `AmountOverLimit`, its template filled: `amount`, `limit` |
 /// | `cart_id` empty or `"missing"` | `CartNotFound` |
 /// | `cart_id` `"sold-out"` | `OutOfStock` |
 /// | `card` `"declined"` | `CardDeclined` |
 /// | `card` `"provider-down"` | `PaymentProviderDown` (with a retry delay) |
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Checkout;
+
+/// The most of an item one order may hold.
+pub const MAX_QUANTITY: i32 = 10;
+
+/// What a `"small"` card may pay, in cents.
+pub const SMALL_CARD_LIMIT: i64 = 5_000;
+
+/// The price of one item, in cents.
+pub const ITEM_PRICE: i64 = 1_250;
 
 #[tonic::async_trait]
 impl pb::checkout_server::Checkout for Checkout {
@@ -54,6 +65,25 @@ impl pb::checkout_server::Checkout for Checkout {
                 .builder()
                 .locale(&caller)
                 .field_violation("quantity", "must be 1 or more")
+                .build()?);
+        }
+        if order.quantity > MAX_QUANTITY {
+            // "The quantity {quantity} exceeds the limit of {limit} per order."
+            return Err(ShopError::QuantityOverLimit
+                .builder()
+                .locale(&caller)
+                .arg("quantity", order.quantity)
+                .arg("limit", MAX_QUANTITY)
+                .field_violation("quantity", format!("at most {MAX_QUANTITY}"))
+                .build()?);
+        }
+        let amount = i64::from(order.quantity) * ITEM_PRICE;
+        if order.card == "small" && amount > SMALL_CARD_LIMIT {
+            return Err(ShopError::AmountOverLimit
+                .builder()
+                .locale(&caller)
+                .arg("amount", amount)
+                .arg("limit", SMALL_CARD_LIMIT)
                 .build()?);
         }
         let fail = |code: ShopError| Err(code.to_status_for(&caller));

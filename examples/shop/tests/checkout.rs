@@ -24,7 +24,10 @@ async fn start() -> (SocketAddr, tokio::sync::oneshot::Sender<()>, Channel) {
         .unwrap();
     let addr = listener.local_addr().unwrap();
     let mut config = ServerConfig::default();
-    config.catalogs = Catalogs::default().with_catalog::<ShopError>().unwrap();
+    config.catalogs = Catalogs::default()
+        .with_catalog::<ShopError>()
+        .unwrap()
+        .into();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = ErrmapServer::new(config)
         .add_service(CheckoutServer::new(Checkout))
@@ -97,11 +100,12 @@ async fn every_code_the_service_returns_reads_back() {
     let _ = stop.send(());
 }
 
-/// Each catalog has its own locales: the shop's are en-US and de-DE, the
-/// auth catalog's en-US and ru-RU. One accept-language, two answers.
+/// Each catalog has its own locales: the shop's are en-US, de-DE and
+/// ru-RU, the auth catalog's en-US and ru-RU. One accept-language, two
+/// answers.
 #[tokio::test]
 async fn each_catalog_answers_in_the_locales_it_has() {
-    assert_eq!(ShopError::table().locales(), ["en-US", "de-DE"]);
+    assert_eq!(ShopError::table().locales(), ["en-US", "de-DE", "ru-RU"]);
     let (_addr, stop, channel) = start().await;
     let mut client = CheckoutClient::new(channel.clone());
     let asking = |value: &str, request: PlaceOrderRequest| {
@@ -113,8 +117,9 @@ async fn each_catalog_answers_in_the_locales_it_has() {
     };
     for (accept_language, locale) in [
         ("de-CH, de;q=0.9, en;q=0.5", "de-DE"),
-        ("ru-RU, de;q=0.3", "de-DE"),
-        ("ru-RU", "en-US"),
+        ("de-DE, ru;q=0.3", "de-DE"),
+        ("fr-FR, ru;q=0.3", "ru-RU"),
+        ("fr-FR", "en-US"),
     ] {
         for (request, code) in [
             (order("c1", 0, "ok"), ShopError::QuantityInvalid),
@@ -135,7 +140,8 @@ async fn each_catalog_answers_in_the_locales_it_has() {
             assert_eq!(status.message(), code.entry().message());
         }
     }
-    // The same header on the server's own lookup service: ru-RU there.
+    // The same header on the server's own lookup service: ru-RU there,
+    // as the auth catalog has no German.
     let mut lookup = ErrorCatalogClient::new(channel);
     let mut request = tonic::Request::new(GetErrorRequest {
         key: Some(Key::Code(9999)),
@@ -143,7 +149,7 @@ async fn each_catalog_answers_in_the_locales_it_has() {
     });
     request
         .metadata_mut()
-        .insert("accept-language", "ru-RU, de;q=0.3".parse().unwrap());
+        .insert("accept-language", "de-DE, ru;q=0.3".parse().unwrap());
     let status = lookup.get_error(request).await.unwrap_err();
     let details = status.check_error_details().unwrap();
     assert_eq!(details.localized_message().unwrap().locale, "ru-RU");
@@ -176,7 +182,7 @@ async fn the_lookup_service_answers_for_the_shop_and_lists_both_catalogs() {
     assert_eq!(domains, ["auth.errmap.dev", "shop.example.com"]);
     assert_eq!(catalogs[1].enum_name, "shop.v1.ShopError");
     assert_eq!(
-        catalogs[1].code_count, 5,
+        catalogs[1].code_count, 7,
         "the UNSPECIFIED zero is not a code"
     );
     let _ = stop.send(());

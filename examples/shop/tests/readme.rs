@@ -42,5 +42,24 @@ fn the_readme_client_reads_the_retry_delay() {
     // The README's proto, as errmap-build read it.
     let table = ShopError::table();
     assert_eq!(table.domain(), "shop.example.com");
-    assert_eq!(table.entries().len(), 3);
+    assert_eq!(table.entries().len(), 4);
+}
+
+#[test]
+fn the_readme_template_handler_fills_its_placeholders() {
+    let status = readme::check_quantity(&tonic::Request::new(()), 12).unwrap_err();
+    assert_eq!(
+        status.message(),
+        "The quantity 12 exceeds the limit of 10 per order."
+    );
+    let info = status
+        .error_details()
+        .unwrap()
+        .error_info()
+        .unwrap()
+        .clone();
+    assert_eq!(info.reason, "SHOP_ERROR_QUANTITY_OVER_LIMIT");
+    assert_eq!(info.metadata["quantity"], "12");
+    assert_eq!(info.metadata["limit"], "10");
+    assert!(readme::check_quantity(&tonic::Request::new(()), readme::LIMIT).is_ok());
 }

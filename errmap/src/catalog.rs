@@ -531,25 +531,36 @@ impl CatalogTable {
 
     /// The index of the entry named `name` (exact match: names are upper
     /// case).
-    #[inline]
+    #[inline(always)]
     pub fn index_of_name(&self, name: &[u8]) -> Option<usize> {
         if name.len() > self.max_name_len {
             return None;
         }
+        let slot = name_hash(self.name_seed, name) as usize & (self.by_name.len() - 1);
+        match self.by_name[slot] {
+            NO_ENTRY => None,
+            i if self.entries[usize::from(i)].name.as_bytes() == name => Some(usize::from(i)),
+            // A perfect table (every catalog of up to 256 codes) looks once.
+            _ if self.max_probe == 0 => None,
+            _ => self.probe_from(slot, name),
+        }
+    }
+
+    /// The rest of a lookup by name in a probing table, past the home
+    /// slot `home`.
+    #[cold]
+    fn probe_from(&self, home: usize, name: &[u8]) -> Option<usize> {
         let mask = self.by_name.len() - 1;
-        let mut slot = name_hash(self.name_seed, name) as usize & mask;
-        // A perfect table (every catalog of up to 256 codes) looks once.
-        for _ in 0..=self.max_probe {
+        let mut slot = home;
+        for _ in 0..self.max_probe {
+            slot = (slot + 1) & mask;
             match self.by_name[slot] {
                 NO_ENTRY => return None,
-                i => {
-                    let i = usize::from(i);
-                    if self.entries[i].name.as_bytes() == name {
-                        return Some(i);
-                    }
+                i if self.entries[usize::from(i)].name.as_bytes() == name => {
+                    return Some(usize::from(i))
                 }
+                _ => {}
             }
-            slot = (slot + 1) & mask;
         }
         None
     }

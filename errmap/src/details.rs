@@ -194,6 +194,12 @@ fn read_own_status<'a, T: AsRef<CatalogTable>>(
     let (reason, domain) = wire::ErrorInfoFields::leading_reason_and_domain(own.error_info)?;
     let found = table_of(domain)?;
     let table = found.as_ref();
+    // The table's domain is the status's: `table_of` may give a table
+    // without looking (one catalog's reader does), and the unsafe read
+    // below relies on it.
+    if table.domain().as_bytes() != domain {
+        return None;
+    }
     let index = table.index_of_name(reason)?;
     // What errmap puts after the ErrorInfo, in one of the catalog's locales.
     let own_rest = (0..table.locales().len()).any(|l| table.prebuilt(index, l).rest == own.rest);
@@ -202,12 +208,17 @@ fn read_own_status<'a, T: AsRef<CatalogTable>>(
     }
     // The ErrorInfo as errmap writes it for the entry (reason, domain,
     // `code`): only what follows is read.
-    let fields = wire::ErrorInfoFields::after_prefix(
-        own.error_info,
-        &table.prebuilt(index, 0).error_info_value,
-        reason,
-        domain,
-    )?;
+    // SAFETY: `reason` is the name of entry `index` (`index_of_name`
+    // compared the bytes) and `domain` the table's domain (compared
+    // above): both are the bytes of a `str`.
+    let fields = unsafe {
+        wire::ErrorInfoFields::after_prefix(
+            own.error_info,
+            &table.prebuilt(index, 0).error_info_value,
+            reason,
+            domain,
+        )
+    }?;
     Some((found, index, fields))
 }
 
@@ -217,9 +228,8 @@ fn read_catalog_error<'a, C: Catalog>(
     message: &str,
     details: &'a [u8],
 ) -> Result<(C, wire::ErrorInfoFields<'a>), DetailsError> {
-    let own = read_own_status(code, message, details, |domain| {
-        (domain == C::table().domain().as_bytes()).then(C::table)
-    });
+    // read_own_status checks that the domain is the table's.
+    let own = read_own_status(code, message, details, |_| Some(C::table()));
     if let Some((_, index, fields)) = own {
         if let Some(found) = C::from_index(index) {
             return Ok((found, fields));

@@ -23,6 +23,9 @@ pub(crate) struct Prebuilt {
     /// sends: every placeholder written as `<name>`. `None` for a plain
     /// message, which is sent as it is.
     pub(crate) unfilled: Option<Box<str>>,
+    /// For a message template, its text in this locale read into segments
+    /// (see [`crate::template`]); `None` for a plain message.
+    pub(crate) segments: Option<Box<[crate::template::Segment]>>,
     /// The response metadata holding `grpc-retry-pushback-ms`, for the
     /// codes with a delay.
     pub(crate) pushback: Option<tonic::metadata::MetadataMap>,

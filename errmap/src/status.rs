@@ -55,7 +55,8 @@ use tonic_types::pb::{bad_request::FieldViolation, help::Link, BadRequest, Help}
 use crate::{
     catalog::{CatalogEntry, CatalogTable, TableRef},
     prebuilt::Prebuilt,
-    template, wire,
+    template::Template,
+    wire,
 };
 
 /// The locale of the catalog messages: the `LocalizedMessage` of a status
@@ -195,14 +196,32 @@ impl Prebuilt {
         wire::put_any_detail(&mut detail, wire::ERROR_INFO, &error_info_value);
         let error_info = Bytes::from(detail);
 
-        let unfilled = entry
+        // A template is sent unfilled (`<name>` for each placeholder) by a
+        // status without arguments; its segments are kept for the fills.
+        let segments = entry
             .is_template()
-            .then(|| crate::template::unfilled(entry.message()).into_boxed_str());
+            .then(|| crate::template::segments(text))
+            .flatten();
+        let english = match (&segments, locale == crate::locale::DEFAULT_LOCALE) {
+            (Some(segments), true) => Some(segments.clone()),
+            (Some(_), false) => crate::template::segments(entry.message()),
+            (None, _) => None,
+        };
+        let unfilled = english.as_deref().map(|segments| {
+            crate::template::Template {
+                text: entry.message(),
+                segments,
+            }
+            .unfilled()
+            .into_boxed_str()
+        });
         let mut rest = Vec::new();
-        if entry.is_template() {
-            put_localized_message(&mut rest, locale, &crate::template::unfilled(text));
-        } else {
-            put_localized_message(&mut rest, locale, text);
+        match &segments {
+            Some(segments) => {
+                let template = crate::template::Template { text, segments };
+                put_localized_message(&mut rest, locale, &template.unfilled());
+            }
+            None => put_localized_message(&mut rest, locale, text),
         }
         let localized_len = rest.len();
         if let Some(delay) = entry.retry_delay() {
@@ -229,6 +248,7 @@ impl Prebuilt {
             rest,
             localized_len,
             unfilled,
+            segments,
             pushback: entry.retry_delay().map(pushback_metadata),
         }
     }
@@ -515,24 +535,35 @@ impl StatusBuilder {
         let pre = table.prebuilt(self.index, self.locale);
         // A template is filled from the arguments (which are ErrorInfo
         // metadata): in grpc-message, unless the caller gave its own, and
-        // in the LocalizedMessage.
+        // in the LocalizedMessage, which is written straight into the
+        // status (no copy of the filled text).
         let mut filled = None;
-        let mut filled_rest = None;
-        if entry.is_template() {
-            let localized = entry
-                .message_in(table.locales()[self.locale])
-                .unwrap_or(entry.message());
+        let mut localized = None;
+        if let Some(segments) = pre.segments.as_deref() {
+            let tag = table.locales()[self.locale];
+            let template = Template {
+                text: entry.message_in(tag).unwrap_or(entry.message()),
+                segments,
+            };
             let missing = |name: String| BuildError::MissingArgument {
                 name,
                 code: entry.name().to_owned(),
             };
-            let localized = template::fill(localized, &self.metadata).map_err(missing)?;
-            let mut rest = Vec::with_capacity(pre.rest.len() + localized.len());
-            put_localized_message(&mut rest, table.locales()[self.locale], &localized);
-            rest.extend_from_slice(&pre.rest[pre.localized_len..]);
-            filled_rest = Some(rest);
+            let len = template.filled_len(&self.metadata).map_err(missing)?;
+            localized = Some((tag, template, len));
             if self.message.is_none() {
-                filled = Some(template::fill(entry.message(), &self.metadata).map_err(missing)?);
+                let english = match self.locale {
+                    0 => template,
+                    _ => Template {
+                        text: entry.message(),
+                        segments: table
+                            .prebuilt(self.index, 0)
+                            .segments
+                            .as_deref()
+                            .unwrap_or_default(),
+                    },
+                };
+                filled = Some(english.fill(&self.metadata).map_err(missing)?);
             }
         }
         let message: &str = match (&self.message, &filled) {
@@ -540,7 +571,6 @@ impl StatusBuilder {
             (None, Some(f)) => f,
             (None, None) => pre.message(entry),
         };
-        let rest: &[u8] = filled_rest.as_deref().unwrap_or(&pre.rest);
 
         let mut extra = Vec::new();
         if !self.violations.is_empty() {
@@ -569,13 +599,45 @@ impl StatusBuilder {
                 info = encode_error_info_detail(table.domain(), entry, &self.metadata);
                 &info
             };
-            Bytes::from(encode_status(
-                entry.grpc_code(),
-                message,
-                error_info,
-                rest,
-                &extra,
-            ))
+            match &localized {
+                None => Bytes::from(encode_status(
+                    entry.grpc_code(),
+                    message,
+                    error_info,
+                    &pre.rest,
+                    &extra,
+                )),
+                Some((tag, template, len)) => {
+                    let (tag, len) = (*tag, *len);
+                    let retry = &pre.rest[pre.localized_len..];
+                    let mut buf = Vec::with_capacity(
+                        32 + message.len()
+                            + error_info.len()
+                            + tag.len()
+                            + len
+                            + wire::TYPE_URL_PREFIX.len()
+                            + wire::LOCALIZED_MESSAGE.len()
+                            + retry.len()
+                            + extra.len(),
+                    );
+                    wire::put_varint_field(&mut buf, 1, entry.grpc_code() as i32 as u64);
+                    wire::put_len_field(&mut buf, 2, message.as_bytes());
+                    buf.extend_from_slice(error_info);
+                    let value_len =
+                        wire::len_field_size(1, tag.len()) + wire::len_field_size(2, len);
+                    wire::put_any_header(&mut buf, wire::LOCALIZED_MESSAGE, value_len);
+                    wire::put_len_field(&mut buf, 1, tag.as_bytes());
+                    if len > 0 {
+                        wire::put_len_header(&mut buf, 2, len);
+                        template.write_filled(&self.metadata, |piece| {
+                            buf.extend_from_slice(piece.as_bytes())
+                        });
+                    }
+                    buf.extend_from_slice(retry);
+                    buf.extend_from_slice(&extra);
+                    Bytes::from(buf)
+                }
+            }
         };
 
         let mut response_metadata = self.response_metadata;

@@ -78,13 +78,23 @@ pub fn len_field_size(tag: u32, len: usize) -> usize {
 /// Writes one `google.rpc.Status.details` entry (field 3): an `Any` holding
 /// `value`, an encoded message of type `type_name`.
 pub fn put_any_detail(buf: &mut Vec<u8>, type_name: &str, value: &[u8]) {
+    put_any_header(buf, type_name, value.len());
+    buf.extend_from_slice(value);
+}
+
+/// [`put_any_detail`] up to the value: the caller writes the `value_len`
+/// bytes of the encoded message next (a non-empty message; an empty one
+/// has no value field).
+pub fn put_any_header(buf: &mut Vec<u8>, type_name: &str, value_len: usize) {
     let url_len = TYPE_URL_PREFIX.len() + type_name.len();
-    let any_len = len_field_size(1, url_len) + len_field_size(2, value.len());
+    let any_len = len_field_size(1, url_len) + len_field_size(2, value_len);
     put_len_header(buf, 3, any_len);
     put_len_header(buf, 1, url_len);
     buf.extend_from_slice(TYPE_URL_PREFIX.as_bytes());
     buf.extend_from_slice(type_name.as_bytes());
-    put_len_field(buf, 2, value);
+    if value_len > 0 {
+        put_len_header(buf, 2, value_len);
+    }
 }
 
 /// Writes a map<string, string> entry of an `ErrorInfo.metadata` (field 3).
@@ -464,14 +474,27 @@ impl<'a> ErrorInfoFields<'a> {
     /// `metadata["code"]`, which need no second look) and what follows is
     /// well-formed metadata and nothing else. `None` otherwise, for the
     /// general [`parse`](Self::parse) to read.
-    pub(crate) fn after_prefix(
+    ///
+    /// # Safety
+    ///
+    /// `reason` and `domain` are valid UTF-8: the caller found them equal
+    /// to a catalog entry's name and a catalog's domain, so they are not
+    /// checked a second time.
+    pub(crate) unsafe fn after_prefix(
         encoded: &'a [u8],
         prefix: &[u8],
         reason: &'a [u8],
         domain: &'a [u8],
     ) -> Option<Self> {
         let rest = encoded.strip_prefix(prefix)?;
-        let (reason, domain) = (text(reason).ok()?, text(domain).ok()?);
+        debug_assert!(std::str::from_utf8(reason).is_ok() && std::str::from_utf8(domain).is_ok());
+        // SAFETY: the caller's promise (see above).
+        let (reason, domain) = unsafe {
+            (
+                std::str::from_utf8_unchecked(reason),
+                std::str::from_utf8_unchecked(domain),
+            )
+        };
         for_len_fields(rest, 3, |tag, data| {
             // A second reason or domain would replace the first: the
             // general reader sees to it.

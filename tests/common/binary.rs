@@ -75,9 +75,15 @@ pub fn serve_with(launcher: &[&str], extra: &[&str], log: &str) -> Served {
             sink.lock().unwrap().extend_from_slice(&buf[..n]);
         }
     });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("serve prints its address");
+    let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(addr) => addr,
+        Err(e) => {
+            // Not left running (and spinning) after the test fails.
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("serve prints its address: {e}");
+        }
+    };
     let served = Served {
         child,
         addr,

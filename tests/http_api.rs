@@ -606,3 +606,94 @@ async fn a_templated_codes_params_are_in_the_json_and_on_its_page() {
     assert!(plain_page.body.contains(r#"<dd id="params">none</dd>"#));
     server.stop().await;
 }
+
+/// Issue 25: a reload (a `store` on `ServerConfig::catalogs`, what
+/// `errmap serve` does on SIGHUP or a file change) reaches every part at
+/// its next call: the response layer passes the new catalog's statuses,
+/// ListCatalogs lists it with its hash, the HTTP API and the pages answer
+/// for it, and the metrics' `errmap_catalog_info` names it.
+#[tokio::test]
+async fn a_reload_reaches_the_layer_lookups_http_pages_and_metrics() {
+    let with_shop = shop_catalogs();
+    let shop = with_shop.by_domain("shop.example.com").unwrap().clone();
+    let metrics = errmap_server::metrics::Metrics::new();
+    let mut config = ServerConfig::default();
+    config.metrics = Some(metrics.clone());
+    let live = config.catalogs.clone();
+    let server = TestServer::start(config).await;
+    let channel = server.channel().await;
+    let url = base(&server);
+    let declined = shop.status_of(shop.by_number(1).unwrap());
+
+    let before = async |channel: tonic::transport::Channel| {
+        *server.probe.next.lock().unwrap() = Some(declined.clone());
+        common::call_probe(channel, "Return", tonic::Request::new(String::new()))
+            .await
+            .unwrap_err()
+    };
+    // Before: the shop's status is not a catalog status here; the layer
+    // rewrites it into errmap's own catalog.
+    let got = before(channel.clone()).await;
+    assert!(got.error_code::<ErrorCode>().is_some(), "{got:?}");
+    assert_ne!(got.details(), declined.details());
+    assert_eq!(
+        get(&format!("{url}/v1/errors/1?domain=shop.example.com"), &[])
+            .await
+            .status,
+        404
+    );
+    assert!(!metrics.encode(false).contains("shop.example.com"));
+
+    live.store(with_shop.clone());
+
+    // After: passed byte for byte.
+    let got = before(channel.clone()).await;
+    assert_eq!(got.message(), declined.message());
+    assert_eq!(got.details(), declined.details());
+    let listed = ErrorCatalogClient::new(channel)
+        .list_catalogs(errmap::pb::ListCatalogsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .catalogs;
+    let hash = format!("{:016x}", shop.content_hash());
+    assert!(
+        listed
+            .iter()
+            .any(|c| c.domain == "shop.example.com" && c.content_hash == hash),
+        "{listed:?}"
+    );
+    let hit = get(&format!("{url}/v1/errors/1?domain=shop.example.com"), &[]).await;
+    assert_eq!(hit.status, 200, "{}", hit.body);
+    assert_eq!(hit.json()["error"]["name"], "SHOP_ERROR_CARD_DECLINED");
+    let page = get(
+        &format!("{url}/errors/SHOP_ERROR_CARD_DECLINED?domain=shop.example.com"),
+        &[],
+    )
+    .await;
+    assert_eq!(page.status, 200);
+    let scrape = metrics.encode(false);
+    assert!(
+        scrape.contains(&format!(
+            "errmap_catalog_info{{domain=\"shop.example.com\",hash=\"{hash}\"}} 1"
+        )),
+        "{scrape}"
+    );
+
+    // And back: the shop is gone again, from the metrics too.
+    live.store(errmap::Catalogs::default());
+    assert_eq!(
+        get(&format!("{url}/v1/errors/1?domain=shop.example.com"), &[])
+            .await
+            .status,
+        404
+    );
+    // The calls counted under its domain stay; the catalog is gone.
+    let scrape = metrics.encode(false);
+    assert!(
+        !scrape.contains("errmap_catalog_info{domain=\"shop.example.com\""),
+        "{scrape}"
+    );
+    assert!(scrape.contains("errmap_catalog_info{domain=\"auth.errmap.dev\""));
+    server.stop().await;
+}

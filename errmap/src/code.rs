@@ -72,6 +72,13 @@ pub trait Catalog: Copy + Eq + Hash + fmt::Debug + fmt::Display + Send + Sync + 
     /// standard details, from bytes encoded once per code. Its
     /// `LocalizedMessage` is `en-US`; [`to_status_for`](Self::to_status_for)
     /// answers in the caller's locale.
+    ///
+    /// A code whose message is a template has no arguments here: each
+    /// placeholder is sent as `<name>` ("The quantity &lt;quantity&gt;
+    /// exceeds …"), in `grpc-message` and in the `LocalizedMessage`, and
+    /// `ErrorInfo.metadata` holds only `code`. Fill it with
+    /// [`builder`](Self::builder) and
+    /// [`StatusBuilder::arg`](crate::StatusBuilder::arg).
     #[inline]
     fn to_status(self) -> Status {
         Self::table().status(self.index(), 0)

@@ -248,6 +248,40 @@ fn a_bad_a_broken_and_a_missing_catalog_file_exit_2_naming_it() {
         "{err}"
     );
 
+    // Issue 25: each bad template of the build's fixture fails the load
+    // too, naming the value.
+    let templates = write_temp(
+        "templates.binpb",
+        &descriptor_set("errmap-build/tests/fixtures", "templates.proto"),
+    );
+    let (code, err) = serve_refused(&["--catalog", templates.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{err}");
+    for (value, words) in [
+        (
+            "TEMPLATED_OTHER_PLACEHOLDERS",
+            "ru-RU message lacks {amount}",
+        ),
+        (
+            "TEMPLATED_BAD_NAME",
+            "placeholder {field_name} is not a lowerCamel",
+        ),
+        (
+            "TEMPLATED_UNBALANCED",
+            "the brace at byte 7 is never closed",
+        ),
+        ("TEMPLATED_RESERVED", "placeholder {code} is reserved"),
+        ("TEMPLATED_STRAY_CLOSE", "ru-RU message template is broken"),
+    ] {
+        assert!(
+            err.lines().any(
+                |l| l.contains(&format!("templates.proto: Templated.{value}: "))
+                    && l.contains(words)
+            ),
+            "{value}: {err}"
+        );
+    }
+    assert!(!err.contains("TEMPLATED_GOOD"), "{err}");
+
     let (code, err) = serve_refused(&["--catalog", "/nonexistent/shop.binpb"]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("/nonexistent/shop.binpb"), "{err}");

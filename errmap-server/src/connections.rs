@@ -20,7 +20,11 @@
 //! Every request gets the connection's [`PeerInfo`] in its extensions, and
 //! a `grpc-timeout` is enforced: a call still running at its deadline is
 //! dropped and answered `CANCELLED` "Timeout expired", as tonic's own
-//! server loop answers it.
+//! server loop answers it. This is a backstop, [`DEADLINE_BACKSTOP`] after
+//! the deadline: a call whose request is still arriving is answered
+//! `DEADLINE_EXCEEDED` by the intake at the deadline itself, and a stock
+//! client raises `DEADLINE_EXCEEDED` from its own timer; neither may lose a
+//! race to this answer.
 
 use std::{
     convert::Infallible,
@@ -293,7 +297,7 @@ where
             tracing::debug!("{MAX_PIPELINED} pipelined requests in a row; closing after this one");
         }
         let deadline = errmap::headers::request_timeout(request.headers())
-            .map(|t| Box::pin(tokio::time::sleep(t)));
+            .map(|t| Box::pin(tokio::time::sleep(t.saturating_add(DEADLINE_BACKSTOP))));
         let (mut parts, body) = request.into_parts();
         parts.extensions.insert(self.peer.clone());
         let request = http::Request::from_parts(parts, tonic::body::Body::new(body));
@@ -305,6 +309,13 @@ where
         }
     }
 }
+
+/// How long after a call's `grpc-timeout` the connection drops it, if
+/// nothing answered by then (see the module docs). Without it, the two
+/// timers of one deadline raced: this one is set a moment before the
+/// intake's, and under load it fired first, turning the intake's
+/// `DEADLINE_EXCEEDED` into `CANCELLED`.
+pub const DEADLINE_BACKSTOP: Duration = Duration::from_millis(20);
 
 pin_project! {
     /// The response future of [`PerConnection`].

@@ -164,6 +164,17 @@ fn a_server_with_two_extra_catalogs_answers_by_domain_code_and_name() {
         (value["code"].as_i64(), value["domain"].as_str()),
         (Some(2), Some("shop.example.com"))
     );
+    // A template's placeholders come from the server too.
+    let value = errmap_json(&[
+        "lookup",
+        "7",
+        "--server",
+        &url,
+        "--domain",
+        "shop.example.com",
+        "--json",
+    ]);
+    assert_eq!(value["params"], serde_json::json!(["amount", "limit"]));
     served.stop();
 }
 

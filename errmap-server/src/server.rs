@@ -530,15 +530,7 @@ async fn run(
     let health_service = health_service.max_decoding_message_size(limit);
 
     let mut table = RouteTable::new();
-    for set in [
-        pb::FILE_DESCRIPTOR_SET,
-        tonic_health::pb::FILE_DESCRIPTOR_SET,
-        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
-        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
-    ]
-    .into_iter()
-    .chain(descriptor_sets.iter().copied())
-    {
+    for set in static_sets.iter().copied() {
         table.add_descriptors(set)?;
     }
     for name in [

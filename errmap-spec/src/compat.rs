@@ -246,21 +246,38 @@ fn compare_catalog(old: &CatalogSpec, new: &CatalogSpec, out: &mut Vec<Finding>)
                 ),
             );
         }
+        let mut field = |kind: Kind,
+                         breaking: bool,
+                         what: &str,
+                         was: &dyn fmt::Display,
+                         now: &dyn fmt::Display| {
+            push(kind, breaking, format!("{what} {was} became {now}"));
+        };
         if after.grpc_code != before.grpc_code {
-            push(
+            field(
                 Kind::GrpcCode,
                 true,
-                format!("gRPC code {} became {}", before.grpc_code, after.grpc_code),
+                "gRPC code",
+                &before.grpc_code,
+                &after.grpc_code,
             );
         }
         if after.http_status != before.http_status {
-            push(
+            field(
                 Kind::HttpStatus,
                 true,
-                format!(
-                    "HTTP status {} became {}",
-                    before.http_status, after.http_status
-                ),
+                "HTTP status",
+                &before.http_status,
+                &after.http_status,
+            );
+        }
+        if after.category != before.category {
+            field(
+                Kind::Category,
+                false,
+                "category",
+                &before.category,
+                &after.category,
             );
         }
         let removed: Vec<&str> = before
@@ -329,13 +346,6 @@ fn compare_catalog(old: &CatalogSpec, new: &CatalogSpec, out: &mut Vec<Finding>)
                     format!("{locale} message removed; callers asking for {locale} get English"),
                 );
             }
-        }
-        if after.category != before.category {
-            push(
-                Kind::Category,
-                false,
-                format!("category {} became {}", before.category, after.category),
-            );
         }
         if after.retry_delay != before.retry_delay {
             let show = |d: Option<(u64, u32)>| match d {

@@ -236,7 +236,9 @@ impl HttpErrors {
     /// The response for `status` in `shape`: HTTP status, headers and JSON
     /// body.
     pub fn response(&self, status: &Status, shape: Shape) -> http::Response<String> {
-        self.response_as(status, shape, self.http_status(status))
+        let catalogs = self.catalogs();
+        let entry = details::catalog_entry_of(status, &catalogs).ok();
+        self.response_with(status, shape, http_status_from(status, entry), entry)
     }
 
     /// [`response`](Self::response) with another HTTP status than the
@@ -250,6 +252,18 @@ impl HttpErrors {
     ) -> http::Response<String> {
         let catalogs = self.catalogs();
         let entry = details::catalog_entry_of(status, &catalogs).ok();
+        self.response_with(status, shape, http_status, entry)
+    }
+
+    /// [`response_as`](Self::response_as) with the status's catalog entry
+    /// already found: each status is read once.
+    fn response_with(
+        &self,
+        status: &Status,
+        shape: Shape,
+        http_status: StatusCode,
+        entry: Option<(&TableRef, &CatalogEntry)>,
+    ) -> http::Response<String> {
         let details = ErrorDetails::decode(status.details()).ok();
         let body = self.body_with(status, shape, http_status, entry, details.as_ref());
         let mut response = http::Response::new(body.to_string());

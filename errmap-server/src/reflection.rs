@@ -126,17 +126,25 @@ where
     /// stays.
     fn current(&self) -> S {
         let now = self.catalogs.load();
-        let mut built = self.built.lock().unwrap_or_else(PoisonError::into_inner);
-        if !Arc::ptr_eq(&built.0, &now) {
-            match (self.build)(&now) {
-                Ok(service) => *built = (now, service),
-                Err(error) => {
-                    tracing::warn!(%error, "reflection keeps the descriptors of the previous catalogs");
-                    built.0 = now;
-                }
+        {
+            let built = self.built.lock().unwrap_or_else(PoisonError::into_inner);
+            if Arc::ptr_eq(&built.0, &now) {
+                return built.1.clone();
             }
         }
-        built.1.clone()
+        // Built outside the lock: other calls keep being served meanwhile.
+        let service = match (self.build)(&now) {
+            Ok(service) => service,
+            Err(error) => {
+                tracing::warn!(%error, "reflection keeps the descriptors of the previous catalogs");
+                let mut built = self.built.lock().unwrap_or_else(PoisonError::into_inner);
+                built.0 = now;
+                return built.1.clone();
+            }
+        };
+        let mut built = self.built.lock().unwrap_or_else(PoisonError::into_inner);
+        *built = (now, service.clone());
+        service
     }
 }
 

@@ -19,7 +19,7 @@
 //! # fn catalog(entries: Vec<EntrySpec>) -> CatalogSpec {
 //! #     CatalogSpec { domain: "shop.example.com".into(), enum_name: "shop.v1.ShopError".into(),
 //! #         short_name: "ShopError".into(), file: "shop.proto".into(), entries,
-//! #         reserved_numbers: vec![], reserved_names: vec![] }
+//! #         reserved_numbers: vec![] }
 //! # }
 //! let old = [catalog(vec![entry(1, "SHOP_OUT_OF_STOCK", "NOT_FOUND")])];
 //! let new = [catalog(vec![
@@ -440,7 +440,6 @@ mod tests {
             file: "x.proto".to_owned(),
             entries,
             reserved_numbers: vec![],
-            reserved_names: vec![],
         }
     }
 

@@ -57,8 +57,6 @@ pub struct CatalogSpec {
     /// The numbers the enum reserves (`reserved 5, 9 to 11;`): codes that
     /// were removed and are never reused.
     pub reserved_numbers: Vec<std::ops::RangeInclusive<i32>>,
-    /// The names the enum reserves.
-    pub reserved_names: Vec<String>,
 }
 
 /// One validated catalog value.
@@ -230,7 +228,6 @@ pub fn read_catalog(pool: &DescriptorPool, enum_name: &str) -> Result<CatalogSpe
         file,
         entries,
         reserved_numbers: enum_desc.reserved_ranges().collect(),
-        reserved_names: enum_desc.reserved_names().map(str::to_owned).collect(),
     })
 }
 

@@ -185,12 +185,6 @@ pub fn placeholders(text: &str) -> Result<Vec<&str>, TemplateError> {
     Ok(names)
 }
 
-/// Whether `text` holds a placeholder or an escaped brace, that is, whether
-/// it reads differently as a template than as plain text.
-pub fn is_template(text: &str) -> bool {
-    text.contains(['{', '}'])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -181,10 +181,19 @@ pub fn catalog_help_link(base_url: &str, entry: &CatalogEntry) -> Link {
 
 /// The `details` entry holding a `LocalizedMessage`.
 fn put_localized_message(out: &mut Vec<u8>, locale: &str, text: &str) {
-    let mut localized = Vec::with_capacity(locale.len() + text.len() + 8);
-    wire::put_len_field(&mut localized, 1, locale.as_bytes());
-    wire::put_len_field(&mut localized, 2, text.as_bytes());
-    wire::put_any_detail(out, wire::LOCALIZED_MESSAGE, &localized);
+    put_localized_message_head(out, locale, text.len());
+    out.extend_from_slice(text.as_bytes());
+}
+
+/// [`put_localized_message`] up to its text, whose `text_len` bytes the
+/// caller writes next (a filled template, written in place).
+fn put_localized_message_head(out: &mut Vec<u8>, locale: &str, text_len: usize) {
+    let value_len = wire::len_field_size(1, locale.len()) + wire::len_field_size(2, text_len);
+    wire::put_any_header(out, wire::LOCALIZED_MESSAGE, value_len);
+    wire::put_len_field(out, 1, locale.as_bytes());
+    if text_len > 0 {
+        wire::put_len_header(out, 2, text_len);
+    }
 }
 
 impl Prebuilt {
@@ -294,6 +303,12 @@ fn encode_error_info(
     info
 }
 
+/// A `google.rpc.Status`'s code and message; its detail entries follow.
+fn put_status_head(buf: &mut Vec<u8>, grpc_code: tonic::Code, message: &str) {
+    wire::put_varint_field(buf, 1, grpc_code as i32 as u64);
+    wire::put_len_field(buf, 2, message.as_bytes());
+}
+
 /// A whole `google.rpc.Status`: code, message, then the detail entries.
 fn encode_status(
     grpc_code: tonic::Code,
@@ -304,8 +319,7 @@ fn encode_status(
 ) -> Vec<u8> {
     let mut buf =
         Vec::with_capacity(16 + message.len() + error_info.len() + rest.len() + extra.len());
-    wire::put_varint_field(&mut buf, 1, grpc_code as i32 as u64);
-    wire::put_len_field(&mut buf, 2, message.as_bytes());
+    put_status_head(&mut buf, grpc_code, message);
     buf.extend_from_slice(error_info);
     buf.extend_from_slice(rest);
     buf.extend_from_slice(extra);
@@ -620,19 +634,12 @@ impl StatusBuilder {
                             + retry.len()
                             + extra.len(),
                     );
-                    wire::put_varint_field(&mut buf, 1, entry.grpc_code() as i32 as u64);
-                    wire::put_len_field(&mut buf, 2, message.as_bytes());
+                    put_status_head(&mut buf, entry.grpc_code(), message);
                     buf.extend_from_slice(error_info);
-                    let value_len =
-                        wire::len_field_size(1, tag.len()) + wire::len_field_size(2, len);
-                    wire::put_any_header(&mut buf, wire::LOCALIZED_MESSAGE, value_len);
-                    wire::put_len_field(&mut buf, 1, tag.as_bytes());
-                    if len > 0 {
-                        wire::put_len_header(&mut buf, 2, len);
-                        template.write_filled(&self.metadata, |piece| {
-                            buf.extend_from_slice(piece.as_bytes())
-                        });
-                    }
+                    put_localized_message_head(&mut buf, tag, len);
+                    template.write_filled(&self.metadata, |piece| {
+                        buf.extend_from_slice(piece.as_bytes())
+                    });
                     buf.extend_from_slice(retry);
                     buf.extend_from_slice(&extra);
                     Bytes::from(buf)

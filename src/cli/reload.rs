@@ -8,8 +8,10 @@
 //! Changes are seen by watching each file's directory, not the file: an
 //! editor's write in place, a `mv` over the file, and the `..data` symlink
 //! swap of a Kubernetes ConfigMap volume all show there. Events are
-//! gathered for a moment before one reload, and a reload whose files read
-//! the same bytes as the served ones does nothing.
+//! gathered for a moment before one reload. The files' bytes are compared
+//! before anything is decoded: bytes that are the served ones, or (on a
+//! file event) the ones last refused, are not read again, so a busy
+//! directory costs a read of the files, and a broken file is reported once.
 
 use std::{
     path::{Path, PathBuf},
@@ -31,10 +33,11 @@ const SETTLE: Duration = Duration::from_millis(200);
 const POLL: Duration = Duration::from_secs(2);
 
 /// What was served last: the specs of the files' catalogs, and the files'
-/// bytes.
+/// bytes; and the bytes last refused, if any.
 struct Served {
     specs: Vec<CatalogSpec>,
     contents: Vec<Vec<u8>>,
+    refused: Option<Vec<Vec<u8>>>,
 }
 
 /// Reloads a server's `--catalog` files into its [`LiveCatalogs`].
@@ -46,45 +49,67 @@ pub(crate) struct CatalogReloader {
     served: Mutex<Served>,
 }
 
-/// A set read from the files.
+/// A set made from the files.
 struct Loaded {
     catalogs: Catalogs,
     specs: Vec<CatalogSpec>,
-    contents: Vec<Vec<u8>>,
 }
 
-/// Reads every file: the embedded catalog (unless `no_default`) and the
-/// catalogs of `files`, or the first problem, naming the file, the enum and
-/// the value.
-fn load(files: &[PathBuf], no_default: bool) -> Result<Loaded, String> {
+/// The bytes of every file, or the first that cannot be read.
+fn read_all(files: &[PathBuf]) -> Result<Vec<Vec<u8>>, String> {
+    files
+        .iter()
+        .map(|file| std::fs::read(file).map_err(|e| format!("{}: {e}", file.display())))
+        .collect()
+}
+
+/// The embedded catalog (unless `no_default`) and the catalogs of `files`,
+/// whose bytes are `contents`; or the first problem, naming the file, the
+/// enum and the value.
+fn load(files: &[PathBuf], contents: &[Vec<u8>], no_default: bool) -> Result<Loaded, String> {
     let mut catalogs = if no_default {
         Catalogs::empty()
     } else {
         Catalogs::default()
     };
     let mut all_specs = Vec::new();
-    let mut contents = Vec::new();
-    for file in files {
+    for (file, bytes) in files.iter().zip(contents) {
         let name = file.display().to_string();
-        let bytes = std::fs::read(file).map_err(|e| format!("{name}: {e}"))?;
-        let specs = catalog_set::read_specs(&bytes, &name, false).map_err(|e| e.to_string())?;
-        for table in catalog_set::tables_of(&specs, &bytes) {
+        let specs = catalog_set::read_specs(bytes, &name, false).map_err(|e| e.to_string())?;
+        for table in catalog_set::tables_of(&specs, bytes) {
             catalogs = catalogs.with(table, &name).map_err(|e| e.to_string())?;
         }
         all_specs.extend(specs);
-        contents.push(bytes);
     }
     Ok(Loaded {
         catalogs,
         specs: all_specs,
-        contents,
     })
+}
+
+/// What asked for a reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Trigger {
+    /// SIGHUP: the files are read and tried whatever they hold.
+    Signal,
+    /// An event in a catalog file's directory.
+    FileChange,
+}
+
+impl Trigger {
+    fn name(self) -> &'static str {
+        match self {
+            Trigger::Signal => "SIGHUP",
+            Trigger::FileChange => "file change",
+        }
+    }
 }
 
 /// What one reload did.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Reloaded {
-    /// The files read the same bytes as before.
+    /// The files read the same bytes as those served, or, on a file
+    /// event, as those last refused.
     Unchanged,
     /// The new set is served; `breaking` of the findings break clients.
     Applied { findings: usize, breaking: usize },
@@ -100,7 +125,8 @@ impl CatalogReloader {
         no_default: bool,
         refuse_breaking: bool,
     ) -> Result<Self, String> {
-        let loaded = load(&files, no_default)?;
+        let contents = read_all(&files)?;
+        let loaded = load(&files, &contents, no_default)?;
         Ok(Self {
             files,
             no_default,
@@ -108,7 +134,8 @@ impl CatalogReloader {
             live: LiveCatalogs::new(loaded.catalogs),
             served: Mutex::new(Served {
                 specs: loaded.specs,
-                contents: loaded.contents,
+                contents,
+                refused: None,
             }),
         })
     }
@@ -120,9 +147,27 @@ impl CatalogReloader {
 
     /// Reads the files again and serves them if they load (see the module
     /// docs); `why` names the trigger in the log.
-    pub(crate) fn reload(&self, why: &str) -> Reloaded {
+    pub(crate) fn reload(&self, trigger: Trigger) -> Reloaded {
+        let why = trigger.name();
         let mut served = self.served.lock().unwrap_or_else(PoisonError::into_inner);
-        let loaded = match load(&self.files, self.no_default) {
+        let contents = match read_all(&self.files) {
+            Ok(contents) => contents,
+            Err(error) => {
+                tracing::warn!(
+                    trigger = why,
+                    error = %escape(&error),
+                    "catalogs not reloaded: a file cannot be read; the running catalogs stay"
+                );
+                return Reloaded::Kept;
+            }
+        };
+        if contents == served.contents
+            || (trigger == Trigger::FileChange && served.refused.as_ref() == Some(&contents))
+        {
+            tracing::debug!(trigger = why, "catalog files unchanged; nothing to reload");
+            return Reloaded::Unchanged;
+        }
+        let loaded = match load(&self.files, &contents, self.no_default) {
             Ok(loaded) => loaded,
             Err(error) => {
                 tracing::warn!(
@@ -130,13 +175,10 @@ impl CatalogReloader {
                     error = %escape(&error),
                     "catalogs not reloaded: a file does not load; the running catalogs stay"
                 );
+                served.refused = Some(contents);
                 return Reloaded::Kept;
             }
         };
-        if loaded.contents == served.contents {
-            tracing::debug!(trigger = why, "catalog files unchanged; nothing to reload");
-            return Reloaded::Unchanged;
-        }
         let findings = compat::compare(&served.specs, &loaded.specs);
         let breaking: Vec<String> = findings
             .iter()
@@ -149,6 +191,7 @@ impl CatalogReloader {
                 breaking = ?breaking,
                 "catalogs not reloaded: the change breaks clients (--refuse-breaking-reload); the running catalogs stay"
             );
+            served.refused = Some(contents);
             return Reloaded::Kept;
         }
         let codes: usize = loaded.catalogs.tables().map(|t| t.entries().len()).sum();
@@ -159,7 +202,8 @@ impl CatalogReloader {
             .collect();
         self.live.store(loaded.catalogs);
         served.specs = loaded.specs;
-        served.contents = loaded.contents;
+        served.contents = contents;
+        served.refused = None;
         if breaking.is_empty() {
             tracing::info!(
                 trigger = why,
@@ -187,32 +231,34 @@ impl CatalogReloader {
     /// watcher on each file's directory, or, where there is none, a look
     /// at the files every two seconds.
     pub(crate) fn watch(self: Arc<Self>) {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        // One stored wake-up however many events come: a burst is one
+        // reload, and nothing queues while a reload runs.
+        let changed = Arc::new(tokio::sync::Notify::new());
         let dirs = directories(&self.files);
-        let watcher = watch_dirs(&dirs, tx.clone());
+        let watcher = watch_dirs(&dirs, changed.clone());
         if watcher.is_none() {
             tracing::warn!(
                 "no file watcher: catalog files are compared every {} s instead",
                 POLL.as_secs()
             );
+            let tick = changed.clone();
             tokio::spawn(async move {
-                let mut tick = tokio::time::interval(POLL);
+                let mut every = tokio::time::interval(POLL);
                 loop {
-                    tick.tick().await;
-                    if tx.send(()).is_err() {
-                        return;
-                    }
+                    every.tick().await;
+                    tick.notify_one();
                 }
             });
         }
         tokio::spawn(async move {
             // The watcher lives as long as this task.
             let _watcher = watcher;
-            while rx.recv().await.is_some() {
+            loop {
+                changed.notified().await;
                 tokio::time::sleep(SETTLE).await;
-                while rx.try_recv().is_ok() {}
                 let reloader = self.clone();
-                let _ = tokio::task::spawn_blocking(move || reloader.reload("file change")).await;
+                let _ =
+                    tokio::task::spawn_blocking(move || reloader.reload(Trigger::FileChange)).await;
             }
         });
     }
@@ -233,16 +279,16 @@ fn directories(files: &[PathBuf]) -> Vec<PathBuf> {
     dirs
 }
 
-/// A watcher that sends on `tx` at every event in `dirs`, or `None` when
+/// A watcher that wakes `changed` at every event in `dirs`, or `None` when
 /// the platform's watcher cannot be set up.
 fn watch_dirs(
     dirs: &[PathBuf],
-    tx: tokio::sync::mpsc::UnboundedSender<()>,
+    changed: Arc<tokio::sync::Notify>,
 ) -> Option<notify::RecommendedWatcher> {
     use notify::Watcher as _;
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if event.is_ok_and(|e| !e.kind.is_access()) {
-            let _ = tx.send(());
+            changed.notify_one();
         }
     })
     .map_err(|e| tracing::warn!(error = %e, "cannot start a file watcher"))

@@ -17,7 +17,7 @@ use errmap_server::{
 use super::{
     args::{parse_addr, parse_duration, parse_size},
     exit::{Failure, Outcome},
-    reload::CatalogReloader,
+    reload::{CatalogReloader, Trigger},
     runtime,
 };
 
@@ -422,7 +422,8 @@ pub(crate) fn reload_on_sighup(
             while hangups.recv().await.is_some() {
                 if !args.catalogs.is_empty() {
                     let catalogs = catalogs.clone();
-                    let _ = tokio::task::spawn_blocking(move || catalogs.reload("SIGHUP")).await;
+                    let _ =
+                        tokio::task::spawn_blocking(move || catalogs.reload(Trigger::Signal)).await;
                 }
                 if let Some(tls) = &tls {
                     match tls.reload() {

@@ -26,20 +26,6 @@ impl Classified {
         }
     }
 
-    /// Send `entry` of `table` (a catalog loaded at run time, say),
-    /// keeping the gRPC code of the status that slipped through.
-    ///
-    /// # Panics
-    ///
-    /// If `entry` is not one of the table's entries.
-    pub fn of_entry(table: &TableRef, entry: &CatalogEntry) -> Self {
-        Self {
-            index: table.position_of(entry),
-            table: table.clone(),
-            grpc_code: None,
-        }
-    }
-
     /// Send `code` with the gRPC code `grpc_code`.
     pub fn with_grpc_code<C: Catalog>(code: C, grpc_code: Code) -> Self {
         Self {

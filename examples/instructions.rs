@@ -41,6 +41,28 @@ struct Fixture {
     received: Status,
     /// A Russian-first browser's `accept-language`.
     russian: tonic::metadata::MetadataMap,
+    /// The shop example's catalog, loaded at run time: its templated
+    /// `QUANTITY_OVER_LIMIT` (6) and its plain `QUANTITY_INVALID` (5).
+    shop: errmap::TableRef,
+}
+
+/// The shop example's catalog, compiled here by protox and loaded as
+/// `errmap serve --catalog` loads one.
+fn shop_table() -> errmap::TableRef {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut compiler = protox::Compiler::new([
+        format!("{root}/examples/shop/proto"),
+        format!("{root}/proto"),
+    ])
+    .expect("the proto folders");
+    compiler.include_imports(true);
+    compiler
+        .open_file("shop/v1/shop.proto")
+        .expect("the shop's proto compiles");
+    errmap::catalog_set::load_descriptor_set(&compiler.encode_file_descriptor_set(), "shop")
+        .expect("the shop's catalog loads")
+        .remove(0)
+        .into()
 }
 
 impl Fixture {
@@ -63,6 +85,7 @@ impl Fixture {
         Self {
             received: Status::from_header_map(&headers).expect("a status"),
             russian,
+            shop: shop_table(),
         }
     }
 }
@@ -166,6 +189,32 @@ const PATHS: &[Path] = &[
         name: "build/tonic_types_metadata_and_message",
         anchor: None,
         run: |_| tonic_types_rich(black_box("u-42")).code() == tonic::Code::ResourceExhausted,
+    },
+    Path {
+        name: "build/templated_two_args",
+        anchor: Some("build/plain_same_metadata"),
+        run: |f| {
+            let entry = f.shop.by_number(6).expect("QUANTITY_OVER_LIMIT");
+            f.shop
+                .builder_of(entry)
+                .arg("quantity", black_box(12))
+                .arg("limit", black_box(10))
+                .build()
+                .is_ok_and(|s| s.message() == "The quantity 12 exceeds the limit of 10 per order.")
+        },
+    },
+    Path {
+        name: "build/plain_same_metadata",
+        anchor: None,
+        run: |f| {
+            let entry = f.shop.by_number(5).expect("QUANTITY_INVALID");
+            f.shop
+                .builder_of(entry)
+                .metadata("quantity", black_box(12).to_string())
+                .metadata("limit", black_box(10).to_string())
+                .build()
+                .is_ok()
+        },
     },
     Path {
         name: "build/negotiated_ru",

@@ -563,8 +563,6 @@ impl StatusBuilder {
                 name,
                 code: entry.name().to_owned(),
             };
-            let len = template.filled_len(&self.metadata).map_err(missing)?;
-            localized = Some((tag, template, len));
             if self.message.is_none() {
                 let english = match self.locale {
                     0 => template,
@@ -579,6 +577,14 @@ impl StatusBuilder {
                 };
                 filled = Some(english.fill(&self.metadata).map_err(missing)?);
             }
+            // In English, the LocalizedMessage is the message just filled.
+            localized = Some(match (&filled, self.locale) {
+                (Some(english), 0) => (tag, None, english.len()),
+                _ => {
+                    let len = template.filled_len(&self.metadata).map_err(missing)?;
+                    (tag, Some(template), len)
+                }
+            });
         }
         let message: &str = match (&self.message, &filled) {
             (Some(m), _) => m,
@@ -637,9 +643,12 @@ impl StatusBuilder {
                     put_status_head(&mut buf, entry.grpc_code(), message);
                     buf.extend_from_slice(error_info);
                     put_localized_message_head(&mut buf, tag, len);
-                    template.write_filled(&self.metadata, |piece| {
-                        buf.extend_from_slice(piece.as_bytes())
-                    });
+                    match template {
+                        Some(template) => template.write_filled(&self.metadata, |piece| {
+                            buf.extend_from_slice(piece.as_bytes())
+                        }),
+                        None => buf.extend_from_slice(message.as_bytes()),
+                    }
                     buf.extend_from_slice(retry);
                     buf.extend_from_slice(&extra);
                     Bytes::from(buf)

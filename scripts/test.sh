@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Runs every test of the project: the Rust tests, the Python and Node
-# clients built with those languages' stock gRPC tools, and the buf checks
-# of the proto contract. This is the README's test command; .ci/run calls it
+# Runs every test of the project: the Rust tests, the Python, Node and Go
+# clients built with those languages' stock gRPC tools (and the helpers
+# protoc-gen-errmap generates for them), and the buf checks of the proto
+# contract. This is the README's test command; .ci/run calls it
 # as is. It installs what it needs: Python packages from PyPI into
 # target/interop/venv, Node packages from the npm registry into
-# tests/interop/node/node_modules (buf included) and examples/web/node_modules,
-# and Debian's chromium and prometheus (apt-get) when they are missing.
+# tests/interop/node/node_modules (buf, protoc-gen-es, Connect and
+# TypeScript included) and examples/web/node_modules, and Debian's chromium,
+# prometheus and Go with its gRPC packages (apt-get) when they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -37,11 +39,15 @@ done
 echo "==> Rust tests (unit, integration, doc, example)"
 cargo test --locked --workspace
 
-echo "==> Building the errmap binary and the shop example's server for the interop tests"
-cargo build --locked --bin errmap
-cargo build --locked -p shop-example --example shop-server
+echo "==> Building the errmap binary, protoc-gen-errmap and the shop example's server and relay for the interop tests"
+cargo build --locked --bin errmap --bin protoc-gen-errmap
+cargo build --locked -p shop-example --example shop-server --example shop-relay
 export ERRMAP_BIN="$ROOT/target/debug/errmap"
 export SHOP_BIN="$ROOT/target/debug/examples/shop-server"
+export RELAY_BIN="$ROOT/target/debug/examples/shop-relay"
+export PROTOC_GEN_ERRMAP="$ROOT/target/debug/protoc-gen-errmap"
+# buf finds `local: protoc-gen-errmap` on PATH.
+export PATH="$ROOT/target/debug:$PATH"
 
 apt_install() {
   local SUDO=""
@@ -63,7 +69,7 @@ fi
 "$PROMETHEUS" --version 2>&1 | sed -n 1p
 export PROMETHEUS
 
-echo "==> Python interop (grpcio, grpcio-status, grpcio-reflection, grpcio-health-checking)"
+echo "==> Python interop (grpcio, grpcio-status, grpcio-reflection, grpcio-health-checking; the generated helpers under mypy --strict)"
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
@@ -71,15 +77,64 @@ fi
   -r tests/interop/python/requirements.txt
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/interop/python
 
-echo "==> Node interop (@grpc/grpc-js, @grpc/proto-loader, protobufjs)"
+echo "==> The protos of the typed-helper tests: errmap's, the shop's, and google.rpc's from PyPI's googleapis-common-protos"
+PROTOS="$ROOT/target/interop/protos"
+rm -rf "$PROTOS"
+mkdir -p "$PROTOS/google/rpc"
+cp -r proto/errmap "$PROTOS/"
+cp -r examples/shop/proto/shop "$PROTOS/"
+GOOGLE_RPC=$("$VENV/bin/python" -c 'import google.rpc; print(list(google.rpc.__path__)[0])')
+cp "$GOOGLE_RPC/status.proto" "$GOOGLE_RPC/error_details.proto" "$PROTOS/google/rpc/"
+
+echo "==> Node interop (@grpc/grpc-js, @grpc/proto-loader, protobufjs; Connect and the generated TypeScript under tsc --strict)"
 (
   cd tests/interop/node
   npm ci --no-audit --no-fund --loglevel=error
+  npm run typed
   npm test
 )
 
-echo "==> buf lint, format and breaking (against buf/errmap-v1.binpb)"
 BUF="$ROOT/tests/interop/node/node_modules/.bin/buf"
+
+echo "==> Go interop (Debian's golang packages, offline: grpc-go, genproto, protobuf; the generated Go under go vet)"
+GO_PACKAGES="golang-go golang-google-grpc-dev golang-google-genproto-dev golang-goprotobuf-dev golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev"
+if ! command -v go >/dev/null 2>&1 || [ ! -d /usr/share/gocode/src/google.golang.org/protobuf ] \
+   || [ ! -d /usr/share/gocode/src/google.golang.org/grpc ] \
+   || [ ! -d /usr/share/gocode/src/google.golang.org/genproto/googleapis/rpc/errdetails ]; then
+  echo "installing Debian's Go and its gRPC packages (apt-get)"
+  # shellcheck disable=SC2086
+  apt_install $GO_PACKAGES
+fi
+go version
+GOPATH_DIR="$ROOT/target/interop/gopath"
+rm -rf "$GOPATH_DIR"
+mkdir -p "$GOPATH_DIR/src"
+ln -s "$ROOT/tests/interop/go" "$GOPATH_DIR/src/errmapinterop"
+"$BUF" generate "$PROTOS" --template tests/interop/go/buf.gen.yaml -o "$GOPATH_DIR/src"
+(
+  cd "$GOPATH_DIR/src/errmapinterop"
+  export GO111MODULE=off GOFLAGS= GOPATH="$GOPATH_DIR:/usr/share/gocode" GOCACHE="$ROOT/target/interop/gocache"
+  UNFORMATTED=$(gofmt -l . "$GOPATH_DIR/src/github.com" "$GOPATH_DIR/src/example.com")
+  if [ -n "$UNFORMATTED" ]; then
+    echo "error: not gofmt-clean: $UNFORMATTED"
+    exit 1
+  fi
+  go vet . github.com/errmap/errmap/gen/go/errmap/v1 example.com/shop/gen/go/shop/v1
+  go test -count=1 -v .
+)
+
+echo "==> gen/: what buf generate writes from proto/ today (buf.gen.yaml)"
+GEN_NOW="$ROOT/target/interop/gen-now"
+rm -rf "$GEN_NOW"
+mkdir -p "$GEN_NOW"
+PATH="$ROOT/tests/interop/node/node_modules/.bin:$PATH" "$BUF" generate -o "$GEN_NOW"
+if ! diff -r gen "$GEN_NOW/gen"; then
+  echo "error: gen/ is stale; run buf generate at the repository root (README, \"Other languages: generated helpers\")"
+  exit 1
+fi
+echo "gen/ is current"
+
+echo "==> buf lint, format and breaking (against buf/errmap-v1.binpb)"
 "$BUF" --version
 "$BUF" lint
 "$BUF" format --diff --exit-code

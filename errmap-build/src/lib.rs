@@ -57,6 +57,9 @@ pub use errmap_spec as spec;
 
 pub use spec::{CatalogErrors, CatalogSpec, EntrySpec};
 
+mod lang;
+pub mod plugin;
+
 /// `errmap/v1/options.proto`, the options every catalog imports. The
 /// builder puts it on the include path, so a team needs no copy.
 pub const OPTIONS_PROTO: &str = include_str!("../proto/errmap/v1/options.proto");
@@ -239,7 +242,7 @@ pub fn upper_camel(name: &str) -> String {
 }
 
 /// `ShopError` to `SHOP_ERROR`.
-fn screaming_snake(name: &str) -> String {
+pub(crate) fn screaming_snake(name: &str) -> String {
     let mut out = String::with_capacity(name.len() + 4);
     for (i, c) in name.chars().enumerate() {
         if c.is_ascii_uppercase() && i > 0 {

@@ -241,13 +241,35 @@ pub fn read_catalogs(
     files: &[String],
     skip: &[&str],
 ) -> Result<Vec<CatalogSpec>, CatalogErrors> {
+    if pool.get_extension_by_name("errmap.v1.domain").is_none()
+        || pool.get_extension_by_name("errmap.v1.error").is_none()
+    {
+        return Err(CatalogErrors(vec![
+            "no file imports errmap/v1/options.proto, so no enum is an errmap catalog".to_owned(),
+        ]));
+    }
+    let found = find_catalogs(pool, files, skip)?;
+    if found.is_empty() {
+        return Err(CatalogErrors(vec![
+            "no enum carries (errmap.v1.domain) and (errmap.v1.error) options".to_owned(),
+        ]));
+    }
+    Ok(found)
+}
+
+/// [`read_catalogs`] for a caller to whom no catalog at all is no error (a
+/// code generator handed every file of a module): the catalogs among
+/// `files`, validated, possibly none.
+pub fn find_catalogs(
+    pool: &DescriptorPool,
+    files: &[String],
+    skip: &[&str],
+) -> Result<Vec<CatalogSpec>, CatalogErrors> {
     let (Some(domain_ext), Some(error_ext)) = (
         pool.get_extension_by_name("errmap.v1.domain"),
         pool.get_extension_by_name("errmap.v1.error"),
     ) else {
-        return Err(CatalogErrors(vec![
-            "no file imports errmap/v1/options.proto, so no enum is an errmap catalog".to_owned(),
-        ]));
+        return Ok(Vec::new());
     };
     let mut found = Vec::new();
     let mut problems = Vec::new();
@@ -275,10 +297,6 @@ pub fn read_catalogs(
                 spec.file, spec.short_name, spec.domain, first.enum_name, first.file
             ));
         }
-    }
-    if found.is_empty() && problems.is_empty() {
-        problems
-            .push("no enum carries (errmap.v1.domain) and (errmap.v1.error) options".to_owned());
     }
     if problems.is_empty() {
         Ok(found)

@@ -35,28 +35,38 @@ from prometheus_client.parser import text_string_to_metric_families
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 PROTO = ROOT / "proto"
 BIN = os.environ.get("ERRMAP_BIN", str(ROOT / "target" / "debug" / "errmap"))
+PLUGIN = os.environ.get("PROTOC_GEN_ERRMAP", str(ROOT / "target" / "debug" / "protoc-gen-errmap"))
+SHOP_PROTO = ROOT / "examples" / "shop" / "proto"
 
 
 def _generate_stubs():
+    """protoc's messages and stubs, and protoc-gen-errmap's typed helpers
+    (``*_errmap.py``), for errmap's protos and the shop's, into one folder."""
     out = pathlib.Path(tempfile.mkdtemp(prefix="errmap-py-"))
     well_known = pathlib.Path(protoc.__file__).parent / "_proto"
     files = [str(p.relative_to(PROTO)) for p in sorted(PROTO.glob("errmap/v1/*.proto"))]
+    files.append("shop/v1/shop.proto")
     rc = protoc.main(
         [
             "grpc_tools.protoc",
+            f"--plugin=protoc-gen-errmap={PLUGIN}",
             f"-I{PROTO}",
+            f"-I{SHOP_PROTO}",
             f"-I{well_known}",
             f"--python_out={out}",
             f"--grpc_python_out={out}",
+            f"--errmap_out=lang=python:{out}",
             *files,
         ]
     )
     assert rc == 0, f"protoc failed on {files}"
     sys.path.insert(0, str(out))
+    return out
 
 
-_generate_stubs()
+GENERATED = _generate_stubs()
 from errmap.v1 import catalog_pb2, catalog_pb2_grpc, error_code_pb2, options_pb2  # noqa: E402
+from errmap.v1 import error_code_errmap  # noqa: E402
 
 DOMAIN = error_code_pb2.ErrorCode.DESCRIPTOR.GetOptions().Extensions[options_pb2.domain]
 CATALOG = "errmap.v1.ErrorCatalog"
@@ -126,22 +136,35 @@ def rich(error):
 
 def assert_catalog_error(error, name, locale="en-US"):
     """The call failed with catalog code `name`, as docs/design.md says, its
-    LocalizedMessage in `locale` with the text the proto gives for it."""
-    _, facts = spec(error_code_pb2.ErrorCode.Value(name))
+    LocalizedMessage in `locale` with the text the proto gives for it.
+
+    The error is read with the helpers protoc-gen-errmap generated
+    (``error_code_errmap.entry_of`` and the code's ``is_<name>``); what they
+    read is compared with the proto's own options, which is the check of
+    the helpers themselves. The entry is returned."""
+    number = error_code_pb2.ErrorCode.Value(name)
+    _, facts = spec(number)
     assert error.code() == getattr(grpc.StatusCode, facts.grpc_code)
-    status, found = rich(error)
-    info = found["ErrorInfo"]
-    assert info.reason == name
-    assert info.domain == DOMAIN
-    assert info.metadata["code"] == str(error_code_pb2.ErrorCode.Value(name))
-    assert found["LocalizedMessage"].locale == locale
+    entry = error_code_errmap.entry_of(error)
+    assert entry is not None, f"not a catalog error: {error}"
+    assert getattr(error_code_errmap, "is_" + name.lower())(error)
+    assert entry.reason == entry.name == name
+    assert entry.domain == DOMAIN
+    assert entry.code == number
+    assert entry.grpc_code == getattr(grpc.StatusCode, facts.grpc_code)
+    assert entry.http_status == facts.http_status
+    assert entry.category == facts.category
+    assert entry.locale == locale
     text = facts.message if locale == "en-US" else facts.messages[locale]
-    assert found["LocalizedMessage"].message == text
+    assert entry.localized_message == text
     if facts.HasField("retry_delay"):
-        assert found["RetryInfo"].retry_delay == facts.retry_delay
+        delay = facts.retry_delay
+        assert entry.retry_delay == delay.seconds + delay.nanos / 1e9
     else:
-        assert "RetryInfo" not in found
-    return status, found
+        assert entry.retry_delay is None
+    # grpcio-status's own reader agrees that code and message match.
+    assert rpc_status.from_call(error) is not None
+    return entry
 
 
 def test_every_code_by_number_and_name_matches_the_proto(server):
@@ -180,8 +203,8 @@ def test_list_errors_with_and_without_filter(server):
 def test_unknown_code_is_47_with_the_key_asked_for(server):
     with pytest.raises(grpc.RpcError) as caught:
         server.stub.GetError(catalog_pb2.GetErrorRequest(code=48), timeout=10)
-    _, found = assert_catalog_error(caught.value, "API_ITEM_NOT_FOUND")
-    assert found["ErrorInfo"].metadata["requestedCode"] == "48"
+    entry = assert_catalog_error(caught.value, "API_ITEM_NOT_FOUND")
+    assert entry.params == {"requestedCode": "48"}
 
 
 @pytest.mark.parametrize(
@@ -194,7 +217,8 @@ def test_unknown_code_is_47_with_the_key_asked_for(server):
 def test_missing_key_is_40_with_a_field_violation(server, request_, field):
     with pytest.raises(grpc.RpcError) as caught:
         server.stub.GetError(request_, timeout=10)
-    _, found = assert_catalog_error(caught.value, "API_INVALID_REQUEST")
+    assert_catalog_error(caught.value, "API_INVALID_REQUEST")
+    _, found = rich(caught.value)
     assert [v.field for v in found["BadRequest"].field_violations] == [field]
 
 
@@ -208,7 +232,8 @@ def test_errors_in_russian_pass_the_from_call_check(server):
     for metadata in (RUSSIAN_BROWSER, [("accept-language", "fr-CH, ru;q=0.5")]):
         with pytest.raises(grpc.RpcError) as caught:
             server.stub.GetError(catalog_pb2.GetErrorRequest(code=48), metadata=metadata, timeout=10)
-        status, _ = assert_catalog_error(caught.value, "API_ITEM_NOT_FOUND", locale="ru-RU")
+        assert_catalog_error(caught.value, "API_ITEM_NOT_FOUND", locale="ru-RU")
+        status, _ = rich(caught.value)
         assert caught.value.details() == status.message
         assert status.message.isascii(), status.message
     # A language the catalog lacks falls back to English.
@@ -238,7 +263,8 @@ def test_lookups_in_russian_match_the_proto(server):
 def test_unknown_category_is_40(server):
     with pytest.raises(grpc.RpcError) as caught:
         server.stub.ListErrors(catalog_pb2.ListErrorsRequest(category="nope"), timeout=10)
-    _, found = assert_catalog_error(caught.value, "API_INVALID_REQUEST")
+    assert_catalog_error(caught.value, "API_INVALID_REQUEST")
+    _, found = rich(caught.value)
     assert found["BadRequest"].field_violations[0].field == "category"
 
 
@@ -420,8 +446,8 @@ def test_load_shedding_is_44_with_retry_info():
         assert first.status == health_pb2.HealthCheckResponse.SERVING
         with pytest.raises(grpc.RpcError) as caught:
             _watch(s.channel)
-        _, found = assert_catalog_error(caught.value, "API_TOO_MANY_REQUESTS")
-        assert found["RetryInfo"].retry_delay.seconds == 1
+        entry = assert_catalog_error(caught.value, "API_TOO_MANY_REQUESTS")
+        assert entry.retry_delay == 1
         # Unary calls have their own places and are not shed.
         s.stub.GetError(catalog_pb2.GetErrorRequest(code=1), timeout=10)
         held.cancel()
@@ -451,8 +477,8 @@ def test_shutdown_answers_49_with_retry_info_and_finishes_in_flight_calls():
     assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
     with pytest.raises(grpc.RpcError) as caught:
         s.stub.GetError(catalog_pb2.GetErrorRequest(code=1), timeout=10)
-    _, found = assert_catalog_error(caught.value, "API_TRY_AGAIN_LATER")
-    assert found["RetryInfo"].retry_delay.seconds == 5
+    entry = assert_catalog_error(caught.value, "API_TRY_AGAIN_LATER")
+    assert entry.retry_delay == 5
     assert slow.release().error.name == "AUTH_EXPIRED_TOKEN"
     watch.cancel()
     assert s.terminate() == 0
@@ -561,8 +587,8 @@ def test_over_tls_with_the_test_ca_the_details_are_the_same():
         assert reply.error.name == "AUTH_EXPIRED_TOKEN"
         with pytest.raises(grpc.RpcError) as caught:
             s.stub.GetError(catalog_pb2.GetErrorRequest(code=48), timeout=10)
-        _, found = assert_catalog_error(caught.value, "API_ITEM_NOT_FOUND")
-        assert found["ErrorInfo"].metadata["requestedCode"] == "48"
+        entry = assert_catalog_error(caught.value, "API_ITEM_NOT_FOUND")
+        assert entry.params == {"requestedCode": "48"}
         # The same port refuses a plaintext client.
         plain = grpc.insecure_channel(s.addr)
         with pytest.raises(grpc.FutureTimeoutError):

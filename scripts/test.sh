@@ -111,6 +111,7 @@ rm -rf "$GOPATH_DIR"
 mkdir -p "$GOPATH_DIR/src"
 ln -s "$ROOT/tests/interop/go" "$GOPATH_DIR/src/errmapinterop"
 "$BUF" generate "$PROTOS" --template tests/interop/go/buf.gen.yaml -o "$GOPATH_DIR/src"
+"$VENV/bin/python" tests/interop/go/readme_snippet.py
 (
   cd "$GOPATH_DIR/src/errmapinterop"
   export GO111MODULE=off GOFLAGS= GOPATH="$GOPATH_DIR:/usr/share/gocode" GOCACHE="$ROOT/target/interop/gocache"

@@ -73,3 +73,18 @@ fn gen_is_what_buf_generate_writes_today() {
         "gen/ is stale: {stale:?}; run `buf generate` at the repository root (README, \"Other languages: generated helpers\")"
     );
 }
+
+#[test]
+fn the_readme_shows_buf_gen_yaml_as_it_is() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let config = std::fs::read_to_string(root.join("buf.gen.yaml")).unwrap();
+    let marker = "<!-- readme-snippet: buf-gen ";
+    let at = readme.find(marker).expect("the buf-gen snippet");
+    let block = readme[at..]
+        .split_once("```yaml\n")
+        .and_then(|(_, rest)| rest.split_once("```\n"))
+        .map(|(block, _)| block)
+        .expect("a yaml block after the marker");
+    assert_eq!(block, config, "README.md's buf.gen.yaml differs from the file");
+}

@@ -345,3 +345,23 @@ func TestRustReadsAndRelaysGoErrorsUntouched(t *testing.T) {
 		t.Fatalf("relay line 2: %v", lines[2])
 	}
 }
+
+// captureStdout returns what run prints to os.Stdout.
+func captureStdout(t *testing.T, run func()) string {
+	t.Helper()
+	reader, writer, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	saved := os.Stdout
+	os.Stdout = writer
+	done := make(chan string)
+	go func() {
+		read, _ := io.ReadAll(reader)
+		done <- string(read)
+	}()
+	run()
+	os.Stdout = saved
+	_ = writer.Close()
+	return <-done
+}

@@ -873,12 +873,16 @@ def test_the_readme_python_snippet_runs_as_written():
     shutil.copytree(PROTO, work / "proto")
     protoc_line = setup[1]
     assert protoc_line.startswith("python -m grpc_tools.protoc "), protoc_line
+    # protoc finds protoc-gen-errmap on PATH, where the README puts it.
+    path = os.path.dirname(PLUGIN) + os.pathsep + os.environ.get("PATH", "")
     generated = subprocess.run(
         ["bash", "-c", protoc_line.replace("python ", f"{sys.executable} ", 1)],
         cwd=work, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PATH": path},
     )
     assert generated.returncode == 0, generated.stderr
     assert generated.stderr == "", "protoc warned: " + generated.stderr
+    assert (work / "errmap" / "v1" / "error_code_errmap.py").is_file()
     (work / "miss.py").write_text(readme_snippet("python-miss"))
     s = Server()
     try:

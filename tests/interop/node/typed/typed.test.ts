@@ -7,7 +7,7 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, type ChildProcess } from "node:child_process";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { createInterface } from "node:readline";
 import fs from "node:fs";
 import http2 from "node:http2";
@@ -260,5 +260,20 @@ test("the shop's Rust server's errors, read by the generated TypeScript", async 
     assert.equal(shop.entryOf(down)?.retryDelay, 10);
   } finally {
     await stopProcess(proc);
+  }
+});
+
+test("the README's TypeScript snippet, compiled by tsc --strict, reads a miss", async () => {
+  const server = await startProcess(ERRMAP_BIN, ["serve", "--addr", "127.0.0.1:0"]);
+  try {
+    const ran = spawnSync(process.execPath, [path.join(HERE, "readme_miss.js")], {
+      env: { ...process.env, ERRMAP_ADDR: server.addr },
+      encoding: "utf8",
+      timeout: 60000,
+    });
+    assert.equal(ran.status, 0, ran.stderr);
+    assert.equal(ran.stdout, "no such code: 48\n");
+  } finally {
+    assert.equal(await stopProcess(server.proc), 0);
   }
 });

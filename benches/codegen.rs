@@ -42,7 +42,11 @@ fn request(parameter: &str) -> Vec<u8> {
 }
 
 fn plugin(c: &mut Criterion) {
-    let langs = ["lang=python", "lang=ts,import_extension=js", "lang=go,paths=source_relative"];
+    let langs = [
+        "lang=python",
+        "lang=ts,import_extension=js",
+        "lang=go,paths=source_relative",
+    ];
     let requests: Vec<Vec<u8>> = langs.iter().map(|p| request(p)).collect();
     for r in &requests {
         // Each request generates one file and no error.

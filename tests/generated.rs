@@ -86,5 +86,8 @@ fn the_readme_shows_buf_gen_yaml_as_it_is() {
         .and_then(|(_, rest)| rest.split_once("```\n"))
         .map(|(block, _)| block)
         .expect("a yaml block after the marker");
-    assert_eq!(block, config, "README.md's buf.gen.yaml differs from the file");
+    assert_eq!(
+        block, config,
+        "README.md's buf.gen.yaml differs from the file"
+    );
 }

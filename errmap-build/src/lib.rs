@@ -45,6 +45,9 @@
 //! Besides the Rust code, the builder writes the descriptor set of the
 //! compiled files, custom options kept, for server reflection and for
 //! `errmap serve --catalog`.
+//!
+//! The same catalogs become typed helpers for Python, TypeScript and Go
+//! through [`plugin`], the work of the `protoc-gen-errmap` protoc plugin.
 
 use std::{
     fmt::{self, Write as _},

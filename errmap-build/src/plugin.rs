@@ -33,6 +33,7 @@ use std::fmt;
 use prost::Message as _;
 use prost_reflect::DescriptorPool;
 
+pub use crate::lang::{GeneratedFile, GoPaths, ImportExtension};
 use crate::{lang, spec};
 
 /// The language to generate.
@@ -44,27 +45,6 @@ pub enum Lang {
     TypeScript,
     /// `<stem>_errmap.go`, in the file's `go_package`.
     Go,
-}
-
-/// The extension that relative TypeScript imports carry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ImportExtension {
-    /// `./x_pb` (protoc-gen-es v2's default).
-    None,
-    /// `./x_pb.js`, for Node's ES modules.
-    Js,
-    /// `./x_pb.ts`, for Deno and `allowImportingTsExtensions`.
-    Ts,
-}
-
-/// Where a Go file goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GoPaths {
-    /// In the directory of its `go_package` import path (protoc-gen-go's
-    /// default).
-    Import,
-    /// Beside the `.proto` file, at its path.
-    SourceRelative,
 }
 
 /// The plugin's parameter, parsed.
@@ -185,15 +165,6 @@ impl Options {
     }
 }
 
-/// One file the plugin writes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GeneratedFile {
-    /// The path under the output directory, `/`-separated.
-    pub name: String,
-    /// The file's text.
-    pub content: String,
-}
-
 /// `google.protobuf.compiler.CodeGeneratorRequest`, with the files kept as
 /// bytes so that no option is lost before the pool reads them.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -300,7 +271,12 @@ pub fn generate_from_pool(
                 .and_then(|o| o.go_package.clone()),
             catalogs: &in_file,
         };
-        out.push(lang::render(&source, options).map_err(PluginError::Unrepresentable)?);
+        let file = match options.lang {
+            Lang::Python => lang::python::render(&source),
+            Lang::TypeScript => lang::typescript::render(&source, options.import_extension),
+            Lang::Go => lang::go::render(&source, options.go_paths),
+        };
+        out.push(file.map_err(PluginError::Unrepresentable)?);
     }
     if options.lang == Lang::Go {
         lang::check_go_packages(&out).map_err(PluginError::Unrepresentable)?;

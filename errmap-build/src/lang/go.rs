@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use super::{check_names, comment, messages, pushback_ms, quote, upper_camel, Source};
-use crate::plugin::{GeneratedFile, GoPaths};
+use super::{GeneratedFile, GoPaths};
 use crate::spec::{CatalogSpec, EntrySpec};
 
 /// The names the file defines for itself.
@@ -58,7 +58,7 @@ fn spec_name(catalog: &CatalogSpec, entry: &EntrySpec) -> String {
     )
 }
 
-pub(super) fn render(source: &Source<'_>, paths: GoPaths) -> Result<GeneratedFile, String> {
+pub(crate) fn render(source: &Source<'_>, paths: GoPaths) -> Result<GeneratedFile, String> {
     let file = source.file;
     let Some(option) = source.go_package.as_deref() else {
         return Err(format!(

@@ -11,12 +11,41 @@
 
 use std::collections::BTreeMap;
 
-use crate::plugin::{GeneratedFile, Options};
 use crate::spec::{CatalogSpec, EntrySpec};
 
-mod go;
-mod python;
-mod typescript;
+pub(crate) mod go;
+pub(crate) mod python;
+pub(crate) mod typescript;
+
+/// The extension that relative TypeScript imports carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImportExtension {
+    /// `./x_pb` (protoc-gen-es v2's default).
+    None,
+    /// `./x_pb.js`, for Node's ES modules.
+    Js,
+    /// `./x_pb.ts`, for Deno and `allowImportingTsExtensions`.
+    Ts,
+}
+
+/// Where a Go file goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GoPaths {
+    /// In the directory of its `go_package` import path (protoc-gen-go's
+    /// default).
+    Import,
+    /// Beside the `.proto` file, at its path.
+    SourceRelative,
+}
+
+/// One file the plugin writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GeneratedFile {
+    /// The path under the output directory, `/`-separated.
+    pub name: String,
+    /// The file's text.
+    pub content: String,
+}
 
 /// What a renderer is given: one `.proto` file and its catalogs.
 pub(crate) struct Source<'a> {
@@ -26,16 +55,6 @@ pub(crate) struct Source<'a> {
     pub(crate) go_package: Option<String>,
     /// The catalogs the file defines, in file order.
     pub(crate) catalogs: &'a [&'a CatalogSpec],
-}
-
-/// The file for `source` in the language of `options`.
-pub(crate) fn render(source: &Source<'_>, options: &Options) -> Result<GeneratedFile, String> {
-    use crate::plugin::Lang;
-    match options.lang {
-        Lang::Python => python::render(source),
-        Lang::TypeScript => typescript::render(source, options.import_extension),
-        Lang::Go => go::render(source, options.go_paths),
-    }
 }
 
 /// Checks that two Go files of one request do not share a package, where

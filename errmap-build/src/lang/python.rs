@@ -4,8 +4,8 @@
 
 use std::fmt::Write as _;
 
+use super::GeneratedFile;
 use super::{check_names, comment, messages, pushback_ms, quote, snake, stem, upper_snake, Source};
-use crate::plugin::GeneratedFile;
 use crate::spec::{CatalogSpec, EntrySpec};
 
 /// Python's keywords, which no function or parameter may be named.
@@ -52,7 +52,7 @@ fn spec_name(catalog: &CatalogSpec, entry: &EntrySpec) -> String {
     )
 }
 
-pub(super) fn render(source: &Source<'_>) -> Result<GeneratedFile, String> {
+pub(crate) fn render(source: &Source<'_>) -> Result<GeneratedFile, String> {
     let file = source.file;
     check_names(
         file,

@@ -9,7 +9,7 @@ use super::{
     check_names, comment, lower_camel, messages, pushback_ms, quote, stem, upper_camel,
     upper_snake, Source,
 };
-use crate::plugin::{GeneratedFile, ImportExtension};
+use super::{GeneratedFile, ImportExtension};
 use crate::spec::{CatalogSpec, EntrySpec};
 
 /// Words TypeScript reserves, which no function may be named.
@@ -116,7 +116,7 @@ fn relative(from: &str, to: &str) -> String {
     out
 }
 
-pub(super) fn render(source: &Source<'_>, ext: ImportExtension) -> Result<GeneratedFile, String> {
+pub(crate) fn render(source: &Source<'_>, ext: ImportExtension) -> Result<GeneratedFile, String> {
     let file = source.file;
     check_names(
         file,

@@ -97,7 +97,11 @@ echo "==> Node interop (@grpc/grpc-js, @grpc/proto-loader, protobufjs; Connect a
 BUF="$ROOT/tests/interop/node/node_modules/.bin/buf"
 
 echo "==> Go interop (Debian's golang packages, offline: grpc-go, genproto, protobuf; the generated Go under go vet)"
-GO_PACKAGES="golang-go golang-google-grpc-dev golang-google-genproto-dev golang-goprotobuf-dev golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev"
+# golang-goprotobuf-dev is bookworm's transitional package for
+# github.com/golang/protobuf 1.3, which predates google.golang.org/protobuf
+# and conflicts with its 1.5 successor; the helpers import
+# google.golang.org/protobuf, so the 1.5 line is installed in its place.
+GO_PACKAGES="golang-go golang-google-grpc-dev golang-google-genproto-dev golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev"
 if ! command -v go >/dev/null 2>&1 || [ ! -d /usr/share/gocode/src/google.golang.org/protobuf ] \
    || [ ! -d /usr/share/gocode/src/google.golang.org/grpc ] \
    || [ ! -d /usr/share/gocode/src/google.golang.org/genproto/googleapis/rpc/errdetails ]; then

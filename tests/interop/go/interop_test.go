@@ -219,16 +219,23 @@ func (p *proc) stop(t *testing.T) string {
 	t.Helper()
 	_ = p.stdin.Close()
 	_ = p.cmd.Process.Signal(os.Interrupt)
-	rest, _ := io.ReadAll(p.out)
-	done := make(chan error, 1)
-	go func() { done <- p.cmd.Wait() }()
+	// The output is read to its end before Wait, which closes the pipe; a
+	// process that does not exit is killed after 20 s.
+	read := make(chan string, 1)
+	go func() {
+		rest, _ := io.ReadAll(p.out)
+		read <- string(rest)
+	}()
+	var rest string
 	select {
-	case <-done:
+	case rest = <-read:
 	case <-time.After(20 * time.Second):
 		_ = p.cmd.Process.Kill()
+		_ = p.cmd.Wait()
 		t.Fatal("no exit in 20 s")
 	}
-	return string(rest)
+	_ = p.cmd.Wait()
+	return rest
 }
 
 func bin(t *testing.T, env, fallback string) string {

@@ -65,7 +65,7 @@ use std::{
 
 use http::{header, HeaderName, HeaderValue, Method, StatusCode};
 
-use crate::http_api::HttpApi;
+use crate::{connect::ConnectApi, http_api::HttpApi};
 use tower::{Layer, Service};
 
 /// The request headers a gRPC-Web client may send cross-origin: the
@@ -414,6 +414,7 @@ where
 pub struct WebLayer {
     enabled: bool,
     http: Option<Arc<HttpApi>>,
+    connect: Option<Arc<ConnectApi>>,
 }
 
 impl WebLayer {
@@ -422,6 +423,7 @@ impl WebLayer {
         Self {
             enabled: true,
             http: None,
+            connect: None,
         }
     }
 
@@ -430,6 +432,7 @@ impl WebLayer {
         Self {
             enabled: false,
             http: None,
+            connect: None,
         }
     }
 
@@ -437,6 +440,18 @@ impl WebLayer {
     /// ([`HttpApi`]) on `GET`s of their paths.
     pub fn with_http_api(mut self, api: HttpApi) -> Self {
         self.http = Some(Arc::new(api));
+        self
+    }
+
+    /// Also serves the Connect protocol's unary calls ([`ConnectApi`]).
+    pub fn with_connect(mut self, api: ConnectApi) -> Self {
+        self.connect = Some(Arc::new(api));
+        self
+    }
+
+    /// [`with_connect`](Self::with_connect) when `api` is `Some`.
+    pub fn with_connect_if(mut self, api: Option<ConnectApi>) -> Self {
+        self.connect = api.map(Arc::new);
         self
     }
 }
@@ -456,6 +471,7 @@ impl<S: Clone> Layer<S> for WebLayer {
                 .enabled
                 .then(|| tonic_web::GrpcWebLayer::new().layer(inner.clone())),
             http: self.http.clone(),
+            connect: self.connect.clone(),
             grpc: inner,
         }
     }
@@ -466,6 +482,7 @@ impl<S: Clone> Layer<S> for WebLayer {
 pub struct Web<S> {
     web: Option<tonic_web::GrpcWebService<S>>,
     http: Option<Arc<HttpApi>>,
+    connect: Option<Arc<ConnectApi>>,
     grpc: S,
 }
 
@@ -516,6 +533,24 @@ where
 
     fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
         if let Some(api) = self
+            .connect
+            .as_ref()
+            .filter(|_| !is_grpc_family(request.headers()) && ConnectApi::handles(&request))
+        {
+            let api = api.clone();
+            let clone = self.grpc.clone();
+            let grpc = std::mem::replace(&mut self.grpc, clone);
+            return WebFuture {
+                kind: WebKind::Http {
+                    future: Box::pin(async move {
+                        api.call(grpc, request)
+                            .await
+                            .map(|body| tonic::body::Body::new(http_body_util::Full::new(body)))
+                    }),
+                },
+            };
+        }
+        if let Some(api) = self
             .http
             .as_ref()
             .filter(|_| HttpApi::handles(&request) || !is_grpc_family(request.headers()))
@@ -527,7 +562,9 @@ where
             let grpc = std::mem::replace(&mut self.grpc, clone);
             return WebFuture {
                 kind: WebKind::Http {
-                    future: Box::pin(async move { api.call(grpc, request).await }),
+                    future: Box::pin(async move {
+                        api.call(grpc, request).await.map(tonic::body::Body::new)
+                    }),
                 },
             };
         }
@@ -560,7 +597,7 @@ pin_project_lite::pin_project! {
     enum WebKind<F> {
         Web { #[pin] future: tonic_web::ResponseFuture<F> },
         Grpc { #[pin] future: F },
-        Http { future: Pin<Box<dyn Future<Output = http::Response<String>> + Send>> },
+        Http { future: Pin<Box<dyn Future<Output = http::Response<tonic::body::Body>> + Send>> },
     }
 }
 
@@ -580,9 +617,10 @@ where
             WebKindProj::Grpc { future } => future
                 .poll(cx)
                 .map_ok(|response| response.map(|body| WebBody::grpc(body))),
-            WebKindProj::Http { future } => future.as_mut().poll(cx).map(|response| {
-                Ok(response.map(|body| WebBody::web(tonic::body::Body::new(body))))
-            }),
+            WebKindProj::Http { future } => future
+                .as_mut()
+                .poll(cx)
+                .map(|response| Ok(response.map(WebBody::web))),
         }
     }
 }

@@ -192,6 +192,7 @@ struct UnaryMethod {
 pub struct ConnectApi {
     methods: Arc<HashMap<String, UnaryMethod>>,
     max_request_size: usize,
+    catalogs: crate::reload::LiveCatalogs,
 }
 
 /// Headers of a Connect request that are the protocol's, not the call's
@@ -218,8 +219,13 @@ fn is_protocol_header(name: &HeaderName) -> bool {
 }
 
 impl ConnectApi {
-    /// The unary methods of every service that `pool` defines.
-    pub fn new(pool: &DescriptorPool, max_request_size: usize) -> Self {
+    /// The unary methods of every service that `pool` defines; a GET's
+    /// `ETag` comes from `catalogs`' content hashes.
+    pub fn new(
+        pool: &DescriptorPool,
+        max_request_size: usize,
+        catalogs: crate::reload::LiveCatalogs,
+    ) -> Self {
         let mut methods = HashMap::new();
         for service in pool.services() {
             for method in service.methods() {
@@ -244,6 +250,7 @@ impl ConnectApi {
         Self {
             methods: Arc::new(methods),
             max_request_size,
+            catalogs,
         }
     }
 
@@ -255,10 +262,15 @@ impl ConnectApi {
             return false;
         }
         match *request.method() {
-            Method::POST => request
-                .headers()
-                .get(header::CONTENT_TYPE)
-                .is_some_and(|v| Codec::of_media_type(v.as_bytes()).is_some()),
+            // A POST in a Connect codec, or one that says it is Connect
+            // (and gets 415 if its codec is not one of ours).
+            Method::POST => {
+                request
+                    .headers()
+                    .get(header::CONTENT_TYPE)
+                    .is_some_and(|v| Codec::of_media_type(v.as_bytes()).is_some())
+                    || request.headers().contains_key(PROTOCOL_VERSION)
+            }
             Method::GET => request
                 .uri()
                 .query()
@@ -278,10 +290,66 @@ impl ConnectApi {
         S: Service<http::Request<tonic::body::Body>, Response = http::Response<B>>,
         B: http_body::Body<Data = Bytes>,
     {
-        match self.answer(grpc, request).await {
+        let get = request.method() == Method::GET;
+        let credentials = request.headers().contains_key(header::AUTHORIZATION);
+        let tag = get.then(|| self.etag(&request));
+        let if_none_match = request.headers().get(header::IF_NONE_MATCH).cloned();
+        let unsupported = request.method() == Method::POST
+            && !request
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .is_some_and(|v| Codec::of_media_type(v.as_bytes()).is_some());
+        if unsupported {
+            let mut response = error_response(&invalid(
+                "a Connect call's content type is application/proto or application/json",
+            ));
+            *response.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
+            return response;
+        }
+        let mut response = match self.answer(grpc, request).await {
             Ok(response) => response,
             Err(status) => error_response(&status),
+        };
+        if let Some(tag) = tag.filter(|_| response.status() == StatusCode::OK) {
+            if if_none_match.is_some_and(|v| etag_matches(&v, &tag)) {
+                *response.status_mut() = StatusCode::NOT_MODIFIED;
+                *response.body_mut() = Bytes::new();
+                response.headers_mut().remove(header::CONTENT_TYPE);
+            }
+            response.headers_mut().insert(header::ETAG, tag);
+            response
+                .headers_mut()
+                .insert(header::VARY, HeaderValue::from_static("Accept-Language"));
+            response.headers_mut().insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static(if credentials {
+                    "private, no-cache"
+                } else {
+                    "public, no-cache"
+                }),
+            );
         }
+        response
+    }
+
+    /// A GET's entity tag: the catalogs' content hashes, the path, the
+    /// query and the locale asked for, hashed. An answer changes only when
+    /// one of them does (a reload, another question, another language).
+    fn etag<B>(&self, request: &http::Request<B>) -> HeaderValue {
+        use std::hash::{Hash as _, Hasher as _};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        for table in self.catalogs.load().tables() {
+            table.content_hash().hash(&mut hasher);
+        }
+        request.uri().path().hash(&mut hasher);
+        request.uri().query().unwrap_or("").hash(&mut hasher);
+        request
+            .headers()
+            .get(header::ACCEPT_LANGUAGE)
+            .map(HeaderValue::as_bytes)
+            .hash(&mut hasher);
+        HeaderValue::from_str(&format!("\"{:016x}\"", hasher.finish()))
+            .unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
     }
 
     async fn answer<S, B>(
@@ -387,6 +455,19 @@ impl ConnectApi {
         out.insert(header::CONTENT_TYPE, codec.content_type());
         Ok(response)
     }
+}
+
+/// `Connect-Protocol-Version`, which a Connect client sends with every call.
+const PROTOCOL_VERSION: &str = "connect-protocol-version";
+
+/// Whether an `If-None-Match` value names `tag` (or is `*`).
+fn etag_matches(value: &HeaderValue, tag: &HeaderValue) -> bool {
+    let Ok(value) = value.to_str() else {
+        return false;
+    };
+    value.split(',').map(str::trim).any(|v| {
+        v == "*" || v.strip_prefix("W/").unwrap_or(v) == tag.to_str().unwrap_or("")
+    })
 }
 
 /// Whether `path` has a gRPC method's shape: `/package.Service/Method`.

@@ -665,6 +665,7 @@ async fn run(
                 crate::connect::ConnectApi::new(
                     &connect_pool(&static_sets),
                     config.max_request_size,
+                    config.catalogs.clone(),
                 )
             })),
         )

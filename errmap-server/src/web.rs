@@ -68,29 +68,36 @@ use http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use crate::{connect::ConnectApi, http_api::HttpApi};
 use tower::{Layer, Service};
 
-/// The request headers a gRPC-Web client may send cross-origin: the
-/// content type, gRPC-Web's own (`x-grpc-web`, `x-user-agent`), the
-/// deadline (`grpc-timeout`), a token (`authorization`, or `token` as the
-/// legacy API took it), and the locale (`accept-language`).
-pub const ALLOW_HEADERS: [HeaderName; 7] = [
+/// The request headers a gRPC-Web or Connect client may send
+/// cross-origin: the content type, gRPC-Web's own (`x-grpc-web`,
+/// `x-user-agent`), Connect's (`connect-protocol-version`, and the
+/// deadline `connect-timeout-ms`), gRPC's deadline (`grpc-timeout`), a
+/// token (`authorization`, or `token` as the legacy API took it), the
+/// locale (`accept-language`), and `if-none-match` for cached lookups.
+pub const ALLOW_HEADERS: [HeaderName; 10] = [
     header::CONTENT_TYPE,
     HeaderName::from_static("x-grpc-web"),
     HeaderName::from_static("x-user-agent"),
     HeaderName::from_static("grpc-timeout"),
+    HeaderName::from_static("connect-protocol-version"),
+    HeaderName::from_static("connect-timeout-ms"),
     header::AUTHORIZATION,
     HeaderName::from_static("token"),
     header::ACCEPT_LANGUAGE,
+    header::IF_NONE_MATCH,
 ];
 
 /// The response headers a page may read: the status, its message and its
-/// details, which a trailers-only error carries as headers; and, for the
-/// HTTP/JSON API, `Retry-After` and `WWW-Authenticate`.
-pub const EXPOSE_HEADERS: [HeaderName; 5] = [
+/// details, which a trailers-only error carries as headers; for the
+/// HTTP/JSON API and Connect, `Retry-After` and `WWW-Authenticate`; and a
+/// cached lookup's `ETag`.
+pub const EXPOSE_HEADERS: [HeaderName; 6] = [
     HeaderName::from_static("grpc-status"),
     HeaderName::from_static("grpc-message"),
     HeaderName::from_static("grpc-status-details-bin"),
     header::RETRY_AFTER,
     header::WWW_AUTHENTICATE,
+    header::ETAG,
 ];
 
 /// How long a browser may cache a preflight answer. Chromium caps it at

@@ -306,7 +306,28 @@ impl ConnectApi {
             *response.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
             return response;
         }
-        let mut response = match self.answer(grpc, request).await {
+        // Connect-Timeout-Ms is the call's deadline: the answer is dropped
+        // at it, and the caller gets deadline_exceeded (the connection's
+        // own backstop reads only gRPC's grpc-timeout).
+        let timeout = request
+            .headers()
+            .get(TIMEOUT)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty() && v.len() <= 10 && v.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_millis);
+        let answer = self.answer(grpc, request);
+        let answered = match timeout {
+            Some(limit) => tokio::time::timeout(limit, answer)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Status::deadline_exceeded(
+                        "the call ran past its Connect-Timeout-Ms",
+                    ))
+                }),
+            None => answer.await,
+        };
+        let mut response = match answered {
             Ok(response) => response,
             Err(status) => error_response(&status),
         };
@@ -403,12 +424,14 @@ impl ConnectApi {
                 .to_bytes();
             (codec, bytes.to_vec())
         };
-        let Some(method) = method else {
-            return Err(Status::from(ErrorCode::ApiMethodNotFound));
-        };
-        let proto = match codec {
-            Codec::Proto => message,
-            Codec::Json => {
+        // A method the descriptors do not name may still be served (a
+        // service added without its descriptor set): in proto, the call
+        // goes through as it is, and routing answers 43 if nothing serves
+        // it. JSON needs the types.
+        let proto = match (codec, &method) {
+            (Codec::Proto, _) => message,
+            (Codec::Json, None) => return Err(Status::from(ErrorCode::ApiMethodNotFound)),
+            (Codec::Json, Some(method)) => {
                 let text = if message.is_empty() {
                     b"{}".as_slice()
                 } else {
@@ -426,9 +449,10 @@ impl ConnectApi {
             }
         };
         let (headers, reply, trailers) = forward(grpc, &path, proto, &parts.headers).await?;
-        let body = match codec {
-            Codec::Proto => reply,
-            Codec::Json => {
+        let body = match (codec, &method) {
+            (Codec::Proto, _) => reply,
+            (Codec::Json, None) => return Err(Status::from(ErrorCode::ApiInternalServerError)),
+            (Codec::Json, Some(method)) => {
                 let decoded = DynamicMessage::decode(method.output.clone(), reply)
                     .map_err(|_| Status::from(ErrorCode::ApiInternalServerError))?;
                 let options = prost_reflect::SerializeOptions::new().use_enum_numbers(true);
@@ -460,14 +484,18 @@ impl ConnectApi {
 /// `Connect-Protocol-Version`, which a Connect client sends with every call.
 const PROTOCOL_VERSION: &str = "connect-protocol-version";
 
+/// `Connect-Timeout-Ms`, the call's deadline in milliseconds.
+const TIMEOUT: &str = "connect-timeout-ms";
+
 /// Whether an `If-None-Match` value names `tag` (or is `*`).
 fn etag_matches(value: &HeaderValue, tag: &HeaderValue) -> bool {
     let Ok(value) = value.to_str() else {
         return false;
     };
-    value.split(',').map(str::trim).any(|v| {
-        v == "*" || v.strip_prefix("W/").unwrap_or(v) == tag.to_str().unwrap_or("")
-    })
+    value
+        .split(',')
+        .map(str::trim)
+        .any(|v| v == "*" || v.strip_prefix("W/").unwrap_or(v) == tag.to_str().unwrap_or(""))
 }
 
 /// Whether `path` has a gRPC method's shape: `/package.Service/Method`.
@@ -527,7 +555,7 @@ where
         HeaderValue::from_static("application/grpc"),
     );
     out.insert(header::TE, HeaderValue::from_static("trailers"));
-    if let Some(timeout) = headers.get("connect-timeout-ms").and_then(grpc_timeout) {
+    if let Some(timeout) = headers.get(TIMEOUT).and_then(grpc_timeout) {
         out.insert("grpc-timeout", timeout);
     }
     let unavailable = || Status::from(ErrorCode::ApiInternalServerError);

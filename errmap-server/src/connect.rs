@@ -295,10 +295,10 @@ impl ConnectApi {
         let tag = get.then(|| self.etag(&request));
         let if_none_match = request.headers().get(header::IF_NONE_MATCH).cloned();
         let unsupported = request.method() == Method::POST
-            && !request
+            && request
                 .headers()
                 .get(header::CONTENT_TYPE)
-                .is_some_and(|v| Codec::of_media_type(v.as_bytes()).is_some());
+                .is_none_or(|v| Codec::of_media_type(v.as_bytes()).is_none());
         if unsupported {
             let mut response = error_response(&invalid(
                 "a Connect call's content type is application/proto or application/json",

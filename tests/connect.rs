@@ -450,3 +450,37 @@ async fn off_the_port_speaks_no_connect() {
     assert_eq!(reply.json()["error"]["code"], 40);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn metrics_count_connect_calls_apart() {
+    let metrics = errmap_server::metrics::Metrics::new();
+    let mut config = ServerConfig::default();
+    config.metrics = Some(metrics.clone());
+    let server = TestServer::start(config).await;
+    let url = format!("http://{}{GET_ERROR}", server.addr);
+    let miss = send(
+        false,
+        http::Method::POST,
+        &url,
+        &[JSON],
+        br#"{"code": 48}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(miss.status, 404);
+    let _ = grpc_error_info(&server, 48).await;
+    let text = metrics.encode(false);
+    let line = |system: &str| {
+        text.lines()
+            .find(|l| {
+                l.starts_with("rpc_server_call_duration_seconds_count")
+                    && l.contains(&format!("rpc_system=\"{system}\""))
+                    && l.contains("GetError")
+                    && l.contains("API_ITEM_NOT_FOUND")
+            })
+            .unwrap_or_else(|| panic!("no {system} series in\n{text}"))
+            .to_owned()
+    };
+    assert!(line("connect").ends_with(" 1"), "{}", line("connect"));
+    assert!(line("grpc").ends_with(" 1"), "{}", line("grpc"));
+    server.stop().await;
+}

@@ -66,6 +66,11 @@ impl Codec {
     }
 }
 
+/// Marks the gRPC call a Connect call became, in its extensions: metrics
+/// count it as `rpc_system="connect"`.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectCall;
+
 /// Connect's name for a gRPC code.
 pub fn code_name(code: Code) -> &'static str {
     match code {
@@ -448,7 +453,8 @@ impl ConnectApi {
                 decoded.encode_to_vec()
             }
         };
-        let (headers, reply, trailers) = forward(grpc, &path, proto, &parts.headers).await?;
+        let (headers, reply, trailers) =
+            forward(grpc, &path, proto, &parts.headers, parts.extensions).await?;
         let body = match (codec, &method) {
             (Codec::Proto, _) => reply,
             (Codec::Json, None) => return Err(Status::from(ErrorCode::ApiInternalServerError)),
@@ -530,6 +536,7 @@ async fn forward<S, B>(
     path: &str,
     message: Vec<u8>,
     headers: &HeaderMap,
+    extensions: http::Extensions,
 ) -> Result<(HeaderMap, Bytes, HeaderMap), Status>
 where
     S: Service<http::Request<tonic::body::Body>, Response = http::Response<B>>,
@@ -546,6 +553,9 @@ where
     *request.uri_mut() =
         http::Uri::try_from(path).map_err(|_| Status::from(ErrorCode::ApiMethodNotFound))?;
     *request.version_mut() = http::Version::HTTP_2;
+    // The connection's extensions (the peer) go along, with the mark.
+    *request.extensions_mut() = extensions;
+    request.extensions_mut().insert(ConnectCall);
     let out = request.headers_mut();
     for (name, value) in headers.iter().filter(|(n, _)| !is_protocol_header(n)) {
         out.append(name.clone(), value.clone());

@@ -1308,10 +1308,14 @@ async fn run(options: Options) -> Result<serde_json::Value, String> {
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .build_http();
     let http_base = format!("http://{errmap_addr}");
+    // TCP_NODELAY, as tonic's channels set it: without it the small h2
+    // frames of a call wait on delayed ACKs (40 ms).
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_nodelay(true);
     let connect_client: ConnectClient =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .http2_only(true)
-            .build_http();
+            .build(connector);
     let no_connect_channels = connect(server(Role::NoConnect).addr, options.channels).await;
     let retry_layer = RetryLayer::new(RetryPolicy::default());
     let clients = |target: Target| match target {
@@ -1458,6 +1462,9 @@ async fn run(options: Options) -> Result<serde_json::Value, String> {
         "with_vs_without_grpc_web_hit": cpu_ratio("errmap/hit", "grpc-only/hit", false),
         "tls_vs_plaintext_hit": cpu_ratio("errmap-tls/hit", "errmap/hit", false),
         "client_retry_layer_on_vs_off_hit": cpu_ratio("errmap-retry/hit", "errmap/hit", true),
+        "connect_json_vs_grpc_hit": cpu_ratio("errmap-connect-json/hit", "errmap/hit", false),
+        "connect_proto_vs_grpc_hit": cpu_ratio("errmap-connect-proto/hit", "errmap/hit", false),
+        "grpc_hit_with_vs_without_connect": cpu_ratio("errmap/hit", "no-connect/hit", false),
     });
     let (largest_code, largest_size) = largest_bare_status();
 

@@ -146,7 +146,14 @@ pub fn error_body(status: &Status) -> String {
 /// table, `application/json`, and `Retry-After` (whole seconds, rounded
 /// up) where the status carries a retry delay.
 pub fn error_response(status: &Status) -> http::Response<Bytes> {
-    let mut response = http::Response::new(Bytes::from(error_body(status)));
+    let mut body = error_body(status);
+    if body.len() > crate::layer::MAX_TRAILER_BLOCK {
+        // The trailer budget, as a body budget: a status that fit its
+        // trailers fits here too, but JSON's quoting may tip one over. The
+        // catalog's own answer for the code then goes instead.
+        body = error_body(&budget_fallback(status));
+    }
+    let mut response = http::Response::new(Bytes::from(body));
     *response.status_mut() = http_status(status.code());
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -162,6 +169,15 @@ pub fn error_response(status: &Status) -> http::Response<Bytes> {
         }
     }
     response
+}
+
+/// What goes out when a status's Connect body is over the budget: the
+/// catalog's status for the same code, or 42 if it has none.
+fn budget_fallback(status: &Status) -> Status {
+    errmap::details::ErrorDetails::decode(status.details())
+        .ok()
+        .and_then(|d| d.error_code::<ErrorCode>())
+        .map_or_else(|| Status::from(ErrorCode::ApiInternalServerError), Status::from)
 }
 
 /// `Connect-Timeout-Ms` as gRPC's `grpc-timeout`: the same milliseconds,

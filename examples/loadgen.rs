@@ -353,15 +353,20 @@ impl CatalogClient {
                     _ => 0,
                 };
                 let (content_type, body) = if *json {
-                    ("application/json", format!("{{\"code\":{code}}}").into_bytes())
+                    (
+                        "application/json",
+                        format!("{{\"code\":{code}}}").into_bytes(),
+                    )
                 } else {
-                    ("application/proto", prost::Message::encode_to_vec(request.get_ref()))
+                    (
+                        "application/proto",
+                        prost::Message::encode_to_vec(request.get_ref()),
+                    )
                 };
-                let mut post = http::Request::post(format!(
-                    "{base}/errmap.v1.ErrorCatalog/GetError"
-                ))
-                .header("content-type", content_type)
-                .header("connect-protocol-version", "1");
+                let mut post =
+                    http::Request::post(format!("{base}/errmap.v1.ErrorCatalog/GetError"))
+                        .header("content-type", content_type)
+                        .header("connect-protocol-version", "1");
                 if let Some(token) = request.metadata().get("authorization") {
                     post = post.header("authorization", token.as_bytes());
                 }

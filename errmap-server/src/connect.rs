@@ -177,7 +177,10 @@ fn budget_fallback(status: &Status) -> Status {
     errmap::details::ErrorDetails::decode(status.details())
         .ok()
         .and_then(|d| d.error_code::<ErrorCode>())
-        .map_or_else(|| Status::from(ErrorCode::ApiInternalServerError), Status::from)
+        .map_or_else(
+            || Status::from(ErrorCode::ApiInternalServerError),
+            Status::from,
+        )
 }
 
 /// `Connect-Timeout-Ms` as gRPC's `grpc-timeout`: the same milliseconds,

@@ -484,3 +484,60 @@ async fn metrics_count_connect_calls_apart() {
     assert!(line("grpc").ends_with(" 1"), "{}", line("grpc"));
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_body_that_stalls_gets_40_at_the_body_timeout() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut config = ServerConfig::default();
+    config.request_body_timeout = Duration::from_millis(300);
+    let server = TestServer::start(config).await;
+    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    tcp.write_all(
+        b"POST /errmap.v1.ErrorCatalog/GetError HTTP/1.1\r\nhost: x\r\n\
+          content-type: application/json\r\ncontent-length: 100\r\n\r\n{\"code\":",
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = tcp.read(&mut buf).await.unwrap();
+            answer.extend_from_slice(&buf[..n]);
+            if n == 0 || answer.windows(4).any(|w| w == b"\r\n\r\n") && answer.ends_with(b"}") {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "no answer within 10 s");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert!(text.contains("\"code\":\"invalid_argument\""), "{text}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bodies_share_the_intake_budget() {
+    let mut config = ServerConfig::default();
+    config.intake_memory = 1024;
+    let server = TestServer::start(config).await;
+    let url = format!("http://{}{GET_ERROR}", server.addr);
+    // One body larger than the whole budget (but under the size limit).
+    let big = format!(r#"{{"name": "{}"}}"#, "A".repeat(4096));
+    let over = send(false, http::Method::POST, &url, &[JSON], big.into_bytes()).await;
+    assert_eq!(over.status, 429, "{}", String::from_utf8_lossy(&over.body));
+    let info = pb::rpc::ErrorInfo::decode(over.detail("google.rpc.ErrorInfo").as_slice()).unwrap();
+    assert_eq!(info.metadata["code"], "44");
+    // The budget is given back: a small call passes.
+    let small = send(
+        false,
+        http::Method::POST,
+        &url,
+        &[JSON],
+        br#"{"code": 21}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(small.status, 200);
+    server.stop().await;
+}

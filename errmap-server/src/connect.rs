@@ -215,8 +215,37 @@ struct UnaryMethod {
 #[derive(Debug, Clone)]
 pub struct ConnectApi {
     methods: Arc<HashMap<String, UnaryMethod>>,
-    max_request_size: usize,
+    limits: ConnectLimits,
+    /// Bytes of Connect request bodies held right now, across calls.
+    held: Arc<std::sync::atomic::AtomicUsize>,
     catalogs: crate::reload::LiveCatalogs,
+}
+
+/// The limits a Connect request body is read under: the same as a gRPC
+/// request's.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectLimits {
+    /// The largest body, in bytes (`--max-request-size`): over it, 40.
+    pub max_request_size: usize,
+    /// How long the whole body may take to arrive (the request body
+    /// timeout): past it, 40.
+    pub body_timeout: Duration,
+    /// The bytes all Connect bodies being read may hold at once (the intake
+    /// memory): a body that would go over it gets 44.
+    pub intake_memory: usize,
+}
+
+/// Gives a body's bytes back to the budget when the body is done with.
+struct Held<'a> {
+    held: &'a std::sync::atomic::AtomicUsize,
+    bytes: usize,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.held
+            .fetch_sub(self.bytes, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// Headers of a Connect request that are the protocol's, not the call's
@@ -247,7 +276,7 @@ impl ConnectApi {
     /// `ETag` comes from `catalogs`' content hashes.
     pub fn new(
         pool: &DescriptorPool,
-        max_request_size: usize,
+        limits: ConnectLimits,
         catalogs: crate::reload::LiveCatalogs,
     ) -> Self {
         let mut methods = HashMap::new();
@@ -273,7 +302,8 @@ impl ConnectApi {
         }
         Self {
             methods: Arc::new(methods),
-            max_request_size,
+            limits,
+            held: Arc::default(),
             catalogs,
         }
     }
@@ -377,6 +407,40 @@ impl ConnectApi {
         response
     }
 
+    /// Reads a request body within the limits: the size, the body timeout,
+    /// and the budget all Connect bodies share.
+    async fn read_body(&self, mut body: tonic::body::Body) -> Result<Vec<u8>, Status> {
+        use std::sync::atomic::Ordering;
+        let mut held = Held {
+            held: &self.held,
+            bytes: 0,
+        };
+        let mut out = Vec::new();
+        let read = async {
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|_| invalid("the request body could not be read"))?;
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                if out.len() + data.len() > self.limits.max_request_size {
+                    return Err(invalid("the request is over the size limit"));
+                }
+                let before = self.held.fetch_add(data.len(), Ordering::AcqRel);
+                held.bytes += data.len();
+                if before + data.len() > self.limits.intake_memory {
+                    return Err(Status::from(ErrorCode::ApiTooManyRequests));
+                }
+                out.extend_from_slice(&data);
+            }
+            Ok(())
+        };
+        match tokio::time::timeout(self.limits.body_timeout, read).await {
+            Ok(Ok(())) => Ok(out),
+            Ok(Err(status)) => Err(status),
+            Err(_) => Err(invalid("the request body did not arrive in time")),
+        }
+    }
+
     /// A GET's entity tag: the catalogs' content hashes, the path, the
     /// query and the locale asked for, hashed. An answer changes only when
     /// one of them does (a reload, another question, another language).
@@ -438,15 +502,7 @@ impl ConnectApi {
                 .ok_or_else(|| {
                     invalid("the content type must be application/proto or application/json")
                 })?;
-            let limited = http_body_util::Limited::new(body, self.max_request_size);
-            let bytes = limited
-                .collect()
-                .await
-                .map_err(|_| {
-                    invalid("the request is over the size limit, or its body could not be read")
-                })?
-                .to_bytes();
-            (codec, bytes.to_vec())
+            (codec, self.read_body(body).await?)
         };
         // A method the descriptors do not name may still be served (a
         // service added without its descriptor set): in proto, the call

@@ -664,7 +664,11 @@ async fn run(
             .with_connect_if(config.connect.then(|| {
                 crate::connect::ConnectApi::new(
                     &connect_pool(&static_sets),
-                    config.max_request_size,
+                    crate::connect::ConnectLimits {
+                        max_request_size: config.max_request_size,
+                        body_timeout: config.request_body_timeout,
+                        intake_memory: config.intake_memory,
+                    },
                     config.catalogs.clone(),
                 )
             })),

@@ -314,6 +314,8 @@ async fn failures_before_the_handler_get_connect_bodies() {
     .await;
     assert_eq!(too_large.status, 400);
     assert_eq!(too_large.json()["code"], "invalid_argument");
+    // The rest of the body is never read: HTTP/1.1 must not reuse the connection.
+    assert_eq!(too_large.header("connection"), "close");
     // JSON that is not the request type: 40.
     let wrong = send(
         false,

@@ -345,6 +345,7 @@ impl ConnectApi {
         B: http_body::Body<Data = Bytes>,
     {
         let get = request.method() == Method::GET;
+        let http1 = request.version() <= http::Version::HTTP_11;
         let credentials = request.headers().contains_key(header::AUTHORIZATION);
         let tag = get.then(|| self.etag(&request));
         let if_none_match = request.headers().get(header::IF_NONE_MATCH).cloned();
@@ -375,15 +376,26 @@ impl ConnectApi {
             Some(limit) => tokio::time::timeout(limit, answer)
                 .await
                 .unwrap_or_else(|_| {
-                    Err(Status::deadline_exceeded(
+                    Err(Failure::from(Status::deadline_exceeded(
                         "the call ran past its Connect-Timeout-Ms",
-                    ))
+                    )))
                 }),
             None => answer.await,
         };
         let mut response = match answered {
             Ok(response) => response,
-            Err(status) => error_response(&status),
+            Err(failure) => {
+                let mut response = error_response(&failure.status);
+                // A body refused part-way (too large, too slow, over the
+                // budget) leaves bytes on an HTTP/1.1 connection that no
+                // request will read: the client must not reuse it.
+                if http1 && failure.body_refused {
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                response
+            }
         };
         if let Some(tag) = tag.filter(|_| response.status() == StatusCode::OK) {
             if if_none_match.is_some_and(|v| etag_matches(&v, &tag)) {
@@ -409,7 +421,7 @@ impl ConnectApi {
 
     /// Reads a request body within the limits: the size, the body timeout,
     /// and the budget all Connect bodies share.
-    async fn read_body(&self, mut body: tonic::body::Body) -> Result<Vec<u8>, Status> {
+    async fn read_body(&self, mut body: tonic::body::Body) -> Result<Vec<u8>, Failure> {
         use std::sync::atomic::Ordering;
         let mut held = Held {
             held: &self.held,
@@ -434,10 +446,14 @@ impl ConnectApi {
             }
             Ok(())
         };
+        let refused = |status| Failure {
+            status,
+            body_refused: true,
+        };
         match tokio::time::timeout(self.limits.body_timeout, read).await {
             Ok(Ok(())) => Ok(out),
-            Ok(Err(status)) => Err(status),
-            Err(_) => Err(invalid("the request body did not arrive in time")),
+            Ok(Err(status)) => Err(refused(status)),
+            Err(_) => Err(refused(invalid("the request body did not arrive in time"))),
         }
     }
 
@@ -465,7 +481,7 @@ impl ConnectApi {
         &self,
         grpc: S,
         request: http::Request<tonic::body::Body>,
-    ) -> Result<http::Response<Bytes>, Status>
+    ) -> Result<http::Response<Bytes>, Failure>
     where
         S: Service<http::Request<tonic::body::Body>, Response = http::Response<B>>,
         B: http_body::Body<Data = Bytes>,
@@ -480,10 +496,10 @@ impl ConnectApi {
                 .and_then(|e| Codec::of_encoding(e))
                 .ok_or_else(|| invalid("the encoding parameter must be proto or json"))?;
             let Some(method) = &method else {
-                return Err(Status::from(ErrorCode::ApiMethodNotFound));
+                return Err(Status::from(ErrorCode::ApiMethodNotFound).into());
             };
             if !method.no_side_effects {
-                return Err(Status::from(ErrorCode::ApiMethodNotFound));
+                return Err(Status::from(ErrorCode::ApiMethodNotFound).into());
             }
             let raw = query.get("message").cloned().unwrap_or_default();
             let bytes = if query.get("base64").map(String::as_str) == Some("1") {
@@ -510,7 +526,7 @@ impl ConnectApi {
         // it. JSON needs the types.
         let proto = match (codec, &method) {
             (Codec::Proto, _) => message,
-            (Codec::Json, None) => return Err(Status::from(ErrorCode::ApiMethodNotFound)),
+            (Codec::Json, None) => return Err(Status::from(ErrorCode::ApiMethodNotFound).into()),
             (Codec::Json, Some(method)) => {
                 let text = if message.is_empty() {
                     b"{}".as_slice()
@@ -532,7 +548,9 @@ impl ConnectApi {
             forward(grpc, &path, proto, &parts.headers, parts.extensions).await?;
         let body = match (codec, &method) {
             (Codec::Proto, _) => reply,
-            (Codec::Json, None) => return Err(Status::from(ErrorCode::ApiInternalServerError)),
+            (Codec::Json, None) => {
+                return Err(Status::from(ErrorCode::ApiInternalServerError).into())
+            }
             (Codec::Json, Some(method)) => {
                 let decoded = DynamicMessage::decode(method.output.clone(), reply)
                     .map_err(|_| Status::from(ErrorCode::ApiInternalServerError))?;
@@ -564,6 +582,22 @@ impl ConnectApi {
 
 /// `Connect-Protocol-Version`, which a Connect client sends with every call.
 const PROTOCOL_VERSION: &str = "connect-protocol-version";
+
+/// Why a Connect call failed: its status, and whether its body was
+/// refused before its end.
+struct Failure {
+    status: Status,
+    body_refused: bool,
+}
+
+impl From<Status> for Failure {
+    fn from(status: Status) -> Self {
+        Self {
+            status,
+            body_refused: false,
+        }
+    }
+}
 
 /// `Connect-Timeout-Ms`, the call's deadline in milliseconds.
 const TIMEOUT: &str = "connect-timeout-ms";

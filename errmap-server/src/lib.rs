@@ -14,6 +14,7 @@
 pub mod admin;
 pub mod admission;
 pub mod auth;
+pub mod connect;
 pub mod connections;
 mod descriptors;
 pub mod http_api;

@@ -140,3 +140,23 @@ test("21 without a token, 40 for too large, 43 for no such method", async () => 
     assert.equal(await stop(small.proc), 0);
   }
 });
+
+test("44 with Retry-After: a body over the shared intake budget", async () => {
+  // Bodies being read share --intake-memory: one larger than all of it
+  // (and under --max-request-size) is shed like a call over a limit.
+  const { proc, addr } = await serve("--intake-memory", "1024");
+  try {
+    for (const variant of variants.filter((v) => !v.name.endsWith("GET"))) {
+      const client = createClient(ErrorCatalog, variant.transport(addr));
+      const shed = await failure(client.getError({ key: { case: "name", value: "A".repeat(4096) } }));
+      assert.equal(shed.code, Code.ResourceExhausted, variant.name);
+      assert.equal(shed.findDetails(ErrorInfoSchema)[0]?.metadata.code, "44", variant.name);
+      assert.equal(shed.metadata.get("retry-after"), "1", variant.name);
+      // The budget is given back: the next call passes.
+      const hit = await client.getError({ key: { case: "code", value: 21 } });
+      assert.equal(hit.error?.name, "AUTH_REQUIRED", variant.name);
+    }
+  } finally {
+    assert.equal(await stop(proc), 0);
+  }
+});

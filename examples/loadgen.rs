@@ -320,6 +320,21 @@ type WebService = tonic_web::GrpcWebClientService<
     >,
 >;
 
+/// An HTTP answer to a lookup, read to its end: a 200 is a hit, anything
+/// else a miss.
+async fn answered<E: std::fmt::Display>(
+    response: Result<http::Response<hyper::body::Incoming>, E>,
+) -> Result<(), tonic::Status> {
+    let response = response.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let ok = response.status() == http::StatusCode::OK;
+    let _ = http_body_util::BodyExt::collect(response.into_body()).await;
+    if ok {
+        Ok(())
+    } else {
+        Err(tonic::Status::not_found("miss"))
+    }
+}
+
 /// What a scenario's tasks call through.
 #[derive(Clone)]
 enum Clients<'a> {
@@ -373,17 +388,7 @@ impl CatalogClient {
                 let post = post
                     .body(http_body_util::Full::new(bytes::Bytes::from(body)))
                     .map_err(|e| tonic::Status::internal(e.to_string()))?;
-                let response = client
-                    .request(post)
-                    .await
-                    .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-                let ok = response.status() == http::StatusCode::OK;
-                let _ = http_body_util::BodyExt::collect(response.into_body()).await;
-                if ok {
-                    Ok(())
-                } else {
-                    Err(tonic::Status::not_found("miss"))
-                }
+                answered(client.request(post).await).await
             }
             CatalogClient::Http(client, base) => {
                 let code = match request.get_ref().key {
@@ -397,17 +402,7 @@ impl CatalogClient {
                 let get = get
                     .body(http_body_util::Empty::new())
                     .map_err(|e| tonic::Status::internal(e.to_string()))?;
-                let response = client
-                    .request(get)
-                    .await
-                    .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-                let ok = response.status() == http::StatusCode::OK;
-                let _ = http_body_util::BodyExt::collect(response.into_body()).await;
-                if ok {
-                    Ok(())
-                } else {
-                    Err(tonic::Status::not_found("miss"))
-                }
+                answered(client.request(get).await).await
             }
         }
     }

@@ -316,6 +316,23 @@ async fn failures_before_the_handler_get_connect_bodies() {
     assert_eq!(too_large.json()["code"], "invalid_argument");
     // The rest of the body is never read: HTTP/1.1 must not reuse the connection.
     assert_eq!(too_large.header("connection"), "close");
+    // A GET's message is held to the same size limit as a body.
+    let long = format!("%7B%22name%22%3A%22{}%22%7D", "A".repeat(2048));
+    let long_get = send(
+        false,
+        http::Method::GET,
+        &format!("{base}{GET_ERROR}?connect=v1&encoding=json&message={long}"),
+        &[],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(
+        long_get.status,
+        400,
+        "{}",
+        String::from_utf8_lossy(&long_get.body)
+    );
+    assert_eq!(long_get.json()["code"], "invalid_argument");
     // JSON that is not the request type: 40.
     let wrong = send(
         false,

@@ -15,13 +15,13 @@
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use base64::Engine as _;
-use bytes::{Buf as _, Bytes, BytesMut};
+use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use http_body_util::BodyExt as _;
 use prost::Message as _;
 use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor};
 use tonic::{Code, Status};
-use tower::{Service, ServiceExt as _};
+use tower::Service;
 
 use errmap::{Catalog as _, ErrorCode};
 
@@ -118,35 +118,45 @@ pub fn http_status(code: Code) -> StatusCode {
 /// each detail of its `grpc-status-details-bin` as `{"type", "value"}`,
 /// the value in unpadded base64. Details that do not decode are left out.
 pub fn error_body(status: &Status) -> String {
+    error_parts(status).0
+}
+
+/// The error body, and the retry delay of the status's `RetryInfo`, from
+/// one reading of its details.
+fn error_parts(status: &Status) -> (String, Option<Duration>) {
     let mut body = serde_json::Map::new();
     body.insert("code".into(), code_name(status.code()).into());
     if !status.message().is_empty() {
         body.insert("message".into(), status.message().into());
     }
+    let mut delay = None;
     if let Ok(rich) = errmap::pb::rpc::Status::decode(status.details()) {
-        let details: Vec<serde_json::Value> = rich
-            .details
-            .iter()
-            .map(|any| {
-                let kind = any.type_url.rsplit('/').next().unwrap_or(&any.type_url);
-                serde_json::json!({
-                    "type": kind,
-                    "value": base64::engine::general_purpose::STANDARD_NO_PAD.encode(&any.value),
-                })
-            })
-            .collect();
+        let mut details = Vec::with_capacity(rich.details.len());
+        for any in &rich.details {
+            let kind = any.type_url.rsplit('/').next().unwrap_or(&any.type_url);
+            if kind == "google.rpc.RetryInfo" && delay.is_none() {
+                delay = errmap::pb::rpc::RetryInfo::decode(any.value.as_slice())
+                    .ok()
+                    .and_then(|r| r.retry_delay)
+                    .and_then(|d| Duration::try_from(d).ok());
+            }
+            details.push(serde_json::json!({
+                "type": kind,
+                "value": base64::engine::general_purpose::STANDARD_NO_PAD.encode(&any.value),
+            }));
+        }
         if !details.is_empty() {
             body.insert("details".into(), details.into());
         }
     }
-    serde_json::Value::Object(body).to_string()
+    (serde_json::Value::Object(body).to_string(), delay)
 }
 
 /// The whole Connect error response for `status`: the HTTP status by the
 /// table, `application/json`, and `Retry-After` (whole seconds, rounded
 /// up) where the status carries a retry delay.
 pub fn error_response(status: &Status) -> http::Response<Bytes> {
-    let mut body = error_body(status);
+    let (mut body, delay) = error_parts(status);
     if body.len() > crate::layer::MAX_TRAILER_BLOCK {
         // The trailer budget, as a body budget: a status that fit its
         // trailers fits here too, but JSON's quoting may tip one over. The
@@ -159,14 +169,11 @@ pub fn error_response(status: &Status) -> http::Response<Bytes> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    let delay = errmap::details::ErrorDetails::decode(status.details())
-        .ok()
-        .and_then(|d| d.retry_delay());
     if let Some(delay) = delay {
         let seconds = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
-        if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
-            response.headers_mut().insert(header::RETRY_AFTER, value);
-        }
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     }
     response
 }
@@ -183,22 +190,26 @@ fn budget_fallback(status: &Status) -> Status {
         )
 }
 
-/// `Connect-Timeout-Ms` as gRPC's `grpc-timeout`: the same milliseconds,
-/// or `None` when the header is not a positive integer of at most ten
-/// digits (the spec's limit).
-fn grpc_timeout(value: &HeaderValue) -> Option<HeaderValue> {
-    let text = value.to_str().ok()?;
+/// `Connect-Timeout-Ms` in milliseconds, or `None` when the header is
+/// absent or not a positive integer of at most ten digits (the spec's
+/// limit).
+fn timeout_ms(headers: &HeaderMap) -> Option<u64> {
+    let text = headers.get(TIMEOUT)?.to_str().ok()?;
     if text.is_empty() || text.len() > 10 || !text.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let ms: u64 = text.parse().ok()?;
-    // grpc-timeout takes at most 8 digits: larger deadlines in seconds.
+    text.parse().ok()
+}
+
+/// A deadline in milliseconds as gRPC's `grpc-timeout`, which takes at
+/// most 8 digits: larger deadlines in seconds.
+fn grpc_timeout(ms: u64) -> HeaderValue {
     let value = if ms < 100_000_000 {
         format!("{ms}m")
     } else {
         format!("{}S", Duration::from_millis(ms).as_secs().min(99_999_999))
     };
-    HeaderValue::from_str(&value).ok()
+    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("99999999S"))
 }
 
 /// One unary method a Connect call may name.
@@ -312,7 +323,7 @@ impl ConnectApi {
     /// `application/proto` or `application/json`, or a GET with
     /// `connect=v1` in its query.
     pub fn handles<B>(request: &http::Request<B>) -> bool {
-        if !is_method_path(request.uri().path()) {
+        if !crate::http_api::is_grpc_method_path(request.uri().path()) {
             return false;
         }
         match *request.method() {
@@ -349,12 +360,17 @@ impl ConnectApi {
         let credentials = request.headers().contains_key(header::AUTHORIZATION);
         let tag = get.then(|| self.etag(&request));
         let if_none_match = request.headers().get(header::IF_NONE_MATCH).cloned();
-        let unsupported = request.method() == Method::POST
-            && request
+        // A POST's codec is its content type; a GET's, its encoding
+        // parameter, read with the rest of its query.
+        let post_codec = if get {
+            None
+        } else {
+            request
                 .headers()
                 .get(header::CONTENT_TYPE)
-                .is_none_or(|v| Codec::of_media_type(v.as_bytes()).is_none());
-        if unsupported {
+                .and_then(|v| Codec::of_media_type(v.as_bytes()))
+        };
+        if !get && post_codec.is_none() {
             let mut response = error_response(&invalid(
                 "a Connect call's content type is application/proto or application/json",
             ));
@@ -364,16 +380,10 @@ impl ConnectApi {
         // Connect-Timeout-Ms is the call's deadline: the answer is dropped
         // at it, and the caller gets deadline_exceeded (the connection's
         // own backstop reads only gRPC's grpc-timeout).
-        let timeout = request
-            .headers()
-            .get(TIMEOUT)
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty() && v.len() <= 10 && v.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|v| v.parse::<u64>().ok())
-            .map(Duration::from_millis);
-        let answer = self.answer(grpc, request);
+        let timeout = timeout_ms(request.headers());
+        let answer = self.answer(grpc, request, post_codec, timeout);
         let answered = match timeout {
-            Some(limit) => tokio::time::timeout(limit, answer)
+            Some(ms) => tokio::time::timeout(Duration::from_millis(ms), answer)
                 .await
                 .unwrap_or_else(|_| {
                     Err(Failure::from(Status::deadline_exceeded(
@@ -481,6 +491,8 @@ impl ConnectApi {
         &self,
         grpc: S,
         request: http::Request<tonic::body::Body>,
+        post_codec: Option<Codec>,
+        timeout: Option<u64>,
     ) -> Result<http::Response<Bytes>, Failure>
     where
         S: Service<http::Request<tonic::body::Body>, Response = http::Response<B>>,
@@ -489,8 +501,12 @@ impl ConnectApi {
         let (parts, body) = request.into_parts();
         let path = parts.uri.path().to_owned();
         let method = self.methods.get(&path).cloned();
-        let (codec, message) = if parts.method == Method::GET {
-            let query = parse_query(parts.uri.query().unwrap_or(""));
+        let (codec, message) = if let Some(codec) = post_codec {
+            (codec, self.read_body(body).await?)
+        } else {
+            // The query is bounded by the head limits; its message by the
+            // size limit, as a body is.
+            let query = crate::http_api::parse_query_whole(parts.uri.query().unwrap_or(""));
             let codec = query
                 .get("encoding")
                 .and_then(|e| Codec::of_encoding(e))
@@ -509,16 +525,10 @@ impl ConnectApi {
             } else {
                 raw.into_bytes()
             };
+            if bytes.len() > self.limits.max_request_size {
+                return Err(invalid("the request is over the size limit").into());
+            }
             (codec, bytes)
-        } else {
-            let codec = parts
-                .headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| Codec::of_media_type(v.as_bytes()))
-                .ok_or_else(|| {
-                    invalid("the content type must be application/proto or application/json")
-                })?;
-            (codec, self.read_body(body).await?)
         };
         // A method the descriptors do not name may still be served (a
         // service added without its descriptor set): in proto, the call
@@ -544,8 +554,24 @@ impl ConnectApi {
                 decoded.encode_to_vec()
             }
         };
-        let (headers, reply, trailers) =
-            forward(grpc, &path, proto, &parts.headers, parts.extensions).await?;
+        let path =
+            http::Uri::try_from(path).map_err(|_| Status::from(ErrorCode::ApiMethodNotFound))?;
+        let mut request = crate::unary::request(path, &proto);
+        // The connection's extensions (the peer) go along, with the mark.
+        *request.extensions_mut() = parts.extensions;
+        request.extensions_mut().insert(ConnectCall);
+        let out = request.headers_mut();
+        for (name, value) in parts.headers.iter().filter(|(n, _)| !is_protocol_header(n)) {
+            out.append(name.clone(), value.clone());
+        }
+        if let Some(ms) = timeout {
+            out.insert("grpc-timeout", grpc_timeout(ms));
+        }
+        let crate::unary::Answer {
+            headers,
+            message: reply,
+            trailers,
+        } = crate::unary::call(grpc, request).await?;
         let body = match (codec, &method) {
             (Codec::Proto, _) => reply,
             (Codec::Json, None) => {
@@ -613,15 +639,6 @@ fn etag_matches(value: &HeaderValue, tag: &HeaderValue) -> bool {
         .any(|v| v == "*" || v.strip_prefix("W/").unwrap_or(v) == tag.to_str().unwrap_or(""))
 }
 
-/// Whether `path` has a gRPC method's shape: `/package.Service/Method`.
-fn is_method_path(path: &str) -> bool {
-    let mut parts = path.strip_prefix('/').unwrap_or("").split('/');
-    matches!(
-        (parts.next(), parts.next(), parts.next()),
-        (Some(service), Some(method), None) if service.contains('.') && !method.is_empty()
-    )
-}
-
 /// 40 with a developer message that says what was wrong.
 fn invalid(why: &str) -> Status {
     ErrorCode::ApiInvalidRequest
@@ -635,116 +652,6 @@ fn is_grpc_header(name: &HeaderName) -> bool {
     name.as_str().starts_with("grpc-")
         || name == header::CONTENT_TYPE
         || name == header::CONTENT_LENGTH
-}
-
-/// Sends the unary gRPC call `path` with `message` through `grpc`, with
-/// the Connect request's metadata, and returns the answer's headers,
-/// message bytes and trailers, or its status.
-async fn forward<S, B>(
-    grpc: S,
-    path: &str,
-    message: Vec<u8>,
-    headers: &HeaderMap,
-    extensions: http::Extensions,
-) -> Result<(HeaderMap, Bytes, HeaderMap), Status>
-where
-    S: Service<http::Request<tonic::body::Body>, Response = http::Response<B>>,
-    B: http_body::Body<Data = Bytes>,
-{
-    let mut framed = BytesMut::with_capacity(5 + message.len());
-    framed.extend_from_slice(&[0]);
-    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
-    framed.extend_from_slice(&message);
-    let mut request = http::Request::new(tonic::body::Body::new(http_body_util::Full::new(
-        framed.freeze(),
-    )));
-    *request.method_mut() = Method::POST;
-    *request.uri_mut() =
-        http::Uri::try_from(path).map_err(|_| Status::from(ErrorCode::ApiMethodNotFound))?;
-    *request.version_mut() = http::Version::HTTP_2;
-    // The connection's extensions (the peer) go along, with the mark.
-    *request.extensions_mut() = extensions;
-    request.extensions_mut().insert(ConnectCall);
-    let out = request.headers_mut();
-    for (name, value) in headers.iter().filter(|(n, _)| !is_protocol_header(n)) {
-        out.append(name.clone(), value.clone());
-    }
-    out.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/grpc"),
-    );
-    out.insert(header::TE, HeaderValue::from_static("trailers"));
-    if let Some(timeout) = headers.get(TIMEOUT).and_then(grpc_timeout) {
-        out.insert("grpc-timeout", timeout);
-    }
-    let unavailable = || Status::from(ErrorCode::ApiInternalServerError);
-    let response = grpc.oneshot(request).await.map_err(|_| unavailable())?;
-    let (parts, body) = response.into_parts();
-    if let Some(status) = Status::from_header_map(&parts.headers) {
-        if status.code() != Code::Ok {
-            return Err(status);
-        }
-    }
-    let collected = body.collect().await.map_err(|_| unavailable())?;
-    let trailers = collected.trailers().cloned().unwrap_or_default();
-    let mut data = collected.to_bytes();
-    if let Some(status) = Status::from_header_map(&trailers) {
-        if status.code() != Code::Ok {
-            return Err(status);
-        }
-    }
-    if data.len() < 5 || data[0] != 0 {
-        return Err(unavailable());
-    }
-    let len = u32::from_be_bytes([data[1], data[2], data[3], data[4]]) as usize;
-    data.advance(5);
-    if data.len() < len {
-        return Err(unavailable());
-    }
-    Ok((parts.headers, data.split_to(len), trailers))
-}
-
-/// `a=1&b=x%20y` → map, percent-decoded; the first value of a name wins.
-fn parse_query(query: &str) -> HashMap<String, String> {
-    let mut out = HashMap::new();
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        out.entry(percent_decode(name))
-            .or_insert_with(|| percent_decode(value));
-    }
-    out
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(b) => {
-                        out.push(b);
-                        i += 3;
-                    }
-                    None => {
-                        out.push(b'%');
-                        i += 1;
-                    }
-                }
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -807,20 +714,17 @@ mod tests {
 
     #[test]
     fn connect_timeouts_become_grpc_timeouts() {
-        assert_eq!(
-            grpc_timeout(&HeaderValue::from_static("250")).unwrap(),
-            "250m"
-        );
-        assert_eq!(
-            grpc_timeout(&HeaderValue::from_static("100000000")).unwrap(),
-            "100000S"
-        );
+        let ms = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(TIMEOUT, HeaderValue::from_str(value).unwrap());
+            timeout_ms(&headers)
+        };
+        assert_eq!(grpc_timeout(ms("250").unwrap()), "250m");
+        assert_eq!(grpc_timeout(ms("100000000").unwrap()), "100000S");
         for bad in ["", "-1", "1.5", "12345678901", "abc"] {
-            assert!(
-                grpc_timeout(&HeaderValue::from_str(bad).unwrap()).is_none(),
-                "{bad}"
-            );
+            assert!(ms(bad).is_none(), "{bad}");
         }
+        assert!(timeout_ms(&HeaderMap::new()).is_none());
     }
 
     #[test]
@@ -840,9 +744,10 @@ mod tests {
 
     #[test]
     fn queries_are_percent_decoded() {
-        let q = parse_query("message=%7B%22code%22%3A48%7D&encoding=json&connect=v1&x=a+b");
+        let parse = crate::http_api::parse_query_whole;
+        let q = parse("message=%7B%22code%22%3A48%7D&encoding=json&connect=v1&x=a+b");
         assert_eq!(q["message"], "{\"code\":48}");
         assert_eq!(q["x"], "a b");
-        assert_eq!(parse_query("m=%zz%4")["m"], "%zz%4");
+        assert_eq!(parse("m=%zz%4")["m"], "%zz%4");
     }
 }

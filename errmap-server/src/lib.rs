@@ -30,6 +30,7 @@ pub mod sanitize;
 pub mod server;
 pub mod service;
 pub mod tls;
+mod unary;
 pub mod web;
 
 pub use server::{ErrmapServer, ServerConfig};

@@ -649,30 +649,29 @@ async fn run(
         Some(cors) => cors.layer(),
         None => CorsLayer::disabled(),
     };
+    let mut web = if config.grpc_web {
+        WebLayer::new()
+    } else {
+        WebLayer::disabled()
+    }
+    .with_http_api(HttpApi::with_live_catalogs(
+        config.catalogs.clone(),
+        http_errors,
+    ));
+    if config.connect {
+        web = web.with_connect(crate::connect::ConnectApi::new(
+            &connect_pool(&static_sets),
+            crate::connect::ConnectLimits {
+                max_request_size: config.max_request_size,
+                body_timeout: config.request_body_timeout,
+                intake_memory: config.intake_memory,
+            },
+            config.catalogs.clone(),
+        ));
+    }
     let stack = tower::ServiceBuilder::new()
         .layer(cors)
-        .layer(
-            if config.grpc_web {
-                WebLayer::new()
-            } else {
-                WebLayer::disabled()
-            }
-            .with_http_api(HttpApi::with_live_catalogs(
-                config.catalogs.clone(),
-                http_errors,
-            ))
-            .with_connect_if(config.connect.then(|| {
-                crate::connect::ConnectApi::new(
-                    &connect_pool(&static_sets),
-                    crate::connect::ConnectLimits {
-                        max_request_size: config.max_request_size,
-                        body_timeout: config.request_body_timeout,
-                        intake_memory: config.intake_memory,
-                    },
-                    config.catalogs.clone(),
-                )
-            })),
-        )
+        .layer(web)
         .layer(metrics_layer)
         .layer(error_layer(config))
         .layer(admission.layer())

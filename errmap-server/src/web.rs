@@ -455,12 +455,6 @@ impl WebLayer {
         self.connect = Some(Arc::new(api));
         self
     }
-
-    /// [`with_connect`](Self::with_connect) when `api` is `Some`.
-    pub fn with_connect_if(mut self, api: Option<ConnectApi>) -> Self {
-        self.connect = api.map(Arc::new);
-        self
-    }
 }
 
 impl Default for WebLayer {
@@ -481,6 +475,16 @@ impl<S: Clone> Layer<S> for WebLayer {
             connect: self.connect.clone(),
             grpc: inner,
         }
+    }
+}
+
+impl<S: Clone> Web<S> {
+    /// The inner service, polled ready, for a call that goes through it
+    /// from a future of its own (the HTTP API's, Connect's); a clone takes
+    /// its place.
+    fn take_ready(&mut self) -> S {
+        let clone = self.grpc.clone();
+        std::mem::replace(&mut self.grpc, clone)
     }
 }
 
@@ -539,41 +543,30 @@ where
     }
 
     fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        let grpc_family = is_grpc_family(request.headers());
         if let Some(api) = self
             .connect
             .as_ref()
-            .filter(|_| !is_grpc_family(request.headers()) && ConnectApi::handles(&request))
+            .filter(|_| !grpc_family && ConnectApi::handles(&request))
         {
             let api = api.clone();
-            let clone = self.grpc.clone();
-            let grpc = std::mem::replace(&mut self.grpc, clone);
-            return WebFuture {
-                kind: WebKind::Http {
-                    future: Box::pin(async move {
-                        api.call(grpc, request)
-                            .await
-                            .map(|body| tonic::body::Body::new(http_body_util::Full::new(body)))
-                    }),
-                },
-            };
+            let grpc = self.take_ready();
+            return WebFuture::http(async move {
+                api.call(grpc, request)
+                    .await
+                    .map(|body| tonic::body::Body::new(http_body_util::Full::new(body)))
+            });
         }
         if let Some(api) = self
             .http
             .as_ref()
-            .filter(|_| HttpApi::handles(&request) || !is_grpc_family(request.headers()))
+            .filter(|_| !grpc_family || HttpApi::handles(&request))
         {
             let api = api.clone();
-            // The clone takes the place of the service that was polled
-            // ready; the gRPC calls the API makes go through it.
-            let clone = self.grpc.clone();
-            let grpc = std::mem::replace(&mut self.grpc, clone);
-            return WebFuture {
-                kind: WebKind::Http {
-                    future: Box::pin(async move {
-                        api.call(grpc, request).await.map(tonic::body::Body::new)
-                    }),
-                },
-            };
+            let grpc = self.take_ready();
+            return WebFuture::http(async move {
+                api.call(grpc, request).await.map(tonic::body::Body::new)
+            });
         }
         let kind = match &mut self.web {
             Some(web)
@@ -605,6 +598,19 @@ pin_project_lite::pin_project! {
         Web { #[pin] future: tonic_web::ResponseFuture<F> },
         Grpc { #[pin] future: F },
         Http { future: Pin<Box<dyn Future<Output = http::Response<tonic::body::Body>> + Send>> },
+    }
+}
+
+impl<F> WebFuture<F> {
+    /// A future that answers the request itself (the HTTP API, Connect).
+    fn http(
+        future: impl Future<Output = http::Response<tonic::body::Body>> + Send + 'static,
+    ) -> Self {
+        Self {
+            kind: WebKind::Http {
+                future: Box::pin(future),
+            },
+        }
     }
 }
 

@@ -259,12 +259,7 @@ pub(crate) fn screaming_snake(name: &str) -> String {
 /// The Rust variant name of a value: the value's name without the enum's
 /// prefix (as prost strips it), in UpperCamelCase.
 pub fn variant_name(enum_name: &str, value: &str) -> String {
-    let prefix = format!("{}_", screaming_snake(enum_name));
-    let stripped = value
-        .strip_prefix(&prefix)
-        .filter(|rest| rest.starts_with(|c: char| c.is_ascii_alphabetic()))
-        .unwrap_or(value);
-    upper_camel(stripped)
+    upper_camel(lang::short_value_name(enum_name, value))
 }
 
 /// The Rust code for one catalog: the enum, its table, and its `Catalog`,

@@ -5,28 +5,11 @@
 use std::fmt::Write as _;
 
 use super::{check_names, comment, messages, pushback_ms, quote, upper_camel, Source};
-use super::{GeneratedFile, GoPaths};
+use super::{grpc_code_camel, summary, GeneratedFile, GoPaths};
 use crate::spec::{CatalogSpec, EntrySpec};
 
 /// The names the file defines for itself.
 const TAKEN: &[&str] = &["EntryOf", "Entry", "SetPushback"];
-
-/// Go's name for a gRPC code in `codes`: `NOT_FOUND` is `NotFound`, and
-/// `CANCELLED` is `Canceled`.
-fn go_code(grpc: &str) -> String {
-    if grpc == "CANCELLED" {
-        return "Canceled".to_owned();
-    }
-    grpc.split('_')
-        .map(|w| {
-            let lower = w.to_ascii_lowercase();
-            let mut c = lower.chars();
-            c.next()
-                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
-                .unwrap_or_default()
-        })
-        .collect()
-}
 
 /// `github.com/x/y/gen/go/errmap/v1;errmapv1` to its import path and
 /// package name.
@@ -139,7 +122,10 @@ pub(crate) fn render(source: &Source<'_>, paths: GoPaths) -> Result<GeneratedFil
                 ("code", e.number.to_string()),
                 ("reason", quote(&e.name)),
                 ("domain", format!("{}Domain", c.short_name)),
-                ("grpcCode", format!("codes.{}", go_code(e.grpc_code))),
+                (
+                    "grpcCode",
+                    format!("codes.{}", grpc_code_camel(e.grpc_code)),
+                ),
                 ("httpStatus", e.http_status.to_string()),
                 ("category", quote(&e.category)),
             ];
@@ -180,17 +166,7 @@ pub(crate) fn render(source: &Source<'_>, paths: GoPaths) -> Result<GeneratedFil
         for e in &c.entries {
             let camel = upper_camel(c, e);
             let spec = spec_name(c, e);
-            let retry = match e.retry_delay {
-                Some(d) => format!(", retry after {} ms", pushback_ms(d)),
-                None => String::new(),
-            };
-            let summary = format!(
-                "{} ({}, {}{retry}): {}",
-                e.name,
-                e.number,
-                e.grpc_code,
-                comment(&e.message)
-            );
+            let summary = summary(e, &e.name, &comment(&e.message));
             let params_doc = if e.params.is_empty() {
                 "params go to ErrorInfo.metadata (nil for none).".to_owned()
             } else {
@@ -430,11 +406,5 @@ mod tests {
         );
         assert!(go_package(";x").is_err());
         assert!(go_package("a/b;1x").is_err());
-    }
-
-    #[test]
-    fn go_names_the_codes_its_own_way() {
-        assert_eq!(go_code("NOT_FOUND"), "NotFound");
-        assert_eq!(go_code("CANCELLED"), "Canceled");
     }
 }

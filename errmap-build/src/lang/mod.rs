@@ -89,53 +89,55 @@ pub(crate) fn short_value_name<'a>(enum_name: &str, value: &'a str) -> &'a str {
         .unwrap_or(value)
 }
 
-/// The words of a value's short name, lower case: `CARD_DECLINED` is
-/// `["card", "declined"]`.
-fn words(catalog: &CatalogSpec, entry: &EntrySpec) -> Vec<String> {
+/// `card_declined`: the short name's words, lower case.
+pub(crate) fn snake(catalog: &CatalogSpec, entry: &EntrySpec) -> String {
     short_value_name(&catalog.short_name, &entry.name)
         .split('_')
         .filter(|w| !w.is_empty())
         .map(str::to_ascii_lowercase)
-        .collect()
+        .collect::<Vec<_>>()
+        .join("_")
 }
 
-/// `card_declined`.
-pub(crate) fn snake(catalog: &CatalogSpec, entry: &EntrySpec) -> String {
-    words(catalog, entry).join("_")
-}
-
-/// `CardDeclined`.
+/// `CardDeclined`: the Rust variant's name.
 pub(crate) fn upper_camel(catalog: &CatalogSpec, entry: &EntrySpec) -> String {
-    words(catalog, entry)
-        .iter()
-        .map(|w| capitalize(w))
-        .collect()
+    crate::variant_name(&catalog.short_name, &entry.name)
 }
 
 /// `cardDeclined`.
 pub(crate) fn lower_camel(catalog: &CatalogSpec, entry: &EntrySpec) -> String {
-    let mut out = String::new();
-    for (i, w) in words(catalog, entry).iter().enumerate() {
-        if i == 0 {
-            out.push_str(w);
-        } else {
-            out.push_str(&capitalize(w));
-        }
-    }
-    out
-}
-
-fn capitalize(word: &str) -> String {
-    let mut c = word.chars();
-    match c.next() {
-        Some(first) => first.to_ascii_uppercase().to_string() + c.as_str(),
-        None => String::new(),
-    }
+    let upper = upper_camel(catalog, entry);
+    let mut chars = upper.chars();
+    chars
+        .next()
+        .map(|first| first.to_ascii_lowercase().to_string() + chars.as_str())
+        .unwrap_or_default()
 }
 
 /// `ShopError` to `SHOP_ERROR`, for constants.
-pub(crate) fn upper_snake(name: &str) -> String {
-    crate::screaming_snake(name)
+pub(crate) use crate::screaming_snake as upper_snake;
+
+/// A gRPC code's name as Connect's `Code` and grpc-go's `codes` spell it:
+/// `NOT_FOUND` is `NotFound`, and `CANCELLED` is `Canceled`.
+pub(crate) fn grpc_code_camel(grpc: &str) -> String {
+    if grpc == "CANCELLED" {
+        return "Canceled".to_owned();
+    }
+    crate::upper_camel(grpc)
+}
+
+/// One line about an entry for a doc comment: `NAME (number, GRPC_CODE,
+/// retry after N ms): message`, with the name and message as the caller
+/// quotes them.
+pub(crate) fn summary(entry: &EntrySpec, name: &str, message: &str) -> String {
+    let retry = match entry.retry_delay {
+        Some(d) => format!(", retry after {} ms", pushback_ms(d)),
+        None => String::new(),
+    };
+    format!(
+        "{name} ({}, {}{retry}): {message}",
+        entry.number, entry.grpc_code
+    )
 }
 
 /// Fails when two values of a file give one helper name, or a value gives
@@ -236,6 +238,13 @@ mod tests {
         assert_eq!(quote("a\"b\\c"), r#""a\"b\\c""#);
         assert_eq!(quote("line\nnext\u{2028}"), r#""line\nnext\u2028""#);
         assert_eq!(quote("Карта {sku}"), "\"Карта {sku}\"");
+    }
+
+    #[test]
+    fn connect_and_go_name_the_codes_alike() {
+        assert_eq!(grpc_code_camel("NOT_FOUND"), "NotFound");
+        assert_eq!(grpc_code_camel("CANCELLED"), "Canceled");
+        assert_eq!(grpc_code_camel("UNAUTHENTICATED"), "Unauthenticated");
     }
 
     #[test]

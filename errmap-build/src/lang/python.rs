@@ -4,8 +4,8 @@
 
 use std::fmt::Write as _;
 
-use super::GeneratedFile;
 use super::{check_names, comment, messages, pushback_ms, quote, snake, stem, upper_snake, Source};
+use super::{summary, GeneratedFile};
 use crate::spec::{CatalogSpec, EntrySpec};
 
 /// Python's keywords, which no function or parameter may be named.
@@ -179,17 +179,7 @@ pub(crate) fn render(source: &Source<'_>) -> Result<GeneratedFile, String> {
         for e in &c.entries {
             let name = ident(&snake(c, e));
             let spec = spec_name(c, e);
-            let retry = match e.retry_delay {
-                Some(d) => format!(", retry after {} ms", pushback_ms(d)),
-                None => String::new(),
-            };
-            let summary = format!(
-                "{} ({}, {}{retry}): {}",
-                e.name,
-                e.number,
-                e.grpc_code,
-                doc(&e.message)
-            );
+            let summary = summary(e, &e.name, &doc(&e.message));
             let _ = writeln!(
                 s,
                 "\ndef is_{name}(err: object) -> bool:\n    \"\"\"Whether ``err`` is {summary}\"\"\"\n    \

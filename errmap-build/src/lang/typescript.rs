@@ -9,7 +9,7 @@ use super::{
     check_names, comment, lower_camel, messages, pushback_ms, quote, stem, upper_camel,
     upper_snake, Source,
 };
-use super::{GeneratedFile, ImportExtension};
+use super::{grpc_code_camel, summary, GeneratedFile, ImportExtension};
 use crate::spec::{CatalogSpec, EntrySpec};
 
 /// Words TypeScript reserves, which no function may be named.
@@ -72,23 +72,6 @@ fn ident(name: &str) -> String {
     } else {
         name.to_owned()
     }
-}
-
-/// Connect's name for a gRPC code: `NOT_FOUND` is `NotFound`, and
-/// `CANCELLED` is `Canceled`.
-fn connect_code(grpc: &str) -> String {
-    if grpc == "CANCELLED" {
-        return "Canceled".to_owned();
-    }
-    grpc.split('_')
-        .map(|w| {
-            let lower = w.to_ascii_lowercase();
-            let mut c = lower.chars();
-            c.next()
-                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
-                .unwrap_or_default()
-        })
-        .collect()
 }
 
 fn spec_name(catalog: &CatalogSpec, entry: &EntrySpec) -> String {
@@ -209,7 +192,7 @@ pub(crate) fn render(source: &Source<'_>, ext: ImportExtension) -> Result<Genera
                 spec_name(c, e),
                 e.number,
                 quote(&e.name),
-                connect_code(e.grpc_code),
+                grpc_code_camel(e.grpc_code),
                 e.http_status,
                 quote(&e.category),
             );
@@ -236,17 +219,7 @@ pub(crate) fn render(source: &Source<'_>, ext: ImportExtension) -> Result<Genera
     for c in source.catalogs {
         for e in &c.entries {
             let spec = spec_name(c, e);
-            let retry = match e.retry_delay {
-                Some(d) => format!(", retry after {} ms", pushback_ms(d)),
-                None => String::new(),
-            };
-            let summary = format!(
-                "`{}` ({}, {}{retry}): {}",
-                e.name,
-                e.number,
-                e.grpc_code,
-                comment(&e.message)
-            );
+            let summary = summary(e, &format!("`{}`", e.name), &comment(&e.message));
             let _ = writeln!(
                 s,
                 "/** Whether `err` is {summary} */\nexport function is{}(err: unknown): boolean {{\n  \
@@ -548,12 +521,5 @@ mod tests {
             relative("google/rpc/x_errmap.ts", "google/rpc/status_pb"),
             "./status_pb"
         );
-    }
-
-    #[test]
-    fn connect_names_the_codes_its_own_way() {
-        assert_eq!(connect_code("NOT_FOUND"), "NotFound");
-        assert_eq!(connect_code("CANCELLED"), "Canceled");
-        assert_eq!(connect_code("UNAUTHENTICATED"), "Unauthenticated");
     }
 }

@@ -6,12 +6,10 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, type ChildProcess } from "node:child_process";
-import { createInterface } from "node:readline";
+import type { ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 
 import { Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
@@ -20,34 +18,11 @@ import { create } from "@bufbuild/protobuf";
 import { ErrorCatalog, GetErrorRequestSchema } from "./gen/errmap/v1/catalog_pb.js";
 import { ErrorInfoSchema, LocalizedMessageSchema } from "./gen/google/rpc/error_details_pb.js";
 import { entryOf, isApiItemNotFound, isAuthRequired } from "./gen/errmap/v1/error_code_errmap.js";
+import { ERRMAP_BIN, startProcess, stopProcess as stop } from "./support.js";
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-const ROOT = path.resolve(HERE, "../../../../..");
-const ERRMAP_BIN = process.env.ERRMAP_BIN ?? path.join(ROOT, "target/debug/errmap");
-
-async function serve(...args: string[]): Promise<{ proc: ChildProcess; addr: string }> {
-  const proc = spawn(ERRMAP_BIN, ["serve", "--addr", "127.0.0.1:0", ...args], {
-    stdio: ["ignore", "pipe", "ignore"],
-  });
-  const stdout = proc.stdout;
-  assert.ok(stdout);
-  const addr = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error("errmap serve printed no address")), 30000);
-    createInterface({ input: stdout }).once("line", (line: string) => {
-      clearTimeout(timer);
-      resolve(line.trim());
-    });
-  });
-  return { proc, addr };
-}
-
-async function stop(proc: ChildProcess): Promise<number | null> {
-  const exited = new Promise<number | null>((resolve) => proc.once("exit", (code) => resolve(code)));
-  proc.kill("SIGTERM");
-  return Promise.race([
-    exited,
-    new Promise<never>((_, reject) => setTimeout(() => reject(new Error("no exit in 20 s")), 20000)),
-  ]);
+/** `errmap serve` on 127.0.0.1:0 with `args`. */
+function serve(...args: string[]): Promise<{ proc: ChildProcess; addr: string }> {
+  return startProcess(ERRMAP_BIN, ["serve", "--addr", "127.0.0.1:0", ...args]);
 }
 
 async function failure(promise: Promise<unknown>): Promise<ConnectError> {

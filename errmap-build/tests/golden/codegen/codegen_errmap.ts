@@ -152,20 +152,29 @@ interface Parts {
   readonly localized: LocalizedMessage | undefined;
 }
 
-function partsOfStatus(status: Status): Parts {
+/**
+ * The parts of a `google.rpc.Status`, or `undefined` when one of its
+ * details does not decode: as for the Rust reader, such a status is no
+ * catalog error, and a peer's bad bytes never throw.
+ */
+function partsOfStatus(status: Status): Parts | undefined {
   const infos: ErrorInfo[] = [];
   let retry: number | undefined;
   let localized: LocalizedMessage | undefined;
-  for (const any of status.details) {
-    if (anyIs(any, ErrorInfoSchema)) {
-      const info = anyUnpack(any, ErrorInfoSchema);
-      if (info !== undefined) infos.push(info);
-    } else if (retry === undefined && anyIs(any, RetryInfoSchema)) {
-      const delay = anyUnpack(any, RetryInfoSchema)?.retryDelay;
-      if (delay !== undefined) retry = Number(delay.seconds) + delay.nanos / 1e9;
-    } else if (localized === undefined && anyIs(any, LocalizedMessageSchema)) {
-      localized = anyUnpack(any, LocalizedMessageSchema);
+  try {
+    for (const any of status.details) {
+      if (anyIs(any, ErrorInfoSchema)) {
+        const info = anyUnpack(any, ErrorInfoSchema);
+        if (info !== undefined) infos.push(info);
+      } else if (retry === undefined && anyIs(any, RetryInfoSchema)) {
+        const delay = anyUnpack(any, RetryInfoSchema)?.retryDelay;
+        if (delay !== undefined) retry = Number(delay.seconds) + delay.nanos / 1e9;
+      } else if (localized === undefined && anyIs(any, LocalizedMessageSchema)) {
+        localized = anyUnpack(any, LocalizedMessageSchema);
+      }
     }
+  } catch {
+    return undefined;
   }
   return { infos, retry, localized };
 }

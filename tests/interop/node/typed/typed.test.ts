@@ -175,6 +175,16 @@ test("the readers refuse what the Rust reader refuses", () => {
   for (const junk of [undefined, null, 7, "x", {}, new Error("x"), { code: 5, metadata: {} }]) {
     assert.equal(shop.entryOf(junk), undefined);
   }
+  // A Status whose ErrorInfo does not decode: no catalog error, no throw.
+  const broken = create(StatusSchema, {
+    code: Code.NotFound,
+    message: "m",
+    details: [{ typeUrl: "type.googleapis.com/google.rpc.ErrorInfo", value: new Uint8Array([0x0a, 0xff]) }],
+  });
+  assert.equal(shop.entryOf(broken), undefined);
+  const brokenMetadata = new grpc.Metadata();
+  brokenMetadata.set("grpc-status-details-bin", Buffer.from(toBinary(StatusSchema, broken)));
+  assert.equal(shop.entryOf({ code: grpc.status.NOT_FOUND, details: "m", metadata: brokenMetadata }), undefined);
   const garbage = new grpc.Metadata();
   garbage.set("grpc-status-details-bin", Buffer.from([0xff, 0xff, 0xff]));
   assert.equal(shop.entryOf({ code: 5, details: "", metadata: garbage }), undefined);

@@ -15,7 +15,11 @@
 //! the catalog page (`errmap-http/page`, `GET /`), and the hit on the
 //! `errmap` server through the client retry layer
 //! (`errmap-retry/hit`, `errmap_client::RetryLayer` over the same
-//! channels), against the bare client on those channels.
+//! channels), against the bare client on those channels; the hit over
+//! the Connect protocol on h2c, in JSON (`errmap-connect-json/hit`) and in
+//! proto (`errmap-connect-proto/hit`), against the same server; and the
+//! gRPC hit on a server with Connect turned off (`no-connect/hit`), beside
+//! `errmap/hit`, for what serving Connect costs gRPC.
 //! Then it measures the `errmap serve` binary: start-up time to accepting
 //! connections, and RSS with 1,000 calls in flight.
 //!
@@ -197,6 +201,14 @@ enum Target {
     /// errmap's server (the `Errmap` one, its channels), called through
     /// the client retry layer (`errmap_client::RetryLayer`).
     ErrmapRetry,
+    /// errmap's server (the `Errmap` one), over the Connect protocol on
+    /// h2c, in JSON.
+    ErrmapConnectJson,
+    /// The same, in proto.
+    ErrmapConnectProto,
+    /// errmap's layers and auth with Connect turned off
+    /// (`ServerConfig::connect = false`).
+    ErrmapNoConnect,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -206,7 +218,7 @@ struct Scenario {
     target: Target,
 }
 
-const SCENARIOS: [Scenario; 12] = [
+const SCENARIOS: [Scenario; 15] = [
     Scenario {
         name: "errmap/noop",
         kind: Kind::Noop,
@@ -269,7 +281,28 @@ const SCENARIOS: [Scenario; 12] = [
         kind: Kind::Page,
         target: Target::ErrmapHttp,
     },
+    Scenario {
+        name: "errmap-connect-json/hit",
+        kind: Kind::Hit,
+        target: Target::ErrmapConnectJson,
+    },
+    Scenario {
+        name: "errmap-connect-proto/hit",
+        kind: Kind::Hit,
+        target: Target::ErrmapConnectProto,
+    },
+    Scenario {
+        name: "no-connect/hit",
+        kind: Kind::Hit,
+        target: Target::ErrmapNoConnect,
+    },
 ];
+
+/// A Connect client: hyper's pooled client on h2c, with a body.
+type ConnectClient = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Full<bytes::Bytes>,
+>;
 
 /// A plain HTTP/1.1 client (hyper's pooled one), for the JSON API and the
 /// pages.
@@ -287,12 +320,29 @@ type WebService = tonic_web::GrpcWebClientService<
     >,
 >;
 
+/// An HTTP answer to a lookup, read to its end: a 200 is a hit, anything
+/// else a miss.
+async fn answered<E: std::fmt::Display>(
+    response: Result<http::Response<hyper::body::Incoming>, E>,
+) -> Result<(), tonic::Status> {
+    let response = response.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let ok = response.status() == http::StatusCode::OK;
+    let _ = http_body_util::BodyExt::collect(response.into_body()).await;
+    if ok {
+        Ok(())
+    } else {
+        Err(tonic::Status::not_found("miss"))
+    }
+}
+
 /// What a scenario's tasks call through.
 #[derive(Clone)]
 enum Clients<'a> {
     Grpc(&'a [Channel]),
     Web(&'a WebService, &'a http::Uri),
     Http(&'a HttpClient, &'a str),
+    /// A Connect client, the server's base URL, and whether it sends JSON.
+    Connect(&'a ConnectClient, &'a str, bool),
     /// Channels, each wrapped by one shared retry layer (one throttle).
     Retry(&'a [Channel], &'a RetryLayer),
 }
@@ -302,6 +352,7 @@ enum CatalogClient {
     Grpc(ErrorCatalogClient<Channel>, HealthClient<Channel>),
     Web(ErrorCatalogClient<WebService>),
     Http(HttpClient, String),
+    Connect(ConnectClient, String, bool),
     Retry(ErrorCatalogClient<Retry<Channel>>),
 }
 
@@ -311,6 +362,34 @@ impl CatalogClient {
             CatalogClient::Grpc(client, _) => client.get_error(request).await.map(drop),
             CatalogClient::Web(client) => client.get_error(request).await.map(drop),
             CatalogClient::Retry(client) => client.get_error(request).await.map(drop),
+            CatalogClient::Connect(client, base, json) => {
+                let code = match request.get_ref().key {
+                    Some(Key::Code(code)) => code,
+                    _ => 0,
+                };
+                let (content_type, body) = if *json {
+                    (
+                        "application/json",
+                        format!("{{\"code\":{code}}}").into_bytes(),
+                    )
+                } else {
+                    (
+                        "application/proto",
+                        prost::Message::encode_to_vec(request.get_ref()),
+                    )
+                };
+                let mut post =
+                    http::Request::post(format!("{base}/errmap.v1.ErrorCatalog/GetError"))
+                        .header("content-type", content_type)
+                        .header("connect-protocol-version", "1");
+                if let Some(token) = request.metadata().get("authorization") {
+                    post = post.header("authorization", token.as_bytes());
+                }
+                let post = post
+                    .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+                    .map_err(|e| tonic::Status::internal(e.to_string()))?;
+                answered(client.request(post).await).await
+            }
             CatalogClient::Http(client, base) => {
                 let code = match request.get_ref().key {
                     Some(Key::Code(code)) => code,
@@ -323,17 +402,7 @@ impl CatalogClient {
                 let get = get
                     .body(http_body_util::Empty::new())
                     .map_err(|e| tonic::Status::internal(e.to_string()))?;
-                let response = client
-                    .request(get)
-                    .await
-                    .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-                let ok = response.status() == http::StatusCode::OK;
-                let _ = http_body_util::BodyExt::collect(response.into_body()).await;
-                if ok {
-                    Ok(())
-                } else {
-                    Err(tonic::Status::not_found("miss"))
-                }
+                answered(client.request(get).await).await
             }
         }
     }
@@ -350,7 +419,10 @@ impl CatalogClient {
                     .insert("authorization", bearer.clone());
                 health.check(request).await.is_ok()
             }
-            CatalogClient::Web(_) | CatalogClient::Http(..) | CatalogClient::Retry(_) => false,
+            CatalogClient::Web(_)
+            | CatalogClient::Http(..)
+            | CatalogClient::Connect(..)
+            | CatalogClient::Retry(_) => false,
         }
     }
 
@@ -422,15 +494,18 @@ enum Role {
     GrpcOnly,
     /// `Errmap` with metrics.
     Metrics,
+    /// `Errmap` with Connect turned off.
+    NoConnect,
 }
 
 impl Role {
-    const ALL: [Role; 5] = [
+    const ALL: [Role; 6] = [
         Role::Errmap,
         Role::Bare,
         Role::Tls,
         Role::GrpcOnly,
         Role::Metrics,
+        Role::NoConnect,
     ];
 
     fn name(self) -> &'static str {
@@ -440,6 +515,7 @@ impl Role {
             Role::Tls => "tls",
             Role::GrpcOnly => "grpc-only",
             Role::Metrics => "metrics",
+            Role::NoConnect => "no-connect",
         }
     }
 
@@ -452,9 +528,13 @@ impl Target {
     /// The server process a scenario's calls reach.
     fn role(self) -> Role {
         match self {
-            Target::Errmap | Target::ErrmapWeb | Target::ErrmapHttp | Target::ErrmapRetry => {
-                Role::Errmap
-            }
+            Target::Errmap
+            | Target::ErrmapWeb
+            | Target::ErrmapHttp
+            | Target::ErrmapRetry
+            | Target::ErrmapConnectJson
+            | Target::ErrmapConnectProto => Role::Errmap,
+            Target::ErrmapNoConnect => Role::NoConnect,
             Target::Bare => Role::Bare,
             Target::ErrmapTls => Role::Tls,
             Target::ErrmapGrpcOnly => Role::GrpcOnly,
@@ -500,6 +580,7 @@ fn serve_role(role: Role) -> Result<(), String> {
             config.auth = Some(AuthInterceptor::new(JwtVerifier::hs256(SECRET)));
             config.concurrency_limit = 4096;
             config.grpc_web = role != Role::GrpcOnly;
+            config.connect = role != Role::NoConnect;
             config.metrics = metrics.clone();
             if role == Role::Tls {
                 let dir = PathBuf::from(
@@ -677,6 +758,9 @@ async fn run_slice(
                 (*uri).clone(),
             )),
             Clients::Http(client, base) => CatalogClient::Http((*client).clone(), base.to_string()),
+            Clients::Connect(client, base, json) => {
+                CatalogClient::Connect((*client).clone(), base.to_string(), *json)
+            }
             Clients::Retry(channels, layer) => CatalogClient::Retry(ErrorCatalogClient::new(
                 layer.layer(channels[i % channels.len()].clone()),
             )),
@@ -1224,6 +1308,15 @@ async fn run(options: Options) -> Result<serde_json::Value, String> {
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .build_http();
     let http_base = format!("http://{errmap_addr}");
+    // TCP_NODELAY, as tonic's channels set it: without it the small h2
+    // frames of a call wait on delayed ACKs (40 ms).
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_nodelay(true);
+    let connect_client: ConnectClient =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            .build(connector);
+    let no_connect_channels = connect(server(Role::NoConnect).addr, options.channels).await;
     let retry_layer = RetryLayer::new(RetryPolicy::default());
     let clients = |target: Target| match target {
         Target::Errmap => Clients::Grpc(&errmap_channels),
@@ -1234,6 +1327,9 @@ async fn run(options: Options) -> Result<serde_json::Value, String> {
         Target::ErrmapMetrics => Clients::Grpc(&metrics_channels),
         Target::ErrmapHttp => Clients::Http(&http_client, &http_base),
         Target::ErrmapRetry => Clients::Retry(&errmap_channels, &retry_layer),
+        Target::ErrmapConnectJson => Clients::Connect(&connect_client, &http_base, true),
+        Target::ErrmapConnectProto => Clients::Connect(&connect_client, &http_base, false),
+        Target::ErrmapNoConnect => Clients::Grpc(&no_connect_channels),
     };
     let bearer: MetadataValue<_> = format!("Bearer {}", token()).parse().map_err(|_| "token")?;
 
@@ -1366,6 +1462,9 @@ async fn run(options: Options) -> Result<serde_json::Value, String> {
         "with_vs_without_grpc_web_hit": cpu_ratio("errmap/hit", "grpc-only/hit", false),
         "tls_vs_plaintext_hit": cpu_ratio("errmap-tls/hit", "errmap/hit", false),
         "client_retry_layer_on_vs_off_hit": cpu_ratio("errmap-retry/hit", "errmap/hit", true),
+        "connect_json_vs_grpc_hit": cpu_ratio("errmap-connect-json/hit", "errmap/hit", false),
+        "connect_proto_vs_grpc_hit": cpu_ratio("errmap-connect-proto/hit", "errmap/hit", false),
+        "grpc_hit_with_vs_without_connect": cpu_ratio("errmap/hit", "no-connect/hit", false),
     });
     let (largest_code, largest_size) = largest_bare_status();
 

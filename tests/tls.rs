@@ -419,3 +419,64 @@ fn the_cli_names_a_certificate_for_another_host() {
     assert!(err.contains("not valid for the host name"), "{err}");
     served.stop();
 }
+
+/// Issue 27: a Connect call over TLS (HTTP/1.1 by ALPN), answered as on
+/// plaintext: the miss is Connect's 404 with its catalog details.
+#[tokio::test]
+async fn a_connect_call_over_tls_gets_connects_error() {
+    let dir = dir("connect");
+    let ca = Ca::new("test CA");
+    let (cert, key) = ca.sign("server", &["localhost"], 1);
+    let mut config = ServerConfig::default();
+    config.tls = Some(
+        TlsConfig::from_files(
+            write(&dir, "cert.pem", &cert),
+            write(&dir, "key.pem", &key),
+            None::<PathBuf>,
+        )
+        .unwrap(),
+    );
+    let server = TestServer::start(config).await;
+    let mut roots = RootCertStore::empty();
+    roots.add(ca.cert.der().clone()).unwrap();
+    let mut client = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    client.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(client))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    let (mut send, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::post("/errmap.v1.ErrorCatalog/GetError")
+        .header("host", "localhost")
+        .header("content-type", "application/json")
+        .header("connect-protocol-version", "1")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            br#"{"code": 48}"#,
+        )))
+        .unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(10), send.send_request(request))
+        .await
+        .expect("an answer within 10 s")
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["code"], "not_found");
+    assert_eq!(body["details"][0]["type"], "google.rpc.ErrorInfo");
+    server.stop().await;
+}

@@ -16,13 +16,12 @@
 use std::{collections::HashMap, fmt::Write as _, time::Duration};
 
 use askama::Template;
-use bytes::{Buf as _, Bytes, BytesMut};
+use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
-use http_body_util::BodyExt as _;
 use prost::Message as _;
 use prost_reflect::DynamicMessage;
 use tonic::{Code, Status};
-use tower::{Service, ServiceExt as _};
+use tower::Service;
 
 use errmap::{
     catalog::{grpc_code_name, CatalogEntry, CatalogTable},
@@ -38,7 +37,7 @@ use crate::{
 };
 
 /// Whether `path` has a gRPC method's shape: `/package.Service/Method`.
-fn is_grpc_method_path(path: &str) -> bool {
+pub(crate) fn is_grpc_method_path(path: &str) -> bool {
     let mut parts = path.strip_prefix('/').unwrap_or("").split('/');
     matches!(
         (parts.next(), parts.next(), parts.next()),
@@ -615,22 +614,8 @@ where
     S: Service<http::Request<tonic::body::Body>, Response = http::Response<B>>,
     B: http_body::Body<Data = Bytes>,
 {
-    let mut framed = BytesMut::with_capacity(5 + message.len());
-    framed.extend_from_slice(&[0]);
-    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
-    framed.extend_from_slice(&message);
-    let mut request = http::Request::new(tonic::body::Body::new(http_body_util::Full::new(
-        framed.freeze(),
-    )));
-    *request.method_mut() = Method::POST;
-    *request.uri_mut() = http::Uri::from_static(path);
-    *request.version_mut() = http::Version::HTTP_2;
+    let mut request = crate::unary::request(http::Uri::from_static(path), &message);
     let out = request.headers_mut();
-    out.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/grpc"),
-    );
-    out.insert(header::TE, HeaderValue::from_static("trailers"));
     for name in [
         header::AUTHORIZATION,
         header::ACCEPT_LANGUAGE,
@@ -646,36 +631,17 @@ where
             out.insert("token", value);
         }
     }
-    let unavailable = || Status::from(ErrorCode::ApiInternalServerError);
-    let response = grpc.oneshot(request).await.map_err(|_| unavailable())?;
-    let (parts, body) = response.into_parts();
-    if let Some(status) = Status::from_header_map(&parts.headers) {
-        if status.code() != Code::Ok {
-            return Err(status);
-        }
-    }
-    let collected = body.collect().await.map_err(|_| unavailable())?;
-    let trailers = collected.trailers().cloned().unwrap_or_default();
-    let mut data = collected.to_bytes();
-    if let Some(status) = Status::from_header_map(&trailers) {
-        if status.code() != Code::Ok {
-            return Err(status);
-        }
-    }
-    if data.len() < 5 || data[0] != 0 {
-        return Err(unavailable());
-    }
-    let len = u32::from_be_bytes([data[1], data[2], data[3], data[4]]) as usize;
-    data.advance(5);
-    if data.len() < len {
-        return Err(unavailable());
-    }
-    Ok(data.split_to(len))
+    Ok(crate::unary::call(grpc, request).await?.message)
 }
 
 /// `a=1&b=x%20y` → map; `+` is a space; the first value of a name wins.
+/// The HTTP API reads the first [`MAX_QUERY`] bytes of a query.
 fn parse_query(query: &str) -> HashMap<String, String> {
-    let query = errmap::status::cut_at_char_boundary(query, MAX_QUERY);
+    parse_query_whole(errmap::status::cut_at_char_boundary(query, MAX_QUERY))
+}
+
+/// [`parse_query`] of all of `query`, for a caller that bounds it itself.
+pub(crate) fn parse_query_whole(query: &str) -> HashMap<String, String> {
     let mut out = HashMap::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));

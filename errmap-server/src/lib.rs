@@ -14,6 +14,7 @@
 pub mod admin;
 pub mod admission;
 pub mod auth;
+pub mod connect;
 pub mod connections;
 mod descriptors;
 pub mod http_api;
@@ -29,6 +30,7 @@ pub mod sanitize;
 pub mod server;
 pub mod service;
 pub mod tls;
+mod unary;
 pub mod web;
 
 pub use server::{ErrmapServer, ServerConfig};

@@ -124,6 +124,9 @@ pub struct ServerConfig {
     /// the same port as gRPC (see [`crate::web`]). Off, the server speaks
     /// HTTP/2 only. Default on.
     pub grpc_web: bool,
+    /// Whether the Connect protocol's unary calls are served on the same
+    /// port (see [`crate::connect`]). Default on.
+    pub connect: bool,
     /// The origins whose pages may call the server from a browser (CORS,
     /// see [`crate::web`]); without this no cross-origin access is
     /// granted. Default `None`.
@@ -166,6 +169,7 @@ impl Default for ServerConfig {
             catalogs: LiveCatalogs::default(),
             tls: None,
             grpc_web: true,
+            connect: true,
             cors: None,
             http_error_format: Shape::Legacy,
             public_url: None,
@@ -464,6 +468,30 @@ impl Reflection {
     }
 }
 
+/// One descriptor pool of the services served, for the Connect protocol's
+/// JSON; a set that does not fit the pool is left out, with a warning.
+fn connect_pool(sets: &[&'static [u8]]) -> prost_reflect::DescriptorPool {
+    use prost::Message as _;
+    let mut pool = prost_reflect::DescriptorPool::new();
+    for set in sets {
+        let added = prost_types::FileDescriptorSet::decode(*set)
+            .map_err(|e| e.to_string())
+            .and_then(|set| {
+                let missing: Vec<_> = set
+                    .file
+                    .into_iter()
+                    .filter(|f| pool.get_file_by_name(f.name()).is_none())
+                    .collect();
+                pool.add_file_descriptor_protos(missing)
+                    .map_err(|e| e.to_string())
+            });
+        if let Err(e) = added {
+            tracing::warn!(error = %e, "a descriptor set is left out of the Connect protocol's JSON");
+        }
+    }
+    pool
+}
+
 /// Aborts a background task when dropped.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -621,19 +649,29 @@ async fn run(
         Some(cors) => cors.layer(),
         None => CorsLayer::disabled(),
     };
+    let mut web = if config.grpc_web {
+        WebLayer::new()
+    } else {
+        WebLayer::disabled()
+    }
+    .with_http_api(HttpApi::with_live_catalogs(
+        config.catalogs.clone(),
+        http_errors,
+    ));
+    if config.connect {
+        web = web.with_connect(crate::connect::ConnectApi::new(
+            &connect_pool(&static_sets),
+            crate::connect::ConnectLimits {
+                max_request_size: config.max_request_size,
+                body_timeout: config.request_body_timeout,
+                intake_memory: config.intake_memory,
+            },
+            config.catalogs.clone(),
+        ));
+    }
     let stack = tower::ServiceBuilder::new()
         .layer(cors)
-        .layer(
-            if config.grpc_web {
-                WebLayer::new()
-            } else {
-                WebLayer::disabled()
-            }
-            .with_http_api(HttpApi::with_live_catalogs(
-                config.catalogs.clone(),
-                http_errors,
-            )),
-        )
+        .layer(web)
         .layer(metrics_layer)
         .layer(error_layer(config))
         .layer(admission.layer())

@@ -65,32 +65,39 @@ use std::{
 
 use http::{header, HeaderName, HeaderValue, Method, StatusCode};
 
-use crate::http_api::HttpApi;
+use crate::{connect::ConnectApi, http_api::HttpApi};
 use tower::{Layer, Service};
 
-/// The request headers a gRPC-Web client may send cross-origin: the
-/// content type, gRPC-Web's own (`x-grpc-web`, `x-user-agent`), the
-/// deadline (`grpc-timeout`), a token (`authorization`, or `token` as the
-/// legacy API took it), and the locale (`accept-language`).
-pub const ALLOW_HEADERS: [HeaderName; 7] = [
+/// The request headers a gRPC-Web or Connect client may send
+/// cross-origin: the content type, gRPC-Web's own (`x-grpc-web`,
+/// `x-user-agent`), Connect's (`connect-protocol-version`, and the
+/// deadline `connect-timeout-ms`), gRPC's deadline (`grpc-timeout`), a
+/// token (`authorization`, or `token` as the legacy API took it), the
+/// locale (`accept-language`), and `if-none-match` for cached lookups.
+pub const ALLOW_HEADERS: [HeaderName; 10] = [
     header::CONTENT_TYPE,
     HeaderName::from_static("x-grpc-web"),
     HeaderName::from_static("x-user-agent"),
     HeaderName::from_static("grpc-timeout"),
+    HeaderName::from_static("connect-protocol-version"),
+    HeaderName::from_static("connect-timeout-ms"),
     header::AUTHORIZATION,
     HeaderName::from_static("token"),
     header::ACCEPT_LANGUAGE,
+    header::IF_NONE_MATCH,
 ];
 
 /// The response headers a page may read: the status, its message and its
-/// details, which a trailers-only error carries as headers; and, for the
-/// HTTP/JSON API, `Retry-After` and `WWW-Authenticate`.
-pub const EXPOSE_HEADERS: [HeaderName; 5] = [
+/// details, which a trailers-only error carries as headers; for the
+/// HTTP/JSON API and Connect, `Retry-After` and `WWW-Authenticate`; and a
+/// cached lookup's `ETag`.
+pub const EXPOSE_HEADERS: [HeaderName; 6] = [
     HeaderName::from_static("grpc-status"),
     HeaderName::from_static("grpc-message"),
     HeaderName::from_static("grpc-status-details-bin"),
     header::RETRY_AFTER,
     header::WWW_AUTHENTICATE,
+    header::ETAG,
 ];
 
 /// How long a browser may cache a preflight answer. Chromium caps it at
@@ -414,6 +421,7 @@ where
 pub struct WebLayer {
     enabled: bool,
     http: Option<Arc<HttpApi>>,
+    connect: Option<Arc<ConnectApi>>,
 }
 
 impl WebLayer {
@@ -422,6 +430,7 @@ impl WebLayer {
         Self {
             enabled: true,
             http: None,
+            connect: None,
         }
     }
 
@@ -430,6 +439,7 @@ impl WebLayer {
         Self {
             enabled: false,
             http: None,
+            connect: None,
         }
     }
 
@@ -437,6 +447,12 @@ impl WebLayer {
     /// ([`HttpApi`]) on `GET`s of their paths.
     pub fn with_http_api(mut self, api: HttpApi) -> Self {
         self.http = Some(Arc::new(api));
+        self
+    }
+
+    /// Also serves the Connect protocol's unary calls ([`ConnectApi`]).
+    pub fn with_connect(mut self, api: ConnectApi) -> Self {
+        self.connect = Some(Arc::new(api));
         self
     }
 }
@@ -456,8 +472,19 @@ impl<S: Clone> Layer<S> for WebLayer {
                 .enabled
                 .then(|| tonic_web::GrpcWebLayer::new().layer(inner.clone())),
             http: self.http.clone(),
+            connect: self.connect.clone(),
             grpc: inner,
         }
+    }
+}
+
+impl<S: Clone> Web<S> {
+    /// The inner service, polled ready, for a call that goes through it
+    /// from a future of its own (the HTTP API's, Connect's); a clone takes
+    /// its place.
+    fn take_ready(&mut self) -> S {
+        let clone = self.grpc.clone();
+        std::mem::replace(&mut self.grpc, clone)
     }
 }
 
@@ -466,6 +493,7 @@ impl<S: Clone> Layer<S> for WebLayer {
 pub struct Web<S> {
     web: Option<tonic_web::GrpcWebService<S>>,
     http: Option<Arc<HttpApi>>,
+    connect: Option<Arc<ConnectApi>>,
     grpc: S,
 }
 
@@ -515,21 +543,30 @@ where
     }
 
     fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        let grpc_family = is_grpc_family(request.headers());
+        if let Some(api) = self
+            .connect
+            .as_ref()
+            .filter(|_| !grpc_family && ConnectApi::handles(&request))
+        {
+            let api = api.clone();
+            let grpc = self.take_ready();
+            return WebFuture::http(async move {
+                api.call(grpc, request)
+                    .await
+                    .map(|body| tonic::body::Body::new(http_body_util::Full::new(body)))
+            });
+        }
         if let Some(api) = self
             .http
             .as_ref()
-            .filter(|_| HttpApi::handles(&request) || !is_grpc_family(request.headers()))
+            .filter(|_| !grpc_family || HttpApi::handles(&request))
         {
             let api = api.clone();
-            // The clone takes the place of the service that was polled
-            // ready; the gRPC calls the API makes go through it.
-            let clone = self.grpc.clone();
-            let grpc = std::mem::replace(&mut self.grpc, clone);
-            return WebFuture {
-                kind: WebKind::Http {
-                    future: Box::pin(async move { api.call(grpc, request).await }),
-                },
-            };
+            let grpc = self.take_ready();
+            return WebFuture::http(async move {
+                api.call(grpc, request).await.map(tonic::body::Body::new)
+            });
         }
         let kind = match &mut self.web {
             Some(web)
@@ -560,7 +597,20 @@ pin_project_lite::pin_project! {
     enum WebKind<F> {
         Web { #[pin] future: tonic_web::ResponseFuture<F> },
         Grpc { #[pin] future: F },
-        Http { future: Pin<Box<dyn Future<Output = http::Response<String>> + Send>> },
+        Http { future: Pin<Box<dyn Future<Output = http::Response<tonic::body::Body>> + Send>> },
+    }
+}
+
+impl<F> WebFuture<F> {
+    /// A future that answers the request itself (the HTTP API, Connect).
+    fn http(
+        future: impl Future<Output = http::Response<tonic::body::Body>> + Send + 'static,
+    ) -> Self {
+        Self {
+            kind: WebKind::Http {
+                future: Box::pin(future),
+            },
+        }
     }
 }
 
@@ -580,9 +630,10 @@ where
             WebKindProj::Grpc { future } => future
                 .poll(cx)
                 .map_ok(|response| response.map(|body| WebBody::grpc(body))),
-            WebKindProj::Http { future } => future.as_mut().poll(cx).map(|response| {
-                Ok(response.map(|body| WebBody::web(tonic::body::Body::new(body))))
-            }),
+            WebKindProj::Http { future } => future
+                .as_mut()
+                .poll(cx)
+                .map(|response| Ok(response.map(WebBody::web))),
         }
     }
 }

@@ -138,6 +138,10 @@ pub(crate) struct ServeArgs {
     /// Serve gRPC only, over HTTP/2: no gRPC-Web, no HTTP/1.1.
     #[arg(long)]
     no_grpc_web: bool,
+    /// Do not serve the Connect protocol's unary calls (POST in
+    /// application/proto or application/json, GET for lookups).
+    #[arg(long)]
+    no_connect: bool,
     /// The shape of the HTTP/JSON API's errors when Accept does not ask for
     /// application/problem+json: legacy ({"v", "error": {...}}), google (AIP-193)
     /// or problem (RFC 9457).
@@ -283,6 +287,7 @@ pub(crate) fn serve(args: ServeArgs) -> Outcome {
     };
     config.catalogs = reloader.catalogs();
     config.grpc_web = !args.no_grpc_web;
+    config.connect = !args.no_connect;
     let admin_addr = args.admin_addr;
     if admin_addr.is_some() {
         config.metrics = Some(errmap_server::metrics::Metrics::new());

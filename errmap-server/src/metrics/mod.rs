@@ -74,6 +74,8 @@ use trace::*;
 /// The labels of a call.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallLabels {
+    /// `grpc` (gRPC and gRPC-Web) or `connect`.
+    rpc_system: &'static str,
     rpc_method: &'static str,
     rpc_status_code: &'static str,
     // Borrowed from the binary for a compiled catalog; a catalog loaded at
@@ -308,6 +310,7 @@ impl Metrics {
         seconds: f64,
     ) {
         let labels = CallLabels {
+            rpc_system: "grpc",
             rpc_method: method,
             rpc_status_code: grpc_code_name(code),
             error_reason: Cow::Borrowed(reason),
@@ -316,8 +319,15 @@ impl Metrics {
         self.inner.calls.get_or_create(&labels).observe(seconds);
     }
 
-    fn record(&self, method: &'static str, outcome: Outcome, started: Instant) {
+    fn record(
+        &self,
+        system: &'static str,
+        method: &'static str,
+        outcome: Outcome,
+        started: Instant,
+    ) {
         let labels = CallLabels {
+            rpc_system: system,
             rpc_method: method,
             rpc_status_code: grpc_code_name(outcome.code),
             error_reason: outcome.reason,
@@ -461,6 +471,7 @@ pub struct MetricsService<S> {
 struct Timing {
     metrics: Option<Metrics>,
     span: tracing::Span,
+    system: &'static str,
     method: &'static str,
     slot: OutcomeSlot,
     started: Instant,
@@ -486,7 +497,7 @@ impl Timing {
             }
         }
         if let Some(metrics) = &self.metrics {
-            metrics.record(self.method, outcome, self.started);
+            metrics.record(self.system, self.method, outcome, self.started);
         }
     }
 }
@@ -526,6 +537,15 @@ where
         }
         let slot = OutcomeSlot::new();
         request.extensions_mut().insert(slot.clone());
+        let system = if request
+            .extensions()
+            .get::<crate::connect::ConnectCall>()
+            .is_some()
+        {
+            "connect"
+        } else {
+            "grpc"
+        };
         if let Some(metrics) = &self.metrics {
             let retried = request
                 .headers()
@@ -541,7 +561,7 @@ where
             let span = tracing::info_span!(
                 "rpc",
                 otel.kind = "server",
-                rpc.system = "grpc",
+                rpc.system = system,
                 rpc.service = tracing::field::Empty,
                 rpc.method = tracing::field::Empty,
                 rpc.status_code = tracing::field::Empty,
@@ -567,6 +587,7 @@ where
             tracing::Span::none()
         };
         let timing = Timing {
+            system,
             method: self
                 .metrics
                 .as_ref()

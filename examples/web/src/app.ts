@@ -1,12 +1,15 @@
-// A front-end that calls errmap over gRPC-Web and branches on the catalog
-// code of a failure, read from grpc-status-details-bin by connect-web.
+// A front-end that calls errmap over gRPC-Web or the Connect protocol and
+// branches on the catalog code of a failure: connect-web reads it from
+// grpc-status-details-bin (gRPC-Web) or from the error's JSON body
+// (Connect), and the page reads it the same way from either.
 //
 // Query parameters: `server` (the errmap server, default
-// http://127.0.0.1:50051) and `lang` (sent as accept-language; default the
-// browser's languages).
+// http://127.0.0.1:50051), `lang` (sent as accept-language; default the
+// browser's languages) and `transport` (grpc-web, the default, or connect;
+// the page's toggle changes it).
 
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
-import { createGrpcWebTransport } from "@connectrpc/connect-web";
+import { createConnectTransport, createGrpcWebTransport } from "@connectrpc/connect-web";
 import { ErrorCatalog, type ErrorDescriptor } from "./gen/errmap/v1/catalog_pb.js";
 import {
   ErrorInfoSchema,
@@ -15,11 +18,13 @@ import {
 } from "./gen/google/rpc/error_details_pb.js";
 
 const params = new URLSearchParams(location.search);
-const transport = createGrpcWebTransport({
-  baseUrl: params.get("server") ?? "http://127.0.0.1:50051",
-  useBinaryFormat: true,
-});
-const client = createClient(ErrorCatalog, transport);
+const baseUrl = params.get("server") ?? "http://127.0.0.1:50051";
+const clients = {
+  "grpc-web": createClient(ErrorCatalog, createGrpcWebTransport({ baseUrl, useBinaryFormat: true })),
+  // JSON, and GET for the lookups (they have no side effects), which
+  // browsers and CDNs may cache.
+  connect: createClient(ErrorCatalog, createConnectTransport({ baseUrl, useHttpGet: true })),
+};
 const language = params.get("lang") ?? navigator.languages.join(",");
 
 /** Retries of a 44 or 49, each after the server's RetryInfo delay. */
@@ -63,6 +68,7 @@ async function lookup(key: string, token: string, attempt = 0): Promise<void> {
     ? { key: { case: "code" as const, value: Number(key) } }
     : { key: { case: "name" as const, value: key.toUpperCase() } };
   try {
+    const client = input("transport-connect").checked ? clients.connect : clients["grpc-web"];
     const { error } = await client.getError(request, { headers, timeoutMs: 10_000 });
     if (error) showFound(error);
     setState("done");
@@ -108,6 +114,8 @@ async function lookup(key: string, token: string, attempt = 0): Promise<void> {
     setState("done");
   }
 }
+
+if (params.get("transport") === "connect") input("transport-connect").checked = true;
 
 $("lookup").addEventListener("submit", (event) => {
   event.preventDefault();

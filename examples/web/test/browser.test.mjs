@@ -43,12 +43,13 @@ function serveDist() {
 }
 
 /** Opens the page against `server`, looks `key` up, and returns what it rendered. */
-async function lookUp(server, key, { token = '', lang = 'en-US' } = {}) {
+async function lookUp(server, key, { token = '', lang = 'en-US', transport = 'grpc-web' } = {}) {
   const page = await browser.newPage();
   try {
     const url = `${siteOrigin}/index.html?server=${encodeURIComponent(server)}&lang=${encodeURIComponent(lang)}`;
     await page.goto(url, { waitUntil: 'load', timeout: 30000 });
     await page.waitForFunction(() => document.getElementById('state').textContent === 'ready', { timeout: 30000 });
+    await page.click(`#transport-${transport}`);
     await page.type('#key', key);
     if (token) await page.type('#token', token);
     await page.click('button[type=submit]');
@@ -147,4 +148,27 @@ test('the page branches on the auth codes of a protected server', async () => {
   const good = await lookUp(server, '21', { token: jwt(secret, { sub: 'web', aud: 'errmap', exp: now + 600 }) });
   assert.equal(good.found, true);
   assert.equal(good.name, 'AUTH_REQUIRED');
+});
+
+test('the Connect toggle reads the same miss and hit, over JSON and GET', async () => {
+  const server = await errmap('--cors-allow-origin', siteOrigin);
+
+  const miss = await lookUp(server, '48', { transport: 'connect' });
+  assert.equal(miss.failed, true);
+  assert.equal(miss.reason, 'API_ITEM_NOT_FOUND');
+  assert.equal(miss.code, '47');
+  assert.equal(miss.message, 'The requested item was not found.');
+
+  const hit = await lookUp(server, '11', { transport: 'connect' });
+  assert.equal(hit.found, true);
+  assert.equal(hit.name, 'AUTH_EXPIRED_TOKEN');
+
+  const russian = await lookUp(server, 'NO_SUCH_NAME', { lang: 'ru-RU,ru;q=0.9', transport: 'connect' });
+  assert.equal(russian.reason, 'API_ITEM_NOT_FOUND');
+  assert.match(russian.message, /[а-яё]/i);
+
+  // Without CORS for the page's origin, Connect's answer is as unreadable as gRPC-Web's.
+  const closed = await errmap();
+  const none = await lookUp(closed, '48', { transport: 'connect' });
+  assert.equal(none.reason, '');
 });

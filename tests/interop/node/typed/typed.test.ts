@@ -7,13 +7,11 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { createInterface } from "node:readline";
+import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import http2 from "node:http2";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import type { AddressInfo } from "node:net";
 
 import grpc from "@grpc/grpc-js";
@@ -30,36 +28,7 @@ import { ErrorCatalog } from "./gen/errmap/v1/catalog_pb.js";
 import { StatusSchema } from "./gen/google/rpc/status_pb.js";
 import * as shop from "./gen/shop/v1/shop_errmap.js";
 import * as errmap from "./gen/errmap/v1/error_code_errmap.js";
-
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-const ROOT = path.resolve(HERE, "../../../../..");
-const ERRMAP_BIN = process.env.ERRMAP_BIN ?? path.join(ROOT, "target/debug/errmap");
-const SHOP_BIN = process.env.SHOP_BIN ?? path.join(ROOT, "target/debug/examples/shop-server");
-
-/** A process that prints its address on its first line. */
-async function startProcess(bin: string, args: string[]): Promise<{ proc: ChildProcess; addr: string }> {
-  const proc = spawn(bin, args, { stdio: ["pipe", "pipe", "ignore"] });
-  const stdout = proc.stdout;
-  assert.ok(stdout);
-  const addr = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${bin} printed no address`)), 30000);
-    createInterface({ input: stdout }).once("line", (line: string) => {
-      clearTimeout(timer);
-      resolve(line.trim().replace(/^listening on /, ""));
-    });
-  });
-  return { proc, addr };
-}
-
-async function stopProcess(proc: ChildProcess): Promise<number | null> {
-  const exited = new Promise<number | null>((resolve) => proc.once("exit", (code) => resolve(code)));
-  proc.stdin?.end();
-  proc.kill("SIGTERM");
-  return Promise.race([
-    exited,
-    new Promise<never>((_, reject) => setTimeout(() => reject(new Error("no exit in 20 s")), 20000)),
-  ]);
-}
+import { ERRMAP_BIN, HERE, SHOP_BIN, startProcess, stopProcess } from "./support.js";
 
 async function failure(promise: Promise<unknown>): Promise<unknown> {
   try {

@@ -209,13 +209,19 @@ fn connections_that_never_finish_their_handshake_are_closed() {
     let _serial = one_at_a_time();
     // A cap above the flood, so that every connection is taken at once and
     // it is the handshake deadline (default 5 s) that closes them.
-    let served = serve(&["--max-connections", "4000"]);
+    // The trimmer's debug lines say, if the RSS stays up, whether it trimmed.
+    let served = serve_with(
+        &[],
+        &["--max-connections", "4000"],
+        "errmap_server::memory=debug,warn",
+    );
     let addr = addr_of(&served);
     // The RSS of the started server: `serve` prints its address before it
     // has assembled its services, and the RSS read at that moment varied
     // from 15.2 to 16.7 MiB between runs of the same binary; it settles at
     // about 19.6 MiB within 20 ms.
     let before = started_rss(&served);
+    let parts_before = rss_parts(served.pid());
     let (closed, ok, sent, peak, slowest_ms, took) = runtime().block_on(async {
         let channel = channel(&served).await;
         let began = Instant::now();
@@ -297,15 +303,19 @@ fn connections_that_never_finish_their_handshake_are_closed() {
     });
     let after = served.rss_kib();
     let idle = settled_rss(&served, before, 3 * 1024);
+    let parts_after = rss_parts(served.pid());
     eprintln!(
         "handshake flood: {closed}/3000 closed by the server, the last {slowest_ms} ms after it \
          connected ({:.1} s in all); victim {ok}/{sent}; RSS {before} KiB before, {peak} KiB \
-         peak, {after} KiB after, {idle} KiB once quiet",
+         peak, {after} KiB after, {idle} KiB once quiet (before: {parts_before}; once quiet: \
+         {parts_after})",
         took.as_secs_f64()
     );
     assert!(
         idle <= before + 3 * 1024,
-        "the idle RSS came back to {idle} KiB, not within 3 MiB of {before} KiB"
+        "the idle RSS came back to {idle} KiB, not within 3 MiB of {before} KiB; the server's \
+         trims: {}",
+        String::from_utf8_lossy(&served.stderr())
     );
     assert_eq!(closed, 3000, "every half-finished handshake was closed");
     // The default deadline is 5 s; the margin is for a loaded machine.
@@ -737,6 +747,17 @@ fn started_rss(served: &Served) -> u64 {
         last = now;
     }
     last
+}
+
+/// The anonymous and file-backed parts of the RSS of `pid`, for a report.
+fn rss_parts(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("RssAnon") || l.starts_with("RssFile"))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The RSS once it is within `margin_kib` of `start`, or after 10 s.

@@ -504,19 +504,16 @@ async fn metrics_count_connect_calls_apart() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn a_body_that_stalls_gets_40_at_the_body_timeout() {
+/// The answer, head and body, to an HTTP/1.1 POST on a kept-alive
+/// connection whose body stops part-way, with `extra` header lines.
+async fn stalled_http1(server: &TestServer, extra: &str) -> String {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut config = ServerConfig::default();
-    config.request_body_timeout = Duration::from_millis(300);
-    let server = TestServer::start(config).await;
     let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    tcp.write_all(
-        b"POST /errmap.v1.ErrorCatalog/GetError HTTP/1.1\r\nhost: x\r\n\
-          content-type: application/json\r\ncontent-length: 100\r\n\r\n{\"code\":",
-    )
-    .await
-    .unwrap();
+    let head = format!(
+        "POST /errmap.v1.ErrorCatalog/GetError HTTP/1.1\r\nhost: x\r\n\
+         content-type: application/json\r\ncontent-length: 100\r\n{extra}\r\n{{\"code\":"
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
     let mut answer = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(10), async {
         let mut buf = [0u8; 4096];
@@ -530,9 +527,30 @@ async fn a_body_that_stalls_gets_40_at_the_body_timeout() {
     })
     .await;
     assert!(read.is_ok(), "no answer within 10 s");
-    let text = String::from_utf8_lossy(&answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn a_body_that_stalls_gets_40_at_the_body_timeout() {
+    let mut config = ServerConfig::default();
+    config.request_body_timeout = Duration::from_millis(300);
+    let server = TestServer::start(config).await;
+    let text = stalled_http1(&server, "").await;
     assert!(text.starts_with("HTTP/1.1 400"), "{text}");
     assert!(text.contains("\"code\":\"invalid_argument\""), "{text}");
+    // The rest of the body would be read as the next request.
+    assert!(text.contains("connection: close\r\n"), "{text}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_deadline_that_passes_while_the_body_arrives_is_deadline_exceeded() {
+    let server = TestServer::start(ServerConfig::default()).await;
+    // Well before the body timeout (10 s).
+    let text = stalled_http1(&server, "connect-timeout-ms: 300\r\n").await;
+    assert!(text.starts_with("HTTP/1.1 504"), "{text}");
+    assert!(text.contains("\"code\":\"deadline_exceeded\""), "{text}");
+    assert!(text.contains("connection: close\r\n"), "{text}");
     server.stop().await;
 }
 

@@ -12,7 +12,14 @@
 //! comes from the gRPC code by Connect's table (aligned with
 //! `google/rpc/code.proto`), not from the catalog's legacy HTTP status.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -254,8 +261,7 @@ struct Held<'a> {
 
 impl Drop for Held<'_> {
     fn drop(&mut self) {
-        self.held
-            .fetch_sub(self.bytes, std::sync::atomic::Ordering::AcqRel);
+        self.held.fetch_sub(self.bytes, Ordering::AcqRel);
     }
 }
 
@@ -381,14 +387,20 @@ impl ConnectApi {
         // at it, and the caller gets deadline_exceeded (the connection's
         // own backstop reads only gRPC's grpc-timeout).
         let timeout = timeout_ms(request.headers());
-        let answer = self.answer(grpc, request, post_codec, timeout);
+        // Whether the body has been read whole: a deadline that passes
+        // before leaves the rest of it on the connection.
+        let body_read = AtomicBool::new(get);
+        let answer = self.answer(grpc, request, post_codec, timeout, &body_read);
         let answered = match timeout {
             Some(ms) => tokio::time::timeout(Duration::from_millis(ms), answer)
                 .await
                 .unwrap_or_else(|_| {
-                    Err(Failure::from(Status::deadline_exceeded(
-                        "the call ran past its Connect-Timeout-Ms",
-                    )))
+                    Err(Failure {
+                        status: Status::deadline_exceeded(
+                            "the call ran past its Connect-Timeout-Ms",
+                        ),
+                        body_refused: !body_read.load(Ordering::Acquire),
+                    })
                 }),
             None => answer.await,
         };
@@ -397,7 +409,7 @@ impl ConnectApi {
             Err(failure) => {
                 let mut response = error_response(&failure.status);
                 // A body refused part-way (too large, too slow, over the
-                // budget) leaves bytes on an HTTP/1.1 connection that no
+                // budget, or cut off by the deadline) leaves bytes on an HTTP/1.1 connection that no
                 // request will read: the client must not reuse it.
                 if http1 && failure.body_refused {
                     response
@@ -432,7 +444,6 @@ impl ConnectApi {
     /// Reads a request body within the limits: the size, the body timeout,
     /// and the budget all Connect bodies share.
     async fn read_body(&self, mut body: tonic::body::Body) -> Result<Vec<u8>, Failure> {
-        use std::sync::atomic::Ordering;
         let mut held = Held {
             held: &self.held,
             bytes: 0,
@@ -493,6 +504,7 @@ impl ConnectApi {
         request: http::Request<tonic::body::Body>,
         post_codec: Option<Codec>,
         timeout: Option<u64>,
+        body_read: &AtomicBool,
     ) -> Result<http::Response<Bytes>, Failure>
     where
         S: Service<http::Request<tonic::body::Body>, Response = http::Response<B>>,
@@ -502,7 +514,9 @@ impl ConnectApi {
         let path = parts.uri.path().to_owned();
         let method = self.methods.get(&path).cloned();
         let (codec, message) = if let Some(codec) = post_codec {
-            (codec, self.read_body(body).await?)
+            let message = self.read_body(body).await?;
+            body_read.store(true, Ordering::Release);
+            (codec, message)
         } else {
             // The query is bounded by the head limits; its message by the
             // size limit, as a body is.

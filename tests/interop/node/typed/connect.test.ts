@@ -8,6 +8,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import type { ChildProcess } from "node:child_process";
 import fs from "node:fs";
+import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 
@@ -131,6 +132,68 @@ test("44 with Retry-After: a body over the shared intake budget", async () => {
       const hit = await client.getError({ key: { case: "code", value: 21 } });
       assert.equal(hit.error?.name, "AUTH_REQUIRED", variant.name);
     }
+  } finally {
+    assert.equal(await stop(proc), 0);
+  }
+});
+
+/**
+ * A connection on a slow link: the first write (the head of a request, as
+ * Node's HTTP/1.1 client sends it) goes out at once; what follows (the body)
+ * goes `holdMs` later. `link.released` says whether it has.
+ */
+function slowLink(addr: string, holdMs: number, link: { released: boolean }): net.Socket {
+  const colon = addr.lastIndexOf(":");
+  const socket = net.connect({ host: addr.slice(0, colon), port: Number(addr.slice(colon + 1)) });
+  const write = socket.write.bind(socket) as (chunk: string | Uint8Array) => boolean;
+  let held: (string | Uint8Array)[] | undefined;
+  socket.write = ((chunk: string | Uint8Array, ...rest: unknown[]): boolean => {
+    const done = rest.find((r) => typeof r === "function") as (() => void) | undefined;
+    if (held === undefined) {
+      held = [];
+      setTimeout(() => {
+        link.released = true;
+        if (!socket.destroyed) {
+          for (const b of held ?? []) write(b);
+        }
+      }, holdMs).unref();
+      write(chunk);
+    } else {
+      held.push(chunk);
+    }
+    done?.();
+    return true;
+  }) as typeof socket.write;
+  return socket;
+}
+
+test("Connect-Timeout-Ms is the call's deadline: deadline_exceeded from the server", async () => {
+  const { proc, addr } = await serve();
+  try {
+    for (const useBinaryFormat of [false, true]) {
+      // The request's last byte arrives 3 s late; its deadline is 300 ms.
+      // The deadline goes as the header alone (no timeoutMs), so that the
+      // client's own timer does not race the server's answer.
+      const link = { released: false };
+      const transport = createConnectTransport({
+        baseUrl: `http://${addr}`,
+        httpVersion: "1.1",
+        useBinaryFormat,
+        nodeOptions: { createConnection: () => slowLink(addr, 5000, link) },
+      });
+      const client = createClient(ErrorCatalog, transport);
+      const late = await failure(
+        client.getError({ key: { case: "code", value: 21 } }, { headers: { "connect-timeout-ms": "300" } }),
+      );
+      assert.equal(late.code, Code.DeadlineExceeded, `${useBinaryFormat}: ${late.message}`);
+      assert.match(late.rawMessage, /Connect-Timeout-Ms/);
+      // Answered at the deadline, before the request was whole.
+      assert.equal(link.released, false, "the answer came once the request was whole");
+    }
+    // With a deadline it meets, the same call answers.
+    const client = createClient(ErrorCatalog, variants[0].transport(addr));
+    const hit = await client.getError({ key: { case: "code", value: 21 } }, { timeoutMs: 10_000 });
+    assert.equal(hit.error?.name, "AUTH_REQUIRED");
   } finally {
     assert.equal(await stop(proc), 0);
   }

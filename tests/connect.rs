@@ -16,7 +16,6 @@ use errmap_server::{
     auth::{AuthInterceptor, JwtVerifier},
     server::ServerConfig,
 };
-use http_body_util::BodyExt as _;
 use prost::Message as _;
 use serde_json::Value;
 
@@ -64,32 +63,17 @@ async fn send(
     headers: &[(&str, &str)],
     body: Vec<u8>,
 ) -> Reply {
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .http2_only(http2)
-        .build_http::<http_body_util::Full<Bytes>>();
-    let mut request = http::Request::builder().method(method).uri(url);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let response = tokio::time::timeout(
-        Duration::from_secs(20),
-        client.request(
-            request
-                .body(http_body_util::Full::new(Bytes::from(body)))
-                .unwrap(),
-        ),
-    )
-    .await
-    .expect("an answer within 20 s")
-    .unwrap();
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let (status, headers, body) = common::http_request(http2, method, url, headers, body).await;
     Reply {
         status,
         headers,
         body,
     }
+}
+
+/// A `POST` with [`send`].
+async fn post(http2: bool, url: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Reply {
+    send(http2, http::Method::POST, url, headers, body).await
 }
 
 const GET_ERROR: &str = "/errmap.v1.ErrorCatalog/GetError";
@@ -125,26 +109,12 @@ async fn hits_and_misses_in_json_and_proto_over_http1_and_h2c() {
     let grpc_miss = grpc_error_info(&server, 48).await;
     for http2 in [false, true] {
         // A hit, JSON.
-        let hit = send(
-            http2,
-            http::Method::POST,
-            &url,
-            &[JSON, VERSION],
-            br#"{"code": 21}"#.to_vec(),
-        )
-        .await;
+        let hit = post(http2, &url, &[JSON, VERSION], br#"{"code": 21}"#.to_vec()).await;
         assert_eq!(hit.status, 200, "{http2}");
         assert_eq!(hit.header("content-type"), "application/json");
         assert_eq!(hit.json()["error"]["name"], "AUTH_REQUIRED");
         // A hit, proto.
-        let hit = send(
-            http2,
-            http::Method::POST,
-            &url,
-            &[PROTO, VERSION],
-            request_proto(21),
-        )
-        .await;
+        let hit = post(http2, &url, &[PROTO, VERSION], request_proto(21)).await;
         assert_eq!(hit.status, 200);
         assert_eq!(hit.header("content-type"), "application/proto");
         let reply = pb::GetErrorResponse::decode(hit.body.clone()).unwrap();
@@ -171,9 +141,8 @@ async fn hits_and_misses_in_json_and_proto_over_http1_and_h2c() {
             assert_eq!(localized.locale, "en-US");
         }
         // In Russian.
-        let russian = send(
+        let russian = post(
             http2,
-            http::Method::POST,
             &url,
             &[JSON, VERSION, ("accept-language", "ru")],
             br#"{"code": 48}"#.to_vec(),
@@ -192,9 +161,8 @@ async fn hits_and_misses_in_json_and_proto_over_http1_and_h2c() {
 async fn a_get_answers_as_the_post_does_and_is_cached_by_its_etag() {
     let server = TestServer::start_default().await;
     let base = format!("http://{}", server.addr);
-    let post = send(
+    let posted = post(
         false,
-        http::Method::POST,
         &format!("{base}{GET_ERROR}"),
         &[JSON],
         br#"{"code":47}"#.to_vec(),
@@ -204,7 +172,7 @@ async fn a_get_answers_as_the_post_does_and_is_cached_by_its_etag() {
         format!("{base}{GET_ERROR}?connect=v1&encoding=json&message=%7B%22code%22%3A47%7D");
     let get = send(false, http::Method::GET, &get_url, &[], Vec::new()).await;
     assert_eq!(get.status, 200);
-    assert_eq!(get.body, post.body, "GET and POST answer alike");
+    assert_eq!(get.body, posted.body, "GET and POST answer alike");
     let etag = get.header("etag").to_owned();
     assert!(etag.starts_with('"') && etag.ends_with('"'), "{etag}");
     assert_eq!(get.header("cache-control"), "public, no-cache");
@@ -271,9 +239,8 @@ async fn a_get_answers_as_the_post_does_and_is_cached_by_its_etag() {
     .await;
     assert_eq!(check.json()["code"], "unimplemented");
     // But a POST does.
-    let check = send(
+    let check = post(
         false,
-        http::Method::POST,
         &format!("{base}/grpc.health.v1.Health/Check"),
         &[JSON],
         b"{}".to_vec(),
@@ -290,9 +257,8 @@ async fn failures_before_the_handler_get_connect_bodies() {
     let server = TestServer::start(config).await;
     let base = format!("http://{}", server.addr);
     // A content type Connect does not have: 415, with 40.
-    let bad_type = send(
+    let bad_type = post(
         false,
-        http::Method::POST,
         &format!("{base}{GET_ERROR}"),
         &[("content-type", "text/plain"), VERSION],
         b"x".to_vec(),
@@ -304,9 +270,8 @@ async fn failures_before_the_handler_get_connect_bodies() {
     assert_eq!(info.reason, "API_INVALID_REQUEST");
     // Over the size limit: 40.
     let big = format!(r#"{{"name": "{}"}}"#, "A".repeat(4096));
-    let too_large = send(
+    let too_large = post(
         false,
-        http::Method::POST,
         &format!("{base}{GET_ERROR}"),
         &[JSON],
         big.into_bytes(),
@@ -334,9 +299,8 @@ async fn failures_before_the_handler_get_connect_bodies() {
     );
     assert_eq!(long_get.json()["code"], "invalid_argument");
     // JSON that is not the request type: 40.
-    let wrong = send(
+    let wrong = post(
         false,
-        http::Method::POST,
         &format!("{base}{GET_ERROR}"),
         &[JSON],
         br#"{"nope": 1}"#.to_vec(),
@@ -345,9 +309,8 @@ async fn failures_before_the_handler_get_connect_bodies() {
     assert_eq!(wrong.status, 400);
     // No such method: 43, unimplemented, 501.
     for codec in [JSON, PROTO] {
-        let unknown = send(
+        let unknown = post(
             false,
-            http::Method::POST,
             &format!("{base}/errmap.v1.ErrorCatalog/Nope"),
             &[codec],
             Vec::new(),
@@ -370,14 +333,7 @@ async fn shedding_carries_retry_after_and_the_timeout_header_is_the_deadline() {
     let held = server.start_slow(&channel, 3_000, 1).await;
     let slow = format!("http://{}/test.v1.Probe/Slow", server.addr);
     // The one place is taken: 44, 429, Retry-After.
-    let shed = send(
-        false,
-        http::Method::POST,
-        &slow,
-        &[PROTO],
-        "10".to_owned().encode_to_vec(),
-    )
-    .await;
+    let shed = post(false, &slow, &[PROTO], "10".to_owned().encode_to_vec()).await;
     assert_eq!(shed.status, 429, "{}", String::from_utf8_lossy(&shed.body));
     assert_eq!(shed.json()["code"], "resource_exhausted");
     assert_eq!(shed.header("retry-after"), "1");
@@ -387,9 +343,8 @@ async fn shedding_carries_retry_after_and_the_timeout_header_is_the_deadline() {
         call.await.unwrap().unwrap();
     }
     // Connect-Timeout-Ms is the call's deadline: 504.
-    let late = send(
+    let late = post(
         true,
-        http::Method::POST,
         &slow,
         &[PROTO, ("connect-timeout-ms", "100")],
         "2000".to_owned().encode_to_vec(),
@@ -407,14 +362,7 @@ async fn tokens_are_checked_as_for_grpc() {
     config.auth = Some(AuthInterceptor::new(JwtVerifier::hs256(secret)));
     let server = TestServer::start(config).await;
     let url = format!("http://{}{GET_ERROR}", server.addr);
-    let anonymous = send(
-        false,
-        http::Method::POST,
-        &url,
-        &[JSON],
-        br#"{"code": 1}"#.to_vec(),
-    )
-    .await;
+    let anonymous = post(false, &url, &[JSON], br#"{"code": 1}"#.to_vec()).await;
     assert_eq!(anonymous.status, 401);
     assert_eq!(anonymous.json()["code"], "unauthenticated");
     let info =
@@ -431,9 +379,8 @@ async fn tokens_are_checked_as_for_grpc() {
     )
     .unwrap();
     let token = format!("Bearer {jwt}");
-    let with_token = send(
+    let with_token = post(
         false,
-        http::Method::POST,
         &url,
         &[JSON, ("authorization", &token)],
         br#"{"code": 1}"#.to_vec(),
@@ -449,14 +396,7 @@ async fn off_the_port_speaks_no_connect() {
     config.connect = false;
     let server = TestServer::start(config).await;
     let url = format!("http://{}{GET_ERROR}", server.addr);
-    let reply = send(
-        false,
-        http::Method::POST,
-        &url,
-        &[JSON],
-        br#"{"code": 21}"#.to_vec(),
-    )
-    .await;
+    let reply = post(false, &url, &[JSON], br#"{"code": 21}"#.to_vec()).await;
     // The HTTP API answers instead, in its legacy shape: a gRPC method
     // takes a gRPC content type.
     assert_eq!(
@@ -477,14 +417,7 @@ async fn metrics_count_connect_calls_apart() {
     config.metrics = Some(metrics.clone());
     let server = TestServer::start(config).await;
     let url = format!("http://{}{GET_ERROR}", server.addr);
-    let miss = send(
-        false,
-        http::Method::POST,
-        &url,
-        &[JSON],
-        br#"{"code": 48}"#.to_vec(),
-    )
-    .await;
+    let miss = post(false, &url, &[JSON], br#"{"code": 48}"#.to_vec()).await;
     assert_eq!(miss.status, 404);
     let _ = grpc_error_info(&server, 48).await;
     let text = metrics.encode(false);
@@ -567,14 +500,7 @@ async fn bodies_share_the_intake_budget() {
     let info = pb::rpc::ErrorInfo::decode(over.detail("google.rpc.ErrorInfo").as_slice()).unwrap();
     assert_eq!(info.metadata["code"], "44");
     // The budget is given back: a small call passes.
-    let small = send(
-        false,
-        http::Method::POST,
-        &url,
-        &[JSON],
-        br#"{"code": 21}"#.to_vec(),
-    )
-    .await;
+    let small = post(false, &url, &[JSON], br#"{"code": 21}"#.to_vec()).await;
     assert_eq!(small.status, 200);
     server.stop().await;
 }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::{binary, TestServer};
 use errmap::{
@@ -16,7 +16,6 @@ use errmap_server::{
     http_error::Shape,
     server::ServerConfig,
 };
-use http_body_util::BodyExt as _;
 use serde_json::Value;
 
 struct Reply {
@@ -38,22 +37,8 @@ async fn get(url: &str, headers: &[(&str, &str)]) -> Reply {
 
 /// A request with `method` and no body over HTTP/1.1 with hyper's client.
 async fn send(method: http::Method, url: &str, headers: &[(&str, &str)]) -> Reply {
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::Empty<bytes::Bytes>>();
-    let mut request = http::Request::builder().method(method).uri(url);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let response = tokio::time::timeout(
-        Duration::from_secs(10),
-        client.request(request.body(http_body_util::Empty::new()).unwrap()),
-    )
-    .await
-    .expect("an answer within 10 s")
-    .unwrap();
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let (status, headers, body) =
+        common::http_request(false, method, url, headers, Vec::new()).await;
     Reply {
         status,
         headers,

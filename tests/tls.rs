@@ -128,20 +128,24 @@ async fn served_serial(addr: std::net::SocketAddr, ca: &Ca) -> Vec<u8> {
     cert.raw_serial().to_vec()
 }
 
+/// TLS for `localhost` with a certificate `ca` signed, no client
+/// certificates asked.
+fn server_tls(dir: &Path, ca: &Ca) -> TlsConfig {
+    let (cert, key) = ca.sign("server", &["localhost"], 1);
+    TlsConfig::from_files(
+        write(dir, "cert.pem", &cert),
+        write(dir, "key.pem", &key),
+        None::<PathBuf>,
+    )
+    .unwrap()
+}
+
 #[tokio::test]
 async fn a_tls_call_succeeds_and_a_plaintext_client_fails_cleanly() {
     let dir = dir("basic");
     let ca = Ca::new("test CA");
-    let (cert, key) = ca.sign("server", &["localhost"], 1);
     let mut config = ServerConfig::default();
-    config.tls = Some(
-        TlsConfig::from_files(
-            write(&dir, "cert.pem", &cert),
-            write(&dir, "key.pem", &key),
-            None::<PathBuf>,
-        )
-        .unwrap(),
-    );
+    config.tls = Some(server_tls(&dir, &ca));
     let server = TestServer::start(config).await;
     let channel = tls_channel(server.addr, &ca.pem(), None).await.unwrap();
     let answer = call_probe(channel, "Echo", Request::new("over TLS".into()))
@@ -426,16 +430,8 @@ fn the_cli_names_a_certificate_for_another_host() {
 async fn a_connect_call_over_tls_gets_connects_error() {
     let dir = dir("connect");
     let ca = Ca::new("test CA");
-    let (cert, key) = ca.sign("server", &["localhost"], 1);
     let mut config = ServerConfig::default();
-    config.tls = Some(
-        TlsConfig::from_files(
-            write(&dir, "cert.pem", &cert),
-            write(&dir, "key.pem", &key),
-            None::<PathBuf>,
-        )
-        .unwrap(),
-    );
+    config.tls = Some(server_tls(&dir, &ca));
     let server = TestServer::start(config).await;
     let mut roots = RootCertStore::empty();
     roots.add(ca.cert.der().clone()).unwrap();

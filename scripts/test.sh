@@ -7,7 +7,8 @@
 # target/interop/venv, Node packages from the npm registry into
 # tests/interop/node/node_modules (buf, protoc-gen-es, Connect and
 # TypeScript included) and examples/web/node_modules, and Debian's chromium,
-# prometheus and Go with its gRPC packages (apt-get) when they are missing.
+# prometheus, Go with its gRPC packages, buildah, podman and runc, and
+# kubectl (kubernetes-client) (apt-get) when they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -69,7 +70,25 @@ fi
 "$PROMETHEUS" --version 2>&1 | sed -n 1p
 export PROMETHEUS
 
-echo "==> Python interop (grpcio, grpcio-status, grpcio-reflection, grpcio-health-checking; the generated helpers under mypy --strict)"
+echo "==> Debian's buildah, podman and runc, and kubectl, for the image and the Kubernetes manifests (deploy/)"
+for tool in buildah podman runc; do
+  if ! command -v "$tool" >/dev/null; then
+    echo "installing Debian's buildah, podman and runc (apt-get)"
+    apt_install buildah podman runc
+    break
+  fi
+done
+# Any kubectl with a built-in kustomize renders the base alike; Debian's
+# kubernetes-client (1.20) when there is none.
+if ! kubectl kustomize --help >/dev/null 2>&1; then
+  echo "installing Debian's kubernetes-client (apt-get)"
+  apt_install kubernetes-client
+fi
+buildah --version
+podman --version
+kubectl version --client 2>/dev/null | sed -n 1,2p
+
+echo "==> Python interop (grpcio, grpcio-status, grpcio-reflection, grpcio-health-checking; the generated helpers under mypy --strict; deploy/ with kubernetes-validate, buildah and podman)"
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi

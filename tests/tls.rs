@@ -11,6 +11,7 @@ use std::{
 };
 
 use common::{binary::serve, call_probe, TestServer};
+use errmap::{ErrorCode, ErrorStatusExt as _};
 use errmap_server::{server::ServerConfig, tls::TlsConfig};
 use rcgen::{
     BasicConstraints, Certificate, CertificateParams, DnType, IsCa, KeyPair, SanType, SerialNumber,
@@ -475,4 +476,109 @@ async fn a_connect_call_over_tls_gets_connects_error() {
     assert_eq!(body["code"], "not_found");
     assert_eq!(body["details"][0]["type"], "google.rpc.ErrorInfo");
     server.stop().await;
+}
+
+/// Issue 28: with mutual TLS on the gRPC port, probes that speak no TLS
+/// (Kubernetes' gRPC probes) ask `--health-addr`, a plaintext port that
+/// serves health alone. At SIGTERM it says NOT_SERVING at once, while the
+/// gRPC port still takes calls for `--drain-delay`; then the process exits 0.
+#[test]
+fn probes_ask_a_plaintext_health_port_that_turns_not_serving_at_sigterm() {
+    use tonic_health::pb::{
+        health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
+    };
+    let dir = dir("health-port");
+    let ca = Ca::new("test CA");
+    let clients = Ca::new("clients CA");
+    let (client_cert, client_key) = clients.sign("probe", &["probe.internal"], 5);
+    // Writes cert.pem and key.pem.
+    server_tls(&dir, &ca);
+    let mut served = serve(&[
+        "--tls-cert",
+        dir.join("cert.pem").to_str().unwrap(),
+        "--tls-key",
+        dir.join("key.pem").to_str().unwrap(),
+        "--tls-client-ca",
+        write(&dir, "clients.pem", &clients.pem()).to_str().unwrap(),
+        "--health-addr",
+        "127.0.0.1:0",
+        "--drain-delay",
+        "2s",
+    ]);
+    let health_addr = served.next_stdout_line();
+    assert!(health_addr.starts_with("127.0.0.1:"), "{health_addr}");
+    let addr: std::net::SocketAddr = served.addr.parse().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let plaintext = Channel::from_shared(format!("http://{health_addr}"))
+            .unwrap()
+            .timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .unwrap();
+        let mut probe = HealthClient::new(plaintext.clone());
+        let check = |service: &str| HealthCheckRequest {
+            service: service.to_owned(),
+        };
+        for service in ["", "errmap.v1.ErrorCatalog"] {
+            let status = probe
+                .check(check(service))
+                .await
+                .unwrap()
+                .into_inner()
+                .status;
+            assert_eq!(status, ServingStatus::Serving as i32, "{service:?}");
+        }
+        // Health alone: the lookup is not served here (43), in plaintext
+        // or otherwise.
+        let lookup = call_lookup(plaintext).await.unwrap_err();
+        assert_eq!(lookup.code(), tonic::Code::Unimplemented);
+        assert_eq!(
+            lookup.error_code(),
+            Some(ErrorCode::ApiMethodNotFound),
+            "{lookup:?}"
+        );
+        // The gRPC port wants a client certificate.
+        let client_cert = write(&dir, "probe.pem", &client_cert);
+        let client_key = write(&dir, "probe.key", &client_key);
+        let identity = (
+            std::fs::read_to_string(&client_cert).unwrap(),
+            std::fs::read_to_string(&client_key).unwrap(),
+        );
+        let secure = tls_channel(addr, &ca.pem(), Some((&identity.0, &identity.1)))
+            .await
+            .unwrap();
+        call_lookup(secure.clone()).await.unwrap();
+
+        served.sigterm();
+        let until = std::time::Instant::now() + Duration::from_secs(2);
+        let mut status = ServingStatus::Serving as i32;
+        while status != ServingStatus::NotServing as i32 && std::time::Instant::now() < until {
+            status = probe
+                .check(check("errmap.v1.ErrorCatalog"))
+                .await
+                .unwrap()
+                .into_inner()
+                .status;
+        }
+        assert_eq!(
+            status,
+            ServingStatus::NotServing as i32,
+            "readiness after SIGTERM"
+        );
+        // Within the drain delay, the gRPC port still answers.
+        call_lookup(secure).await.unwrap();
+    });
+    assert_eq!(served.wait_exit(Duration::from_secs(10)), Some(0));
+}
+
+/// A GetError for code 21 on `channel`.
+async fn call_lookup(channel: Channel) -> Result<errmap::pb::GetErrorResponse, tonic::Status> {
+    errmap::pb::error_catalog_client::ErrorCatalogClient::new(channel)
+        .get_error(errmap::pb::GetErrorRequest {
+            key: Some(errmap::pb::get_error_request::Key::Code(21)),
+            domain: None,
+        })
+        .await
+        .map(tonic::Response::into_inner)
 }

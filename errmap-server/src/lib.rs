@@ -17,6 +17,7 @@ pub mod auth;
 pub mod connect;
 pub mod connections;
 mod descriptors;
+pub mod health_port;
 pub mod http_api;
 pub mod http_error;
 pub mod layer;

@@ -56,8 +56,14 @@ pub struct ServerConfig {
     /// Where to listen; port 0 picks a free port. Default `127.0.0.1:50051`.
     pub addr: SocketAddr,
     /// How long in-flight calls may run on after a shutdown signal before
-    /// they are dropped. Default 5 s.
+    /// they are dropped (counted from the end of the
+    /// [`drain_delay`](Self::drain_delay)). Default 5 s.
     pub grace_period: Duration,
+    /// How long the server keeps taking new calls after a shutdown signal,
+    /// while health already reports NOT_SERVING and `/readyz` 503: the time
+    /// load balancers and Kubernetes' endpoints take to stop sending new
+    /// calls. Then the drain begins. Default 0.
+    pub drain_delay: Duration,
     /// Streams (calls) one HTTP/2 connection may have open at once. Default
     /// 256.
     pub max_concurrent_streams: u32,
@@ -151,6 +157,7 @@ impl Default for ServerConfig {
         Self {
             addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
             grace_period: Duration::from_secs(5),
+            drain_delay: Duration::ZERO,
             max_concurrent_streams: 256,
             max_request_size: 64 * 1024,
             max_header_list_size: 16 * 1024,
@@ -259,6 +266,7 @@ impl ServerConfig {
         nonzero("--write-timeout", self.write_timeout)?;
         positive("--intake-memory", self.intake_memory > 0)?;
         at_most_a_day("--grace-period", self.grace_period)?;
+        at_most_a_day("--drain-delay", self.drain_delay)?;
         if self.max_request_size > (u32::MAX as usize) {
             return Err(ConfigError {
                 setting: "--max-request-size",
@@ -320,6 +328,7 @@ pub struct ErrmapServer {
     routes: RoutesBuilder,
     services: Vec<&'static str>,
     descriptor_sets: Vec<&'static [u8]>,
+    health_listener: Option<TcpListener>,
 }
 
 impl ErrmapServer {
@@ -330,7 +339,17 @@ impl ErrmapServer {
             routes: RoutesBuilder::default(),
             services: Vec::new(),
             descriptor_sets: Vec::new(),
+            health_listener: None,
         }
+    }
+
+    /// Serves `grpc.health.v1.Health` alone on `listener` too, in plaintext
+    /// HTTP/2, whatever TLS the main port has: Kubernetes' gRPC probes
+    /// speak no TLS. It reports what the main port's health reports, and
+    /// stops with it. See [`crate::health_port`].
+    pub fn with_health_listener(mut self, listener: TcpListener) -> Self {
+        self.health_listener = Some(listener);
+        self
     }
 
     /// The configuration.
@@ -377,13 +396,14 @@ impl ErrmapServer {
     /// Serves on `listener` until `shutdown` completes, then shuts down
     /// gracefully:
     ///
-    /// 1. health reports NOT_SERVING, and new calls get 49
-    ///    `API_TRY_AGAIN_LATER` with `RetryInfo`;
-    /// 2. the calls in flight finish;
-    /// 3. the transport stops accepting and closes the connections.
+    /// 1. health reports NOT_SERVING (and `/readyz` 503); new calls are
+    ///    still taken for [`ServerConfig::drain_delay`];
+    /// 2. new calls get 49 `API_TRY_AGAIN_LATER` with `RetryInfo`;
+    /// 3. the calls in flight finish;
+    /// 4. the transport stops accepting and closes the connections.
     ///
-    /// All of it within [`ServerConfig::grace_period`]; calls still running
-    /// then are dropped.
+    /// Steps 2 to 4 within [`ServerConfig::grace_period`]; calls still
+    /// running then are dropped.
     ///
     /// Every call passes the [`ErrorLayer`], the [`Admission`] limits and
     /// the [`CatchPanicLayer`]; every connection the [`listener`] limits.
@@ -511,6 +531,7 @@ async fn run(
         mut routes,
         services,
         descriptor_sets,
+        health_listener,
     } = server;
     let config = &config;
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -556,6 +577,20 @@ async fn run(
                 .max_decoding_message_size(limit))
         })?;
     let health_service = health_service.max_decoding_message_size(limit);
+    // The plaintext health port, for probes; it stops with this function.
+    let _health_port = health_listener.map(|listener| {
+        AbortOnDrop(tokio::spawn(crate::health_port::serve(
+            listener,
+            health_service.clone(),
+            error_layer(config),
+            crate::health_port::HealthPortConfig {
+                handshake_timeout: config.handshake_timeout,
+                write_timeout: config.write_timeout,
+                keepalive_interval: config.keepalive_interval,
+                keepalive_timeout: config.keepalive_timeout,
+            },
+        )))
+    });
 
     let mut table = RouteTable::new();
     for set in static_sets.iter().copied() {
@@ -706,18 +741,32 @@ async fn run(
         () = shutdown => {}
     }
 
-    tracing::info!(
-        grace_period_ms = config.grace_period.as_millis() as u64,
-        in_flight = admission.in_flight(),
-        "shutting down: NOT_SERVING, refusing new calls, finishing those in flight"
-    );
-    let deadline = tokio::time::Instant::now() + config.grace_period;
+    // Health says NOT_SERVING at once, so that probes and load balancers
+    // stop sending calls; new calls are still taken for the drain delay,
+    // while they do.
     health
         .set_service_status("", ServingStatus::NotServing)
         .await;
     health
         .set_not_serving::<ErrorCatalogServer<CatalogService>>()
         .await;
+    admission.announce_stop();
+    if !config.drain_delay.is_zero() {
+        tracing::info!(
+            drain_delay_ms = config.drain_delay.as_millis() as u64,
+            "stopping: NOT_SERVING, taking new calls for the drain delay"
+        );
+        tokio::select! {
+            () = &mut server => return Ok(()),
+            () = tokio::time::sleep(config.drain_delay) => {}
+        }
+    }
+    tracing::info!(
+        grace_period_ms = config.grace_period.as_millis() as u64,
+        in_flight = admission.in_flight(),
+        "shutting down: NOT_SERVING, refusing new calls, finishing those in flight"
+    );
+    let deadline = tokio::time::Instant::now() + config.grace_period;
     admission.begin_drain();
     if tokio::time::timeout_at(deadline, admission.drained())
         .await

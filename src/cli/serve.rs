@@ -27,9 +27,15 @@ pub(crate) struct ServeArgs {
     /// port); port 0 picks a free port. The bound address is printed on stdout.
     #[arg(long, default_value = "127.0.0.1:50051", value_parser = parse_addr, value_name = "HOST:PORT")]
     addr: SocketAddr,
-    /// How long in-flight calls may finish after SIGINT or SIGTERM (e.g. 5s, 500ms).
+    /// How long in-flight calls may finish after SIGINT or SIGTERM (e.g. 5s, 500ms),
+    /// counted from the end of --drain-delay.
     #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
     grace_period: Duration,
+    /// After SIGINT or SIGTERM, how long to keep taking new calls while health
+    /// already says NOT_SERVING (and /readyz 503), before refusing them and
+    /// draining: the time a load balancer or Kubernetes takes to stop sending.
+    #[arg(long, default_value = "0s", value_parser = parse_duration, value_name = "DURATION")]
+    drain_delay: Duration,
     /// Calls one connection may have open at once.
     #[arg(long, default_value_t = 256, value_name = "N")]
     max_concurrent_streams: u32,
@@ -156,6 +162,11 @@ pub(crate) struct ServeArgs {
     /// printed as the second line of stdout.
     #[arg(long, value_name = "HOST:PORT")]
     admin_addr: Option<SocketAddr>,
+    /// Serve grpc.health.v1.Health alone, in plaintext HTTP/2, on this address
+    /// too, for probes that speak no TLS (Kubernetes' gRPC probes). Its bound
+    /// address is printed on stdout after the others.
+    #[arg(long, value_name = "HOST:PORT")]
+    health_addr: Option<SocketAddr>,
     /// The public URL of this server's catalog pages (e.g.
     /// `https://errors.example.com`): every error links to URL/errors/NAME.
     #[arg(long, value_name = "URL")]
@@ -254,6 +265,7 @@ pub(crate) fn serve(args: ServeArgs) -> Outcome {
     let mut config = ServerConfig::default();
     config.addr = args.addr;
     config.grace_period = args.grace_period;
+    config.drain_delay = args.drain_delay;
     config.max_concurrent_streams = args.max_concurrent_streams;
     config.max_request_size = args.max_request_size;
     config.keepalive_interval = args.keepalive_interval;
@@ -289,6 +301,7 @@ pub(crate) fn serve(args: ServeArgs) -> Outcome {
     config.grpc_web = !args.no_grpc_web;
     config.connect = !args.no_connect;
     let admin_addr = args.admin_addr;
+    let health_addr = args.health_addr;
     if admin_addr.is_some() {
         config.metrics = Some(errmap_server::metrics::Metrics::new());
     }
@@ -363,6 +376,15 @@ pub(crate) fn serve(args: ServeArgs) -> Outcome {
             },
             None => None,
         };
+        let health_port = match health_addr {
+            Some(addr) => match server::bind(addr).await {
+                Ok(listener) => Some(listener),
+                Err(e) => {
+                    return Err(Failure::Failed(format!("cannot listen on --health-addr {addr}: {e}")));
+                }
+            },
+            None => None,
+        };
         let mut stdout = std::io::stdout().lock();
         let _ = writeln!(stdout, "{bound}");
         if let Some(admin) = &admin {
@@ -370,6 +392,17 @@ pub(crate) fn serve(args: ServeArgs) -> Outcome {
                 Ok(addr) => {
                     let _ = writeln!(stdout, "{addr}");
                     tracing::info!(%addr, "admin: /metrics, /healthz, /readyz");
+                }
+                Err(e) => {
+                    return Err(Failure::Failed(format!("{e}")));
+                }
+            }
+        }
+        if let Some(health_port) = &health_port {
+            match health_port.local_addr() {
+                Ok(addr) => {
+                    let _ = writeln!(stdout, "{addr}");
+                    tracing::info!(%addr, "health: grpc.health.v1.Health in plaintext, for probes");
                 }
                 Err(e) => {
                     return Err(Failure::Failed(format!("{e}")));
@@ -394,7 +427,11 @@ pub(crate) fn serve(args: ServeArgs) -> Outcome {
             cors = %sanitize::escape(&cors_origins),
             "serving errmap.v1.ErrorCatalog, health and reflection, over gRPC and gRPC-Web"
         );
-        match server::serve(listener, &config, shutdown).await {
+        let mut server = errmap_server::server::ErrmapServer::new(config);
+        if let Some(health_port) = health_port {
+            server = server.with_health_listener(health_port);
+        }
+        match server.serve(listener, shutdown).await {
             Ok(()) => {
                 tracing::info!("stopped");
                 Ok(())

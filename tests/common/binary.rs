@@ -102,6 +102,16 @@ impl Served {
         assert_eq!(wait_exit(&mut self.child, Duration::from_secs(10)), Some(0));
     }
 
+    /// Sends SIGTERM, and returns at once.
+    pub fn sigterm(&self) {
+        sigterm(&self.child);
+    }
+
+    /// The exit code, once the server exits within `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        wait_exit(&mut self.child, limit)
+    }
+
     /// The next line on stdout after the address (the admin listener's
     /// address, with `--admin-addr`), waiting at most 30 s.
     pub fn next_stdout_line(&self) -> String {

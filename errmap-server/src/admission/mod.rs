@@ -159,6 +159,7 @@ struct Shared {
     in_flight: AtomicUsize,
     idle: Notify,
     draining: AtomicBool,
+    stopping: AtomicBool,
     shed: std::sync::atomic::AtomicU64,
     intake: IntakeBudget,
 }
@@ -192,6 +193,7 @@ impl Admission {
                 in_flight: AtomicUsize::new(0),
                 idle: Notify::new(),
                 draining: AtomicBool::new(false),
+                stopping: AtomicBool::new(false),
                 shed: std::sync::atomic::AtomicU64::new(0),
                 intake: IntakeBudget {
                     limit: config.intake_memory.max(1),
@@ -238,9 +240,23 @@ impl Admission {
         self.shared.shed.load(Ordering::Relaxed)
     }
 
-    /// From now on, new calls get 49 `API_TRY_AGAIN_LATER`.
+    /// From now on, new calls get 49 `API_TRY_AGAIN_LATER`; implies
+    /// [`announce_stop`](Self::announce_stop).
     pub fn begin_drain(&self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
         self.shared.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// The server is about to stop: it is no longer ready (`/readyz`), but
+    /// still takes new calls until [`begin_drain`](Self::begin_drain).
+    pub fn announce_stop(&self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether [`announce_stop`](Self::announce_stop) or
+    /// [`begin_drain`](Self::begin_drain) was called.
+    pub fn is_stopping(&self) -> bool {
+        self.shared.stopping.load(Ordering::SeqCst)
     }
 
     /// Whether [`begin_drain`](Self::begin_drain) was called.

@@ -274,12 +274,13 @@ impl Metrics {
         self.refresh();
     }
 
-    /// Whether the server is ready: attached and not draining.
+    /// Whether the server is ready: attached, and not stopping (from the
+    /// shutdown signal on, through the drain delay and the drain).
     pub fn is_ready(&self) -> bool {
         self.inner
             .sources
             .get()
-            .is_some_and(|s| !s.admission.is_draining())
+            .is_some_and(|s| !s.admission.is_stopping())
     }
 
     /// The layer that times calls; put it outside the response layer.

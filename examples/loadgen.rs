@@ -19,7 +19,9 @@
 //! the Connect protocol on h2c, in JSON (`errmap-connect-json/hit`) and in
 //! proto (`errmap-connect-proto/hit`), against the same server; and the
 //! gRPC hit on a server with Connect turned off (`no-connect/hit`), beside
-//! `errmap/hit`, for what serving Connect costs gRPC.
+//! `errmap/hit`, for what serving Connect costs gRPC; and the hit on a
+//! server that exports every call's span over OTLP (`otlp/hit`) to a
+//! receiver of its own process (`otlp-sink`), beside `errmap/hit`.
 //! Then it measures the `errmap serve` binary: start-up time to accepting
 //! connections, and RSS with 1,000 calls in flight.
 //!
@@ -209,6 +211,9 @@ enum Target {
     /// errmap's layers and auth with Connect turned off
     /// (`ServerConfig::connect = false`).
     ErrmapNoConnect,
+    /// errmap's layers and auth, exporting every call's span over OTLP
+    /// (`errmap_server::otlp`).
+    ErrmapOtlp,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -218,7 +223,7 @@ struct Scenario {
     target: Target,
 }
 
-const SCENARIOS: [Scenario; 15] = [
+const SCENARIOS: [Scenario; 16] = [
     Scenario {
         name: "errmap/noop",
         kind: Kind::Noop,
@@ -295,6 +300,11 @@ const SCENARIOS: [Scenario; 15] = [
         name: "no-connect/hit",
         kind: Kind::Hit,
         target: Target::ErrmapNoConnect,
+    },
+    Scenario {
+        name: "otlp/hit",
+        kind: Kind::Hit,
+        target: Target::ErrmapOtlp,
     },
 ];
 
@@ -480,6 +490,11 @@ impl Totals {
 const ROLE_VAR: &str = "ERRMAP_LOADGEN_SERVER";
 /// The directory holding `cert.pem` and `key.pem` for the TLS server.
 const TLS_DIR_VAR: &str = "ERRMAP_LOADGEN_TLS_DIR";
+/// The OTLP receiver's address, for the `otlp` server.
+const OTLP_VAR: &str = "ERRMAP_LOADGEN_OTLP";
+/// The `otlp` server's sample ratio (default 1: every call), passed on from
+/// the load tool's own environment.
+const OTLP_RATIO_VAR: &str = "ERRMAP_LOADGEN_OTLP_SAMPLE_RATIO";
 
 /// One server process under load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -496,16 +511,23 @@ enum Role {
     Metrics,
     /// `Errmap` with Connect turned off.
     NoConnect,
+    /// An OTLP/gRPC receiver that counts the spans it gets.
+    OtlpSink,
+    /// `Errmap` exporting its spans over OTLP to `OtlpSink`.
+    Otlp,
 }
 
 impl Role {
-    const ALL: [Role; 6] = [
+    /// In the order they start: `Otlp` needs `OtlpSink`'s address.
+    const ALL: [Role; 8] = [
         Role::Errmap,
         Role::Bare,
         Role::Tls,
         Role::GrpcOnly,
         Role::Metrics,
         Role::NoConnect,
+        Role::OtlpSink,
+        Role::Otlp,
     ];
 
     fn name(self) -> &'static str {
@@ -516,6 +538,8 @@ impl Role {
             Role::GrpcOnly => "grpc-only",
             Role::Metrics => "metrics",
             Role::NoConnect => "no-connect",
+            Role::OtlpSink => "otlp-sink",
+            Role::Otlp => "otlp",
         }
     }
 
@@ -539,6 +563,7 @@ impl Target {
             Target::ErrmapTls => Role::Tls,
             Target::ErrmapGrpcOnly => Role::GrpcOnly,
             Target::ErrmapMetrics => Role::Metrics,
+            Target::ErrmapOtlp => Role::Otlp,
         }
     }
 }
@@ -554,7 +579,30 @@ fn serve_role(role: Role) -> Result<(), String> {
         .build()
         .map_err(|e| e.to_string())?;
     let metrics = (role == Role::Metrics).then(errmap_server::metrics::Metrics::new);
+    // The `otlp` server exports every call's span, as `errmap serve
+    // --otlp-endpoint` does.
+    let mut export = None;
+    let mut exported = None;
+    if role == Role::Otlp {
+        let sink = std::env::var(OTLP_VAR).map_err(|_| format!("{OTLP_VAR} is not set"))?;
+        let counters = errmap_server::otlp::TraceExportCounters::default();
+        let mut otlp = errmap_server::otlp::TraceExportConfig::new(format!("http://{sink}"));
+        if let Ok(ratio) = std::env::var(OTLP_RATIO_VAR) {
+            otlp.sample_ratio = ratio
+                .parse()
+                .map_err(|_| format!("{OTLP_RATIO_VAR}: {ratio}"))?;
+        }
+        export = Some(
+            errmap_server::otlp::TraceExport::new(otlp, counters.clone())
+                .map_err(|e| e.to_string())?,
+        );
+        exported = Some(counters);
+    }
+    let sink_count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     runtime.block_on(async {
+        if let Some(e) = export.as_mut() {
+            e.start().map_err(|e| e.to_string())?;
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .map_err(|e| format!("bind: {e}"))?;
@@ -563,7 +611,21 @@ fn serve_role(role: Role) -> Result<(), String> {
         let stop = async {
             let _ = rx.await;
         };
-        let server = if role == Role::Bare {
+        let server = if role == Role::OtlpSink {
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            let sink = OtlpSink(sink_count.clone());
+            tokio::spawn(async move {
+                tonic::transport::Server::builder()
+                    .add_service(
+                        opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer::new(sink)
+                            .accept_compressed(tonic::codec::CompressionEncoding::Gzip),
+                    )
+                    .serve_with_incoming_shutdown(incoming, stop)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        } else if role == Role::Bare {
             let (_, health) = tonic_health::server::health_reporter();
             let incoming =
                 tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -582,6 +644,7 @@ fn serve_role(role: Role) -> Result<(), String> {
             config.grpc_web = role != Role::GrpcOnly;
             config.connect = role != Role::NoConnect;
             config.metrics = metrics.clone();
+            config.span_export = export.as_ref().map(errmap_server::otlp::TraceExport::recorder);
             if role == Role::Tls {
                 let dir = PathBuf::from(
                     std::env::var_os(TLS_DIR_VAR).ok_or(format!("{TLS_DIR_VAR} is not set"))?,
@@ -616,12 +679,62 @@ fn serve_role(role: Role) -> Result<(), String> {
             Ok(Ok(Err(e))) => return Err(format!("the {} server failed: {e}", role.name())),
             Ok(Err(e)) => return Err(e.to_string()),
         }
+        if let Some(e) = export.take() {
+            e.shutdown(Duration::from_secs(2)).await;
+        }
         Ok::<(), String>(())
     })?;
     if let Some(metrics) = metrics {
         println!("scrape_bytes {}", metrics.encode(false).len());
     }
+    if let Some(counters) = exported {
+        println!("spans_exported {}", counters.exported.get());
+        for reason in ["queue_full", "export_failed"] {
+            let n = counters
+                .dropped
+                .get_or_create(&errmap_server::otlp::DropLabels { reason })
+                .get();
+            println!("spans_dropped_{reason} {n}");
+        }
+    }
+    if role == Role::OtlpSink {
+        println!(
+            "spans_received {}",
+            sink_count.load(std::sync::atomic::Ordering::Relaxed)
+        );
+    }
     Ok(())
+}
+
+/// The `otlp-sink` server: an OTLP/gRPC trace receiver that counts spans.
+struct OtlpSink(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+#[tonic::async_trait]
+impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService
+    for OtlpSink
+{
+    async fn export(
+        &self,
+        request: Request<
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
+        >,
+    ) -> Result<
+        tonic::Response<
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse,
+        >,
+        tonic::Status,
+    > {
+        let spans: usize = request
+            .get_ref()
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum();
+        self.0
+            .fetch_add(spans as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(tonic::Response::new(Default::default()))
+    }
 }
 
 /// A server process under load, started by [`ServerProcess::start`].
@@ -635,7 +748,11 @@ struct ServerProcess {
 impl ServerProcess {
     /// Starts this program again as the server `role` names, and waits
     /// for its address.
-    fn start(role: Role, tls_dir: Option<&std::path::Path>) -> Result<Self, String> {
+    fn start(
+        role: Role,
+        tls_dir: Option<&std::path::Path>,
+        otlp: Option<SocketAddr>,
+    ) -> Result<Self, String> {
         let exe = std::env::current_exe().map_err(|e| format!("this program's path: {e}"))?;
         let mut command = Command::new(exe);
         if cfg!(test) {
@@ -655,6 +772,9 @@ impl ServerProcess {
             .stderr(Stdio::inherit());
         if let Some(dir) = tls_dir {
             command.env(TLS_DIR_VAR, dir);
+        }
+        if let Some(addr) = otlp {
+            command.env(OTLP_VAR, addr.to_string());
         }
         let mut child = command
             .spawn()
@@ -1293,7 +1413,11 @@ async fn run(options: Options) -> Result<serde_json::Value, String> {
     let (tls_dir, tls_ca) = test_tls();
     let mut servers = Vec::with_capacity(Role::ALL.len());
     for role in Role::ALL {
-        servers.push(ServerProcess::start(role, Some(&tls_dir))?);
+        let sink = servers
+            .iter()
+            .find(|s: &&ServerProcess| s.role == Role::OtlpSink)
+            .map(|s| s.addr);
+        servers.push(ServerProcess::start(role, Some(&tls_dir), sink)?);
     }
     let server = |role: Role| &servers[Role::ALL.iter().position(|r| *r == role).unwrap_or(0)];
     let errmap_addr = server(Role::Errmap).addr;
@@ -1317,6 +1441,7 @@ async fn run(options: Options) -> Result<serde_json::Value, String> {
             .http2_only(true)
             .build(connector);
     let no_connect_channels = connect(server(Role::NoConnect).addr, options.channels).await;
+    let otlp_channels = connect(server(Role::Otlp).addr, options.channels).await;
     let retry_layer = RetryLayer::new(RetryPolicy::default());
     let clients = |target: Target| match target {
         Target::Errmap => Clients::Grpc(&errmap_channels),
@@ -1330,6 +1455,7 @@ async fn run(options: Options) -> Result<serde_json::Value, String> {
         Target::ErrmapConnectJson => Clients::Connect(&connect_client, &http_base, true),
         Target::ErrmapConnectProto => Clients::Connect(&connect_client, &http_base, false),
         Target::ErrmapNoConnect => Clients::Grpc(&no_connect_channels),
+        Target::ErrmapOtlp => Clients::Grpc(&otlp_channels),
     };
     let bearer: MetadataValue<_> = format!("Bearer {}", token()).parse().map_err(|_| "token")?;
 
@@ -1390,10 +1516,26 @@ async fn run(options: Options) -> Result<serde_json::Value, String> {
         grpc_only_channels,
     ));
     let mut scrape_bytes = None;
-    for process in servers {
+    let mut spans = serde_json::Map::new();
+    // In the reverse order of their start: the `otlp` server sends its last
+    // spans before its receiver stops.
+    for process in servers.into_iter().rev() {
         for line in process.stop()? {
             if let Some(n) = line.strip_prefix("scrape_bytes ") {
                 scrape_bytes = n.trim().parse::<usize>().ok();
+            }
+            for key in [
+                "spans_exported",
+                "spans_dropped_queue_full",
+                "spans_dropped_export_failed",
+                "spans_received",
+            ] {
+                if let Some(n) = line
+                    .strip_prefix(key)
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+                {
+                    spans.insert(key.to_owned(), json!(n));
+                }
             }
         }
     }
@@ -1465,6 +1607,7 @@ async fn run(options: Options) -> Result<serde_json::Value, String> {
         "connect_json_vs_grpc_hit": cpu_ratio("errmap-connect-json/hit", "errmap/hit", false),
         "connect_proto_vs_grpc_hit": cpu_ratio("errmap-connect-proto/hit", "errmap/hit", false),
         "grpc_hit_with_vs_without_connect": cpu_ratio("errmap/hit", "no-connect/hit", false),
+        "otlp_export_on_vs_off_hit": cpu_ratio("otlp/hit", "errmap/hit", false),
     });
     let (largest_code, largest_size) = largest_bare_status();
 
@@ -1519,7 +1662,9 @@ async fn run(options: Options) -> Result<serde_json::Value, String> {
             "http_json_hit_vs_grpc_hit": http_hit_vs_grpc,
             "hit_with_vs_without_metrics": metrics_cost,
             "hit_with_vs_without_retry_layer": retry_layer_cost,
+            "hit_with_vs_without_otlp_export": ratio("otlp/hit", "errmap/hit"),
         },
+        "otlp": spans,
         "metrics": {
             "scrape_bytes": scrape_bytes,
             "label_sets": label_sets.0,
@@ -1702,6 +1847,12 @@ mod tests {
             assert!(scenario["client_us_per_call"].as_f64().unwrap() > 0.0);
         }
         assert!(report["metrics"]["scrape_bytes"].as_u64().unwrap() > 0);
+        // The `otlp` server's spans reached the receiver, every one of them
+        // counted on both sides.
+        let otlp = &report["otlp"];
+        let received = otlp["spans_received"].as_u64().unwrap();
+        assert!(received > 0, "{otlp}");
+        assert_eq!(otlp["spans_exported"].as_u64(), Some(received), "{otlp}");
         assert!(
             report["cpu_ratios"]["full_stack_hit_vs_bare_tonic_hit"]
                 .as_f64()

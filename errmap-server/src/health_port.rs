@@ -18,8 +18,8 @@ use std::time::Duration;
 use errmap::ErrorCode;
 use tokio::net::TcpListener;
 use tonic::Status;
-use tower::ServiceExt as _;
 use tonic_health::pb::health_server::{Health, HealthServer};
+use tower::ServiceExt as _;
 
 use crate::{
     connections::{self, ProtocolConfig},

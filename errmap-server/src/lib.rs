@@ -24,6 +24,7 @@ pub mod layer;
 pub mod listener;
 pub mod memory;
 pub mod metrics;
+pub mod otlp;
 pub mod panic;
 mod reflection;
 pub mod reload;
@@ -31,6 +32,7 @@ pub mod sanitize;
 pub mod server;
 pub mod service;
 pub mod tls;
+mod trace_context;
 mod unary;
 pub mod web;
 

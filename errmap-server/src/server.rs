@@ -64,6 +64,10 @@ pub struct ServerConfig {
     /// load balancers and Kubernetes' endpoints take to stop sending new
     /// calls. Then the drain begins. Default 0.
     pub drain_delay: Duration,
+    /// Where the calls' spans go for the OTLP export: the recorder of a
+    /// [`crate::otlp::TraceExport`]. Default none: nothing of the export
+    /// runs on a call.
+    pub span_export: Option<crate::otlp::SpanRecorder>,
     /// Streams (calls) one HTTP/2 connection may have open at once. Default
     /// 256.
     pub max_concurrent_streams: u32,
@@ -158,6 +162,7 @@ impl Default for ServerConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
             grace_period: Duration::from_secs(5),
             drain_delay: Duration::ZERO,
+            span_export: None,
             max_concurrent_streams: 256,
             max_request_size: 64 * 1024,
             max_header_list_size: 16 * 1024,
@@ -649,6 +654,10 @@ async fn run(
             metrics.layer()
         }
         None => MetricsLayer::tracing_only(),
+    };
+    let metrics_layer = match &config.span_export {
+        Some(recorder) => metrics_layer.exporting(recorder.clone()),
+        None => metrics_layer,
     };
     let mut http_errors = HttpErrors::with_live_catalogs(config.catalogs.clone())
         .with_default_shape(config.http_error_format);

@@ -8,6 +8,7 @@ use std::{
 use clap::Args;
 use errmap_server::{
     auth::{AuthInterceptor, JwtVerifier, ReloadableVerifier},
+    otlp::{TraceExport, TraceExportConfig},
     sanitize,
     server::{self, ServerConfig},
     tls::TlsConfig,
@@ -167,6 +168,41 @@ pub(crate) struct ServeArgs {
     /// address is printed on stdout after the others.
     #[arg(long, value_name = "HOST:PORT")]
     health_addr: Option<SocketAddr>,
+    /// Export every call's span over OTLP/gRPC to this collector (e.g.
+    /// http://otel-collector:4317): service.name=errmap, the RPC attributes,
+    /// the catalog reason and domain, parented on the caller's traceparent.
+    /// Off when unset.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    otlp_endpoint: Option<String>,
+    /// With --otlp-endpoint: finished spans queued for export at most; past it
+    /// they are dropped (and counted in /metrics), so that a slow or absent
+    /// collector never slows calls down nor grows memory.
+    #[arg(
+        long,
+        default_value_t = 2048,
+        value_name = "N",
+        requires = "otlp_endpoint"
+    )]
+    otlp_queue: usize,
+    /// With --otlp-endpoint: the share of calls exported, from 0 to 1, for calls
+    /// without a caller's traceparent (a traceparent's sampled flag decides for
+    /// the others).
+    #[arg(
+        long,
+        default_value_t = 1.0,
+        value_name = "RATIO",
+        requires = "otlp_endpoint"
+    )]
+    otlp_sample_ratio: f64,
+    /// With --otlp-endpoint: compress exports (gzip) or not (none).
+    #[arg(
+        long,
+        env = "OTEL_EXPORTER_OTLP_COMPRESSION",
+        default_value = "none",
+        value_parser = ["none", "gzip"],
+        requires = "otlp_endpoint"
+    )]
+    otlp_compression: String,
     /// The public URL of this server's catalog pages (e.g.
     /// `https://errors.example.com`): every error links to URL/errors/NAME.
     #[arg(long, value_name = "URL")]
@@ -324,6 +360,26 @@ pub(crate) fn serve(args: ServeArgs) -> Outcome {
         return Err(Failure::BadInput(e.to_string()));
     }
     let auth_on = config.auth.is_some();
+    // Spans over OTLP: the export's task starts in the runtime.
+    let mut export = match &args.otlp_endpoint {
+        Some(endpoint) => {
+            let mut otlp = TraceExportConfig::new(endpoint.clone());
+            otlp.queue = args.otlp_queue;
+            otlp.sample_ratio = args.otlp_sample_ratio;
+            otlp.gzip = args.otlp_compression == "gzip";
+            let counters = config
+                .metrics
+                .as_ref()
+                .map(|m| m.trace_export_counters())
+                .unwrap_or_default();
+            match TraceExport::new(otlp, counters) {
+                Ok(export) => Some(export),
+                Err(e) => return Err(Failure::BadInput(e.to_string())),
+            }
+        }
+        None => None,
+    };
+    config.span_export = export.as_ref().map(TraceExport::recorder);
     // Dependencies log through `log` (rustls names a peer's SNI at WARN on
     // every hello): their records reach the log rate-limited and cut.
     errmap_server::sanitize::install_log_bridge();
@@ -350,6 +406,11 @@ pub(crate) fn serve(args: ServeArgs) -> Outcome {
     }
 
     runtime().block_on(async move {
+        if let Some(export) = export.as_mut() {
+            if let Err(e) = export.start() {
+                return Err(Failure::BadInput(e.to_string()));
+            }
+        }
         let shutdown = shutdown_signal();
         if !args.catalogs.is_empty() {
             reloader.clone().watch();
@@ -367,46 +428,20 @@ pub(crate) fn serve(args: ServeArgs) -> Outcome {
                 return Err(Failure::Failed(format!("{e}")));
             }
         };
-        let admin = match admin_addr {
-            Some(addr) => match server::bind(addr).await {
-                Ok(listener) => Some(listener),
-                Err(e) => {
-                    return Err(Failure::Failed(format!("cannot listen on --admin-addr {addr}: {e}")));
-                }
-            },
-            None => None,
-        };
-        let health_port = match health_addr {
-            Some(addr) => match server::bind(addr).await {
-                Ok(listener) => Some(listener),
-                Err(e) => {
-                    return Err(Failure::Failed(format!("cannot listen on --health-addr {addr}: {e}")));
-                }
-            },
-            None => None,
-        };
+        let admin = bind_optional("--admin-addr", admin_addr).await?;
+        let health_port = bind_optional("--health-addr", health_addr).await?;
         let mut stdout = std::io::stdout().lock();
         let _ = writeln!(stdout, "{bound}");
-        if let Some(admin) = &admin {
-            match admin.local_addr() {
-                Ok(addr) => {
-                    let _ = writeln!(stdout, "{addr}");
-                    tracing::info!(%addr, "admin: /metrics, /healthz, /readyz");
-                }
-                Err(e) => {
-                    return Err(Failure::Failed(format!("{e}")));
-                }
-            }
-        }
-        if let Some(health_port) = &health_port {
-            match health_port.local_addr() {
-                Ok(addr) => {
-                    let _ = writeln!(stdout, "{addr}");
-                    tracing::info!(%addr, "health: grpc.health.v1.Health in plaintext, for probes");
-                }
-                Err(e) => {
-                    return Err(Failure::Failed(format!("{e}")));
-                }
+        for (listener, what) in [
+            (&admin, "admin: /metrics, /healthz, /readyz"),
+            (&health_port, "health: grpc.health.v1.Health in plaintext, for probes"),
+        ] {
+            if let Some(listener) = listener {
+                let addr = listener
+                    .local_addr()
+                    .map_err(|e| Failure::Failed(format!("{e}")))?;
+                let _ = writeln!(stdout, "{addr}");
+                tracing::info!(%addr, "{what}");
             }
         }
         let _ = stdout.flush();
@@ -431,7 +466,12 @@ pub(crate) fn serve(args: ServeArgs) -> Outcome {
         if let Some(health_port) = health_port {
             server = server.with_health_listener(health_port);
         }
-        match server.serve(listener, shutdown).await {
+        let served = server.serve(listener, shutdown).await;
+        if let Some(export) = export {
+            // The spans of the last calls, if the collector takes them soon.
+            export.shutdown(Duration::from_secs(2)).await;
+        }
+        match served {
             Ok(()) => {
                 tracing::info!("stopped");
                 Ok(())
@@ -441,6 +481,20 @@ pub(crate) fn serve(args: ServeArgs) -> Outcome {
             }
         }
     })
+}
+
+/// A listener on `addr`, when the flag `flag` gave one.
+async fn bind_optional(
+    flag: &str,
+    addr: Option<SocketAddr>,
+) -> Result<Option<tokio::net::TcpListener>, Failure> {
+    match addr {
+        Some(addr) => server::bind(addr)
+            .await
+            .map(Some)
+            .map_err(|e| Failure::Failed(format!("cannot listen on {flag} {addr}: {e}"))),
+        None => Ok(None),
+    }
 }
 
 /// On every SIGHUP, re-reads the TLS files, the JWT key files and the

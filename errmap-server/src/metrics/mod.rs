@@ -15,7 +15,9 @@
 //!   `errmap_intake_bytes`, `errmap_intake_refused_total`,
 //!   `errmap_auth_refusals_total{reason}`, `errmap_catalog_info{domain,hash}`,
 //!   `errmap_retried_calls_total` (calls that arrived with
-//!   `grpc-previous-rpc-attempts` above 0: clients retrying);
+//!   `grpc-previous-rpc-attempts` above 0: clients retrying),
+//!   `errmap_trace_spans_exported_total` and
+//!   `errmap_trace_spans_dropped_total{reason}` (OTLP, [`crate::otlp`]);
 //! - `process_resident_memory_bytes`, `process_open_fds`,
 //!   `process_cpu_seconds_total`, read from `/proc` at each scrape.
 //!
@@ -60,16 +62,16 @@ use crate::{
     admission::Admission,
     auth::AuthInterceptor,
     layer::{Outcome, OutcomeSlot},
+    otlp::{PendingSpan, SpanRecorder},
     reload::LiveCatalogs,
 };
 
 mod process;
 mod text;
-mod trace;
 
+use crate::trace_context::{service_and_method, traceparent};
 use process::*;
 use text::*;
-use trace::*;
 
 /// The labels of a call.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -121,6 +123,7 @@ struct Inner {
     resident: Gauge,
     open_fds: Gauge,
     cpu: Counter<f64, std::sync::atomic::AtomicU64>,
+    trace_export: crate::otlp::TraceExportCounters,
     /// What the counters of the sources read last, to add the difference.
     last: Mutex<Last>,
     /// The served methods, interned; other paths are "other".
@@ -229,6 +232,17 @@ impl Metrics {
             "User and system CPU time spent in seconds",
             cpu.clone(),
         );
+        let trace_export = crate::otlp::TraceExportCounters::default();
+        registry.register(
+            "errmap_trace_spans_exported",
+            "Call spans the OTLP collector accepted",
+            trace_export.exported.clone(),
+        );
+        registry.register(
+            "errmap_trace_spans_dropped",
+            "Call spans not sent over OTLP: the queue was full, or their export failed",
+            trace_export.dropped.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
                 registry,
@@ -243,11 +257,19 @@ impl Metrics {
                 resident,
                 open_fds,
                 cpu,
+                trace_export,
                 last: Mutex::new(Last::default()),
                 methods: OnceLock::new(),
                 sources: OnceLock::new(),
             }),
         }
+    }
+
+    /// The counters an OTLP export ([`crate::otlp::TraceExport`]) adds to,
+    /// shown here as `errmap_trace_spans_exported_total` and
+    /// `errmap_trace_spans_dropped_total{reason}`.
+    pub fn trace_export_counters(&self) -> crate::otlp::TraceExportCounters {
+        self.inner.trace_export.clone()
     }
 
     /// Attaches what the server serves. Called once by the server; later
@@ -288,6 +310,7 @@ impl Metrics {
         MetricsLayer {
             metrics: Some(self.clone()),
             trace: true,
+            export: None,
         }
     }
 
@@ -423,10 +446,14 @@ impl Metrics {
 /// `errmap.error.domain`. An incoming W3C `traceparent` is recorded as
 /// `trace_id` and `parent_span_id`, so that logs can be joined to the
 /// caller's trace. Log lines made while the call runs carry these fields.
+///
+/// [`exporting`](Self::exporting) also records each sampled call for the
+/// OTLP export ([`crate::otlp`]).
 #[derive(Debug, Clone)]
 pub struct MetricsLayer {
     metrics: Option<Metrics>,
     trace: bool,
+    export: Option<SpanRecorder>,
 }
 
 impl MetricsLayer {
@@ -435,7 +462,14 @@ impl MetricsLayer {
         Self {
             metrics: None,
             trace: false,
+            export: None,
         }
+    }
+
+    /// Each sampled call is also recorded into `export`'s queue.
+    pub fn exporting(mut self, export: SpanRecorder) -> Self {
+        self.export = Some(export);
+        self
     }
 
     /// Spans, no metrics.
@@ -443,6 +477,7 @@ impl MetricsLayer {
         Self {
             metrics: None,
             trace: true,
+            export: None,
         }
     }
 }
@@ -455,6 +490,7 @@ impl<S> Layer<S> for MetricsLayer {
             inner,
             metrics: self.metrics.clone(),
             trace: self.trace,
+            export: self.export.clone(),
         }
     }
 }
@@ -465,6 +501,7 @@ pub struct MetricsService<S> {
     inner: S,
     metrics: Option<Metrics>,
     trace: bool,
+    export: Option<SpanRecorder>,
 }
 
 /// A call being observed: recorded once, when its status is known or when
@@ -472,6 +509,7 @@ pub struct MetricsService<S> {
 struct Timing {
     metrics: Option<Metrics>,
     span: tracing::Span,
+    export: Option<(SpanRecorder, PendingSpan)>,
     system: &'static str,
     method: &'static str,
     slot: OutcomeSlot,
@@ -496,6 +534,9 @@ impl Timing {
                 self.span.record("errmap.error.reason", &*outcome.reason);
                 self.span.record("errmap.error.domain", &*outcome.domain);
             }
+        }
+        if let Some((recorder, span)) = self.export.take() {
+            recorder.end(span, &outcome);
         }
         if let Some(metrics) = &self.metrics {
             metrics.record(self.system, self.method, outcome, self.started);
@@ -530,7 +571,7 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
-        if self.metrics.is_none() && !self.trace {
+        if self.metrics.is_none() && !self.trace && self.export.is_none() {
             return MetricsFuture {
                 future: self.inner.call(request),
                 timing: None,
@@ -587,7 +628,13 @@ where
         } else {
             tracing::Span::none()
         };
+        let export = self.export.as_ref().and_then(|recorder| {
+            recorder
+                .begin(request.headers(), request.uri().path(), system)
+                .map(|span| (recorder.clone(), span))
+        });
         let timing = Timing {
+            export,
             system,
             method: self
                 .metrics

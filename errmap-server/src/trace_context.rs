@@ -3,7 +3,7 @@
 
 /// The trace and parent span ids of a W3C `traceparent`
 /// (`00-<32 hex>-<16 hex>-<2 hex>`), if it is well-formed.
-pub(super) fn traceparent(headers: &http::HeaderMap) -> Option<(&str, &str)> {
+pub(crate) fn traceparent(headers: &http::HeaderMap) -> Option<(&str, &str)> {
     const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
     let value = headers.get(TRACEPARENT)?.to_str().ok()?;
     let mut parts = value.trim().split('-');
@@ -25,9 +25,34 @@ pub(super) fn traceparent(headers: &http::HeaderMap) -> Option<(&str, &str)> {
     valid.then_some((trace, parent))
 }
 
+/// The trace id, parent span id and sampled flag of a well-formed W3C
+/// `traceparent`, for the OTLP export.
+pub(crate) fn traceparent_ids(
+    headers: &http::HeaderMap,
+) -> Option<(
+    opentelemetry::trace::TraceId,
+    opentelemetry::trace::SpanId,
+    bool,
+)> {
+    let (trace, parent) = traceparent(headers)?;
+    let flags = headers
+        .get("traceparent")?
+        .to_str()
+        .ok()?
+        .trim()
+        .rsplit('-')
+        .next()?;
+    let flags = u8::from_str_radix(flags, 16).ok()?;
+    Some((
+        opentelemetry::trace::TraceId::from_hex(trace).ok()?,
+        opentelemetry::trace::SpanId::from_hex(parent).ok()?,
+        flags & 1 == 1,
+    ))
+}
+
 /// `rpc.service` and `rpc.method` of a path, escaped and bounded: peers
 /// choose paths.
-pub(super) fn service_and_method(path: &str) -> (String, String) {
+pub(crate) fn service_and_method(path: &str) -> (String, String) {
     let path = errmap::status::cut_at_char_boundary(path.trim_start_matches('/'), 200);
     let (service, method) = path.split_once('/').unwrap_or((path, ""));
     (

@@ -158,6 +158,67 @@ fn layer_ok_path() -> bool {
     })
 }
 
+/// The metrics layer (spans only, as in a server without `--admin-addr`)
+/// on the OK path, with the OTLP export at `ratio` or without it; the
+/// export's task is not started, so no export runs in the count.
+fn metrics_ok_path(ratio: Option<f64>) -> bool {
+    thread_local! {
+        static SERVICES: std::cell::RefCell<Vec<(Option<u64>, Call)>> =
+            const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let key = ratio.map(f64::to_bits);
+    SERVICES.with(|slot| {
+        let mut services = slot.borrow_mut();
+        if !services.iter().any(|(k, _)| *k == key) {
+            let mut layer = errmap_server::metrics::MetricsLayer::tracing_only();
+            if let Some(ratio) = ratio {
+                let mut config =
+                    errmap_server::otlp::TraceExportConfig::new("http://127.0.0.1:4317");
+                config.sample_ratio = ratio;
+                let export = errmap_server::otlp::TraceExport::new(
+                    config,
+                    errmap_server::otlp::TraceExportCounters::default(),
+                )
+                .expect("an export");
+                layer = layer.exporting(export.recorder());
+                // Kept for the process's life: its queue is the recorder's.
+                std::mem::forget(export);
+            }
+            let mut service = tower::Layer::layer(
+                &layer,
+                tower::service_fn(|_: http::Request<()>| {
+                    let mut response =
+                        http::Response::new(http_body_util::Empty::<bytes::Bytes>::new());
+                    response
+                        .headers_mut()
+                        .insert("grpc-status", http::HeaderValue::from_static("0"));
+                    std::future::ready(Ok::<_, std::convert::Infallible>(response))
+                }),
+            );
+            let call: Call = Box::new(move |request| {
+                let mut future = tower::Service::call(&mut service, request);
+                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                match std::pin::Pin::new(&mut future).poll(&mut cx) {
+                    std::task::Poll::Ready(Ok(response)) => {
+                        black_box(response).status() == http::StatusCode::OK
+                    }
+                    _ => false,
+                }
+            });
+            services.push((key, call));
+        }
+        let (_, call) = services
+            .iter_mut()
+            .find(|(k, _)| *k == key)
+            .expect("made above");
+        let request = http::Request::builder()
+            .uri("/errmap.v1.ErrorCatalog/GetError")
+            .body(())
+            .expect("a request");
+        call(request)
+    })
+}
+
 const PATHS: &[Path] = &[
     Path {
         name: "build/bare_44",
@@ -276,6 +337,21 @@ const PATHS: &[Path] = &[
         name: "layer/ok_path",
         anchor: None,
         run: |_| layer_ok_path(),
+    },
+    Path {
+        name: "metrics/ok_path",
+        anchor: None,
+        run: |_| metrics_ok_path(None),
+    },
+    Path {
+        name: "metrics/ok_path_otlp_1pct",
+        anchor: Some("metrics/ok_path"),
+        run: |_| metrics_ok_path(Some(0.01)),
+    },
+    Path {
+        name: "metrics/ok_path_otlp_every_call",
+        anchor: Some("metrics/ok_path"),
+        run: |_| metrics_ok_path(Some(1.0)),
     },
     Path {
         name: "negotiate/browser_ru",

@@ -70,7 +70,7 @@ fi
 "$PROMETHEUS" --version 2>&1 | sed -n 1p
 export PROMETHEUS
 
-echo "==> Debian's buildah, podman and runc, and kubectl, for the image and the Kubernetes manifests (deploy/)"
+echo "==> Debian's buildah, podman and runc, kubectl and openssl, for the image and the Kubernetes manifests (deploy/)"
 for tool in buildah podman runc; do
   if ! command -v "$tool" >/dev/null; then
     echo "installing Debian's buildah, podman and runc (apt-get)"
@@ -83,6 +83,11 @@ done
 if ! kubectl kustomize --help >/dev/null 2>&1; then
   echo "installing Debian's kubernetes-client (apt-get)"
   apt_install kubernetes-client
+fi
+# openssl makes the TLS overlay's Secrets.
+if ! command -v openssl >/dev/null; then
+  echo "installing Debian's openssl (apt-get)"
+  apt_install openssl
 fi
 buildah --version
 podman --version

@@ -190,9 +190,11 @@ impl TraceExport {
         config.batch = config.batch.min(config.queue);
         let (tx, rx) = mpsc::channel(config.queue);
         let recorder = SpanRecorder {
-            tx,
-            counters: counters.clone(),
-            threshold: ratio_threshold(config.sample_ratio),
+            inner: Arc::new(RecorderInner {
+                tx,
+                counters: counters.clone(),
+                threshold: ratio_threshold(config.sample_ratio),
+            }),
         };
         Ok(Self {
             config,
@@ -269,6 +271,12 @@ fn ratio_threshold(ratio: f64) -> u64 {
 /// by [`TraceExport::recorder`].
 #[derive(Debug, Clone)]
 pub struct SpanRecorder {
+    // One reference count to touch when a service is cloned.
+    inner: Arc<RecorderInner>,
+}
+
+#[derive(Debug)]
+struct RecorderInner {
     tx: mpsc::Sender<CallSpan>,
     counters: TraceExportCounters,
     threshold: u64,
@@ -316,7 +324,8 @@ impl SpanRecorder {
             None => {
                 let trace_id = RandomIdGenerator::default().new_trace_id();
                 let low = u128::from_be_bytes(trace_id.to_bytes()) as u64;
-                if self.threshold != u64::MAX && low >= self.threshold {
+                let threshold = self.inner.threshold;
+                if threshold != u64::MAX && low >= threshold {
                     return None;
                 }
                 (trace_id, SpanId::INVALID)
@@ -344,8 +353,8 @@ impl SpanRecorder {
             reason: outcome.reason.clone(),
             domain: outcome.domain.clone(),
         };
-        if self.tx.try_send(span).is_err() {
-            self.counters.dropped("queue_full", 1);
+        if self.inner.tx.try_send(span).is_err() {
+            self.inner.counters.dropped("queue_full", 1);
         }
     }
 }

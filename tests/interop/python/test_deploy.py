@@ -163,6 +163,10 @@ def test_the_base_is_what_a_platform_team_accepts():
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/port"] == str(ports["admin"])
 
+    # The image the base names is this version's.
+    version = subprocess.run([BIN, "--version"], capture_output=True, text=True).stdout.split()[-1]
+    assert c["image"] == f"errmap:{version}", "deploy/k8s/kustomization.yaml's images: newTag"
+
     monitor = one(OPERATOR, "ServiceMonitor")
     assert monitor["spec"]["endpoints"][0]["port"] == "admin"
     assert monitor["metadata"]["namespace"] == "errmap"
@@ -259,57 +263,90 @@ def shop_code_named(port, code):
             return e.code()
 
 
-def test_the_deployment_runs_as_the_kubelet_runs_it():
-    c = container(BASE)
-    pod = one(BASE, "Deployment")["spec"]["template"]["spec"]
-    config_map = one(BASE, "ConfigMap")
-    work = pathlib.Path(tempfile.mkdtemp(prefix="errmap-pod-"))
-    # The ConfigMap's volume, where the Deployment mounts it.
-    mount = one_mount(c, "catalogs")
-    volume = ConfigMapVolume(
-        work / "catalogs",
-        {k: base64.b64decode(v) for k, v in config_map["binaryData"].items()},
-    )
-    # `command` is unset: the image's ENTRYPOINT, with `args` for its CMD.
-    assert "command" not in c
-    command = entrypoint()
-    assert command == ["/usr/local/bin/errmap"]
-    args = [a.replace(mount["mountPath"], str(volume.root)) for a in c["args"]]
-    ports = {}
-    for i, a in enumerate(args):
-        if a.startswith("0.0.0.0:"):
-            ports[int(a.split(":")[1])] = free_port()
-            args[i] = f"127.0.0.1:{ports[int(a.split(':')[1])]}"
-    assert set(ports) == {p["containerPort"] for p in c["ports"]}
-    proc = subprocess.Popen(
-        [BIN, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    logs = []
-    threading.Thread(target=lambda: logs.extend(proc.stderr), daemon=True).start()
-    try:
-        # The kubelet's startup, liveness and readiness probes.
-        def probe(name):
-            spec = c[name]["grpc"]
-            return health(ports[spec["port"]], spec.get("service", ""))
+class Pod:
+    """The Deployment of `objects` run on this host as the kubelet would
+    run its container: the image's ENTRYPOINT (the Deployment sets no
+    `command`) with the Deployment's `args`, each volume laid out as the
+    kubelet lays out a ConfigMap or Secret volume (`..data`) at a folder of
+    its own, and 0.0.0.0:PORT moved to 127.0.0.1 and a free port."""
 
-        assert _wait_until(
-            lambda: _quiet(lambda: probe("startupProbe")) == health_pb2.HealthCheckResponse.SERVING,
-            c["startupProbe"]["failureThreshold"] * c["startupProbe"]["periodSeconds"],
-        ), "the startup probe never passed"
-        assert probe("livenessProbe") == health_pb2.HealthCheckResponse.SERVING
-        assert probe("readinessProbe") == health_pb2.HealthCheckResponse.SERVING
-        admin = ports[[p for p in c["ports"] if p["name"] == "admin"][0]["containerPort"]]
+    def __init__(self, objects, volumes):
+        self.c = container(objects)
+        self.pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+        self.work = pathlib.Path(tempfile.mkdtemp(prefix="errmap-pod-"))
+        assert "command" not in self.c
+        assert entrypoint() == ["/usr/local/bin/errmap"]
+        args = list(self.c["args"])
+        self.volumes = {}
+        for name, files in volumes.items():
+            mount = one_mount(self.c, name)
+            self.volumes[name] = ConfigMapVolume(self.work / name, files)
+            args = [a.replace(mount["mountPath"], str(self.volumes[name].root)) for a in args]
+        self.ports = {}
+        for i, a in enumerate(args):
+            if a.startswith("0.0.0.0:"):
+                port = int(a.split(":")[1])
+                self.ports[port] = free_port()
+                args[i] = f"127.0.0.1:{self.ports[port]}"
+        assert set(self.ports) == {p["containerPort"] for p in self.c["ports"]}
+        self.proc = subprocess.Popen(
+            [BIN, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        self.logs = []
+        threading.Thread(target=lambda: self.logs.extend(self.proc.stderr), daemon=True).start()
+
+    def port(self, name):
+        """The host port that stands for the container port `name`."""
+        return self.ports[[p for p in self.c["ports"] if p["name"] == name][0]["containerPort"]]
+
+    def probe(self, name):
+        """The kubelet's gRPC probe `name`: a health Check with its service."""
+        spec = self.c[name]["grpc"]
+        return health(self.ports[spec["port"]], spec.get("service", ""))
+
+    def started(self):
+        startup = self.c["startupProbe"]
+        return _wait_until(
+            lambda: _quiet(lambda: self.probe("startupProbe"))
+            == health_pb2.HealthCheckResponse.SERVING,
+            startup["failureThreshold"] * startup["periodSeconds"],
+        )
+
+    def stop(self):
+        """SIGTERM; the exit code, within terminationGracePeriodSeconds."""
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=self.pod["terminationGracePeriodSeconds"])
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+def test_the_deployment_runs_as_the_kubelet_runs_it():
+    config_map = one(BASE, "ConfigMap")
+    pod = Pod(
+        BASE,
+        {"catalogs": {k: base64.b64decode(v) for k, v in config_map["binaryData"].items()}},
+    )
+    c = pod.c
+    try:
+        assert pod.started(), "the startup probe never passed"
+        assert pod.probe("livenessProbe") == health_pb2.HealthCheckResponse.SERVING
+        assert pod.probe("readinessProbe") == health_pb2.HealthCheckResponse.SERVING
+        admin = pod.port("admin")
         with urllib.request.urlopen(f"http://127.0.0.1:{admin}/readyz", timeout=5) as ready:
             assert ready.status == 200
         # The ConfigMap's catalog is served.
-        grpc_port = ports[c["readinessProbe"]["grpc"]["port"]]
+        grpc_port = pod.port("grpc")
         assert shop_code_named(grpc_port, 2) == "SHOP_ERROR_OUT_OF_STOCK"
         assert shop_code_named(grpc_port, 300) == grpc.StatusCode.NOT_FOUND
 
         # The ConfigMap changes: the kubelet swaps ..data; errmap reloads.
-        updated = work / "updated.binpb"
+        updated = pod.work / "updated.binpb"
         _shop_set(updated, extra_code=300)
-        volume.update({"shop.binpb": updated.read_bytes()})
+        pod.volumes["catalogs"].update({"shop.binpb": updated.read_bytes()})
         assert _wait_until(
             lambda: shop_code_named(grpc_port, 300) == "SHOP_ERROR_EXTRA_300", 10
         ), "the ConfigMap's update was not reloaded within 10 s"
@@ -317,9 +354,9 @@ def test_the_deployment_runs_as_the_kubelet_runs_it():
         # SIGTERM, as the kubelet sends it: readiness turns NOT_SERVING at
         # once, while the process goes on for the drain delay.
         began = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
+        pod.proc.send_signal(signal.SIGTERM)
         assert _wait_until(
-            lambda: _quiet(lambda: probe("readinessProbe"))
+            lambda: _quiet(lambda: pod.probe("readinessProbe"))
             == health_pb2.HealthCheckResponse.NOT_SERVING,
             2,
         ), "readiness did not turn NOT_SERVING"
@@ -329,17 +366,93 @@ def test_the_deployment_runs_as_the_kubelet_runs_it():
         with pytest.raises(urllib.error.HTTPError) as not_ready:
             urllib.request.urlopen(f"http://127.0.0.1:{admin}/readyz", timeout=5)
         assert not_ready.value.code == 503
-        code = proc.wait(timeout=pod["terminationGracePeriodSeconds"])
+        code = pod.proc.wait(timeout=pod.pod["terminationGracePeriodSeconds"])
         took = time.monotonic() - began
-        assert code == 0, "".join(logs[-20:])
-        assert took < pod["terminationGracePeriodSeconds"]
+        assert code == 0, "".join(pod.logs[-20:])
+        assert took < pod.pod["terminationGracePeriodSeconds"]
         # It waited the drain delay out before stopping.
         assert took >= seconds(arg(c["args"], "--drain-delay")) - 0.5
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        shutil.rmtree(work, ignore_errors=True)
+        pod.close()
+
+
+def openssl(*args, cwd):
+    out = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, timeout=60)
+    assert out.returncode == 0, out.stderr.decode()
+    return out.stdout
+
+
+def b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def test_the_tls_overlay_runs_with_its_secrets_and_probes_in_plaintext():
+    """The TLS overlay, run with Secrets made here (openssl): a CA and a
+    certificate for localhost, and an RS256 key set. The probes ask the
+    plaintext health port; the gRPC port is TLS, and its lookup wants a
+    token the key set verifies."""
+    keys = pathlib.Path(tempfile.mkdtemp(prefix="errmap-secrets-"))
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+            "-subj", "/CN=errmap test CA", "-days", "1", cwd=keys)
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "tls.key", "-out", "tls.csr",
+            "-subj", "/CN=localhost", cwd=keys)
+    (keys / "san.ext").write_text("subjectAltName=DNS:localhost\n")
+    openssl("x509", "-req", "-in", "tls.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "tls.crt", "-days", "1", "-extfile", "san.ext", cwd=keys)
+    openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", "jwt.key",
+            cwd=keys)
+    modulus = openssl("rsa", "-in", "jwt.key", "-noout", "-modulus", cwd=keys).decode()
+    n = bytes.fromhex(modulus.strip().split("=", 1)[1])
+    jwks = {"keys": [{"kty": "RSA", "kid": "k1", "use": "sig", "alg": "RS256",
+                      "n": b64url(n), "e": "AQAB"}]}
+    c = container(TLS)
+    audience = arg(c["args"], "--auth-audience")
+    header = b64url(json.dumps({"alg": "RS256", "typ": "JWT", "kid": "k1"}).encode())
+    claims = b64url(json.dumps({"aud": audience, "sub": "probe-test",
+                                "exp": int(time.time()) + 600}).encode())
+    (keys / "signing-input").write_text(f"{header}.{claims}")
+    signature = openssl("dgst", "-sha256", "-sign", "jwt.key", "signing-input", cwd=keys)
+    token = f"{header}.{claims}.{b64url(signature)}"
+
+    config_map = one(TLS, "ConfigMap")
+    pod = Pod(
+        TLS,
+        {
+            "catalogs": {k: base64.b64decode(v) for k, v in config_map["binaryData"].items()},
+            # A kubernetes.io/tls Secret's keys, and the key set's.
+            "tls": {"tls.crt": (keys / "tls.crt").read_bytes(),
+                    "tls.key": (keys / "tls.key").read_bytes()},
+            "jwt": {"jwks.json": json.dumps(jwks).encode()},
+        },
+    )
+    try:
+        assert pod.started(), "".join(pod.logs[-20:])
+        assert pod.probe("readinessProbe") == health_pb2.HealthCheckResponse.SERVING
+        assert pod.probe("livenessProbe") == health_pb2.HealthCheckResponse.SERVING
+        credentials = grpc.ssl_channel_credentials((keys / "ca.pem").read_bytes())
+        target = f"127.0.0.1:{pod.port('grpc')}"
+        options = (("grpc.ssl_target_name_override", "localhost"),)
+        with grpc.secure_channel(target, credentials, options=options) as channel:
+            stub = catalog_pb2_grpc.ErrorCatalogStub(channel)
+            with pytest.raises(grpc.RpcError) as anonymous:
+                stub.GetError(catalog_pb2.GetErrorRequest(code=21), timeout=5)
+            assert anonymous.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            hit = stub.GetError(
+                catalog_pb2.GetErrorRequest(code=2, domain="shop.example.com"),
+                metadata=(("authorization", f"Bearer {token}"),),
+                timeout=5,
+            )
+            assert hit.error.name == "SHOP_ERROR_OUT_OF_STOCK"
+        # The gRPC port speaks no plaintext.
+        with grpc.insecure_channel(target) as plain:
+            with pytest.raises(grpc.RpcError):
+                catalog_pb2_grpc.ErrorCatalogStub(plain).GetError(
+                    catalog_pb2.GetErrorRequest(code=21), timeout=5
+                )
+        assert pod.stop() == 0, "".join(pod.logs[-20:])
+    finally:
+        pod.close()
+        shutil.rmtree(keys, ignore_errors=True)
 
 
 def _quiet(call):

@@ -71,10 +71,13 @@ fi
 export PROMETHEUS
 
 echo "==> Debian's buildah, podman and runc, kubectl and openssl, for the image and the Kubernetes manifests (deploy/)"
+# With the packages podman recommends, named, since apt_install leaves
+# recommends out: the set the image test was made to pass with.
 for tool in buildah podman runc; do
   if ! command -v "$tool" >/dev/null; then
     echo "installing Debian's buildah, podman and runc (apt-get)"
-    apt_install buildah podman runc
+    apt_install buildah podman runc conmon containernetworking-plugins netavark \
+      aardvark-dns slirp4netns uidmap fuse-overlayfs catatonit iptables
     break
   fi
 done
@@ -84,6 +87,23 @@ if ! kubectl kustomize --help >/dev/null 2>&1; then
   echo "installing Debian's kubernetes-client (apt-get)"
   apt_install kubernetes-client
 fi
+# kubectl 1.20 (Debian's kubernetes-client) too, unpacked, not installed
+# (it would clash with another kubectl package): the manifests must render
+# the same with its old built-in kustomize.
+KUBECTL_OLD="$ROOT/target/deploy/kubectl-1.20/usr/bin/kubectl"
+if [ ! -x "$KUBECTL_OLD" ]; then
+  echo "unpacking Debian's kubernetes-client (apt-get download) into target/deploy/kubectl-1.20"
+  if [ -z "${APT_UPDATED:-}" ]; then
+    $([ "$(id -u)" -ne 0 ] && echo sudo) apt-get update -qq
+    APT_UPDATED=1
+  fi
+  rm -rf "$ROOT/target/deploy/download" && mkdir -p "$ROOT/target/deploy/download"
+  (cd "$ROOT/target/deploy/download" && apt-get download -qq kubernetes-client)
+  dpkg -x "$ROOT"/target/deploy/download/kubernetes-client_*.deb "$ROOT/target/deploy/kubectl-1.20"
+  rm -rf "$ROOT/target/deploy/download"
+fi
+"$KUBECTL_OLD" version --client 2>/dev/null | sed -n 1p | cut -c1-80
+export KUBECTL_OLD
 # openssl makes the TLS overlay's Secrets.
 if ! command -v openssl >/dev/null; then
   echo "installing Debian's openssl (apt-get)"

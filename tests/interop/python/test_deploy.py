@@ -44,12 +44,12 @@ KUBECTL = os.environ.get("KUBECTL", "kubectl")
 VERSIONS = ("1.30.0", "1.37.0")
 
 
-def render(path):
+def render(path, kubectl=KUBECTL):
     """`kubectl kustomize path`, as a list of objects."""
     out = subprocess.run(
-        [KUBECTL, "kustomize", str(path)], capture_output=True, text=True, timeout=60
+        [kubectl, "kustomize", str(path)], capture_output=True, text=True, timeout=60
     )
-    assert out.returncode == 0, f"kubectl kustomize {path}: {out.stderr}"
+    assert out.returncode == 0, f"{kubectl} kustomize {path}: {out.stderr}"
     return [d for d in yaml.safe_load_all(out.stdout) if d]
 
 
@@ -98,6 +98,31 @@ def test_every_object_is_valid_in_strict_mode(version, name, objects):
             pytest.fail(f"{name} {obj['kind']}/{obj['metadata']['name']} on {version}: {e}")
         checked += 1
     assert checked >= 6, f"{name}: {checked} objects checked"
+
+
+def comparable(objects):
+    """The objects in one order, binary data decoded (kustomize versions
+    wrap base64 differently)."""
+    out = []
+    for obj in objects:
+        if "binaryData" in obj:
+            obj = dict(obj, binaryData={k: base64.b64decode(v) for k, v in obj["binaryData"].items()})
+        out.append(obj)
+    return sorted(out, key=lambda o: (o["kind"], o["metadata"]["name"]))
+
+
+@pytest.mark.parametrize(
+    "path", [K8S, DEPLOY / "overlays" / "tls", DEPLOY / "overlays" / "prometheus-operator"]
+)
+def test_an_old_kustomize_renders_the_same(path):
+    """kubectl 1.20's built-in kustomize (KUBECTL_OLD; scripts/test.sh
+    unpacks Debian's kubernetes-client) renders the base and the overlays
+    exactly as the kubectl on the PATH does."""
+    old = os.environ.get("KUBECTL_OLD")
+    assert old, "KUBECTL_OLD names kubectl 1.20 (scripts/test.sh sets it)"
+    version = subprocess.run([old, "version", "--client"], capture_output=True, text=True).stdout
+    assert 'GitVersion:"v1.20.' in version, version
+    assert comparable(render(path, old)) == comparable(render(path))
 
 
 def test_the_base_is_what_a_platform_team_accepts():

@@ -1357,3 +1357,68 @@ fn a_flood_of_hellos_with_huge_names_cannot_grow_the_log() {
     );
     assert!(longest < 1024, "a log line of {longest} bytes");
 }
+
+/// Issue 28: the plaintext health port (`--health-addr`) reads its
+/// requests within the request body timeout, as the gRPC port does: a
+/// stream that sends its head and never its message gets 40, and does not
+/// hold its place for ever. A Check after it is answered.
+#[test]
+fn a_half_open_stream_on_the_health_port_gets_40_at_the_body_timeout() {
+    let _serial = one_at_a_time();
+    let mut served = serve(&[
+        "--health-addr",
+        "127.0.0.1:0",
+        "--request-body-timeout",
+        "300ms",
+    ]);
+    let health: SocketAddr = served.next_stdout_line().parse().unwrap();
+    runtime().block_on(async {
+        let client = h2_connect(health).await;
+        let request = http::Request::post(format!("http://{health}/grpc.health.v1.Health/Check"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .unwrap();
+        let mut ready = client.clone().ready().await.unwrap();
+        // The head, and no message, and the stream left open.
+        let (response, _send) = ready.send_request(request, false).unwrap();
+        let response = tokio::time::timeout(Duration::from_secs(10), response)
+            .await
+            .expect("an answer within 10 s")
+            .unwrap();
+        let (parts, mut body) = response.into_parts();
+        let trailers = if parts.headers.contains_key("grpc-status") {
+            parts.headers
+        } else {
+            while body.data().await.is_some() {}
+            body.trailers().await.unwrap().expect("trailers")
+        };
+        let status = errmap::details::status_from_header_map(&trailers)
+            .unwrap()
+            .expect("a status");
+        assert_eq!(
+            status.error_code(),
+            Some(ErrorCode::ApiInvalidRequest),
+            "{status:?}"
+        );
+        // The port still answers.
+        let check = raw_call(
+            &client,
+            health,
+            "/grpc.health.v1.Health/Check",
+            &[],
+            grpc_frame(&[], false),
+        )
+        .await
+        .unwrap();
+        assert_eq!(check.http_status, http::StatusCode::OK);
+        let grpc_status = check
+            .trailers
+            .as_ref()
+            .and_then(|t| t.get("grpc-status"))
+            .map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(grpc_status.as_deref(), Some("0"), "{:?}", check.status());
+        assert!(!check.data.is_empty(), "a HealthCheckResponse");
+    });
+    served.stop();
+}

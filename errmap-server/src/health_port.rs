@@ -10,8 +10,13 @@
 //! that reports (NOT_SERVING from the shutdown signal on), and it holds
 //! like the admin port: at most [`MAX_HEALTH_CONNECTIONS`] connections (the
 //! idlest yields), [`MAX_HEALTH_STREAMS`] calls each, the handshake and
-//! write deadlines of the main port, HTTP/2 only. Every other path is 43,
-//! and errors carry their catalog details, through the response layer.
+//! write deadlines of the main port, HTTP/2 only. Its requests are read as
+//! the main port reads them, by an admission of its own: within the
+//! request body timeout and the size limit (40 past either), and at most
+//! [`MAX_HEALTH_WATCHES`] `Watch` streams (44 past it), so a stream that
+//! sends its head and never its message does not hold a place for ever.
+//! Every other path is 43, and errors carry their catalog details, through
+//! the response layer.
 
 use std::time::Duration;
 
@@ -33,13 +38,20 @@ pub const MAX_HEALTH_CONNECTIONS: usize = 16;
 /// Calls (a Check, or a Watch that stays) open at once on one connection.
 pub const MAX_HEALTH_STREAMS: u32 = 8;
 
+/// `Watch` streams open at once over the whole port.
+pub const MAX_HEALTH_WATCHES: usize = 32;
+
 /// The two methods served.
 const CHECK: &str = "/grpc.health.v1.Health/Check";
 const WATCH: &str = "/grpc.health.v1.Health/Watch";
 
-/// The main port's deadlines that the health port keeps too.
+/// The main port's deadlines and limits that the health port keeps too.
 #[derive(Debug, Clone, Copy)]
 pub struct HealthPortConfig {
+    /// How long a request may take to arrive (40 past it).
+    pub request_body_timeout: Duration,
+    /// The largest request message (40 past it).
+    pub max_request_size: usize,
     /// How long a connection may take to send the HTTP/2 preface.
     pub handshake_timeout: Duration,
     /// How long a write may make no progress.
@@ -88,8 +100,18 @@ pub async fn serve<H: Health>(
             }
         }
     });
+    let admission = crate::admission::Admission::with_config(crate::admission::AdmissionConfig {
+        concurrency_limit: MAX_HEALTH_CONNECTIONS * MAX_HEALTH_STREAMS as usize,
+        stream_limit: MAX_HEALTH_WATCHES,
+        max_request_size: config.max_request_size,
+        request_body_timeout: config.request_body_timeout,
+        // Heads of at most 8 KiB on every stream the port allows.
+        intake_memory: MAX_HEALTH_CONNECTIONS * MAX_HEALTH_STREAMS as usize * 8 * 4 * 1024,
+        ..crate::admission::AdmissionConfig::default()
+    });
     let service = tower::ServiceBuilder::new()
         .layer(errors)
+        .layer(admission.layer())
         .layer(crate::panic::CatchPanicLayer::new())
         .service(health_only);
     connections::serve(incoming, &protocol, service, std::future::pending()).await;

@@ -589,6 +589,8 @@ async fn run(
             health_service.clone(),
             error_layer(config),
             crate::health_port::HealthPortConfig {
+                request_body_timeout: config.request_body_timeout,
+                max_request_size: config.max_request_size,
                 handshake_timeout: config.handshake_timeout,
                 write_timeout: config.write_timeout,
                 keepalive_interval: config.keepalive_interval,

@@ -258,6 +258,10 @@ impl TraceExport {
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// The bytes of a call's path a queued span keeps: more than
+/// `rpc.service` and `rpc.method` together may show.
+const PATH_KEPT: usize = 256;
+
 /// `ratio` as a bound on the low 64 bits of a trace id.
 fn ratio_threshold(ratio: f64) -> u64 {
     if ratio >= 1.0 {
@@ -338,7 +342,10 @@ impl SpanRecorder {
             start: SystemTime::now(),
             started: Instant::now(),
             system,
-            path: path.into(),
+            // A peer chooses the path, up to the header budget: only what
+            // the span's names keep (200 bytes after the slash) is held.
+            path: errmap::status::cut_at_char_boundary(path.trim_start_matches('/'), PATH_KEPT)
+                .into(),
         })
     }
 
@@ -574,6 +581,26 @@ mod tests {
             .filter(|_| tenth.begin(&none, path, "grpc").is_some())
             .count();
         assert!((700..1300).contains(&sampled), "{sampled} of 10,000");
+    }
+
+    #[test]
+    fn a_queued_span_keeps_only_the_path_its_names_show() {
+        let (_export, recorder) = recorder(1.0);
+        let path = format!("/{}/{}", "s".repeat(150), "m".repeat(10_000));
+        let pending = recorder
+            .begin(&http::HeaderMap::new(), &path, "grpc")
+            .unwrap();
+        assert!(pending.path.len() <= PATH_KEPT, "{}", pending.path.len());
+        let span = CallSpan {
+            pending,
+            end: SystemTime::now(),
+            code: Code::Unimplemented,
+            reason: "".into(),
+            domain: "".into(),
+        }
+        .into_span_data(&InstrumentationScope::default());
+        let (service, method) = crate::trace_context::service_and_method(&path);
+        assert_eq!(span.name, format!("{service}/{method}"));
     }
 
     #[test]

@@ -4,6 +4,11 @@
 /// The trace and parent span ids of a W3C `traceparent`
 /// (`00-<32 hex>-<16 hex>-<2 hex>`), if it is well-formed.
 pub(crate) fn traceparent(headers: &http::HeaderMap) -> Option<(&str, &str)> {
+    traceparent_parts(headers).map(|(trace, parent, _)| (trace, parent))
+}
+
+/// The trace id, parent span id and flags of a well-formed `traceparent`.
+fn traceparent_parts(headers: &http::HeaderMap) -> Option<(&str, &str, &str)> {
     const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
     let value = headers.get(TRACEPARENT)?.to_str().ok()?;
     let mut parts = value.trim().split('-');
@@ -22,7 +27,7 @@ pub(crate) fn traceparent(headers: &http::HeaderMap) -> Option<(&str, &str)> {
         && parent.bytes().any(|b| b != b'0')
         && hex(flags, 2)
         && (version != "00" || parts.next().is_none());
-    valid.then_some((trace, parent))
+    valid.then_some((trace, parent, flags))
 }
 
 /// The trace id, parent span id and sampled flag of a well-formed W3C
@@ -34,14 +39,7 @@ pub(crate) fn traceparent_ids(
     opentelemetry::trace::SpanId,
     bool,
 )> {
-    let (trace, parent) = traceparent(headers)?;
-    let flags = headers
-        .get("traceparent")?
-        .to_str()
-        .ok()?
-        .trim()
-        .rsplit('-')
-        .next()?;
+    let (trace, parent, flags) = traceparent_parts(headers)?;
     let flags = u8::from_str_radix(flags, 16).ok()?;
     Some((
         opentelemetry::trace::TraceId::from_hex(trace).ok()?,

@@ -122,6 +122,25 @@ fn tonic_types_rich(user: &str) -> Status {
 /// One call of a service kept between calls.
 type Call = Box<dyn FnMut(http::Request<()>) -> bool>;
 
+/// Calls `service`, polled once with a no-op waker (its answer is ready at
+/// once): true for an HTTP 200.
+fn kept_call<S, B>(mut service: S) -> Call
+where
+    S: tower::Service<http::Request<()>, Response = http::Response<B>> + 'static,
+    S::Future: Unpin,
+{
+    Box::new(move |request| {
+        let mut future = tower::Service::call(&mut service, request);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match std::pin::Pin::new(&mut future).poll(&mut cx) {
+            std::task::Poll::Ready(Ok(response)) => {
+                black_box(response).status() == http::StatusCode::OK
+            }
+            _ => false,
+        }
+    })
+}
+
 /// The response layer on the OK path, as the `layer_ok_path` bench calls
 /// it: an inner service that answers at once.
 fn layer_ok_path() -> bool {
@@ -131,7 +150,7 @@ fn layer_ok_path() -> bool {
     SERVICE.with(|slot| {
         let mut slot = slot.borrow_mut();
         let call = slot.get_or_insert_with(|| {
-            let mut service = tower::Layer::layer(
+            let service = tower::Layer::layer(
                 &errmap_server::layer::ErrorLayer::new(),
                 tower::service_fn(|_: http::Request<()>| {
                     let mut response =
@@ -143,16 +162,7 @@ fn layer_ok_path() -> bool {
                     std::future::ready(Ok::<_, std::convert::Infallible>(response))
                 }),
             );
-            Box::new(move |request| {
-                let mut future = tower::Service::call(&mut service, request);
-                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-                match std::pin::Pin::new(&mut future).poll(&mut cx) {
-                    std::task::Poll::Ready(Ok(response)) => {
-                        black_box(response).status() == http::StatusCode::OK
-                    }
-                    _ => false,
-                }
-            })
+            kept_call(service)
         });
         call(http::Request::new(()))
     })
@@ -184,7 +194,7 @@ fn metrics_ok_path(ratio: Option<f64>) -> bool {
                 // Kept for the process's life: its queue is the recorder's.
                 std::mem::forget(export);
             }
-            let mut service = tower::Layer::layer(
+            let service = tower::Layer::layer(
                 &layer,
                 tower::service_fn(|_: http::Request<()>| {
                     let mut response =
@@ -195,16 +205,7 @@ fn metrics_ok_path(ratio: Option<f64>) -> bool {
                     std::future::ready(Ok::<_, std::convert::Infallible>(response))
                 }),
             );
-            let call: Call = Box::new(move |request| {
-                let mut future = tower::Service::call(&mut service, request);
-                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-                match std::pin::Pin::new(&mut future).poll(&mut cx) {
-                    std::task::Poll::Ready(Ok(response)) => {
-                        black_box(response).status() == http::StatusCode::OK
-                    }
-                    _ => false,
-                }
-            });
+            let call = kept_call(service);
             services.push((key, call));
         }
         let (_, call) = services

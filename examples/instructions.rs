@@ -220,7 +220,134 @@ fn metrics_ok_path(ratio: Option<f64>) -> bool {
     })
 }
 
+/// The HS256 secret of the stack paths' server, as `loadgen`'s.
+const STACK_SECRET: &[u8] = b"instructions: only in-process";
+
+/// A server's per-call path and the token its calls carry, with the
+/// runtime they run in.
+struct Stack {
+    runtime: tokio::runtime::Runtime,
+    errmap: errmap_server::measure::CallPath,
+    bare: tonic::service::Routes,
+    bearer: http::HeaderValue,
+}
+
+impl Stack {
+    fn new() -> Self {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        // As `loadgen`'s errmap server: auth, gRPC-Web, Connect, the HTTP
+        // API, spans with no subscriber, no metrics.
+        let mut config = errmap_server::ServerConfig::default();
+        config.auth = Some(errmap_server::auth::AuthInterceptor::new(
+            errmap_server::auth::JwtVerifier::hs256(STACK_SECRET),
+        ));
+        config.concurrency_limit = 4096;
+        let errmap = runtime
+            .block_on(errmap_server::measure::CallPath::new(
+                errmap_server::ErrmapServer::new(config),
+            ))
+            .expect("the server assembles");
+        // As `loadgen`'s bare tonic server.
+        let (_, health) = tonic_health::server::health_reporter();
+        let bare = tonic::service::Routes::new(health)
+            .add_service(errmap_server::service::CatalogService::new().into_server())
+            .prepare();
+        let exp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            + 3600;
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &serde_json::json!({"sub": "instructions", "exp": exp}),
+            &jsonwebtoken::EncodingKey::from_secret(STACK_SECRET),
+        )
+        .expect("sign the token");
+        Self {
+            runtime,
+            errmap,
+            bare,
+            bearer: http::HeaderValue::try_from(format!("Bearer {token}")).expect("ascii"),
+        }
+    }
+
+    /// A unary gRPC request for `path` with `message`, as h2 hands one to
+    /// the server: HTTP/2, its headers, the whole message in one frame.
+    fn request(&self, path: &'static str, message: &[u8]) -> http::Request<tonic::body::Body> {
+        let mut frame = Vec::with_capacity(5 + message.len());
+        frame.push(0);
+        frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        frame.extend_from_slice(message);
+        let mut request = http::Request::new(tonic::body::Body::new(
+            http_body_util::Full::new(bytes::Bytes::from(frame)),
+        ));
+        *request.method_mut() = http::Method::POST;
+        *request.version_mut() = http::Version::HTTP_2;
+        *request.uri_mut() = http::Uri::from_static(path);
+        let headers = request.headers_mut();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert(http::header::TE, http::HeaderValue::from_static("trailers"));
+        headers.insert(http::header::AUTHORIZATION, self.bearer.clone());
+        request
+    }
+}
+
+/// One call of a unary RPC through a server's whole per-call path
+/// (`errmap`) or through bare tonic's router: true for gRPC status 0 with
+/// a message.
+fn stack_call(errmap: bool, health: bool) -> bool {
+    thread_local! {
+        static STACK: std::cell::OnceCell<Stack> = const { std::cell::OnceCell::new() };
+    }
+    STACK.with(|stack| {
+        let stack = stack.get_or_init(Stack::new);
+        let _entered = stack.runtime.enter();
+        let request = if health {
+            // An empty `HealthCheckRequest`: the server's overall health.
+            stack.request("http://127.0.0.1/grpc.health.v1.Health/Check", &[])
+        } else {
+            // `GetErrorRequest { code: 11 }`.
+            stack.request("http://127.0.0.1/errmap.v1.ErrorCatalog/GetError", &[0x08, 11])
+        };
+        let answer = if errmap {
+            black_box(&stack.errmap).call(request)
+        } else {
+            errmap_server::measure::drive(black_box(&stack.bare), request)
+        };
+        answer.is_some_and(|a| {
+            a.status == http::StatusCode::OK
+                && a.grpc_status.as_ref().is_some_and(|s| s == "0")
+                && a.data > 5
+        })
+    })
+}
+
 const PATHS: &[Path] = &[
+    Path {
+        name: "stack/get_error_hit",
+        anchor: Some("stack/bare_tonic_get_error_hit"),
+        run: |_| stack_call(true, false),
+    },
+    Path {
+        name: "stack/bare_tonic_get_error_hit",
+        anchor: None,
+        run: |_| stack_call(false, false),
+    },
+    Path {
+        name: "stack/health_check",
+        anchor: Some("stack/bare_tonic_health_check"),
+        run: |_| stack_call(true, true),
+    },
+    Path {
+        name: "stack/bare_tonic_health_check",
+        anchor: None,
+        run: |_| stack_call(false, true),
+    },
     Path {
         name: "build/bare_44",
         anchor: Some("build/tonic_types_bare"),

@@ -54,8 +54,9 @@ for name in "${wanted[@]}"; do
     ratio=""
     if [ "$anchor" != "-" ]; then
         [ -n "${per_call[$anchor]+x}" ] || count "$anchor"
-        ratio=$(awk -v a="${per_call[$anchor]}" -v p="${per_call[$name]}" \
-            'BEGIN { printf "%s: %.2fx fewer", "'"$anchor"'", a / p }')
+        ratio=$(awk -v a="${per_call[$anchor]}" -v p="${per_call[$name]}" -v n="$anchor" \
+            'BEGIN { if (p <= a) printf "%s: %.2fx fewer", n, a / p;
+                     else printf "%s: %.3fx as many (+%d)", n, p / a, p - a }')
     fi
     printf '%-42s %14d  %s\n' "$name" "${per_call[$name]}" "$ratio"
 done

@@ -252,10 +252,28 @@ pub async fn serve<S, B>(
 /// The per-connection wrapper around the server's service: peer info in,
 /// calls counted, `grpc-timeout` enforced.
 #[derive(Debug, Clone)]
-struct PerConnection<S> {
+pub(crate) struct PerConnection<S> {
     inner: S,
     peer: PeerInfo,
     state: Arc<ConnectionState>,
+}
+
+impl<S> PerConnection<S> {
+    /// `inner` as a connection with no peer, that no listener accepted,
+    /// calls it ([`crate::measure`]).
+    pub(crate) fn detached(inner: S) -> Self {
+        Self {
+            inner,
+            peer: PeerInfo {
+                tcp: tonic::transport::server::TcpConnectInfo {
+                    local_addr: None,
+                    remote_addr: None,
+                },
+                identity: None,
+            },
+            state: ConnectionState::detached(),
+        }
+    }
 }
 
 /// A call counted on its connection until its answer is done.
@@ -319,7 +337,7 @@ pub const DEADLINE_BACKSTOP: Duration = Duration::from_millis(20);
 
 pin_project! {
     /// The response future of [`PerConnection`].
-    struct CallFuture<F> {
+    pub(crate) struct CallFuture<F> {
         #[pin]
         future: F,
         deadline: Option<Pin<Box<Sleep>>>,
@@ -383,7 +401,7 @@ pin_project! {
 pin_project! {
     /// A response body that keeps its call counted on the connection until
     /// it is done or dropped.
-    struct CountedBody<B> {
+    pub(crate) struct CountedBody<B> {
         #[pin]
         inner: Inner<B>,
         guard: Option<CallGuard>,

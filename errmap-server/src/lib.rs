@@ -22,6 +22,7 @@ pub mod http_api;
 pub mod http_error;
 pub mod layer;
 pub mod listener;
+pub mod measure;
 pub mod memory;
 pub mod metrics;
 pub mod otlp;

@@ -171,6 +171,24 @@ pub struct ConnectionState {
 pub const STALLED_IS_IDLE_AFTER: Duration = Duration::from_secs(1);
 
 impl ConnectionState {
+    /// The state of a connection no listener accepted: calls made
+    /// in-process through a server's per-call path ([`crate::measure`]).
+    pub(crate) fn detached() -> Arc<Self> {
+        Arc::new(Self {
+            id: 0,
+            in_flight: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(0),
+            stalled_since: AtomicU64::new(0),
+            evicted: AtomicBool::new(false),
+            evict: Notify::new(),
+            epoch: Instant::now(),
+            place: Mutex::new(None),
+            reads: AtomicU64::new(0),
+            last_reads: AtomicU64::new(0),
+            pipelined: AtomicU64::new(0),
+        })
+    }
+
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
     }

@@ -526,11 +526,39 @@ impl Drop for AbortOnDrop {
     }
 }
 
-async fn run(
-    server: ErrmapServer,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), ServeError> {
+/// The service every call of a server passes, from CORS down to tonic's
+/// router: gRPC-Web, the HTTP API and Connect, metrics, the response layer,
+/// admission and the panic guard.
+pub(crate) type CallStack = crate::web::Cors<
+    crate::web::Web<
+        crate::metrics::MetricsService<
+            crate::layer::ErrorService<
+                crate::admission::AdmissionService<
+                    crate::panic::CatchPanic<tonic::service::Routes>,
+                >,
+            >,
+        >,
+    >,
+>;
+
+/// A server, assembled and not yet serving.
+pub(crate) struct Assembled {
+    pub(crate) config: ServerConfig,
+    /// Every call's service.
+    pub(crate) stack: CallStack,
+    /// The calls' limits and the drain.
+    pub(crate) admission: Admission,
+    /// What health reports.
+    pub(crate) health: tonic_health::server::HealthReporter,
+    /// The plaintext health port, if any; it stops when this is dropped.
+    health_port: Option<AbortOnDrop>,
+    /// The answer to an HTTP/1.1 head over the header budget.
+    pub(crate) oversized_head: bytes::Bytes,
+}
+
+/// Builds what `server` serves: its services, their layers, and the parts
+/// that its shutdown needs.
+pub(crate) async fn assemble(server: ErrmapServer) -> Result<Assembled, ServeError> {
     let ErrmapServer {
         config,
         mut routes,
@@ -538,7 +566,8 @@ async fn run(
         descriptor_sets,
         health_listener,
     } = server;
-    let config = &config;
+    let config_owned = config;
+    let config = &config_owned;
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<ErrorCatalogServer<CatalogService>>()
@@ -583,7 +612,7 @@ async fn run(
         })?;
     let health_service = health_service.max_decoding_message_size(limit);
     // The plaintext health port, for probes; it stops with this function.
-    let _health_port = health_listener.map(|listener| {
+    let health_port = health_listener.map(|listener| {
         AbortOnDrop(tokio::spawn(crate::health_port::serve(
             listener,
             health_service.clone(),
@@ -678,19 +707,8 @@ async fn run(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json")
         .to_owned();
-    let incoming = listener::incoming(
-        listener,
-        ListenerConfig {
-            max_connections: config.max_connections,
-            handshake_timeout: config.handshake_timeout,
-            write_timeout: config.write_timeout,
-            oversized_head_response: listener::oversized_head_response(
-                &content_type,
-                oversized.body().as_bytes(),
-            ),
-            tls: config.tls.clone(),
-        },
-    );
+    let oversized_head =
+        listener::oversized_head_response(&content_type, oversized.body().as_bytes());
     let cors = match &config.cors {
         Some(cors) => cors.layer(),
         None => CorsLayer::disabled(),
@@ -723,6 +741,40 @@ async fn run(
         .layer(admission.layer())
         .layer(CatchPanicLayer::new())
         .service(routes.routes().prepare());
+    Ok(Assembled {
+        config: config_owned,
+        stack,
+        admission,
+        health,
+        health_port,
+        oversized_head,
+    })
+}
+
+async fn run(
+    server: ErrmapServer,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let Assembled {
+        config,
+        stack,
+        admission,
+        health,
+        health_port: _health_port,
+        oversized_head,
+    } = assemble(server).await?;
+    let config = &config;
+    let incoming = listener::incoming(
+        listener,
+        ListenerConfig {
+            max_connections: config.max_connections,
+            handshake_timeout: config.handshake_timeout,
+            write_timeout: config.write_timeout,
+            oversized_head_response: oversized_head,
+            tls: config.tls.clone(),
+        },
+    );
     let protocol = ProtocolConfig {
         // Browsers' gRPC-Web may come over HTTP/1.1.
         http1: config.grpc_web,

@@ -280,9 +280,9 @@ impl Stack {
         frame.push(0);
         frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
         frame.extend_from_slice(message);
-        let mut request = http::Request::new(tonic::body::Body::new(
-            http_body_util::Full::new(bytes::Bytes::from(frame)),
-        ));
+        let mut request = http::Request::new(tonic::body::Body::new(http_body_util::Full::new(
+            bytes::Bytes::from(frame),
+        )));
         *request.method_mut() = http::Method::POST;
         *request.version_mut() = http::Version::HTTP_2;
         *request.uri_mut() = http::Uri::from_static(path);
@@ -312,7 +312,10 @@ fn stack_call(errmap: bool, health: bool) -> bool {
             stack.request("http://127.0.0.1/grpc.health.v1.Health/Check", &[])
         } else {
             // `GetErrorRequest { code: 11 }`.
-            stack.request("http://127.0.0.1/errmap.v1.ErrorCatalog/GetError", &[0x08, 11])
+            stack.request(
+                "http://127.0.0.1/errmap.v1.ErrorCatalog/GetError",
+                &[0x08, 11],
+            )
         };
         let answer = if errmap {
             black_box(&stack.errmap).call(request)

@@ -33,9 +33,13 @@
 //! ```
 
 use std::{
+    cell::RefCell,
     collections::{HashMap, HashSet},
     fmt,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
     time::Duration,
 };
 
@@ -167,14 +171,24 @@ pub const MAX_IAT_SKEW: Duration = Duration::from_secs(60);
 ///
 /// Tokens that verified are remembered (up to [`JwtVerifier::CACHE_SIZE`])
 /// until they expire, so a client that reuses its token pays for the
-/// signature check once; a token is always compared whole.
+/// signature check once; a token is always compared whole. Each thread
+/// also keeps the last few tokens it saw verified, with claims of its own,
+/// so that a call with a token it saw touches no lock and no count that the
+/// other threads write. A verifier whose validation changes
+/// ([`with_issuer`](Self::with_issuer), …) starts with an empty memory.
 #[derive(Clone)]
 pub struct JwtVerifier {
     key: DecodingKey,
     validation: Validation,
     /// A JSON Web Key Set: each key with its `kid` and its validation.
     set: Vec<(String, DecodingKey, Validation)>,
-    cache: Arc<Mutex<HashMap<String, (Claims, u64)>>>,
+    /// Which verifier this is in the threads' memories: new for every key
+    /// and every change of validation, shared by clones.
+    id: u64,
+    // Looked up on every call, with the token as the key: foldhash, seeded
+    // per process, not SipHash (a 200-byte token cost 500 instructions).
+    // Only tokens that verified are ever inserted.
+    cache: Arc<Mutex<TokenMemory>>,
 }
 
 impl fmt::Debug for JwtVerifier {
@@ -204,6 +218,7 @@ impl JwtVerifier {
             key,
             validation: Self::validation(algorithm),
             set: Vec::new(),
+            id: next_verifier_id(),
             cache: Arc::default(),
         }
     }
@@ -254,6 +269,7 @@ impl JwtVerifier {
             key: first,
             validation,
             set: keys,
+            id: next_verifier_id(),
             cache: Arc::default(),
         })
     }
@@ -265,11 +281,16 @@ impl JwtVerifier {
 
     /// Applies `change` to the validation of the key, and of every key of a
     /// set.
+    /// Tokens verified before the change are not remembered after it: a
+    /// clone of a verifier without an issuer, say, must not pass the
+    /// tokens the original let through.
     fn each_validation(mut self, change: impl Fn(&mut Validation)) -> Self {
         change(&mut self.validation);
         for (_, _, validation) in &mut self.set {
             change(validation);
         }
+        self.id = next_verifier_id();
+        self.cache = Arc::default();
         self
     }
 
@@ -346,12 +367,84 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// The tokens a verifier saw verified, with their claims and the time
+/// (Unix seconds) until which they hold.
+type TokenMemory = HashMap<String, (Claims, u64), foldhash::fast::RandomState>;
+
+/// A fresh identity for a verifier in the threads' memories.
+fn next_verifier_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// How many verified tokens each thread keeps at hand.
+const RECENT_PER_THREAD: usize = 8;
+
+/// A token a thread saw verified, for one verifier.
+struct Recent {
+    verifier: u64,
+    token: Box<str>,
+    /// A copy of this thread's own: its count is not shared.
+    claims: Claims,
+    valid_until: u64,
+}
+
+/// The tokens a thread saw verified last, replaced in turn.
+#[derive(Default)]
+struct RecentTokens {
+    entries: Vec<Recent>,
+    next: usize,
+}
+
+thread_local! {
+    static RECENT: RefCell<RecentTokens> = RefCell::default();
+}
+
 impl JwtVerifier {
-    /// The claims of a token verified before and not expired since.
+    /// The claims of a token verified before and not expired since: from
+    /// this thread's memory, else from the shared one (and then kept in
+    /// this thread's).
     fn remembered(&self, token: &str) -> Option<Claims> {
-        let cache = self.cache.lock().ok()?;
-        let (claims, valid_until) = cache.get(token)?;
-        (unix_now() <= *valid_until).then(|| claims.clone())
+        let now = unix_now();
+        let recent = RECENT.with(|recent| {
+            let recent = recent.borrow();
+            recent
+                .entries
+                .iter()
+                .find(|e| e.verifier == self.id && *e.token == *token)
+                .map(|e| (now <= e.valid_until).then(|| e.claims.clone()))
+        });
+        if let Some(claims) = recent {
+            return claims;
+        }
+        let (claims, valid_until) = {
+            let cache = self.cache.lock().ok()?;
+            let (claims, valid_until) = cache.get(token)?;
+            (now <= *valid_until).then(|| (claims.as_map().clone(), *valid_until))?
+        };
+        let claims = Claims::new(claims);
+        self.keep_here(token, &claims, valid_until);
+        Some(claims)
+    }
+
+    /// Keeps a verified token in this thread's memory.
+    fn keep_here(&self, token: &str, claims: &Claims, valid_until: u64) {
+        RECENT.with(|recent| {
+            let mut recent = recent.borrow_mut();
+            let entry = Recent {
+                verifier: self.id,
+                token: token.into(),
+                claims: claims.clone(),
+                valid_until,
+            };
+            if recent.entries.len() < RECENT_PER_THREAD {
+                recent.entries.push(entry);
+            } else {
+                let at = recent.next;
+                recent.entries[at] = entry;
+                recent.next = (at + 1) % RECENT_PER_THREAD;
+            }
+        });
     }
 
     fn remember(&self, token: &str, claims: &Claims) {
@@ -366,6 +459,7 @@ impl JwtVerifier {
             }
             cache.insert(token.to_owned(), (claims.clone(), valid_until));
         }
+        self.keep_here(token, &Claims::new(claims.as_map().clone()), valid_until);
     }
 }
 
@@ -733,6 +827,85 @@ mod tests {
         let mut forged = token.clone();
         forged.pop();
         assert!(verifier.verify(&forged).is_err());
+    }
+
+    #[test]
+    fn a_token_remembered_for_one_verifier_is_not_taken_by_another() {
+        let sign = |secret: &[u8], claims: serde_json::Value| {
+            jsonwebtoken::encode(
+                &jsonwebtoken::Header::default(),
+                &claims,
+                &jsonwebtoken::EncodingKey::from_secret(secret),
+            )
+            .unwrap()
+        };
+        let exp = unix_now() + 60;
+        let a = JwtVerifier::hs256(b"the first verifier's secret, long");
+        let b = JwtVerifier::hs256(b"the second verifier's secret, long");
+        let token = sign(
+            b"the first verifier's secret, long",
+            serde_json::json!({"sub": "u", "exp": exp}),
+        );
+        // Verified, then taken from this thread's memory, by `a` only.
+        assert!(a.verify(&token).is_ok());
+        assert!(a.verify(&token).is_ok());
+        assert_eq!(
+            a.remembered(&token)
+                .and_then(|c| c.subject().map(str::to_owned)),
+            Some("u".to_owned())
+        );
+        assert_eq!(b.remembered(&token), None);
+        assert!(b.verify(&token).is_err());
+        // A clone given an issuer does not pass what the original passed.
+        let with_issuer = a.clone().with_issuer("errmap-tests");
+        assert_eq!(with_issuer.remembered(&token), None);
+        assert!(with_issuer.verify(&token).is_err());
+        assert!(a.verify(&token).is_ok(), "the original keeps its memory");
+        // Another thread finds it in the shared memory, with claims of its
+        // own.
+        let shared = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let first = a.remembered(&token)?;
+                    let again = a.remembered(&token)?;
+                    Some(Arc::ptr_eq(&first.0, &again.0))
+                })
+                .join()
+                .unwrap()
+        });
+        assert_eq!(shared, Some(true));
+        let here = a.remembered(&token).unwrap();
+        assert!(!Arc::ptr_eq(&here.0, &a.cache.lock().unwrap()[&token].0 .0));
+    }
+
+    #[test]
+    fn a_thread_keeps_only_its_last_few_tokens() {
+        let secret = b"a secret for many tokens, long enough";
+        let verifier = JwtVerifier::hs256(secret);
+        let tokens: Vec<String> = (0..RECENT_PER_THREAD + 3)
+            .map(|i| {
+                jsonwebtoken::encode(
+                    &jsonwebtoken::Header::default(),
+                    &serde_json::json!({"sub": format!("u{i}"), "exp": unix_now() + 60}),
+                    &jsonwebtoken::EncodingKey::from_secret(secret),
+                )
+                .unwrap()
+            })
+            .collect();
+        for token in &tokens {
+            assert!(verifier.verify(token).is_ok());
+        }
+        let here = RECENT.with(|r| r.borrow().entries.len());
+        assert_eq!(here, RECENT_PER_THREAD);
+        // The oldest are still in the shared memory.
+        for (i, token) in tokens.iter().enumerate() {
+            assert_eq!(
+                verifier
+                    .remembered(token)
+                    .and_then(|c| c.subject().map(str::to_owned)),
+                Some(format!("u{i}"))
+            );
+        }
     }
 
     #[test]

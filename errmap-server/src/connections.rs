@@ -40,7 +40,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper_util::{
     rt::{TokioIo, TokioTimer},
     server::conn::auto,
-    service::TowerToHyperService,
+    service::{TowerToHyperService, TowerToHyperServiceFuture},
 };
 use pin_project_lite::pin_project;
 use tokio::{sync::watch, time::Sleep};
@@ -207,7 +207,7 @@ pub async fn serve<S, B>(
         let builder = builder.clone();
         let mut closing = closing.clone();
         tasks.spawn(async move {
-            let hyper_service = TowerToHyperService::new(service);
+            let hyper_service = InPlace::new(service);
             let served = builder.serve_connection(TokioIo::new(connection), hyper_service);
             tokio::pin!(served);
             let mut asked = false;
@@ -247,6 +247,73 @@ pub async fn serve<S, B>(
     while tasks.join_next().await.is_some() {}
     // TLS handshakes still under way end by their deadline.
     closed.all_closed().await;
+}
+
+/// A connection's service as hyper calls it: readied and called in place,
+/// one call at a time on the connection's task, where hyper's own adapter
+/// clones the whole stack for every call (a dozen reference counts that
+/// every call on every thread writes). When the service is not ready at
+/// once, the call waits for it on a clone, as hyper's adapter does.
+pub(crate) struct InPlace<S> {
+    service: std::cell::RefCell<S>,
+}
+
+impl<S> InPlace<S> {
+    pub(crate) fn new(service: S) -> Self {
+        Self {
+            service: std::cell::RefCell::new(service),
+        }
+    }
+}
+
+impl<S, R> hyper::service::Service<R> for InPlace<S>
+where
+    S: Service<R> + Clone,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = InPlaceFuture<S::Future, TowerToHyperServiceFuture<S, R>>;
+
+    fn call(&self, request: R) -> Self::Future {
+        // Never borrowed across a call: `call` does not re-enter.
+        let mut service = self.service.borrow_mut();
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match service.poll_ready(&mut cx) {
+            Poll::Ready(Ok(())) => InPlaceFuture::Called {
+                future: service.call(request),
+            },
+            _ => InPlaceFuture::Waiting {
+                future: hyper::service::Service::call(
+                    &TowerToHyperService::new(service.clone()),
+                    request,
+                ),
+            },
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`InPlace`].
+    #[project = InPlaceProj]
+    pub(crate) enum InPlaceFuture<F, W> {
+        Called { #[pin] future: F },
+        Waiting { #[pin] future: W },
+    }
+}
+
+impl<F, W, T> Future for InPlaceFuture<F, W>
+where
+    F: Future<Output = T>,
+    W: Future<Output = T>,
+{
+    type Output = T;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        match self.project() {
+            InPlaceProj::Called { future } => future.poll(cx),
+            InPlaceProj::Waiting { future } => future.poll(cx),
+        }
+    }
 }
 
 /// The per-connection wrapper around the server's service: peer info in,
@@ -314,14 +381,15 @@ where
         if close {
             tracing::debug!("{MAX_PIPELINED} pipelined requests in a row; closing after this one");
         }
-        let deadline = errmap::headers::request_timeout(request.headers())
-            .map(|t| Box::pin(tokio::time::sleep(t.saturating_add(DEADLINE_BACKSTOP))));
+        let timeout = errmap::headers::request_timeout(request.headers())
+            .map(|t| t.saturating_add(DEADLINE_BACKSTOP));
         let (mut parts, body) = request.into_parts();
         parts.extensions.insert(self.peer.clone());
         let request = http::Request::from_parts(parts, tonic::body::Body::new(body));
         CallFuture {
             future: self.inner.call(request),
-            deadline,
+            timeout,
+            deadline: None,
             guard: Some(guard),
             close,
         }
@@ -340,6 +408,10 @@ pin_project! {
     pub(crate) struct CallFuture<F> {
         #[pin]
         future: F,
+        // The caller's `grpc-timeout` plus the backstop, and its timer,
+        // made the first time the call has to wait: most unary calls are
+        // answered when first polled, right after they were made.
+        timeout: Option<Duration>,
         deadline: Option<Pin<Box<Sleep>>>,
         guard: Option<CallGuard>,
         // Whether the answer closes the connection (too deep a pipeline).
@@ -371,7 +443,10 @@ where
                 })
             }));
         }
-        if let Some(deadline) = this.deadline {
+        if let Some(timeout) = *this.timeout {
+            let deadline = this
+                .deadline
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
             ready!(deadline.as_mut().poll(cx));
             let guard = this.guard.take();
             // As tonic's own server loop answered it.

@@ -5,9 +5,11 @@
 //! [`CallPath`] is the service a connection of an [`ErrmapServer`] calls:
 //! the per-connection wrapper, CORS, gRPC-Web, the HTTP API and Connect,
 //! metrics, the response layer, admission and the panic guard, around
-//! tonic's router and the services. [`drive`] makes one call through any
-//! such service as hyper makes it (a clone of the service, readied, then
-//! called) and reads the answer's body to its end.
+//! tonic's router and the services, called in place as a connection calls
+//! it. [`drive`] makes one call through any tower service as hyper's
+//! adapter makes it (a clone of the service, readied, then called), as a
+//! bare tonic server is called; [`answer`] reads a call's answer to its
+//! end.
 //!
 //! This is a measuring tool, not an API to build on: it may change in any
 //! release.
@@ -23,13 +25,13 @@ use tonic::body::Body;
 use tower::Service;
 
 use crate::{
-    connections::PerConnection,
+    connections::{InPlace, PerConnection},
     server::{assemble, Assembled, CallStack, ErrmapServer, ServeError},
 };
 
 /// The per-call path of one server, as one of its connections calls it.
 pub struct CallPath {
-    service: PerConnection<CallStack>,
+    service: InPlace<PerConnection<CallStack>>,
     // The health reporter and the drain: kept, as a serving server keeps them.
     _health: tonic_health::server::HealthReporter,
     _admission: crate::admission::Admission,
@@ -53,15 +55,17 @@ impl CallPath {
             ..
         } = assemble(server).await?;
         Ok(Self {
-            service: PerConnection::detached(stack),
+            service: InPlace::new(PerConnection::detached(stack)),
             _health: health,
             _admission: admission,
         })
     }
 
-    /// One call through the whole path; see [`drive`].
+    /// One call through the whole path, as a connection of the server
+    /// makes it (in place, with no clone of the stack), its answer read to
+    /// its end; see [`answer`].
     pub fn call(&self, request: http::Request<Body>) -> Option<Answer> {
-        drive(&self.service, request)
+        answer(hyper::service::Service::call(&self.service, request))
     }
 }
 
@@ -76,10 +80,9 @@ pub struct Answer {
     pub data: usize,
 }
 
-/// Calls `service` with `request` as hyper calls a connection's service (a
-/// clone of it, polled ready, then called), and reads the answer's body to
-/// its end, everything polled once with a no-op waker: `None` if any of it
-/// had to wait, or the service failed.
+/// Calls `service` with `request` as hyper's adapter for tower services
+/// calls a connection's service (a clone of it, polled ready, then called;
+/// tonic's own server is called so), and reads the answer; see [`answer`].
 pub fn drive<S, B>(service: &S, request: http::Request<Body>) -> Option<Answer>
 where
     S: Service<http::Request<Body>, Response = http::Response<B>> + Clone,
@@ -91,7 +94,18 @@ where
         Poll::Ready(Ok(())) => {}
         _ => return None,
     }
-    let future = pin!(service.call(request));
+    answer(service.call(request))
+}
+
+/// Polls a call's future and then its answer's body to the end, each
+/// once with a no-op waker: `None` if any of it had to wait, or failed.
+pub fn answer<F, B, E>(future: F) -> Option<Answer>
+where
+    F: Future<Output = Result<http::Response<B>, E>>,
+    B: http_body::Body<Data = Bytes>,
+{
+    let mut cx = Context::from_waker(Waker::noop());
+    let future = pin!(future);
     let Poll::Ready(Ok(response)) = future.poll(&mut cx) else {
         return None;
     };
@@ -106,7 +120,10 @@ where
                 Ok(bytes) => data += bytes.len(),
                 Err(frame) => {
                     if let Some(trailers) = frame.trailers_ref() {
-                        grpc_status = trailers.get(errmap::headers::GRPC_STATUS).cloned().or(grpc_status);
+                        grpc_status = trailers
+                            .get(errmap::headers::GRPC_STATUS)
+                            .cloned()
+                            .or(grpc_status);
                     }
                 }
             },

@@ -56,7 +56,8 @@ use pin_project_lite::pin_project;
 use tonic::Status;
 use tower::{Layer, Service};
 
-use errmap::{locale::ACCEPT_LANGUAGE, Catalog as _, ErrorCode};
+use errmap::{Catalog as _, ErrorCode};
+use http::header::ACCEPT_LANGUAGE;
 
 use crate::sanitize::{self, RateLimit};
 
@@ -182,20 +183,22 @@ where
     }
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        let caller = Caller {
+        // Boxed: it goes on into the response body, which every layer
+        // above moves on the way out.
+        let caller = Box::new(Caller {
             uri: request.uri().clone(),
             accept_language: request.headers().get(ACCEPT_LANGUAGE).cloned(),
-        };
+        });
         let kind = match catch_unwind(AssertUnwindSafe(|| self.inner.call(request))) {
             Ok(future) => Kind::Running { future },
             Err(panic) => Kind::Panicked {
-                status: Some(answer(&self.answer, &caller, panic)),
+                status: Some(answer(&self.answer, Some(&caller), panic)),
             },
         };
         ResponseFuture {
             kind,
             answer: self.answer.clone(),
-            caller,
+            caller: Some(caller),
         }
     }
 }
@@ -214,7 +217,8 @@ pin_project! {
         #[pin]
         kind: Kind<F>,
         answer: P,
-        caller: Caller,
+        // Handed on to the body when the response comes.
+        caller: Option<Box<Caller>>,
     }
 }
 
@@ -244,15 +248,23 @@ where
                     Ok(Poll::Ready(result)) => result.map(|response| {
                         response.map(|inner| PanicBody {
                             inner: Some(inner),
-                            guard: Some((this.answer.clone(), this.caller.clone())),
+                            guard: Some((this.answer.clone(), this.caller.take())),
                         })
                     }),
-                    Err(panic) => Ok(status_response(answer(this.answer, this.caller, panic))),
+                    Err(panic) => Ok(status_response(answer(
+                        this.answer,
+                        this.caller.as_deref(),
+                        panic,
+                    ))),
                 }
             }
             KindProj::Panicked { status } => {
                 Ok(status_response(status.take().unwrap_or_else(|| {
-                    ErrorCode::ApiInternalServerError.to_status_for(&this.caller.accept_language)
+                    ErrorCode::ApiInternalServerError.to_status_for(
+                        this.caller
+                            .as_ref()
+                            .and_then(|c| c.accept_language.as_ref()),
+                    )
                 })))
             }
             KindProj::Done => {
@@ -295,18 +307,22 @@ fn panic_text(panic: &(dyn Any + Send)) -> &str {
 static PANICS: RateLimit = RateLimit::new(20, Duration::from_secs(1));
 
 /// Logs the panic and gives the status to send for it.
-fn answer<P: PanicResponse>(answer: &P, caller: &Caller, panic: Box<dyn Any + Send>) -> Status {
+fn answer<P: PanicResponse>(
+    answer: &P,
+    caller: Option<&Caller>,
+    panic: Box<dyn Any + Send>,
+) -> Status {
     let text = panic_text(panic.as_ref());
     if let Some(suppressed) = PANICS.check() {
         tracing::error!(
-            grpc.method = %sanitize::escape(caller.uri.path()),
+            grpc.method = %sanitize::escape(caller.map_or("", |c| c.uri.path())),
             panic = %sanitize::escape(text),
             suppressed,
             "handler panicked"
         );
     }
     // The answer must not panic in turn; if it does, 42.
-    let accept_language = caller.accept_language.as_ref();
+    let accept_language = caller.and_then(|c| c.accept_language.as_ref());
     catch_unwind(AssertUnwindSafe(|| {
         answer.status_for_panic_in(text, accept_language)
     }))
@@ -320,7 +336,7 @@ pin_project! {
     pub struct PanicBody<B, P> {
         #[pin]
         inner: Option<B>,
-        guard: Option<(P, Caller)>,
+        guard: Option<(P, Option<Box<Caller>>)>,
     }
 }
 
@@ -359,7 +375,7 @@ where
             Ok(polled) => Poll::Ready(ready!(polled)),
             Err(panic) => {
                 let status = match this.guard.take() {
-                    Some((answer_with, caller)) => answer(&answer_with, &caller, panic),
+                    Some((answer_with, caller)) => answer(&answer_with, caller.as_deref(), panic),
                     None => ErrorCode::ApiInternalServerError.to_status(),
                 };
                 this.inner.set(None);

@@ -331,6 +331,10 @@ where
     }
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+        if self.cors.is_none() && request.method() != Method::OPTIONS {
+            // No CORS configured: only a preflight is its business.
+            return CorsFuture::inner(self.inner.call(request));
+        }
         let Some(origin) = request.headers().get(header::ORIGIN) else {
             // Not a browser's cross-origin request: not CORS's business.
             return CorsFuture::inner(self.inner.call(request));
@@ -468,9 +472,7 @@ impl<S: Clone> Layer<S> for WebLayer {
 
     fn layer(&self, inner: S) -> Self::Service {
         Web {
-            web: self
-                .enabled
-                .then(|| tonic_web::GrpcWebLayer::new().layer(inner.clone())),
+            web: self.enabled,
             http: self.http.clone(),
             connect: self.connect.clone(),
             grpc: inner,
@@ -491,7 +493,10 @@ impl<S: Clone> Web<S> {
 /// The service made by [`WebLayer`].
 #[derive(Debug, Clone)]
 pub struct Web<S> {
-    web: Option<tonic_web::GrpcWebService<S>>,
+    // Whether gRPC-Web is served. Its service wraps the inner one for the
+    // call that needs it, so that the per-call clone of this service
+    // clones the inner stack once, not twice.
+    web: bool,
     http: Option<Arc<HttpApi>>,
     connect: Option<Arc<ConnectApi>>,
     grpc: S,
@@ -500,20 +505,26 @@ pub struct Web<S> {
 /// The error of a [`WebBody`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Whether `headers` carry one of the gRPC-Web content types.
-fn is_grpc_web(headers: &http::HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc-web"))
+/// Which of the gRPC content types `headers` carry, read once per call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GrpcFamily {
+    /// Neither: an HTTP request. The HTTP API answers it, 404 with the
+    /// catalog's 43 where the path is none of its own.
+    None,
+    /// `application/grpc`, `application/grpc+proto`, …
+    Grpc,
+    /// One of the gRPC-Web content types.
+    Web,
 }
 
-/// Whether `headers` carry a gRPC or gRPC-Web content type. A request with
-/// neither is an HTTP request: the HTTP API answers it, 404 with the
-/// catalog's 43 where the path is none of its own.
-fn is_grpc_family(headers: &http::HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+impl GrpcFamily {
+    fn of(headers: &http::HeaderMap) -> Self {
+        match headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes()) {
+            Some(v) if v.starts_with(b"application/grpc-web") => Self::Web,
+            Some(v) if v.starts_with(b"application/grpc") => Self::Grpc,
+            _ => Self::None,
+        }
+    }
 }
 
 impl<S, ResBody> Service<http::Request<tonic::body::Body>> for Web<S>
@@ -531,19 +542,12 @@ where
     type Future = WebFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        if let Some(web) = &mut self.web {
-            let web_ready = <tonic_web::GrpcWebService<S> as Service<
-                http::Request<tonic::body::Body>,
-            >>::poll_ready(web, cx)?;
-            if web_ready.is_pending() {
-                return Poll::Pending;
-            }
-        }
         self.grpc.poll_ready(cx)
     }
 
     fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
-        let grpc_family = is_grpc_family(request.headers());
+        let family = GrpcFamily::of(request.headers());
+        let grpc_family = family != GrpcFamily::None;
         if let Some(api) = self
             .connect
             .as_ref()
@@ -568,17 +572,17 @@ where
                 api.call(grpc, request).await.map(tonic::body::Body::new)
             });
         }
-        let kind = match &mut self.web {
-            Some(web)
-                if request.version() != http::Version::HTTP_2 || is_grpc_web(request.headers()) =>
-            {
-                WebKind::Web {
-                    future: web.call(request),
-                }
+        let web =
+            self.web && (request.version() != http::Version::HTTP_2 || family == GrpcFamily::Web);
+        let kind = if web {
+            let mut web = tonic_web::GrpcWebLayer::new().layer(self.take_ready());
+            WebKind::Web {
+                future: web.call(request),
             }
-            _ => WebKind::Grpc {
+        } else {
+            WebKind::Grpc {
                 future: self.grpc.call(request),
-            },
+            }
         };
         WebFuture { kind }
     }

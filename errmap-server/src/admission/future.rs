@@ -4,17 +4,18 @@
 
 use super::*;
 
-pin_project! {
-    /// The response future of [`AdmissionService`].
-    pub struct AdmissionFuture<S>
-    where
-        S: Service<http::Request<tonic::body::Body>>,
-    {
-        // The caller's accept-language, for the statuses admission makes.
-        pub(super) accept_language: Option<HeaderValue>,
-        #[pin]
-        pub(super) state: State<S>,
-    }
+/// The response future of [`AdmissionService`].
+///
+/// Its state is boxed: a call's request head, its intake and then the
+/// inner call's future are most of a call's future, and every layer above
+/// would otherwise move them again as it wraps its own around them.
+pub struct AdmissionFuture<S>
+where
+    S: Service<http::Request<tonic::body::Body>>,
+{
+    // The caller's accept-language, for the statuses admission makes.
+    pub(super) accept_language: Option<HeaderValue>,
+    pub(super) state: Pin<Box<State<S>>>,
 }
 
 pin_project! {
@@ -42,8 +43,13 @@ pin_project! {
             // Whether `deadline` is the caller's (grpc-timeout) rather than
             // the body timeout.
             caller_deadline: bool,
-            #[pin]
-            deadline: Sleep,
+            // How long the request may take to arrive: the body timeout,
+            // or the caller's deadline if sooner.
+            timeout: Duration,
+            // Its timer, made only once the request has had to be waited
+            // for: most requests are whole when the call is first polled,
+            // right after it was made.
+            deadline: Option<Pin<Box<Sleep>>>,
         },
         // The call runs.
         Running {
@@ -62,10 +68,22 @@ pin_project! {
 /// What a running call holds until it ends: its place and its count.
 #[derive(Debug)]
 pub(super) struct Held {
-    pub(super) _permit: OwnedSemaphorePermit,
-    pub(super) _in_flight: InFlight,
-    /// Long-lived streams hold both until their response body ends.
+    /// The count; its reference to the shared state gives the place back.
+    pub(super) in_flight: InFlight,
+    /// Long-lived streams hold both until their response body ends (and
+    /// their place is one of the stream places).
     pub(super) long_lived: bool,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let shared = &self.in_flight.shared;
+        if self.long_lived {
+            shared.stream_places.give_back();
+        } else {
+            shared.places.give_back();
+        }
+    }
 }
 
 impl<S> AdmissionFuture<S>
@@ -75,7 +93,7 @@ where
     pub(super) fn refused(code: ErrorCode, accept_language: Option<HeaderValue>) -> Self {
         Self {
             accept_language,
-            state: State::Refused { code },
+            state: Box::pin(State::Refused { code }),
         }
     }
 }
@@ -177,11 +195,13 @@ where
 {
     type Output = Result<http::Response<AdmissionBody<ResBody>>, S::Error>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // Unpin: the state is pinned in its box.
+        let this = self.get_mut();
         loop {
-            let this = self.as_mut().project();
-            let refusal = |code| refusal(code, this.accept_language.as_ref());
-            let next = match this.state.project() {
+            let accept_language = this.accept_language.as_ref();
+            let refusal = |code| refusal(code, accept_language);
+            let next = match this.state.as_mut().project() {
                 StateProj::Refused { code } => {
                     // Answered again if polled again: never a hang.
                     return Poll::Ready(Ok(refusal(*code)));
@@ -227,11 +247,12 @@ where
                     admission,
                     charge,
                     caller_deadline,
+                    timeout,
                     deadline,
                 } => {
                     if charge.as_ref().is_some_and(IntakeCharge::is_refused) {
                         in_flight.take();
-                        self.as_mut().project().state.set(State::Refused {
+                        this.state.set(State::Refused {
                             code: ErrorCode::ApiTooManyRequests,
                         });
                         continue;
@@ -276,7 +297,9 @@ where
                     };
                     match verdict {
                         Intake::More => {
-                            if deadline.poll(cx).is_pending() {
+                            let deadline = deadline
+                                .get_or_insert_with(|| Box::pin(tokio::time::sleep(*timeout)));
+                            if deadline.as_mut().poll(cx).is_pending() {
                                 let total = buffered.as_slice().len()
                                     + parts.as_ref().map_or(0, head_bytes);
                                 let charge = charge.get_or_insert_with(|| {
@@ -289,7 +312,7 @@ where
                                     "intake memory budget: the oldest intake is refused"
                                 );
                                 in_flight.take();
-                                self.as_mut().project().state.set(State::Refused {
+                                this.state.set(State::Refused {
                                     code: ErrorCode::ApiTooManyRequests,
                                 });
                                 continue;
@@ -318,13 +341,10 @@ where
                             } else {
                                 &admission.shared.places
                             };
-                            let permit = match in_flight {
-                                // Exempt: no place needed.
-                                None => Ok(None),
-                                Some(_) => places.clone().try_acquire_owned().map(Some),
-                            };
-                            match permit {
-                                Err(_) => {
+                            // Exempt calls (no count) need no place.
+                            let placed = in_flight.is_none() || places.try_take();
+                            match placed {
+                                false => {
                                     tracing::debug!("load shed");
                                     admission.shared.shed.fetch_add(1, Ordering::Relaxed);
                                     in_flight.take();
@@ -332,7 +352,13 @@ where
                                         code: ErrorCode::ApiTooManyRequests,
                                     }
                                 }
-                                Ok(permit) => {
+                                true => {
+                                    // The place is given back with it,
+                                    // whatever happens next.
+                                    let held = in_flight.take().map(|in_flight| Held {
+                                        in_flight,
+                                        long_lived: *long_lived,
+                                    });
                                     let data = buffered.take();
                                     let check = input
                                         .take()
@@ -356,14 +382,6 @@ where
                                         parts,
                                         tonic::body::Body::new(replay),
                                     );
-                                    let held = match (permit, in_flight.take()) {
-                                        (Some(permit), Some(in_flight)) => Some(Held {
-                                            _permit: permit,
-                                            _in_flight: in_flight,
-                                            long_lived: *long_lived,
-                                        }),
-                                        _ => None,
-                                    };
                                     State::Running {
                                         future: service.call(request),
                                         check,
@@ -375,7 +393,7 @@ where
                     }
                 }
             };
-            self.as_mut().project().state.set(next);
+            this.state.set(next);
         }
     }
 }

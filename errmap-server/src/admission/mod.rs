@@ -65,13 +65,11 @@ use http::{HeaderMap, HeaderValue};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor};
-use tokio::{
-    sync::{Notify, OwnedSemaphorePermit, Semaphore},
-    time::{Instant, Sleep},
-};
+use tokio::{sync::Notify, time::Sleep};
 use tower::{Layer, Service};
 
-use errmap::{locale::ACCEPT_LANGUAGE, Catalog as _, ErrorCode};
+use errmap::{Catalog as _, ErrorCode};
+use http::header::ACCEPT_LANGUAGE;
 
 mod body;
 mod future;
@@ -151,11 +149,49 @@ impl Default for AdmissionConfig {
     }
 }
 
+/// Places for calls: how many are taken, of at most `limit`. Nothing
+/// waits for one (a call that finds none is shed), so a count is all it
+/// takes: one atomic add to take a place and one to give it back.
+#[derive(Debug)]
+struct Places {
+    taken: AtomicUsize,
+    limit: usize,
+}
+
+impl Places {
+    fn new(limit: usize) -> Self {
+        Self {
+            taken: AtomicUsize::new(0),
+            limit: limit.max(1),
+        }
+    }
+
+    /// Takes a place if one is free.
+    fn try_take(&self) -> bool {
+        if self.taken.fetch_add(1, Ordering::AcqRel) < self.limit {
+            true
+        } else {
+            self.taken.fetch_sub(1, Ordering::AcqRel);
+            false
+        }
+    }
+
+    fn give_back(&self) {
+        self.taken.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    #[cfg(test)]
+    fn available(&self) -> usize {
+        self.limit
+            .saturating_sub(self.taken.load(Ordering::Acquire))
+    }
+}
+
 #[derive(Debug)]
 struct Shared {
     config: AdmissionConfig,
-    places: Arc<Semaphore>,
-    stream_places: Arc<Semaphore>,
+    places: Places,
+    stream_places: Places,
     in_flight: AtomicUsize,
     idle: Notify,
     draining: AtomicBool,
@@ -168,10 +204,6 @@ struct Shared {
 #[derive(Debug, Clone)]
 pub struct Admission {
     shared: Arc<Shared>,
-}
-
-fn permits(n: usize) -> usize {
-    n.clamp(1, Semaphore::MAX_PERMITS)
 }
 
 impl Admission {
@@ -188,8 +220,8 @@ impl Admission {
     pub fn with_config(config: AdmissionConfig) -> Self {
         Self {
             shared: Arc::new(Shared {
-                places: Arc::new(Semaphore::new(permits(config.concurrency_limit))),
-                stream_places: Arc::new(Semaphore::new(permits(config.stream_limit))),
+                places: Places::new(config.concurrency_limit),
+                stream_places: Places::new(config.stream_limit),
                 in_flight: AtomicUsize::new(0),
                 idle: Notify::new(),
                 draining: AtomicBool::new(false),
@@ -213,7 +245,7 @@ impl Admission {
 
     /// The concurrency limit.
     pub fn limit(&self) -> usize {
-        permits(self.shared.config.concurrency_limit)
+        self.shared.places.limit
     }
 
     /// Counted calls now: in intake, running, or streaming (exempt paths
@@ -403,7 +435,7 @@ where
         let body = tonic::body::Body::new(body);
         AdmissionFuture {
             accept_language,
-            state: State::Reading {
+            state: Box::pin(State::Reading {
                 inner: Some(inner),
                 parts: Some(parts),
                 body: Some(body),
@@ -418,13 +450,11 @@ where
                 charge: None,
                 caller_deadline: call_timeout
                     .is_some_and(|t| t < shared.config.request_body_timeout),
-                deadline: tokio::time::sleep_until(
-                    Instant::now()
-                        + call_timeout.map_or(shared.config.request_body_timeout, |t| {
-                            t.min(shared.config.request_body_timeout)
-                        }),
-                ),
-            },
+                timeout: call_timeout.map_or(shared.config.request_body_timeout, |t| {
+                    t.min(shared.config.request_body_timeout)
+                }),
+                deadline: None,
+            }),
         }
     }
 }
@@ -434,6 +464,7 @@ mod tests {
     use super::*;
     use errmap::ErrorStatusExt as _;
     use std::convert::Infallible;
+    use tokio::time::Instant;
     use tower::ServiceExt as _;
 
     type Full = http_body_util::Full<Bytes>;
@@ -590,7 +621,7 @@ mod tests {
         let release = Arc::new(Notify::new());
         let layered = admission.layer().layer(service(Some(release.clone())));
         let first = tokio::spawn(layered.clone().oneshot(request("/slow", frame(b"1"))));
-        while admission.shared.places.available_permits() == 1 {
+        while admission.shared.places.available() == 1 {
             tokio::task::yield_now().await;
         }
         let shed = layered

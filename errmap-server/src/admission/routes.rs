@@ -43,8 +43,10 @@ pub struct RouteError(#[from] prost_reflect::DescriptorError);
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
     pub(super) pool: DescriptorPool,
-    pub(super) methods: HashMap<String, MethodInfo>,
-    pub(super) opaque: HashSet<String>,
+    // Looked up on every call: foldhash, not SipHash. The keys are the
+    // served paths, fixed before the server starts.
+    pub(super) methods: HashMap<String, MethodInfo, foldhash::fast::RandomState>,
+    pub(super) opaque: HashSet<String, foldhash::fast::RandomState>,
 }
 
 impl RouteTable {

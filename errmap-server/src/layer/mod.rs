@@ -84,7 +84,7 @@ use std::borrow::Cow;
 use errmap::{
     catalog::{CatalogEntry, TableRef},
     catalog_set::Catalogs,
-    details, locale, status, wire, Catalog, ErrorCode,
+    details, status, wire, Catalog, ErrorCode,
 };
 
 use crate::{
@@ -240,18 +240,23 @@ where
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
         let uri = request.uri().clone();
         // Kept, not negotiated: only a status the layer makes needs it.
-        let accept_language = request.headers().get(locale::ACCEPT_LANGUAGE).cloned();
+        let accept_language = request
+            .headers()
+            .get(http::header::ACCEPT_LANGUAGE)
+            .cloned();
         let slot = request.extensions().get::<OutcomeSlot>().cloned();
         ResponseFuture {
             future: self.inner.call(request),
-            state: Some(State {
+            // Boxed: it goes on into the response body, which every layer
+            // above moves on the way out.
+            state: Some(Box::new(State {
                 policy: self.policy.clone(),
                 uri,
                 catalogs: self.catalogs.clone(),
                 help_base_url: self.help_base_url.clone(),
                 accept_language,
                 slot,
-            }),
+            })),
         }
     }
 }
@@ -289,7 +294,7 @@ pin_project! {
     pub struct ResponseFuture<F, P> {
         #[pin]
         future: F,
-        state: Option<State<P>>,
+        state: Option<Box<State<P>>>,
     }
 }
 
@@ -360,7 +365,7 @@ pin_project! {
         // The status was in the headers; nothing to do.
         Plain { #[pin] inner: B },
         // The status comes in the trailers.
-        Trailers { #[pin] inner: B, state: State<P> },
+        Trailers { #[pin] inner: B, state: Box<State<P>> },
     }
 }
 

@@ -577,8 +577,6 @@ where
                 timing: None,
             };
         }
-        let slot = OutcomeSlot::new();
-        request.extensions_mut().insert(slot.clone());
         let system = if request
             .extensions()
             .get::<crate::connect::ConnectCall>()
@@ -628,12 +626,24 @@ where
         } else {
             tracing::Span::none()
         };
+        if span.is_disabled() && self.metrics.is_none() && self.export.is_none() {
+            // Spans only, and no subscriber listens to this one: nothing
+            // would read the call's outcome.
+            return MetricsFuture {
+                future: self.inner.call(request),
+                timing: None,
+            };
+        }
+        let slot = OutcomeSlot::new();
+        request.extensions_mut().insert(slot.clone());
         let export = self.export.as_ref().and_then(|recorder| {
             recorder
                 .begin(request.headers(), request.uri().path(), system)
                 .map(|span| (recorder.clone(), span))
         });
-        let timing = Timing {
+        // Boxed: it goes on into the response body, which every layer
+        // above moves on the way out.
+        let timing = Box::new(Timing {
             export,
             system,
             method: self
@@ -645,7 +655,7 @@ where
             slot,
             started: Instant::now(),
             done: false,
-        };
+        });
         let future = {
             let _enter = timing.span.enter();
             self.inner.call(request)
@@ -662,7 +672,7 @@ pin_project! {
     pub struct MetricsFuture<F> {
         #[pin]
         future: F,
-        timing: Option<Timing>,
+        timing: Option<Box<Timing>>,
     }
 }
 
@@ -704,7 +714,7 @@ pin_project! {
     pub struct MetricsBody<B> {
         #[pin]
         inner: B,
-        timing: Option<Timing>,
+        timing: Option<Box<Timing>>,
     }
 }
 

@@ -170,7 +170,8 @@ fn layer_ok_path() -> bool {
 
 /// The metrics layer (spans only, as in a server without `--admin-addr`)
 /// on the OK path, with the OTLP export at `ratio` or without it; the
-/// export's task is not started, so no export runs in the count.
+/// export's task is not started, so no export runs in the count. A ratio
+/// of `NAN` stands for the layer with metrics on (`--admin-addr`) instead.
 fn metrics_ok_path(ratio: Option<f64>) -> bool {
     thread_local! {
         static SERVICES: std::cell::RefCell<Vec<(Option<u64>, Call)>> =
@@ -181,7 +182,9 @@ fn metrics_ok_path(ratio: Option<f64>) -> bool {
         let mut services = slot.borrow_mut();
         if !services.iter().any(|(k, _)| *k == key) {
             let mut layer = errmap_server::metrics::MetricsLayer::tracing_only();
-            if let Some(ratio) = ratio {
+            if ratio.is_some_and(f64::is_nan) {
+                layer = errmap_server::metrics::Metrics::new().layer();
+            } else if let Some(ratio) = ratio {
                 let mut config =
                     errmap_server::otlp::TraceExportConfig::new("http://127.0.0.1:4317");
                 config.sample_ratio = ratio;
@@ -473,6 +476,11 @@ const PATHS: &[Path] = &[
         name: "metrics/ok_path",
         anchor: None,
         run: |_| metrics_ok_path(None),
+    },
+    Path {
+        name: "metrics/ok_path_metrics_on",
+        anchor: Some("metrics/ok_path"),
+        run: |_| metrics_ok_path(Some(f64::NAN)),
     },
     Path {
         name: "metrics/ok_path_otlp_1pct",

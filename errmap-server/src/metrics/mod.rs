@@ -111,6 +111,8 @@ struct Sources {
 }
 
 struct Inner {
+    /// Which metrics these are in the threads' memories of histograms.
+    id: u64,
     registry: Registry,
     calls: Family<CallLabels, Histogram, fn() -> Histogram>,
     in_flight: Gauge,
@@ -127,7 +129,7 @@ struct Inner {
     /// What the counters of the sources read last, to add the difference.
     last: Mutex<Last>,
     /// The served methods, interned; other paths are "other".
-    methods: OnceLock<HashSet<&'static str>>,
+    methods: OnceLock<HashSet<&'static str, foldhash::fast::RandomState>>,
     sources: OnceLock<Sources>,
 }
 
@@ -140,6 +142,26 @@ struct Last {
     /// The catalog set the `catalog_info` series describe.
     catalogs: Option<Arc<errmap::Catalogs>>,
 }
+
+/// A fresh identity for a [`Metrics`] in the threads' memories.
+fn next_metrics_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// How many call series each thread keeps a handle to.
+const RECENT_SERIES_PER_THREAD: usize = 16;
+
+thread_local! {
+    /// The call series this thread recorded last: which metrics, their
+    /// labels, and the series' histogram.
+    static RECENT_SERIES: std::cell::RefCell<Vec<(u64, CallLabels, Histogram)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `grpc-previous-rpc-attempts`, parsed once.
+const PREVIOUS_ATTEMPTS: http::HeaderName =
+    http::HeaderName::from_static(errmap::headers::PREVIOUS_ATTEMPTS);
 
 /// A server's metrics: see the [module docs](self). Cheap to clone.
 #[derive(Clone)]
@@ -245,6 +267,7 @@ impl Metrics {
         );
         Self {
             inner: Arc::new(Inner {
+                id: next_metrics_id(),
                 registry,
                 calls,
                 in_flight,
@@ -281,7 +304,7 @@ impl Metrics {
         admission: Admission,
         auth: Option<AuthInterceptor>,
     ) {
-        let methods: HashSet<&'static str> = methods
+        let methods: HashSet<&'static str, foldhash::fast::RandomState> = methods
             .into_iter()
             .map(|m| &*Box::leak(m.into_boxed_str()))
             .collect();
@@ -357,10 +380,27 @@ impl Metrics {
             error_reason: outcome.reason,
             error_domain: outcome.domain,
         };
-        self.inner
-            .calls
-            .get_or_create(&labels)
-            .observe(started.elapsed().as_secs_f64());
+        let seconds = started.elapsed().as_secs_f64();
+        // The family's lock and a hash of five labels are paid once per
+        // thread and label set; the series are never removed, so a kept
+        // handle stays the family's.
+        RECENT_SERIES.with(|recent| {
+            let mut recent = recent.borrow_mut();
+            let id = self.inner.id;
+            if let Some((_, _, histogram)) = recent
+                .iter()
+                .find(|(metrics, kept, _)| *metrics == id && *kept == labels)
+            {
+                histogram.observe(seconds);
+                return;
+            }
+            let histogram = self.inner.calls.get_or_create(&labels).clone();
+            histogram.observe(seconds);
+            if recent.len() >= RECENT_SERIES_PER_THREAD {
+                recent.remove(0);
+            }
+            recent.push((id, labels, histogram));
+        });
     }
 
     /// The metrics in the OpenMetrics text format (ending in `# EOF`), or,
@@ -589,7 +629,7 @@ where
         if let Some(metrics) = &self.metrics {
             let retried = request
                 .headers()
-                .get(errmap::headers::PREVIOUS_ATTEMPTS)
+                .get(PREVIOUS_ATTEMPTS)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u32>().ok())
                 .is_some_and(|n| n > 0);
@@ -787,6 +827,68 @@ mod tests {
              # HELP build_info Build.\n# TYPE build_info gauge\nbuild_info{v=\"1\"} 1\n\
              # TYPE odd untyped\nodd 2\n"
         );
+    }
+
+    /// The count of one call series in the text `metrics` encode.
+    fn count_of(metrics: &Metrics, code: &str) -> Option<u64> {
+        let text = metrics.encode(false);
+        let prefix = "rpc_server_call_duration_seconds_count{";
+        text.lines()
+            .filter(|l| l.starts_with(prefix) && l.contains(&format!("rpc_status_code=\"{code}\"")))
+            .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+    }
+
+    /// Each thread keeps handles to the series it recorded last: calls of
+    /// two servers' metrics on one thread, and of one server's on two
+    /// threads, are each counted once, where they belong.
+    #[test]
+    fn series_kept_per_thread_count_each_call_once_and_in_its_metrics() {
+        let first = Metrics::new();
+        let second = Metrics::new();
+        let call = |metrics: &Metrics, code: Code| {
+            metrics.record("grpc", "other", Outcome::plain(code), Instant::now());
+        };
+        for _ in 0..5 {
+            call(&first, Code::Ok);
+        }
+        for _ in 0..3 {
+            call(&second, Code::Ok);
+        }
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                for _ in 0..4 {
+                    call(&first, Code::Ok);
+                }
+            });
+        });
+        // More series than a thread keeps: the first is recorded again
+        // through the family.
+        let codes = [
+            Code::Cancelled,
+            Code::Unknown,
+            Code::InvalidArgument,
+            Code::DeadlineExceeded,
+            Code::NotFound,
+            Code::AlreadyExists,
+            Code::PermissionDenied,
+            Code::ResourceExhausted,
+            Code::FailedPrecondition,
+            Code::Aborted,
+            Code::OutOfRange,
+            Code::Unimplemented,
+            Code::Internal,
+            Code::Unavailable,
+            Code::DataLoss,
+            Code::Unauthenticated,
+        ];
+        for code in codes {
+            call(&first, code);
+        }
+        call(&first, Code::Ok);
+        assert_eq!(count_of(&first, "OK"), Some(10));
+        assert_eq!(count_of(&second, "OK"), Some(3));
+        assert_eq!(count_of(&first, "UNAUTHENTICATED"), Some(1));
+        assert_eq!(count_of(&second, "UNAUTHENTICATED"), None);
     }
 
     /// Every TYPE line of the 0.0.4 text names a family whose samples

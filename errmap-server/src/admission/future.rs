@@ -343,50 +343,47 @@ where
                             };
                             // Exempt calls (no count) need no place.
                             let placed = in_flight.is_none() || places.try_take();
-                            match placed {
-                                false => {
-                                    tracing::debug!("load shed");
-                                    admission.shared.shed.fetch_add(1, Ordering::Relaxed);
-                                    in_flight.take();
-                                    State::Refused {
-                                        code: ErrorCode::ApiTooManyRequests,
-                                    }
+                            if !placed {
+                                tracing::debug!("load shed");
+                                admission.shared.shed.fetch_add(1, Ordering::Relaxed);
+                                in_flight.take();
+                                State::Refused {
+                                    code: ErrorCode::ApiTooManyRequests,
                                 }
-                                true => {
-                                    // The place is given back with it,
-                                    // whatever happens next.
-                                    let held = in_flight.take().map(|in_flight| Held {
-                                        in_flight,
-                                        long_lived: *long_lived,
-                                    });
-                                    let data = buffered.take();
-                                    let check = input
-                                        .take()
-                                        .and_then(|input| Some((input, first_message(&data)?)));
-                                    let replay = ReplayBody {
-                                        data: (!data.is_empty()).then_some(data),
-                                        rest: body.take(),
-                                        trailers: trailers.take(),
-                                    };
-                                    let Some(parts) = parts.take() else {
-                                        return Poll::Ready(Ok(refusal(
-                                            ErrorCode::ApiInternalServerError,
-                                        )));
-                                    };
-                                    let Some(mut service) = inner.take() else {
-                                        return Poll::Ready(Ok(refusal(
-                                            ErrorCode::ApiInternalServerError,
-                                        )));
-                                    };
-                                    let request = http::Request::from_parts(
-                                        parts,
-                                        tonic::body::Body::new(replay),
-                                    );
-                                    State::Running {
-                                        future: service.call(request),
-                                        check,
-                                        held,
-                                    }
+                            } else {
+                                // The place is given back with it,
+                                // whatever happens next.
+                                let held = in_flight.take().map(|in_flight| Held {
+                                    in_flight,
+                                    long_lived: *long_lived,
+                                });
+                                let data = buffered.take();
+                                let check = input
+                                    .take()
+                                    .and_then(|input| Some((input, first_message(&data)?)));
+                                let replay = ReplayBody {
+                                    data: (!data.is_empty()).then_some(data),
+                                    rest: body.take(),
+                                    trailers: trailers.take(),
+                                };
+                                let Some(parts) = parts.take() else {
+                                    return Poll::Ready(Ok(refusal(
+                                        ErrorCode::ApiInternalServerError,
+                                    )));
+                                };
+                                let Some(mut service) = inner.take() else {
+                                    return Poll::Ready(Ok(refusal(
+                                        ErrorCode::ApiInternalServerError,
+                                    )));
+                                };
+                                let request = http::Request::from_parts(
+                                    parts,
+                                    tonic::body::Body::new(replay),
+                                );
+                                State::Running {
+                                    future: service.call(request),
+                                    check,
+                                    held,
                                 }
                             }
                         }

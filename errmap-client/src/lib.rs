@@ -196,14 +196,17 @@ impl RetryLayer {
     }
 }
 
-impl<S> Layer<S> for RetryLayer {
+impl<S: Clone> Layer<S> for RetryLayer {
     type Service = Retry<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
         Retry {
+            shared: Arc::new(Shared {
+                policy: self.policy.clone(),
+                throttle: self.throttle.clone(),
+                spare: std::sync::Mutex::new(inner.clone()),
+            }),
             inner,
-            policy: self.policy.clone(),
-            throttle: self.throttle.clone(),
         }
     }
 }
@@ -212,8 +215,28 @@ impl<S> Layer<S> for RetryLayer {
 #[derive(Debug, Clone)]
 pub struct Retry<S> {
     inner: S,
+    shared: Arc<Shared<S>>,
+}
+
+/// What every call of a [`Retry`] and its clones shares: one reference
+/// count per call, not three.
+#[derive(Debug)]
+struct Shared<S> {
     policy: Arc<RetryPolicy>,
     throttle: Arc<Throttle>,
+    /// A clone of the service never called: a retry clones it, so that a
+    /// call whose first answer is final never clones the service at all.
+    spare: std::sync::Mutex<S>,
+}
+
+impl<S: Clone> Shared<S> {
+    fn spare(&self) -> S {
+        // A panic in another thread's clone leaves the service as it was.
+        self.spare
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -235,11 +258,123 @@ where
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
-        let policy = self.policy.clone();
-        let throttle = self.throttle.clone();
-        Box::pin(run(inner, policy, throttle, request))
+        // A timeout too far away to be an instant is no deadline at all.
+        let deadline =
+            headers::request_timeout(request.headers()).and_then(|t| Instant::now().checked_add(t));
+        let (parts, body) = request.into_parts();
+        let mut gathered = Gathered::new(self.shared.policy.max_request_size);
+        match gathered.now(body) {
+            // The whole request is here (a unary call's always is): the
+            // first attempt goes out now, through the service that was made
+            // ready for it, and no clone of the service is made unless a
+            // retry needs one.
+            Ok(None) => {
+                let bytes = gathered.bytes();
+                let head = Head::of(&parts);
+                let answer = self.inner.call(http::Request::from_parts(
+                    parts,
+                    Body::new(Replay::new(bytes.clone())),
+                ));
+                let shared = self.shared.clone();
+                Box::pin(async move {
+                    let response = answer.await.map_err(Into::into)?;
+                    match next_step(response, 1, &shared, deadline) {
+                        Step::Done(response) => Ok(response),
+                        Step::Wait(delay) => {
+                            let call = Call {
+                                service: None,
+                                shared,
+                                head,
+                                bytes,
+                                deadline,
+                            };
+                            // Boxed: this call's future stays small.
+                            Box::pin(retries(call, delay)).await
+                        }
+                    }
+                })
+            }
+            // The rest of the request comes later: the call takes the ready
+            // service along, and leaves a clone for the next call.
+            Ok(Some(body)) => {
+                let clone = self.inner.clone();
+                let mut service = std::mem::replace(&mut self.inner, clone);
+                let shared = self.shared.clone();
+                Box::pin(async move {
+                    gathered.rest(body).await?;
+                    let bytes = gathered.bytes();
+                    let head = Head::of(&parts);
+                    let request =
+                        http::Request::from_parts(parts, Body::new(Replay::new(bytes.clone())));
+                    let ready = service.ready().await.map_err(Into::into)?;
+                    let response = ready.call(request).await.map_err(Into::into)?;
+                    match next_step(response, 1, &shared, deadline) {
+                        Step::Done(response) => Ok(response),
+                        Step::Wait(delay) => {
+                            let call = Call {
+                                service: Some(service),
+                                shared,
+                                head,
+                                bytes,
+                                deadline,
+                            };
+                            retries(call, delay).await
+                        }
+                    }
+                })
+            }
+            Err(error) => Box::pin(std::future::ready(Err(error))),
+        }
+    }
+}
+
+/// The head of a request, kept to send it again.
+struct Head {
+    method: http::Method,
+    uri: http::Uri,
+    version: http::Version,
+    headers: HeaderMap,
+    extensions: KeptExtensions,
+}
+
+/// A request's extensions, kept to send again.
+enum KeptExtensions {
+    /// Only tonic's [`tonic::GrpcMethod`], as a tonic client's call has:
+    /// kept as it is, not as a map of boxes.
+    Method(tonic::GrpcMethod<'static>),
+    /// Any others.
+    Cloned(http::Extensions),
+}
+
+impl Head {
+    fn of(parts: &http::request::Parts) -> Self {
+        let extensions = match parts.extensions.get::<tonic::GrpcMethod<'static>>() {
+            Some(method) if parts.extensions.len() == 1 => KeptExtensions::Method(method.clone()),
+            _ => KeptExtensions::Cloned(parts.extensions.clone()),
+        };
+        Self {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            version: parts.version,
+            headers: parts.headers.clone(),
+            extensions,
+        }
+    }
+
+    /// The request again, with `body`.
+    fn request(&self, body: Body) -> http::Request<Body> {
+        let mut request = http::Request::new(body);
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = self.uri.clone();
+        *request.version_mut() = self.version;
+        *request.headers_mut() = self.headers.clone();
+        match &self.extensions {
+            KeptExtensions::Method(method) => {
+                request.extensions_mut().insert(method.clone());
+            }
+            KeptExtensions::Cloned(extensions) => *request.extensions_mut() = extensions.clone(),
+        }
+        request
     }
 }
 
@@ -340,132 +475,201 @@ impl http_body::Body for Replay {
     }
 }
 
-/// The whole request body, up to `limit` bytes; a larger one fails unsent.
+/// The request body as it arrives, kept for replays: up to `limit` bytes;
+/// a larger one fails unsent.
 ///
 /// A unary request is one data frame: it is kept as it came, with no copy
 /// and no list of chunks. Only a request of several frames is joined.
-async fn buffer(mut body: Body, limit: usize) -> Result<Bytes, BoxError> {
-    let mut first: Option<Bytes> = None;
-    let mut joined: Option<bytes::BytesMut> = None;
-    let mut size = 0usize;
-    while let Some(frame) = body.frame().await {
-        let Ok(data) = frame?.into_data() else {
+struct Gathered {
+    first: Option<Bytes>,
+    joined: Option<bytes::BytesMut>,
+    size: usize,
+    limit: usize,
+}
+
+impl Gathered {
+    fn new(limit: usize) -> Self {
+        Self {
+            first: None,
+            joined: None,
+            size: 0,
+            limit,
+        }
+    }
+
+    /// Keeps one frame of the body.
+    fn frame(&mut self, frame: http_body::Frame<Bytes>) -> Result<(), BoxError> {
+        let Ok(data) = frame.into_data() else {
             // A request's trailers: gRPC clients send none, and none are
             // replayed.
-            continue;
+            return Ok(());
         };
-        size = size.saturating_add(data.len());
-        if size > limit {
+        self.size = self.size.saturating_add(data.len());
+        if self.size > self.limit {
             return Err("the request is over the retry buffer and was not sent".into());
         }
-        match (&mut joined, first.take()) {
+        match (&mut self.joined, self.first.take()) {
             (Some(all), _) => all.extend_from_slice(&data),
-            (None, None) => first = Some(data),
+            (None, None) => self.first = Some(data),
             (None, Some(earlier)) => {
-                let mut all = bytes::BytesMut::with_capacity(size);
+                let mut all = bytes::BytesMut::with_capacity(self.size);
                 all.extend_from_slice(&earlier);
                 all.extend_from_slice(&data);
-                joined = Some(all);
+                self.joined = Some(all);
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps what the body has ready now, without waiting: `None` when it
+    /// has ended, else the body, whose rest comes later.
+    fn now(&mut self, mut body: Body) -> Result<Option<Body>, BoxError> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        loop {
+            match http_body::Body::poll_frame(Pin::new(&mut body), &mut cx) {
+                Poll::Ready(Some(frame)) => self.frame(frame?)?,
+                Poll::Ready(None) => return Ok(None),
+                Poll::Pending => return Ok(Some(body)),
             }
         }
     }
-    Ok(match joined {
-        Some(all) => all.freeze(),
-        None => first.unwrap_or_default(),
-    })
+
+    /// Keeps the rest of the body.
+    async fn rest(&mut self, mut body: Body) -> Result<(), BoxError> {
+        while let Some(frame) = body.frame().await {
+            self.frame(frame?)?;
+        }
+        Ok(())
+    }
+
+    /// The whole body.
+    fn bytes(self) -> Bytes {
+        match self.joined {
+            Some(all) => all.freeze(),
+            None => self.first.unwrap_or_default(),
+        }
+    }
 }
 
-/// One call, with its retries. A plain `fn` around an `async move` block,
-/// not an `async fn`: an `async fn` keeps its arguments twice in its
-/// future (as arguments and as locals), and this future is allocated for
-/// every call.
-fn run<S, B>(
-    mut inner: S,
-    policy: Arc<RetryPolicy>,
-    throttle: Arc<Throttle>,
-    request: http::Request<Body>,
-) -> impl Future<Output = Result<http::Response<Body>, BoxError>> + Send
+/// The whole request body, up to `limit` bytes; a larger one fails unsent.
+#[cfg(test)]
+async fn buffer(body: Body, limit: usize) -> Result<Bytes, BoxError> {
+    let mut gathered = Gathered::new(limit);
+    gathered.rest(body).await?;
+    Ok(gathered.bytes())
+}
+
+/// What a call keeps for its retries.
+struct Call<S> {
+    /// The service retries go through: none until one is needed.
+    service: Option<S>,
+    shared: Arc<Shared<S>>,
+    head: Head,
+    bytes: Bytes,
+    deadline: Option<Instant>,
+}
+
+/// After an answer: the call's answer, or a wait before the next attempt.
+enum Step {
+    Done(http::Response<Body>),
+    Wait(Duration),
+}
+
+/// What follows answer number `attempt`.
+fn next_step<S, B>(
+    response: http::Response<B>,
+    attempt: u32,
+    shared: &Shared<S>,
+    deadline: Option<Instant>,
+) -> Step
 where
-    S: Service<http::Request<Body>, Response = http::Response<B>> + Send,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let policy = &shared.policy;
+    let throttle = &shared.throttle;
+    let finish = |response: http::Response<B>| {
+        let mut response = response.map(Body::new);
+        response.extensions_mut().insert(Attempts(attempt));
+        response
+            .headers_mut()
+            .insert(PREVIOUS_ATTEMPTS_NAME, previous_attempts(attempt));
+        Step::Done(response)
+    };
+    let Some(verdict) = verdict(response.headers(), policy) else {
+        throttle.success();
+        return finish(response);
+    };
+    if verdict.refused {
+        throttle.failure();
+        return finish(response);
+    }
+    if !verdict.retryable {
+        return finish(response);
+    }
+    throttle.failure();
+    if attempt >= policy.max_attempts || !throttle.allows() {
+        return finish(response);
+    }
+    let backoff = {
+        let exp = policy
+            .initial_backoff
+            .saturating_mul(1u32 << (attempt - 1).min(16))
+            .min(policy.max_backoff);
+        jitter(exp)
+    };
+    let delay = verdict
+        .server_delay
+        .map_or(backoff, |d| d.min(policy.max_server_delay));
+    if let Some(deadline) = deadline {
+        // A delay too long to add (a hostile RetryInfo under a cap of
+        // `Duration::MAX`) ends after any deadline.
+        if Instant::now()
+            .checked_add(delay)
+            .is_none_or(|wake| wake >= deadline)
+        {
+            // Sleeping would pass the deadline: give up now.
+            return Step::Done(deadline_exceeded(attempt));
+        }
+    }
+    Step::Wait(delay)
+}
+
+/// A call's retries, after its first answer asked for one in `delay`.
+async fn retries<S, B>(
+    mut call: Call<S>,
+    mut delay: Duration,
+) -> Result<http::Response<Body>, BoxError>
+where
+    S: Service<http::Request<Body>, Response = http::Response<B>> + Clone + Send,
     S::Future: Send,
     S::Error: Into<BoxError>,
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    // A timeout too far away to be an instant is no deadline at all.
-    let deadline =
-        headers::request_timeout(request.headers()).and_then(|t| Instant::now().checked_add(t));
-    let (parts, body) = request.into_parts();
-    async move {
-        let bytes = buffer(body, policy.max_request_size).await?;
-        let mut attempt: u32 = 0;
-        loop {
-            attempt += 1;
-            let inner = inner.ready().await.map_err(Into::into)?;
-            let mut request =
-                http::Request::from_parts(parts.clone(), Body::new(Replay::new(bytes.clone())));
-            if attempt > 1 {
-                request
-                    .headers_mut()
-                    .insert(PREVIOUS_ATTEMPTS_NAME, previous_attempts(attempt));
-                if let Some(deadline) = deadline {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if let Ok(value) =
-                        HeaderValue::from_str(&format!("{}m", left.as_millis().max(1)))
-                    {
-                        request.headers_mut().insert(GRPC_TIMEOUT, value);
-                    }
-                }
+    let mut attempt: u32 = 1;
+    loop {
+        tokio::time::sleep(delay).await;
+        attempt += 1;
+        let shared = &call.shared;
+        let service = call.service.get_or_insert_with(|| shared.spare());
+        let ready = service.ready().await.map_err(Into::into)?;
+        let mut request = call
+            .head
+            .request(Body::new(Replay::new(call.bytes.clone())));
+        request
+            .headers_mut()
+            .insert(PREVIOUS_ATTEMPTS_NAME, previous_attempts(attempt));
+        if let Some(deadline) = call.deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if let Ok(value) = HeaderValue::from_str(&format!("{}m", left.as_millis().max(1))) {
+                request.headers_mut().insert(GRPC_TIMEOUT, value);
             }
-            let response = inner.call(request).await.map_err(Into::into)?;
-            let verdict = verdict(response.headers(), &policy);
-            let finish = |response: http::Response<B>| {
-                let mut response = response.map(Body::new);
-                response.extensions_mut().insert(Attempts(attempt));
-                response
-                    .headers_mut()
-                    .insert(PREVIOUS_ATTEMPTS_NAME, previous_attempts(attempt));
-                response
-            };
-            let Some(verdict) = verdict else {
-                throttle.success();
-                return Ok(finish(response));
-            };
-            if verdict.refused {
-                throttle.failure();
-                return Ok(finish(response));
-            }
-            if !verdict.retryable {
-                return Ok(finish(response));
-            }
-            throttle.failure();
-            if attempt >= policy.max_attempts || !throttle.allows() {
-                return Ok(finish(response));
-            }
-            let backoff = {
-                let exp = policy
-                    .initial_backoff
-                    .saturating_mul(1u32 << (attempt - 1).min(16))
-                    .min(policy.max_backoff);
-                jitter(exp)
-            };
-            let delay = verdict
-                .server_delay
-                .map_or(backoff, |d| d.min(policy.max_server_delay));
-            if let Some(deadline) = deadline {
-                // A delay too long to add (a hostile RetryInfo under a cap
-                // of `Duration::MAX`) ends after any deadline.
-                if Instant::now()
-                    .checked_add(delay)
-                    .is_none_or(|wake| wake >= deadline)
-                {
-                    // Sleeping would pass the deadline: give up now.
-                    return Ok(deadline_exceeded(attempt));
-                }
-            }
-            // Boxed: the timer is only needed here, and would otherwise make
-            // every call's future larger.
-            Box::pin(tokio::time::sleep(delay)).await;
+        }
+        let response = ready.call(request).await.map_err(Into::into)?;
+        match next_step(response, attempt, &call.shared, call.deadline) {
+            Step::Done(response) => return Ok(response),
+            Step::Wait(next) => delay = next,
         }
     }
 }
@@ -749,5 +953,186 @@ mod tests {
             throttle.success();
         }
         assert!(throttle.allows());
+    }
+
+    /// What a [`Recording`] service saw of one request.
+    #[derive(Debug, Clone, PartialEq)]
+    struct Seen {
+        method: http::Method,
+        uri: http::Uri,
+        headers: HeaderMap,
+        grpc_method: Option<(String, String)>,
+        tag: Option<&'static str>,
+        body: Bytes,
+    }
+
+    /// A service that counts its clones, keeps what each request carried,
+    /// and answers UNAVAILABLE (with a 1 ms pushback) `failures` times,
+    /// then OK.
+    struct Recording {
+        clones: Arc<AtomicU64>,
+        seen: Arc<std::sync::Mutex<Vec<Seen>>>,
+        failures: u64,
+    }
+
+    impl Clone for Recording {
+        fn clone(&self) -> Self {
+            self.clones.fetch_add(1, Ordering::Relaxed);
+            Self {
+                clones: self.clones.clone(),
+                seen: self.seen.clone(),
+                failures: self.failures,
+            }
+        }
+    }
+
+    #[derive(Debug, Clone, PartialEq)]
+    struct Tag(&'static str);
+
+    impl Service<http::Request<Body>> for Recording {
+        type Response = http::Response<Body>;
+        type Error = BoxError;
+        type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+            let seen = self.seen.clone();
+            let failures = self.failures;
+            Box::pin(async move {
+                let (parts, body) = request.into_parts();
+                let body = body.collect().await?.to_bytes();
+                let mut seen = seen.lock().unwrap();
+                seen.push(Seen {
+                    method: parts.method,
+                    uri: parts.uri,
+                    headers: parts.headers,
+                    grpc_method: parts
+                        .extensions
+                        .get::<tonic::GrpcMethod<'static>>()
+                        .map(|m| (m.service().to_owned(), m.method().to_owned())),
+                    tag: parts.extensions.get::<Tag>().map(|t| t.0),
+                    body,
+                });
+                let mut response = http::Response::new(Body::empty());
+                if seen.len() as u64 <= failures {
+                    *response.headers_mut() = trailers_only("14", Some("1"));
+                }
+                Ok(response)
+            })
+        }
+    }
+
+    fn recording(failures: u64) -> (Recording, Arc<AtomicU64>, Arc<std::sync::Mutex<Vec<Seen>>>) {
+        let clones = Arc::new(AtomicU64::new(0));
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let service = Recording {
+            clones: clones.clone(),
+            seen: seen.clone(),
+            failures,
+        };
+        (service, clones, seen)
+    }
+
+    /// A request as a tonic client makes one, with one more extension if
+    /// `tag` is given.
+    fn grpc_request(body: Body, tag: Option<&'static str>) -> http::Request<Body> {
+        let mut request = http::Request::new(body);
+        *request.method_mut() = http::Method::POST;
+        *request.uri_mut() = http::Uri::from_static("http://127.0.0.1/pkg.Svc/Do");
+        request
+            .headers_mut()
+            .insert("content-type", HeaderValue::from_static("application/grpc"));
+        request
+            .headers_mut()
+            .insert("authorization", HeaderValue::from_static("Bearer t"));
+        request
+            .extensions_mut()
+            .insert(tonic::GrpcMethod::new("pkg.Svc", "Do"));
+        if let Some(tag) = tag {
+            request.extensions_mut().insert(Tag(tag));
+        }
+        request
+    }
+
+    #[tokio::test]
+    async fn a_final_first_answer_clones_no_service() {
+        let (service, clones, seen) = recording(0);
+        let mut service = RetryLayer::new(RetryPolicy::default()).layer(service);
+        let made = clones.load(Ordering::Relaxed);
+        for _ in 0..3 {
+            let request = grpc_request(body_of(&[b"\0\0\0\0\x01x"]), None);
+            let response = call_once(&mut service, request).await;
+            assert_eq!(response.extensions().get::<Attempts>(), Some(&Attempts(1)));
+            assert_eq!(response.headers()[PREVIOUS_ATTEMPTS], "0");
+        }
+        assert_eq!(
+            clones.load(Ordering::Relaxed),
+            made,
+            "a call cloned the service"
+        );
+        assert_eq!(seen.lock().unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_retry_sends_the_same_head_extensions_and_body() {
+        for tag in [None, Some("kept")] {
+            let (service, clones, seen) = recording(2);
+            let mut service = RetryLayer::new(RetryPolicy::default()).layer(service);
+            let made = clones.load(Ordering::Relaxed);
+            let request = grpc_request(body_of(&[b"\0\0\0\0\x02", b"hi"]), tag);
+            let response = call_once(&mut service, request).await;
+            assert_eq!(response.extensions().get::<Attempts>(), Some(&Attempts(3)));
+            assert_eq!(response.headers()[PREVIOUS_ATTEMPTS], "2");
+            // One clone of the spare for both retries.
+            assert_eq!(clones.load(Ordering::Relaxed), made + 1);
+            let seen = seen.lock().unwrap();
+            assert_eq!(seen.len(), 3);
+            for (i, s) in seen.iter().enumerate() {
+                assert_eq!(s.method, http::Method::POST);
+                assert_eq!(s.uri, "http://127.0.0.1/pkg.Svc/Do");
+                assert_eq!(s.headers["authorization"], "Bearer t");
+                assert_eq!(s.headers["content-type"], "application/grpc");
+                assert_eq!(
+                    s.headers
+                        .get(PREVIOUS_ATTEMPTS)
+                        .map(|v| v.to_str().unwrap()),
+                    (i > 0).then(|| i.to_string()).as_deref(),
+                    "attempt {i}"
+                );
+                assert_eq!(
+                    s.grpc_method,
+                    Some(("pkg.Svc".to_owned(), "Do".to_owned())),
+                    "attempt {i}"
+                );
+                assert_eq!(s.tag, tag, "attempt {i}");
+                assert_eq!(&s.body[..], b"\0\0\0\0\x02hi", "attempt {i}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_that_comes_later_is_sent_and_replayed() {
+        let (service, _, seen) = recording(1);
+        let mut service = RetryLayer::new(RetryPolicy::default()).layer(service);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, Status>>(2);
+        let body = Body::new(http_body_util::StreamBody::new(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        ));
+        let call = tokio::spawn(async move {
+            let response = call_once(&mut service, grpc_request(body, None)).await;
+            response.extensions().get::<Attempts>().copied()
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        tx.send(Ok(http_body::Frame::data(Bytes::from_static(b"late"))))
+            .await
+            .unwrap();
+        drop(tx);
+        assert_eq!(call.await.unwrap(), Some(Attempts(2)));
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 2);
+        assert!(seen.iter().all(|s| &s.body[..] == b"late"));
     }
 }

@@ -101,6 +101,7 @@ pub use budget::MAX_TRAILER_BLOCK;
 use budget::*;
 pub use classify::{default_classify, Classified, ClassifyStatus, DefaultPolicy};
 use errmap::headers::percent_decode;
+pub(crate) use outcome::Listening;
 pub use outcome::{Outcome, OutcomeSlot};
 use rewrite::*;
 
@@ -283,8 +284,11 @@ impl<P: ClassifyStatus> State<P> {
             self.help_base_url.as_deref(),
             self.accept_language.as_ref(),
         );
-        if let (Some(slot), Some(outcome)) = (&self.slot, outcome) {
-            slot.set(outcome);
+        if let Some(outcome) = outcome {
+            outcome::offer(&outcome);
+            if let Some(slot) = &self.slot {
+                slot.set(outcome);
+            }
         }
     }
 }

@@ -2,9 +2,11 @@
 //! domain, in the Prometheus text format.
 //!
 //! [`MetricsLayer`] goes outside the response layer
-//! ([`ErrorLayer`](crate::layer::ErrorLayer)). It puts an
-//! [`OutcomeSlot`] into each request, and the response layer fills it with
-//! the code, domain and reason it found or made. So a reason is read from
+//! ([`ErrorLayer`](crate::layer::ErrorLayer)). The response layer hands it
+//! the code, domain and reason it found or made, in the poll where it
+//! found them (a thread-local hand-over, nothing allocated per call; an
+//! [`OutcomeSlot`](crate::layer::OutcomeSlot) in the request's extensions
+//! gets the same for anyone else). So a reason is read from
 //! the status that layer already holds, never by decoding the details a
 //! second time. The families, in OpenTelemetry's names:
 //!
@@ -61,7 +63,7 @@ use errmap::catalog::grpc_code_name;
 use crate::{
     admission::Admission,
     auth::AuthInterceptor,
-    layer::{Outcome, OutcomeSlot},
+    layer::{Listening, Outcome},
     otlp::{PendingSpan, SpanRecorder},
     reload::LiveCatalogs,
 };
@@ -552,18 +554,19 @@ struct Timing {
     export: Option<(SpanRecorder, PendingSpan)>,
     system: &'static str,
     method: &'static str,
-    slot: OutcomeSlot,
     started: Instant,
     done: bool,
 }
 
 impl Timing {
-    fn finish(&mut self, fallback: Code) {
+    /// Records the call: with the `outcome` the response layer handed
+    /// over, else with the gRPC code `fallback` alone.
+    fn finish(&mut self, outcome: Option<Outcome>, fallback: Code) {
         if self.done {
             return;
         }
         self.done = true;
-        let outcome = self.slot.get().unwrap_or(Outcome::plain(fallback));
+        let outcome = outcome.unwrap_or(Outcome::plain(fallback));
         if !self.span.is_disabled() {
             let name = grpc_code_name(outcome.code);
             self.span.record("rpc.status_code", name);
@@ -587,7 +590,7 @@ impl Timing {
 impl Drop for Timing {
     fn drop(&mut self) {
         // Dropped before a status: the client went away.
-        self.finish(Code::Cancelled);
+        self.finish(None, Code::Cancelled);
     }
 }
 
@@ -610,7 +613,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
         if self.metrics.is_none() && !self.trace && self.export.is_none() {
             return MetricsFuture {
                 future: self.inner.call(request),
@@ -674,8 +677,6 @@ where
                 timing: None,
             };
         }
-        let slot = OutcomeSlot::new();
-        request.extensions_mut().insert(slot.clone());
         let export = self.export.as_ref().and_then(|recorder| {
             recorder
                 .begin(request.headers(), request.uri().path(), system)
@@ -692,7 +693,6 @@ where
                 .map_or("other", |m| m.method_label(request.uri().path())),
             metrics: self.metrics.clone(),
             span,
-            slot,
             started: Instant::now(),
             done: false,
         });
@@ -724,23 +724,39 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let polled = {
-            let _enter = this.timing.as_ref().map(|t| t.span.enter());
-            this.future.poll(cx)
+        let Some(timing) = this.timing.as_ref() else {
+            // Nothing observed, or polled after it completed.
+            return this.future.poll(cx).map_ok(|response| {
+                response.map(|inner| MetricsBody {
+                    inner,
+                    timing: None,
+                })
+            });
+        };
+        let (polled, outcome) = {
+            let _enter = timing.span.enter();
+            let listening = Listening::start();
+            let polled = this.future.poll(cx);
+            (polled, listening.finish())
         };
         let result = ready!(polled);
         let mut timing = this.timing.take();
         Poll::Ready(match result {
             Ok(response) => {
-                if let (Some(code), Some(t)) = (status_in(response.headers()), timing.as_mut()) {
-                    // Trailers-only: the status is known now.
-                    t.finish(code);
+                // Trailers-only: the status is known now. The response
+                // layer says so by handing its outcome over.
+                if let Some(t) = timing.as_mut() {
+                    if let Some(outcome) = outcome {
+                        t.finish(Some(outcome), Code::Unknown);
+                    } else if let Some(code) = status_in(response.headers()) {
+                        t.finish(None, code);
+                    }
                 }
                 Ok(response.map(|inner| MetricsBody { inner, timing }))
             }
             Err(error) => {
                 if let Some(t) = timing.as_mut() {
-                    t.finish(Code::Unknown);
+                    t.finish(outcome, Code::Unknown);
                 }
                 Err(error)
             }
@@ -767,27 +783,28 @@ impl<B: Body<Data = Bytes>> Body for MetricsBody<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.project();
-        let polled = {
-            let _enter = this.timing.as_ref().map(|t| t.span.enter());
-            this.inner.poll_frame(cx)
+        let Some(timing) = this.timing.as_mut() else {
+            return this.inner.poll_frame(cx);
+        };
+        let (polled, outcome) = {
+            let _enter = timing.span.enter();
+            let listening = Listening::start();
+            let polled = this.inner.poll_frame(cx);
+            (polled, listening.finish())
         };
         let frame = ready!(polled);
         match &frame {
             Some(Ok(f)) => {
-                if let (Some(trailers), Some(t)) = (f.trailers_ref(), this.timing.as_mut()) {
-                    t.finish(status_in(trailers).unwrap_or(Code::Unknown));
+                if let Some(trailers) = f.trailers_ref() {
+                    match outcome {
+                        Some(outcome) => timing.finish(Some(outcome), Code::Unknown),
+                        None => {
+                            timing.finish(None, status_in(trailers).unwrap_or(Code::Unknown));
+                        }
+                    }
                 }
             }
-            Some(Err(_)) => {
-                if let Some(t) = this.timing.as_mut() {
-                    t.finish(Code::Unknown);
-                }
-            }
-            None => {
-                if let Some(t) = this.timing.as_mut() {
-                    t.finish(Code::Unknown);
-                }
-            }
+            Some(Err(_)) | None => timing.finish(outcome, Code::Unknown),
         }
         Poll::Ready(frame)
     }

@@ -231,6 +231,8 @@ const STACK_SECRET: &[u8] = b"instructions: only in-process";
 struct Stack {
     runtime: tokio::runtime::Runtime,
     errmap: errmap_server::measure::CallPath,
+    /// The same server with metrics on (`--admin-addr`).
+    errmap_metrics: errmap_server::measure::CallPath,
     bare: tonic::service::Routes,
     bearer: http::HeaderValue,
 }
@@ -249,6 +251,12 @@ impl Stack {
         ));
         config.concurrency_limit = 4096;
         let errmap = runtime
+            .block_on(errmap_server::measure::CallPath::new(
+                errmap_server::ErrmapServer::new(config.clone()),
+            ))
+            .expect("the server assembles");
+        config.metrics = Some(errmap_server::metrics::Metrics::new());
+        let errmap_metrics = runtime
             .block_on(errmap_server::measure::CallPath::new(
                 errmap_server::ErrmapServer::new(config),
             ))
@@ -271,6 +279,7 @@ impl Stack {
         Self {
             runtime,
             errmap,
+            errmap_metrics,
             bare,
             bearer: http::HeaderValue::try_from(format!("Bearer {token}")).expect("ascii"),
         }
@@ -304,6 +313,20 @@ impl Stack {
 /// (`errmap`) or through bare tonic's router: true for gRPC status 0 with
 /// a message.
 fn stack_call(errmap: bool, health: bool) -> bool {
+    stack_call_on(if errmap { On::Errmap } else { On::Bare }, health)
+}
+
+/// Which server a stack path calls.
+#[derive(Clone, Copy, PartialEq)]
+enum On {
+    Errmap,
+    ErrmapWithMetrics,
+    Bare,
+}
+
+/// One call of a unary RPC through the server `on`: true for gRPC status 0
+/// with a message.
+fn stack_call_on(on: On, health: bool) -> bool {
     thread_local! {
         static STACK: std::cell::OnceCell<Stack> = const { std::cell::OnceCell::new() };
     }
@@ -320,10 +343,10 @@ fn stack_call(errmap: bool, health: bool) -> bool {
                 &[0x08, 11],
             )
         };
-        let answer = if errmap {
-            black_box(&stack.errmap).call(request)
-        } else {
-            errmap_server::measure::drive(black_box(&stack.bare), request)
+        let answer = match on {
+            On::Errmap => black_box(&stack.errmap).call(request),
+            On::ErrmapWithMetrics => black_box(&stack.errmap_metrics).call(request),
+            On::Bare => errmap_server::measure::drive(black_box(&stack.bare), request),
         };
         answer.is_some_and(|a| {
             a.status == http::StatusCode::OK
@@ -333,11 +356,114 @@ fn stack_call(errmap: bool, health: bool) -> bool {
     })
 }
 
+/// A client and a bare tonic server on 127.0.0.1, the server in a thread
+/// of its own: the client's runtime is a current-thread one, driven only
+/// inside [`measured`], so callgrind counts the client's side of each call
+/// (its channel's buffer task included) and none of the server's.
+struct Client {
+    runtime: tokio::runtime::Runtime,
+    plain: errmap::pb::error_catalog_client::ErrorCatalogClient<tonic::transport::Channel>,
+    retry: errmap::pb::error_catalog_client::ErrorCatalogClient<
+        errmap_client::Retry<tonic::transport::Channel>,
+    >,
+}
+
+impl Client {
+    fn new() -> Self {
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("the server's runtime");
+            runtime.block_on(async {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind 127.0.0.1");
+                addr_tx
+                    .send(listener.local_addr().expect("an address"))
+                    .expect("the harness waits for the address");
+                let incoming =
+                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+                // Served until the process ends.
+                let _ = tonic::transport::Server::builder()
+                    .add_service(errmap_server::service::CatalogService::new().into_server())
+                    .serve_with_incoming(incoming)
+                    .await;
+            });
+        });
+        let addr = addr_rx.recv().expect("the server's address");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("the client's runtime");
+        let connect = |addr: std::net::SocketAddr| async move {
+            tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                .expect("an endpoint")
+                .tcp_nodelay(true)
+                .connect()
+                .await
+                .expect("the server answers")
+        };
+        let (plain, retry) = runtime.block_on(async { (connect(addr).await, connect(addr).await) });
+        let retry = tower::Layer::layer(
+            &errmap_client::RetryLayer::new(errmap_client::RetryPolicy::default()),
+            retry,
+        );
+        Self {
+            runtime,
+            plain: errmap::pb::error_catalog_client::ErrorCatalogClient::new(plain),
+            retry: errmap::pb::error_catalog_client::ErrorCatalogClient::new(retry),
+        }
+    }
+}
+
+/// One `GetError` hit from a tonic client, through the client retry layer
+/// or without it: true for the entry asked for.
+fn client_call(retry: bool) -> bool {
+    thread_local! {
+        static CLIENT: std::cell::RefCell<Option<Client>> = const { std::cell::RefCell::new(None) };
+    }
+    CLIENT.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        let client = slot.get_or_insert_with(Client::new);
+        let request = errmap::pb::GetErrorRequest {
+            key: Some(errmap::pb::get_error_request::Key::Code(11)),
+            ..Default::default()
+        };
+        let answer = if retry {
+            client
+                .runtime
+                .block_on(client.retry.get_error(black_box(request)))
+        } else {
+            client
+                .runtime
+                .block_on(client.plain.get_error(black_box(request)))
+        };
+        answer.is_ok_and(|a| a.into_inner().error.is_some_and(|e| e.code == Some(11)))
+    })
+}
+
 const PATHS: &[Path] = &[
+    Path {
+        name: "client/retry_get_error_hit",
+        anchor: Some("client/plain_get_error_hit"),
+        run: |_| client_call(true),
+    },
+    Path {
+        name: "client/plain_get_error_hit",
+        anchor: None,
+        run: |_| client_call(false),
+    },
     Path {
         name: "stack/get_error_hit",
         anchor: Some("stack/bare_tonic_get_error_hit"),
         run: |_| stack_call(true, false),
+    },
+    Path {
+        name: "stack/get_error_hit_metrics_on",
+        anchor: Some("stack/get_error_hit"),
+        run: |_| stack_call_on(On::ErrmapWithMetrics, false),
     },
     Path {
         name: "stack/bare_tonic_get_error_hit",

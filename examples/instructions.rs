@@ -309,13 +309,6 @@ impl Stack {
     }
 }
 
-/// One call of a unary RPC through a server's whole per-call path
-/// (`errmap`) or through bare tonic's router: true for gRPC status 0 with
-/// a message.
-fn stack_call(errmap: bool, health: bool) -> bool {
-    stack_call_on(if errmap { On::Errmap } else { On::Bare }, health)
-}
-
 /// Which server a stack path calls.
 #[derive(Clone, Copy, PartialEq)]
 enum On {
@@ -324,8 +317,8 @@ enum On {
     Bare,
 }
 
-/// One call of a unary RPC through the server `on`: true for gRPC status 0
-/// with a message.
+/// One call of a unary RPC through the server `on` (a whole per-call path,
+/// or bare tonic's router): true for gRPC status 0 with a message.
 fn stack_call_on(on: On, health: bool) -> bool {
     thread_local! {
         static STACK: std::cell::OnceCell<Stack> = const { std::cell::OnceCell::new() };
@@ -458,7 +451,7 @@ const PATHS: &[Path] = &[
     Path {
         name: "stack/get_error_hit",
         anchor: Some("stack/bare_tonic_get_error_hit"),
-        run: |_| stack_call(true, false),
+        run: |_| stack_call_on(On::Errmap, false),
     },
     Path {
         name: "stack/get_error_hit_metrics_on",
@@ -468,17 +461,17 @@ const PATHS: &[Path] = &[
     Path {
         name: "stack/bare_tonic_get_error_hit",
         anchor: None,
-        run: |_| stack_call(false, false),
+        run: |_| stack_call_on(On::Bare, false),
     },
     Path {
         name: "stack/health_check",
         anchor: Some("stack/bare_tonic_health_check"),
-        run: |_| stack_call(true, true),
+        run: |_| stack_call_on(On::Errmap, true),
     },
     Path {
         name: "stack/bare_tonic_health_check",
         anchor: None,
-        run: |_| stack_call(false, true),
+        run: |_| stack_call_on(On::Bare, true),
     },
     Path {
         name: "build/bare_44",

@@ -275,22 +275,17 @@ where
                     parts,
                     Body::new(Replay::new(bytes.clone())),
                 ));
-                let shared = self.shared.clone();
+                let call = Call {
+                    service: None,
+                    shared: self.shared.clone(),
+                    head,
+                    bytes,
+                    deadline,
+                };
                 Box::pin(async move {
-                    let response = answer.await.map_err(Into::into)?;
-                    match next_step(response, 1, &shared, deadline) {
-                        Step::Done(response) => Ok(response),
-                        Step::Wait(delay) => {
-                            let call = Call {
-                                service: None,
-                                shared,
-                                head,
-                                bytes,
-                                deadline,
-                            };
-                            // Boxed: this call's future stays small.
-                            Box::pin(retries(call, delay)).await
-                        }
+                    match call.settle(answer.await.map_err(Into::into)?) {
+                        Ok(response) => Ok(response),
+                        Err(retrying) => retrying.await,
                     }
                 })
             }
@@ -308,18 +303,16 @@ where
                         http::Request::from_parts(parts, Body::new(Replay::new(bytes.clone())));
                     let ready = service.ready().await.map_err(Into::into)?;
                     let response = ready.call(request).await.map_err(Into::into)?;
-                    match next_step(response, 1, &shared, deadline) {
-                        Step::Done(response) => Ok(response),
-                        Step::Wait(delay) => {
-                            let call = Call {
-                                service: Some(service),
-                                shared,
-                                head,
-                                bytes,
-                                deadline,
-                            };
-                            retries(call, delay).await
-                        }
+                    let call = Call {
+                        service: Some(service),
+                        shared,
+                        head,
+                        bytes,
+                        deadline,
+                    };
+                    match call.settle(response) {
+                        Ok(response) => Ok(response),
+                        Err(retrying) => retrying.await,
                     }
                 })
             }
@@ -475,6 +468,9 @@ impl http_body::Body for Replay {
     }
 }
 
+/// How many frames of a request body `Retry::call` reads before it returns.
+const FRAMES_AT_ONCE: usize = 64;
+
 /// The request body as it arrives, kept for replays: up to `limit` bytes;
 /// a larger one fails unsent.
 ///
@@ -522,16 +518,20 @@ impl Gathered {
     }
 
     /// Keeps what the body has ready now, without waiting: `None` when it
-    /// has ended, else the body, whose rest comes later.
+    /// has ended, else the body, whose rest comes later. At most
+    /// [`FRAMES_AT_ONCE`] frames are read here: a body that keeps yielding
+    /// (empty frames, say, which the size limit never stops) is read on in
+    /// the call's future, not inside `call`.
     fn now(&mut self, mut body: Body) -> Result<Option<Body>, BoxError> {
         let mut cx = Context::from_waker(std::task::Waker::noop());
-        loop {
+        for _ in 0..FRAMES_AT_ONCE {
             match http_body::Body::poll_frame(Pin::new(&mut body), &mut cx) {
                 Poll::Ready(Some(frame)) => self.frame(frame?)?,
                 Poll::Ready(None) => return Ok(None),
                 Poll::Pending => return Ok(Some(body)),
             }
         }
+        Ok(Some(body))
     }
 
     /// Keeps the rest of the body.
@@ -567,6 +567,29 @@ struct Call<S> {
     head: Head,
     bytes: Bytes,
     deadline: Option<Instant>,
+}
+
+/// A call's retries, to await.
+type Retrying = Pin<Box<dyn Future<Output = Result<http::Response<Body>, BoxError>> + Send>>;
+
+impl<S> Call<S> {
+    /// What follows the first attempt's `response`: the call's answer, or
+    /// its retries. A plain `fn`, not an `async fn`: the retries are a
+    /// future of their own, boxed only when one happens, so that the future
+    /// of a call answered at once stays small.
+    fn settle<B>(self, response: http::Response<B>) -> Result<http::Response<Body>, Retrying>
+    where
+        S: Service<http::Request<Body>, Response = http::Response<B>> + Clone + Send + 'static,
+        S::Future: Send,
+        S::Error: Into<BoxError>,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        match next_step(response, 1, &self.shared, self.deadline) {
+            Step::Done(response) => Ok(response),
+            Step::Wait(delay) => Err(Box::pin(retries(self, delay))),
+        }
+    }
 }
 
 /// After an answer: the call's answer, or a wait before the next attempt.
@@ -1134,5 +1157,28 @@ mod tests {
         let seen = seen.lock().unwrap();
         assert_eq!(seen.len(), 2);
         assert!(seen.iter().all(|s| &s.body[..] == b"late"));
+    }
+
+    #[tokio::test]
+    async fn a_body_that_keeps_yielding_is_read_on_in_the_future() {
+        // A ready body of three frames is read whole inside `call`.
+        let mut gathered = Gathered::new(64);
+        assert!(gathered
+            .now(body_of(&[b"a", b"b", b"c"]))
+            .unwrap()
+            .is_none());
+        assert_eq!(&gathered.bytes()[..], b"abc");
+        // One of many empty frames (which the size limit never stops) is
+        // left for the call's future after `FRAMES_AT_ONCE`, and still sent
+        // whole.
+        let mut frames: Vec<&'static [u8]> = vec![b""; FRAMES_AT_ONCE * 3];
+        frames.push(b"end");
+        let mut gathered = Gathered::new(64);
+        assert!(gathered.now(body_of(&frames)).unwrap().is_some());
+        let (service, _, seen) = recording(0);
+        let mut service = RetryLayer::new(RetryPolicy::default()).layer(service);
+        let response = call_once(&mut service, grpc_request(body_of(&frames), None)).await;
+        assert_eq!(response.extensions().get::<Attempts>(), Some(&Attempts(1)));
+        assert_eq!(&seen.lock().unwrap()[0].body[..], b"end");
     }
 }

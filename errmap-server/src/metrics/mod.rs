@@ -559,14 +559,13 @@ struct Timing {
 }
 
 impl Timing {
-    /// Records the call: with the `outcome` the response layer handed
-    /// over, else with the gRPC code `fallback` alone.
-    fn finish(&mut self, outcome: Option<Outcome>, fallback: Code) {
+    /// Records the call with its `outcome`: the one the response layer
+    /// handed over, else the gRPC code alone.
+    fn finish(&mut self, outcome: Outcome) {
         if self.done {
             return;
         }
         self.done = true;
-        let outcome = outcome.unwrap_or(Outcome::plain(fallback));
         if !self.span.is_disabled() {
             let name = grpc_code_name(outcome.code);
             self.span.record("rpc.status_code", name);
@@ -590,7 +589,7 @@ impl Timing {
 impl Drop for Timing {
     fn drop(&mut self) {
         // Dropped before a status: the client went away.
-        self.finish(None, Code::Cancelled);
+        self.finish(Outcome::plain(Code::Cancelled));
     }
 }
 
@@ -746,17 +745,17 @@ where
                 // Trailers-only: the status is known now. The response
                 // layer says so by handing its outcome over.
                 if let Some(t) = timing.as_mut() {
-                    if let Some(outcome) = outcome {
-                        t.finish(Some(outcome), Code::Unknown);
-                    } else if let Some(code) = status_in(response.headers()) {
-                        t.finish(None, code);
+                    if let Some(outcome) =
+                        outcome.or_else(|| status_in(response.headers()).map(Outcome::plain))
+                    {
+                        t.finish(outcome);
                     }
                 }
                 Ok(response.map(|inner| MetricsBody { inner, timing }))
             }
             Err(error) => {
                 if let Some(t) = timing.as_mut() {
-                    t.finish(outcome, Code::Unknown);
+                    t.finish(outcome.unwrap_or(Outcome::plain(Code::Unknown)));
                 }
                 Err(error)
             }
@@ -796,15 +795,14 @@ impl<B: Body<Data = Bytes>> Body for MetricsBody<B> {
         match &frame {
             Some(Ok(f)) => {
                 if let Some(trailers) = f.trailers_ref() {
-                    match outcome {
-                        Some(outcome) => timing.finish(Some(outcome), Code::Unknown),
-                        None => {
-                            timing.finish(None, status_in(trailers).unwrap_or(Code::Unknown));
-                        }
-                    }
+                    timing.finish(outcome.unwrap_or_else(|| {
+                        Outcome::plain(status_in(trailers).unwrap_or(Code::Unknown))
+                    }));
                 }
             }
-            Some(Err(_)) | None => timing.finish(outcome, Code::Unknown),
+            Some(Err(_)) | None => {
+                timing.finish(outcome.unwrap_or(Outcome::plain(Code::Unknown)));
+            }
         }
         Poll::Ready(frame)
     }
